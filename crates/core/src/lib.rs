@@ -1,0 +1,23 @@
+//! The credential domain of authd and introspect, with no knowledge of gRPC.
+//!
+//! Layout, one sentence a module:
+//! - `token`: the self-identifying, checksummed token format and its hash;
+//! - `rng`: a per-thread ChaCha20 CSPRNG seeded from the OS;
+//! - `model`: tenants, API keys, clients, sessions, audit events, limits,
+//!   and the sliding-expiry rule;
+//! - `operator`: operator keys, sealed offline with the server secret;
+//! - `store`: the store interface and its Redis and in-memory implementations;
+//! - `authority`: every credential operation, written once over any store;
+//! - `error`: the domain errors the gRPC edge maps to status codes.
+#![forbid(unsafe_code)]
+
+
+pub mod error;
+pub mod model;
+
+pub mod rng;
+pub mod store;
+pub mod token;
+
+
+pub use error::{Error, InvalidReason};

@@ -1,0 +1,312 @@
+//! The credential model: tenants, API keys, clients, sessions, audit events,
+//! and the validation limits of everything a caller may send.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::token::SecretHash;
+
+/// Milliseconds since the Unix epoch: the one time unit of the domain and
+/// the store (Redis `PEXPIREAT` takes it as is).
+pub type Millis = i64;
+
+/// Now, in [`Millis`].
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Production and test data never mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Environment {
+    Production,
+    Test,
+}
+
+impl Environment {
+    /// One-letter form used in store records.
+    pub fn code(self) -> &'static str {
+        match self {
+            Environment::Production => "p",
+            Environment::Test => "t",
+        }
+    }
+
+    /// Inverse of [`Environment::code`].
+    pub fn from_code(s: &str) -> Option<Environment> {
+        match s {
+            "p" => Some(Environment::Production),
+            "t" => Some(Environment::Test),
+            _ => None,
+        }
+    }
+}
+
+/// What an API key may do. An empty scope set means everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    ClientsCreate,
+    ClientsRead,
+    ClientsDelete,
+    SessionsCreate,
+    SessionsRead,
+    SessionsRevoke,
+}
+
+impl Scope {
+    /// Every scope, in documentation order.
+    pub const ALL: [Scope; 6] = [
+        Scope::ClientsCreate,
+        Scope::ClientsRead,
+        Scope::ClientsDelete,
+        Scope::SessionsCreate,
+        Scope::SessionsRead,
+        Scope::SessionsRevoke,
+    ];
+
+    /// The name callers use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::ClientsCreate => "clients.create",
+            Scope::ClientsRead => "clients.read",
+            Scope::ClientsDelete => "clients.delete",
+            Scope::SessionsCreate => "sessions.create",
+            Scope::SessionsRead => "sessions.read",
+            Scope::SessionsRevoke => "sessions.revoke",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of scopes, stored as a bit mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes(pub u8);
+
+impl Scopes {
+    /// Parses caller-given scope names; an unknown name is an error naming
+    /// the field.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Scopes, Error> {
+        let mut bits = 0u8;
+        for n in names {
+            let s = Scope::ALL.iter().find(|s| s.name() == n).ok_or_else(|| {
+                Error::invalid("scopes", format!("unknown scope {n:?}; known: {}", Scopes::all_names()))
+            })?;
+            bits |= s.bit();
+        }
+        Ok(Scopes(bits))
+    }
+
+    fn all_names() -> String {
+        Scope::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Whether a key with these scopes may do `s` (empty = all).
+    pub fn allows(self, s: Scope) -> bool {
+        self.0 == 0 || self.0 & s.bit() != 0
+    }
+
+    /// The names, for display.
+    pub fn names(self) -> Vec<&'static str> {
+        Scope::ALL.iter().filter(|s| self.0 & s.bit() != 0).map(|s| s.name()).collect()
+    }
+}
+
+/// One customer of the platform, with its session policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    /// A session dies after this long unused.
+    pub idle_timeout_ms: Millis,
+    /// A session dies this long after creation, used or not.
+    pub max_lifetime_ms: Millis,
+    pub created_at: Millis,
+    /// Incident response: credentials issued before this are refused.
+    pub revoked_before: Option<Millis>,
+}
+
+impl Tenant {
+    /// Whether a credential issued at `issued_at` was cut off by
+    /// revoke-before.
+    pub fn revoked(&self, issued_at: Millis) -> bool {
+        self.revoked_before.is_some_and(|rb| issued_at < rb)
+    }
+}
+
+/// An API key record: metadata and the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub env: Environment,
+    pub name: String,
+    pub scopes: Scopes,
+    pub created_at: Millis,
+    /// Set when the key expires, by request or by a roll's grace period.
+    pub expires_at: Option<Millis>,
+    /// The key this one was rolled into.
+    pub successor: Option<Uuid>,
+    pub hash: SecretHash,
+}
+
+/// An end user of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub env: Environment,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: Millis,
+}
+
+/// A client session token's record, or a test client key's (which never
+/// expires).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub created_at: Millis,
+    pub last_used: Millis,
+    /// Current expiry (the store's TTL); `None` for a test client key.
+    pub expires_at: Option<Millis>,
+    /// The hard cap; `None` for a test client key.
+    pub max_expires_at: Option<Millis>,
+    pub hash: SecretHash,
+}
+
+impl Session {
+    /// Whether this is a never-expiring test client key.
+    pub fn is_test_key(&self) -> bool {
+        self.max_expires_at.is_none()
+    }
+}
+
+/// The sliding-expiry rule of PRODUCT.md: after a use at `t`, a session
+/// lives until `min(t + idle, created + max)`.
+pub fn sliding_expiry(t: Millis, idle_ms: Millis, max_expires_at: Millis) -> Millis {
+    (t.saturating_add(idle_ms)).min(max_expires_at)
+}
+
+/// One entry of the audit trail. Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Store position (Redis stream id form `ms-seq`); empty before append.
+    pub id: String,
+    pub time: Millis,
+    /// "operator:<id>" or "api_key:<id>".
+    pub actor: String,
+    /// e.g. "session.create".
+    pub action: String,
+    pub tenant_id: Uuid,
+    /// e.g. "client:<id>".
+    pub subjects: Vec<String>,
+}
+
+/// Documented limits on what callers send.
+pub mod limits {
+    use super::*;
+
+    /// Tenant and API key names.
+    pub const NAME_MAX_CHARS: usize = 64;
+    /// Labels per client.
+    pub const LABELS_MAX: usize = 16;
+    /// Label key length; keys are `[a-z0-9._-]`.
+    pub const LABEL_KEY_MAX: usize = 63;
+    /// Label value length in bytes.
+    pub const LABEL_VALUE_MAX: usize = 256;
+    /// Shortest idle timeout.
+    pub const MIN_IDLE_MS: Millis = 1_000;
+    /// Longest max lifetime: a year.
+    pub const MAX_LIFETIME_MS: Millis = 365 * 24 * 3600 * 1000;
+    /// Default idle timeout: 24 h.
+    pub const DEFAULT_IDLE_MS: Millis = 24 * 3600 * 1000;
+    /// Default max lifetime: 7 d.
+    pub const DEFAULT_MAX_MS: Millis = 7 * 24 * 3600 * 1000;
+    /// Longest grace period of a roll: 30 d.
+    pub const MAX_GRACE_MS: Millis = 30 * 24 * 3600 * 1000;
+    /// Live sessions per client (test client keys included).
+    pub const SESSIONS_PER_CLIENT: usize = 100;
+    /// Audit page size cap.
+    pub const AUDIT_PAGE_MAX: usize = 1000;
+
+    /// A name: 1 to 64 characters, no control characters.
+    pub fn name(field: &'static str, s: &str) -> Result<(), Error> {
+        let n = s.chars().count();
+        if n == 0 || n > NAME_MAX_CHARS {
+            return Err(Error::invalid(field, format!("must be 1 to {NAME_MAX_CHARS} characters")));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(Error::invalid(field, "must not contain control characters"));
+        }
+        Ok(())
+    }
+
+    /// Client labels.
+    pub fn labels(l: &BTreeMap<String, String>) -> Result<(), Error> {
+        if l.len() > LABELS_MAX {
+            return Err(Error::invalid("labels", format!("at most {LABELS_MAX} labels")));
+        }
+        for (k, v) in l {
+            let ok = !k.is_empty()
+                && k.len() <= LABEL_KEY_MAX
+                && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            if !ok {
+                return Err(Error::invalid(
+                    "labels",
+                    format!("label key {k:?} must be 1 to {LABEL_KEY_MAX} characters of [a-z0-9._-]"),
+                ));
+            }
+            if v.len() > LABEL_VALUE_MAX {
+                return Err(Error::invalid("labels", format!("label {k:?} value is over {LABEL_VALUE_MAX} bytes")));
+            }
+        }
+        Ok(())
+    }
+
+    /// A tenant's session policy.
+    pub fn policy(idle: Millis, max: Millis) -> Result<(), Error> {
+        if !(1..=MAX_LIFETIME_MS).contains(&max) {
+            return Err(Error::invalid("max_lifetime", "must be between 1 s and 365 days"));
+        }
+        if idle < MIN_IDLE_MS || idle > max {
+            return Err(Error::invalid("idle_timeout", "must be at least 1 s and at most max_lifetime"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_expiry_is_capped() {
+        assert_eq!(sliding_expiry(1_000, 2_000, 10_000), 3_000);
+        assert_eq!(sliding_expiry(9_000, 2_000, 10_000), 10_000);
+    }
+
+    #[test]
+    fn scopes() {
+        let s = Scopes::parse(["clients.read", "sessions.create"]).unwrap();
+        assert!(s.allows(Scope::ClientsRead) && !s.allows(Scope::ClientsDelete));
+        assert!(Scopes::default().allows(Scope::ClientsDelete));
+        assert_eq!(s.names(), ["clients.read", "sessions.create"]);
+        assert!(Scopes::parse(["admin"]).is_err());
+    }
+
+    #[test]
+    fn label_limits() {
+        let mut l = BTreeMap::new();
+        l.insert("plan".to_string(), "pro".to_string());
+        assert!(limits::labels(&l).is_ok());
+        l.insert("Bad Key".to_string(), String::new());
+        assert!(limits::labels(&l).is_err());
+    }
+}

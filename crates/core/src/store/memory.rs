@@ -1,0 +1,260 @@
+//! The in-memory store: the Redis store's semantics in one mutex-guarded
+//! map, for dev mode and unit tests. Expiry is checked against the wall
+//! clock on every read, as Redis does; dead entries are dropped on access
+//! and by a periodic sweep, so nothing grows without bound.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use super::{AUDIT_MAX_LEN, CreateSession, RollApiKey, Store, StoreResult};
+use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant, now_ms};
+
+/// Writes between two full sweeps of dead entries.
+const SWEEP_EVERY: u32 = 1024;
+
+/// In-memory store; clones share the data.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    tenants: HashMap<Uuid, Tenant>,
+    /// Keyed by (tenant, key id), as the Redis keys are.
+    api_keys: HashMap<(Uuid, Uuid), ApiKey>,
+    clients: HashMap<Uuid, Client>,
+    /// Per client, its sessions by id.
+    sessions: HashMap<Uuid, BTreeMap<Uuid, Session>>,
+    /// Per tenant, its audit trail, oldest first.
+    audit: HashMap<Uuid, VecDeque<AuditEvent>>,
+    /// Last audit id issued, to keep ids increasing like a Redis stream's.
+    last_audit: (Millis, u64),
+    /// Writes since the last sweep.
+    writes: u32,
+}
+
+fn live_at(expires_at: Option<Millis>, now: Millis) -> bool {
+    expires_at.is_none_or(|e| now < e)
+}
+
+impl Inner {
+    fn wrote(&mut self) {
+        self.writes += 1;
+        if self.writes >= SWEEP_EVERY {
+            self.writes = 0;
+            let now = now_ms();
+            self.api_keys.retain(|_, k| live_at(k.expires_at, now));
+            for s in self.sessions.values_mut() {
+                s.retain(|_, s| live_at(s.expires_at, now));
+            }
+            self.sessions.retain(|_, s| !s.is_empty());
+        }
+    }
+
+    fn live_api_key(&mut self, tenant: Uuid, id: Uuid) -> Option<&mut ApiKey> {
+        let now = now_ms();
+        if self.api_keys.get(&(tenant, id)).is_some_and(|k| !live_at(k.expires_at, now)) {
+            self.api_keys.remove(&(tenant, id));
+        }
+        self.api_keys.get_mut(&(tenant, id))
+    }
+
+    fn live_sessions(&mut self, client: Uuid) -> Option<&mut BTreeMap<Uuid, Session>> {
+        let now = now_ms();
+        let s = self.sessions.get_mut(&client)?;
+        s.retain(|_, s| live_at(s.expires_at, now));
+        Some(s)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied change
+        // (every change is a few map operations), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn by_creation<T>(v: &mut [T], key: impl Fn(&T) -> (Millis, Uuid)) {
+    v.sort_by_key(key);
+}
+
+impl Store for MemoryStore {
+    async fn put_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        self.lock().tenants.insert(t.id, t.clone());
+        Ok(())
+    }
+
+    async fn get_tenant(&self, id: Uuid) -> StoreResult<Option<Tenant>> {
+        Ok(self.lock().tenants.get(&id).cloned())
+    }
+
+    async fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> StoreResult<Option<Tenant>> {
+        let mut g = self.lock();
+        Ok(g.tenants.get_mut(&id).map(|t| {
+            t.revoked_before = Some(t.revoked_before.map_or(before, |rb| rb.max(before)));
+            t.clone()
+        }))
+    }
+
+    async fn put_api_key(&self, k: &ApiKey) -> StoreResult<()> {
+        let mut g = self.lock();
+        g.api_keys.insert((k.tenant_id, k.id), k.clone());
+        g.wrote();
+        Ok(())
+    }
+
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<(Option<ApiKey>, Option<Tenant>)> {
+        let mut g = self.lock();
+        let k = g.live_api_key(tenant, id).cloned();
+        Ok((k, g.tenants.get(&tenant).cloned()))
+    }
+
+    async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
+        let now = now_ms();
+        let mut g = self.lock();
+        g.api_keys.retain(|_, k| live_at(k.expires_at, now));
+        let mut v: Vec<ApiKey> = g.api_keys.values().filter(|k| k.tenant_id == tenant).cloned().collect();
+        by_creation(&mut v, |k| (k.created_at, k.id));
+        Ok(v)
+    }
+
+    async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
+        let mut g = self.lock();
+        let k = g.live_api_key(tenant, id).cloned();
+        g.api_keys.remove(&(tenant, id));
+        Ok(k)
+    }
+
+    async fn roll_api_key(&self, old: Uuid, new: &ApiKey, old_expires_at: Millis) -> StoreResult<RollApiKey> {
+        let mut g = self.lock();
+        let Some(k) = g.live_api_key(new.tenant_id, old) else {
+            return Ok(RollApiKey::NotFound);
+        };
+        if k.successor.is_some() {
+            return Ok(RollApiKey::AlreadyRolled);
+        }
+        k.successor = Some(new.id);
+        k.expires_at = Some(k.expires_at.map_or(old_expires_at, |e| e.min(old_expires_at)));
+        g.api_keys.insert((new.tenant_id, new.id), new.clone());
+        g.wrote();
+        Ok(RollApiKey::Rolled)
+    }
+
+    async fn create_client(&self, c: &Client, first: Option<&Session>) -> StoreResult<()> {
+        let mut g = self.lock();
+        g.clients.insert(c.id, c.clone());
+        if let Some(s) = first {
+            g.sessions.entry(c.id).or_default().insert(s.id, s.clone());
+        }
+        g.wrote();
+        Ok(())
+    }
+
+    async fn get_client(&self, id: Uuid) -> StoreResult<Option<Client>> {
+        Ok(self.lock().clients.get(&id).cloned())
+    }
+
+    async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
+        let mut g = self.lock();
+        g.sessions.remove(&id);
+        Ok(g.clients.remove(&id).is_some())
+    }
+
+    async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
+        let mut g = self.lock();
+        if !g.clients.contains_key(&s.client_id) {
+            return Ok(CreateSession::NoClient);
+        }
+        let live = g.live_sessions(s.client_id).map_or(0, |m| m.len());
+        if live >= max_live {
+            return Ok(CreateSession::Full);
+        }
+        g.sessions.entry(s.client_id).or_default().insert(s.id, s.clone());
+        g.wrote();
+        Ok(CreateSession::Created)
+    }
+
+    async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<(Option<Client>, Option<Session>)> {
+        let mut g = self.lock();
+        let s = g.live_sessions(client).and_then(|m| m.get(&id).cloned());
+        Ok((g.clients.get(&client).cloned(), s))
+    }
+
+    async fn touch_session(&self, client: Uuid, id: Uuid, now: Millis, idle_ms: Millis) -> StoreResult<Option<Millis>> {
+        let mut g = self.lock();
+        let Some(s) = g.live_sessions(client).and_then(|m| m.get_mut(&id)) else {
+            return Ok(None);
+        };
+        s.last_used = now;
+        let (Some(cap), Some(cur)) = (s.max_expires_at, s.expires_at) else {
+            return Ok(Some(Millis::MAX));
+        };
+        let new = crate::model::sliding_expiry(now, idle_ms, cap).max(cur);
+        s.expires_at = Some(new);
+        Ok(Some(new))
+    }
+
+    async fn list_sessions(&self, client: Uuid) -> StoreResult<Vec<Session>> {
+        let mut g = self.lock();
+        let mut v: Vec<Session> = g.live_sessions(client).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        by_creation(&mut v, |s| (s.created_at, s.id));
+        Ok(v)
+    }
+
+    async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
+        let mut g = self.lock();
+        Ok(g.live_sessions(client).and_then(|m| m.remove(&id)).is_some())
+    }
+
+    async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
+        let mut g = self.lock();
+        let n = g.live_sessions(client).map_or(0, |m| m.len());
+        g.sessions.remove(&client);
+        Ok(n as u32)
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {
+        let mut g = self.lock();
+        let (ms, seq) = g.last_audit;
+        let next = if e.time > ms { (e.time, 0) } else { (ms, seq + 1) };
+        g.last_audit = next;
+        let mut e = e.clone();
+        e.id = format!("{}-{}", next.0, next.1);
+        let q = g.audit.entry(e.tenant_id).or_default();
+        q.push_back(e.clone());
+        while q.len() > AUDIT_MAX_LEN {
+            q.pop_front();
+        }
+        Ok(e.id)
+    }
+
+    async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+        let after = after.map(parse_stream_id);
+        let g = self.lock();
+        Ok(g.audit
+            .get(&tenant)
+            .map(|q| {
+                q.iter()
+                    .filter(|e| after.is_none_or(|a| parse_stream_id(&e.id) > a))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// Orders stream ids `ms-seq` numerically; anything unparsable sorts first.
+fn parse_stream_id(s: &str) -> (u64, u64) {
+    let (a, b) = s.split_once('-').unwrap_or((s, "0"));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}

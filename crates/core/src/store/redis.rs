@@ -1,0 +1,636 @@
+//! The Redis store.
+//!
+//! Key layout (ids in their 22-character base62 form, `{…}` a hash tag):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `t:{T}` | hash | tenant T: `n` name, `i` idle ms, `m` max ms, `c` created, `r` revoked-before |
+//! | `k:{T}:K` | hash | API key K of T: `e` env, `n` name, `s` scopes, `c` created, `x` expiry, `r` successor, `h` hash; TTL = expiry |
+//! | `ki:{T}` | set | ids of T's API keys (pruned on list) |
+//! | `a:{T}` | stream | T's audit trail, capped |
+//! | `c:{C}` | hash | client C: `t` tenant, `e` env, `c` created, `l` labels (JSON) |
+//! | `s:{C}:S` | hash | session S of C: `h` hash, `c` created, `m` cap (0 = test key), `u` last use; TTL = expiry |
+//! | `si:{C}` | sorted set | C's session ids scored by cap (+inf for a test key); TTL = the largest cap |
+//!
+//! A tenant's records share the slot of `{T}`, a client's the slot of `{C}`,
+//! so every multi-key change is one script or MULTI on one slot: atomic and
+//! cluster-safe. Scripts refer to session keys they derive from the index
+//! (same hash tag, so same slot).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, ErrorKind, RedisError, Script, pipe};
+use uuid::Uuid;
+
+use super::{AUDIT_MAX_LEN, CreateSession, RollApiKey, Store, StoreError, StoreResult};
+use crate::model::{ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant, now_ms};
+use crate::token::{SecretHash, parse_short_id, short_id};
+
+/// How the Redis store connects.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Longest wait for one command's answer; past it the call fails
+    /// UNAVAILABLE (fail closed).
+    pub response_timeout: Duration,
+    /// Longest wait for a (re)connection.
+    pub connection_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions { response_timeout: Duration::from_millis(500), connection_timeout: Duration::from_millis(500) }
+    }
+}
+
+/// Redis-backed store over one multiplexed, self-reconnecting connection
+/// (commands of all tasks are pipelined on it).
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+}
+
+impl From<RedisError> for StoreError {
+    fn from(e: RedisError) -> Self {
+        match e.kind() {
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreError::Corrupt(e.to_string()),
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn tenant_key(t: Uuid) -> String {
+    format!("t:{{{}}}", short_id(t))
+}
+fn api_key_key(t: Uuid, k: Uuid) -> String {
+    format!("k:{{{}}}:{}", short_id(t), short_id(k))
+}
+fn api_index_key(t: Uuid) -> String {
+    format!("ki:{{{}}}", short_id(t))
+}
+fn audit_key(t: Uuid) -> String {
+    format!("a:{{{}}}", short_id(t))
+}
+fn client_key(c: Uuid) -> String {
+    format!("c:{{{}}}", short_id(c))
+}
+fn session_prefix(c: Uuid) -> String {
+    format!("s:{{{}}}:", short_id(c))
+}
+fn session_key(c: Uuid, s: Uuid) -> String {
+    format!("s:{{{}}}:{}", short_id(c), short_id(s))
+}
+fn session_index_key(c: Uuid) -> String {
+    format!("si:{{{}}}", short_id(c))
+}
+
+/// A hash read with HGETALL.
+struct Fields(HashMap<String, Vec<u8>>);
+
+impl Fields {
+    fn str(&self, f: &str) -> StoreResult<String> {
+        let v = self.0.get(f).ok_or_else(|| corrupt(f))?;
+        String::from_utf8(v.clone()).map_err(|_| corrupt(f))
+    }
+    fn int(&self, f: &str) -> StoreResult<i64> {
+        self.str(f)?.parse().map_err(|_| corrupt(f))
+    }
+    fn opt_int(&self, f: &str) -> StoreResult<Option<i64>> {
+        self.0.contains_key(f).then(|| self.int(f)).transpose()
+    }
+    fn hash(&self, f: &str) -> StoreResult<SecretHash> {
+        let v = self.0.get(f).ok_or_else(|| corrupt(f))?;
+        Ok(SecretHash(v.as_slice().try_into().map_err(|_| corrupt(f))?))
+    }
+    fn env(&self, f: &str) -> StoreResult<Environment> {
+        Environment::from_code(&self.str(f)?).ok_or_else(|| corrupt(f))
+    }
+    fn id(&self, f: &str) -> StoreResult<Uuid> {
+        parse_short_id(&self.str(f)?).ok_or_else(|| corrupt(f))
+    }
+}
+
+fn tenant_from(id: Uuid, f: HashMap<String, Vec<u8>>) -> StoreResult<Option<Tenant>> {
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let f = Fields(f);
+    Ok(Some(Tenant {
+        id,
+        name: f.str("n")?,
+        idle_timeout_ms: f.int("i")?,
+        max_lifetime_ms: f.int("m")?,
+        created_at: f.int("c")?,
+        revoked_before: f.opt_int("r")?,
+    }))
+}
+
+fn api_key_from(tenant_id: Uuid, id: Uuid, f: HashMap<String, Vec<u8>>) -> StoreResult<Option<ApiKey>> {
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let f = Fields(f);
+    Ok(Some(ApiKey {
+        id,
+        tenant_id,
+        env: f.env("e")?,
+        name: f.str("n")?,
+        scopes: Scopes(u8::try_from(f.int("s")?).map_err(|_| corrupt("s"))?),
+        created_at: f.int("c")?,
+        expires_at: f.opt_int("x")?,
+        successor: f.0.contains_key("r").then(|| f.id("r")).transpose()?,
+        hash: f.hash("h")?,
+    }))
+}
+
+fn api_key_fields(k: &ApiKey) -> Vec<(&'static str, Vec<u8>)> {
+    let mut v = vec![
+        ("e", k.env.code().as_bytes().to_vec()),
+        ("n", k.name.as_bytes().to_vec()),
+        ("s", k.scopes.0.to_string().into_bytes()),
+        ("c", k.created_at.to_string().into_bytes()),
+        ("h", k.hash.0.to_vec()),
+    ];
+    if let Some(x) = k.expires_at {
+        v.push(("x", x.to_string().into_bytes()));
+    }
+    if let Some(r) = k.successor {
+        v.push(("r", short_id(r).into_bytes()));
+    }
+    v
+}
+
+fn client_from(id: Uuid, f: HashMap<String, Vec<u8>>) -> StoreResult<Option<Client>> {
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let f = Fields(f);
+    let labels = match f.0.get("l") {
+        Some(l) => serde_json::from_slice(l).map_err(|_| corrupt("l"))?,
+        None => BTreeMap::new(),
+    };
+    Ok(Some(Client { id, tenant_id: f.id("t")?, env: f.env("e")?, labels, created_at: f.int("c")? }))
+}
+
+/// A session from its fields and PEXPIRETIME (-1: none).
+fn session_from(client_id: Uuid, id: Uuid, f: HashMap<String, Vec<u8>>, expire: i64) -> StoreResult<Option<Session>> {
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let f = Fields(f);
+    let cap = f.int("m")?;
+    Ok(Some(Session {
+        id,
+        client_id,
+        created_at: f.int("c")?,
+        last_used: f.int("u")?,
+        expires_at: (expire >= 0).then_some(expire),
+        max_expires_at: (cap != 0).then_some(cap),
+        hash: f.hash("h")?,
+    }))
+}
+
+/// Index score of a session: its cap, +inf for a test key.
+fn session_score(s: &Session) -> String {
+    s.max_expires_at.map_or_else(|| "+inf".to_string(), |m| m.to_string())
+}
+
+/// Appends a new session's writes to a MULTI.
+fn push_session_writes(p: &mut redis::Pipeline, s: &Session) {
+    let key = session_key(s.client_id, s.id);
+    p.hset_multiple(
+        &key,
+        &[
+            ("h", s.hash.0.to_vec()),
+            ("c", s.created_at.to_string().into_bytes()),
+            ("m", s.max_expires_at.unwrap_or(0).to_string().into_bytes()),
+            ("u", s.last_used.to_string().into_bytes()),
+        ],
+    )
+    .ignore();
+    if let Some(e) = s.expires_at {
+        p.cmd("PEXPIREAT").arg(&key).arg(e).ignore();
+    }
+}
+
+static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS: client, session, index. ARGV: sid, now, hash, created, cap (0 = none),
+-- expiry (0 = none), max live, session key prefix, index score.
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+local max = tonumber(ARGV[7])
+if redis.call('ZCARD', KEYS[3]) >= max then
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    if redis.call('EXISTS', ARGV[8] .. sid) == 0 then redis.call('ZREM', KEYS[3], sid) end
+  end
+  if redis.call('ZCARD', KEYS[3]) >= max then return -2 end
+end
+redis.call('HSET', KEYS[2], 'h', ARGV[3], 'c', ARGV[4], 'm', ARGV[5], 'u', ARGV[4])
+if ARGV[6] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[6]) end
+redis.call('ZADD', KEYS[3], ARGV[9], ARGV[1])
+-- The index lives as long as its longest-lived member.
+local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+if top[2] == 'inf' then redis.call('PERSIST', KEYS[3]) else redis.call('PEXPIREAT', KEYS[3], top[2]) end
+return 1
+"#,
+    )
+});
+
+static TOUCH_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS: session. ARGV: now, idle. Never revives: a missing key stays missing.
+local cap = redis.call('HGET', KEYS[1], 'm')
+if not cap then return -2 end
+redis.call('HSET', KEYS[1], 'u', ARGV[1])
+if cap == '0' then return -1 end
+local new = tonumber(ARGV[1]) + tonumber(ARGV[2])
+if new > tonumber(cap) then new = tonumber(cap) end
+local cur = redis.call('PEXPIRETIME', KEYS[1])
+if new > cur then
+  redis.call('PEXPIREAT', KEYS[1], string.format('%d', new))
+  return new
+end
+return cur
+"#,
+    )
+});
+
+static LIST_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS: index. ARGV: session key prefix, now.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local out = {}
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local k = ARGV[1] .. sid
+  local f = redis.call('HGETALL', k)
+  if #f > 0 then
+    table.insert(out, {sid, f, redis.call('PEXPIRETIME', k)})
+  else
+    redis.call('ZREM', KEYS[1], sid)
+  end
+end
+return out
+"#,
+    )
+});
+
+static REVOKE_ALL_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS: index, client (optional: also delete the client). ARGV: session key prefix.
+local n = 0
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  n = n + redis.call('DEL', ARGV[1] .. sid)
+end
+redis.call('DEL', KEYS[1])
+local existed = 0
+if KEYS[2] then existed = redis.call('DEL', KEYS[2]) end
+return {n, existed}
+"#,
+    )
+});
+
+static LIST_API_KEYS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS: index. ARGV: API key key prefix.
+local out = {}
+for _, kid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local f = redis.call('HGETALL', ARGV[1] .. kid)
+  if #f > 0 then table.insert(out, {kid, f}) else redis.call('SREM', KEYS[1], kid) end
+end
+return out
+"#,
+    )
+});
+
+static REVOKE_API_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS: key, index. ARGV: key id.
+local f = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return f
+"#,
+    )
+});
+
+static ROLL_API_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS: old key, new key, index. ARGV: new id, old expiry, new expiry (0 = none),
+-- then the new key's fields as name/value pairs.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'r') == 1 then return -1 end
+local x = ARGV[2]
+local cur = redis.call('HGET', KEYS[1], 'x')
+if cur and tonumber(cur) < tonumber(x) then x = cur end
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'x', x)
+redis.call('PEXPIREAT', KEYS[1], x)
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+if ARGV[3] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[3]) end
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"#,
+    )
+});
+
+static REVOKE_TENANT_BEFORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS: tenant. ARGV: time. Only ever moves forward.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local cur = redis.call('HGET', KEYS[1], 'r')
+if not cur or tonumber(cur) < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'r', ARGV[1]) end
+return redis.call('HGETALL', KEYS[1])
+"#,
+    )
+});
+
+impl RedisStore {
+    /// Connects to a standalone Redis (`redis://host:port/db`).
+    pub async fn connect(url: &str, opts: RedisOptions) -> StoreResult<RedisStore> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(opts.response_timeout))
+            .set_connection_timeout(Some(opts.connection_timeout))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, cfg).await?;
+        Ok(RedisStore { conn })
+    }
+
+    /// The underlying connection, for tests and benchmarks.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+impl Store for RedisStore {
+    async fn put_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        let mut fields = vec![
+            ("n", t.name.clone()),
+            ("i", t.idle_timeout_ms.to_string()),
+            ("m", t.max_lifetime_ms.to_string()),
+            ("c", t.created_at.to_string()),
+        ];
+        if let Some(r) = t.revoked_before {
+            fields.push(("r", r.to_string()));
+        }
+        let () = self.conn.clone().hset_multiple(tenant_key(t.id), &fields).await?;
+        Ok(())
+    }
+
+    async fn get_tenant(&self, id: Uuid) -> StoreResult<Option<Tenant>> {
+        let f: HashMap<String, Vec<u8>> = self.conn.clone().hgetall(tenant_key(id)).await?;
+        tenant_from(id, f)
+    }
+
+    async fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> StoreResult<Option<Tenant>> {
+        let f: HashMap<String, Vec<u8>> =
+            REVOKE_TENANT_BEFORE.key(tenant_key(id)).arg(before).invoke_async(&mut self.conn.clone()).await?;
+        tenant_from(id, f)
+    }
+
+    async fn put_api_key(&self, k: &ApiKey) -> StoreResult<()> {
+        let key = api_key_key(k.tenant_id, k.id);
+        let mut p = pipe();
+        p.atomic().hset_multiple(&key, &api_key_fields(k)).ignore();
+        if let Some(x) = k.expires_at {
+            p.cmd("PEXPIREAT").arg(&key).arg(x).ignore();
+        }
+        p.sadd(api_index_key(k.tenant_id), short_id(k.id)).ignore();
+        let () = p.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<(Option<ApiKey>, Option<Tenant>)> {
+        let (k, t): (HashMap<String, Vec<u8>>, HashMap<String, Vec<u8>>) = pipe()
+            .hgetall(api_key_key(tenant, id))
+            .hgetall(tenant_key(tenant))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok((api_key_from(tenant, id, k)?, tenant_from(tenant, t)?))
+    }
+
+    async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
+        let rows: Vec<(String, HashMap<String, Vec<u8>>)> = LIST_API_KEYS
+            .key(api_index_key(tenant))
+            .arg(format!("k:{{{}}}:", short_id(tenant)))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (kid, f) in rows {
+            let id = parse_short_id(&kid).ok_or_else(|| corrupt("api key index"))?;
+            out.extend(api_key_from(tenant, id, f)?);
+        }
+        out.sort_by_key(|k| (k.created_at, k.id));
+        Ok(out)
+    }
+
+    async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
+        let f: HashMap<String, Vec<u8>> = REVOKE_API_KEY
+            .key(api_key_key(tenant, id))
+            .key(api_index_key(tenant))
+            .arg(short_id(id))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        api_key_from(tenant, id, f)
+    }
+
+    async fn roll_api_key(&self, old: Uuid, new: &ApiKey, old_expires_at: Millis) -> StoreResult<RollApiKey> {
+        let t = new.tenant_id;
+        let mut inv = ROLL_API_KEY.key(api_key_key(t, old));
+        inv.key(api_key_key(t, new.id))
+            .key(api_index_key(t))
+            .arg(short_id(new.id))
+            .arg(old_expires_at)
+            .arg(new.expires_at.unwrap_or(0));
+        for (name, value) in api_key_fields(new) {
+            inv.arg(name).arg(value);
+        }
+        let r: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(match r {
+            1 => RollApiKey::Rolled,
+            -1 => RollApiKey::AlreadyRolled,
+            _ => RollApiKey::NotFound,
+        })
+    }
+
+    async fn create_client(&self, c: &Client, first: Option<&Session>) -> StoreResult<()> {
+        let mut fields = vec![
+            ("t", short_id(c.tenant_id)),
+            ("e", c.env.code().to_string()),
+            ("c", c.created_at.to_string()),
+        ];
+        if !c.labels.is_empty() {
+            fields.push(("l", serde_json::to_string(&c.labels).map_err(|e| corrupt(&e.to_string()))?));
+        }
+        let mut p = pipe();
+        p.atomic().hset_multiple(client_key(c.id), &fields).ignore();
+        if let Some(s) = first {
+            push_session_writes(&mut p, s);
+            let idx = session_index_key(c.id);
+            p.zadd(&idx, short_id(s.id), session_score(s)).ignore();
+            if let Some(m) = s.max_expires_at {
+                p.cmd("PEXPIREAT").arg(&idx).arg(m).ignore();
+            }
+        }
+        let () = p.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn get_client(&self, id: Uuid) -> StoreResult<Option<Client>> {
+        let f: HashMap<String, Vec<u8>> = self.conn.clone().hgetall(client_key(id)).await?;
+        client_from(id, f)
+    }
+
+    async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
+        let (_, existed): (i64, i64) = REVOKE_ALL_SESSIONS
+            .key(session_index_key(id))
+            .key(client_key(id))
+            .arg(session_prefix(id))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(existed == 1)
+    }
+
+    async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
+        let r: i64 = CREATE_SESSION
+            .key(client_key(s.client_id))
+            .key(session_key(s.client_id, s.id))
+            .key(session_index_key(s.client_id))
+            .arg(short_id(s.id))
+            .arg(now_ms())
+            .arg(&s.hash.0[..])
+            .arg(s.created_at)
+            .arg(s.max_expires_at.unwrap_or(0))
+            .arg(s.expires_at.unwrap_or(0))
+            .arg(max_live)
+            .arg(session_prefix(s.client_id))
+            .arg(session_score(s))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match r {
+            1 => CreateSession::Created,
+            -2 => CreateSession::Full,
+            _ => CreateSession::NoClient,
+        })
+    }
+
+    async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<(Option<Client>, Option<Session>)> {
+        let key = session_key(client, id);
+        let (c, s, exp): (HashMap<String, Vec<u8>>, HashMap<String, Vec<u8>>, i64) = pipe()
+            .hgetall(client_key(client))
+            .hgetall(&key)
+            .cmd("PEXPIRETIME")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok((client_from(client, c)?, session_from(client, id, s, exp)?))
+    }
+
+    async fn touch_session(&self, client: Uuid, id: Uuid, now: Millis, idle_ms: Millis) -> StoreResult<Option<Millis>> {
+        let r: i64 = TOUCH_SESSION
+            .key(session_key(client, id))
+            .arg(now)
+            .arg(idle_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match r {
+            -2 => None,
+            -1 => Some(Millis::MAX),
+            e => Some(e),
+        })
+    }
+
+    async fn list_sessions(&self, client: Uuid) -> StoreResult<Vec<Session>> {
+        let rows: Vec<(String, HashMap<String, Vec<u8>>, i64)> = LIST_SESSIONS
+            .key(session_index_key(client))
+            .arg(session_prefix(client))
+            .arg(now_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (sid, f, exp) in rows {
+            let id = parse_short_id(&sid).ok_or_else(|| corrupt("session index"))?;
+            out.extend(session_from(client, id, f, exp)?);
+        }
+        out.sort_by_key(|s| (s.created_at, s.id));
+        Ok(out)
+    }
+
+    async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
+        let (n, _): (i64, i64) = pipe()
+            .atomic()
+            .del(session_key(client, id))
+            .zrem(session_index_key(client), short_id(id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
+        let (n, _): (u32, i64) = REVOKE_ALL_SESSIONS
+            .key(session_index_key(client))
+            .arg(session_prefix(client))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(n)
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {
+        let id: String = redis::cmd("XADD")
+            .arg(audit_key(e.tenant_id))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(AUDIT_MAX_LEN)
+            .arg("*")
+            .arg("tm")
+            .arg(e.time)
+            .arg("ac")
+            .arg(&e.actor)
+            .arg("an")
+            .arg(&e.action)
+            .arg("s")
+            .arg(e.subjects.join(" "))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(id)
+    }
+
+    async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+        let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
+        let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(audit_key(tenant))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        rows.into_iter()
+            .map(|(id, f)| {
+                let get = |k: &str| f.get(k).cloned().ok_or_else(|| corrupt(k));
+                Ok(AuditEvent {
+                    id,
+                    time: get("tm")?.parse().map_err(|_| corrupt("tm"))?,
+                    actor: get("ac")?,
+                    action: get("an")?,
+                    tenant_id: tenant,
+                    subjects: get("s")?.split_whitespace().map(str::to_string).collect(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,23 @@
+//! Compiles `proto/` with protox (pure Rust, no `protoc`) and writes the
+//! encoded descriptor set that server reflection serves.
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
+    let files = ["authd/v1/authd.proto"];
+    let fds = protox::compile(files, [root])?;
+
+    // compile_fds does not write file_descriptor_set_path, so encode it here.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("descriptor.bin"), fds.encode_to_vec())?;
+
+    tonic_prost_build::configure()
+        // Map decode failures (e.g. non-UTF-8 strings) to INVALID_ARGUMENT.
+        .codec_path("crate::codec::Codec")
+        .compile_fds(fds)?;
+    for f in files {
+        println!("cargo:rerun-if-changed={root}/{f}");
+    }
+    Ok(())
+}
