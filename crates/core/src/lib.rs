@@ -11,13 +11,14 @@
 //! - `error`: the domain errors the gRPC edge maps to status codes.
 #![forbid(unsafe_code)]
 
-
+pub mod authority;
 pub mod error;
 pub mod model;
+pub mod operator;
 
 pub mod rng;
 pub mod store;
 pub mod token;
 
-
+pub use authority::Authority;
 pub use error::{Error, InvalidReason};

@@ -96,7 +96,10 @@ impl Scopes {
         let mut bits = 0u8;
         for n in names {
             let s = Scope::ALL.iter().find(|s| s.name() == n).ok_or_else(|| {
-                Error::invalid("scopes", format!("unknown scope {n:?}; known: {}", Scopes::all_names()))
+                Error::invalid(
+                    "scopes",
+                    format!("unknown scope {n:?}; known: {}", Scopes::all_names()),
+                )
             })?;
             bits |= s.bit();
         }
@@ -104,7 +107,11 @@ impl Scopes {
     }
 
     fn all_names() -> String {
-        Scope::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+        Scope::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Whether a key with these scopes may do `s` (empty = all).
@@ -114,7 +121,11 @@ impl Scopes {
 
     /// The names, for display.
     pub fn names(self) -> Vec<&'static str> {
-        Scope::ALL.iter().filter(|s| self.0 & s.bit() != 0).map(|s| s.name()).collect()
+        Scope::ALL
+            .iter()
+            .filter(|s| self.0 & s.bit() != 0)
+            .map(|s| s.name())
+            .collect()
     }
 }
 
@@ -240,7 +251,10 @@ pub mod limits {
     pub fn name(field: &'static str, s: &str) -> Result<(), Error> {
         let n = s.chars().count();
         if n == 0 || n > NAME_MAX_CHARS {
-            return Err(Error::invalid(field, format!("must be 1 to {NAME_MAX_CHARS} characters")));
+            return Err(Error::invalid(
+                field,
+                format!("must be 1 to {NAME_MAX_CHARS} characters"),
+            ));
         }
         if s.chars().any(char::is_control) {
             return Err(Error::invalid(field, "must not contain control characters"));
@@ -251,20 +265,29 @@ pub mod limits {
     /// Client labels.
     pub fn labels(l: &BTreeMap<String, String>) -> Result<(), Error> {
         if l.len() > LABELS_MAX {
-            return Err(Error::invalid("labels", format!("at most {LABELS_MAX} labels")));
+            return Err(Error::invalid(
+                "labels",
+                format!("at most {LABELS_MAX} labels"),
+            ));
         }
         for (k, v) in l {
             let ok = !k.is_empty()
                 && k.len() <= LABEL_KEY_MAX
-                && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
             if !ok {
                 return Err(Error::invalid(
                     "labels",
-                    format!("label key {k:?} must be 1 to {LABEL_KEY_MAX} characters of [a-z0-9._-]"),
+                    format!(
+                        "label key {k:?} must be 1 to {LABEL_KEY_MAX} characters of [a-z0-9._-]"
+                    ),
                 ));
             }
             if v.len() > LABEL_VALUE_MAX {
-                return Err(Error::invalid("labels", format!("label {k:?} value is over {LABEL_VALUE_MAX} bytes")));
+                return Err(Error::invalid(
+                    "labels",
+                    format!("label {k:?} value is over {LABEL_VALUE_MAX} bytes"),
+                ));
             }
         }
         Ok(())
@@ -273,10 +296,16 @@ pub mod limits {
     /// A tenant's session policy.
     pub fn policy(idle: Millis, max: Millis) -> Result<(), Error> {
         if !(1..=MAX_LIFETIME_MS).contains(&max) {
-            return Err(Error::invalid("max_lifetime", "must be between 1 s and 365 days"));
+            return Err(Error::invalid(
+                "max_lifetime",
+                "must be between 1 s and 365 days",
+            ));
         }
         if idle < MIN_IDLE_MS || idle > max {
-            return Err(Error::invalid("idle_timeout", "must be at least 1 s and at most max_lifetime"));
+            return Err(Error::invalid(
+                "idle_timeout",
+                "must be at least 1 s and at most max_lifetime",
+            ));
         }
         Ok(())
     }

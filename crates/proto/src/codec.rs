@@ -17,7 +17,9 @@ pub struct Codec<T, U> {
 
 impl<T, U> Default for Codec<T, U> {
     fn default() -> Self {
-        Self { inner: ProstCodec::default() }
+        Self {
+            inner: ProstCodec::default(),
+        }
     }
 }
 

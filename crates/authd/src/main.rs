@@ -1,0 +1,251 @@
+//! The authd binary: parses flags and hands over to `authd::server::run`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use authd::auth::OperatorAuth;
+use clap::{Args, Parser, Subcommand};
+use cred_core::Authority;
+use cred_core::operator::{Allowlist, OperatorSecret};
+use cred_core::store::redis::RedisOptions;
+use cred_core::store::{MemoryStore, RedisStore, Store};
+use tokio::net::TcpListener;
+
+/// authd: issue, rotate, list and revoke credentials over gRPC.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the gRPC API against Redis.
+    Serve(ServeArgs),
+    /// Zero-setup dev mode: in-memory store (or --redis-url), loopback, a
+    /// ready operator key, tenant and API keys, and pasteable commands.
+    Dev(DevArgs),
+    /// Operator keys, made offline from the server's operator secret.
+    #[command(subcommand)]
+    OperatorKey(OperatorKeyCmd),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AUTHD_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: SocketAddr,
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS).
+    #[arg(long, env = "AUTHD_REDIS_URL")]
+    redis_url: String,
+    #[command(flatten)]
+    secret: SecretArgs,
+    /// File of allowed operator key ids, one per line (`#` comments).
+    /// Re-read on SIGHUP.
+    #[arg(long, env = "AUTHD_OPERATOR_ALLOWLIST_FILE")]
+    operator_allowlist_file: PathBuf,
+    /// Longest wait for one Redis answer, in milliseconds; past it the call
+    /// fails UNAVAILABLE.
+    #[arg(long, env = "AUTHD_REDIS_TIMEOUT_MS", default_value_t = 500)]
+    redis_timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct SecretArgs {
+    /// Operator secret (base64 of 32 bytes). Prefer the file or env form:
+    /// flags are visible in the process list.
+    #[arg(
+        long,
+        env = "AUTHD_OPERATOR_SECRET",
+        hide_env_values = true,
+        conflicts_with = "operator_secret_file"
+    )]
+    operator_secret: Option<String>,
+    /// File holding the operator secret.
+    #[arg(long, env = "AUTHD_OPERATOR_SECRET_FILE")]
+    operator_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn load(&self) -> Result<OperatorSecret, String> {
+        let text = match (&self.operator_secret, &self.operator_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| format!("--operator-secret-file {}: {e}", f.display()))?,
+            (None, None) => {
+                return Err("an operator secret is required: --operator-secret-file or AUTHD_OPERATOR_SECRET".into());
+            }
+        };
+        OperatorSecret::parse(&text).map_err(|e| format!("operator secret: {e}"))
+    }
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, env = "AUTHD_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Use this Redis instead of the in-memory store.
+    #[arg(long, env = "AUTHD_REDIS_URL")]
+    redis_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum OperatorKeyCmd {
+    /// Print a new random operator secret (base64) for the server.
+    Secret,
+    /// Print a new operator key id and token; add the id to the allowlist.
+    New(SecretArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Serve(a) => serve(a).await,
+        Cmd::Dev(a) => dev(a).await,
+        Cmd::OperatorKey(OperatorKeyCmd::Secret) => {
+            println!("{}", OperatorSecret::generate().1);
+            Ok(())
+        }
+        Cmd::OperatorKey(OperatorKeyCmd::New(s)) => s.load().map(|secret| {
+            let (id, token) = secret.issue();
+            println!("key id: {id}\ntoken:  {token}");
+            eprintln!("Add the key id to the operator allowlist file and send authd SIGHUP. The token is shown only now.");
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("authd: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn init_logs(human: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if human { b.init() } else { b.json().init() }
+}
+
+fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--operator-allowlist-file {}: {e}", path.display()))?;
+    Allowlist::parse(&text)
+        .map_err(|e| format!("--operator-allowlist-file {}: {e}", path.display()))
+}
+
+async fn serve(a: ServeArgs) -> Result<(), String> {
+    init_logs(false);
+    let secret = a.secret.load()?;
+    let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
+    let timeout = Duration::from_millis(a.redis_timeout_ms);
+    let store = RedisStore::connect(
+        &a.redis_url,
+        RedisOptions {
+            response_timeout: timeout,
+            connection_timeout: timeout,
+        },
+    )
+    .await
+    .map_err(|e| format!("--redis-url: {e}"))?;
+    spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
+    let listener = TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    tracing::info!(addr = %a.listen, "authd serving");
+    run(listener, Authority::new(store), operators).await
+}
+
+async fn dev(a: DevArgs) -> Result<(), String> {
+    init_logs(true);
+    let listener = TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (secret, _) = OperatorSecret::generate();
+    match a.redis_url {
+        Some(url) => {
+            let store = RedisStore::connect(&url, RedisOptions::default())
+                .await
+                .map_err(|e| format!("--redis-url: {e}"))?;
+            dev_with(listener, addr, Authority::new(store), secret, &url).await
+        }
+        None => {
+            dev_with(
+                listener,
+                addr,
+                Authority::new(MemoryStore::new()),
+                secret,
+                "in-memory",
+            )
+            .await
+        }
+    }
+}
+
+async fn dev_with<S: Store>(
+    listener: TcpListener,
+    addr: SocketAddr,
+    authority: Authority<S>,
+    secret: OperatorSecret,
+    store: &str,
+) -> Result<(), String> {
+    let setup = authd::dev::bootstrap(&authority, &secret)
+        .await
+        .map_err(|e| format!("dev setup: {e}"))?;
+    let operators = OperatorAuth::new(secret, Allowlist::of([setup.operator_key_id]));
+    println!("{}", authd::dev::banner(&setup, addr, store));
+    run(listener, authority, operators).await
+}
+
+async fn run<S: Store>(
+    listener: TcpListener,
+    authority: Authority<S>,
+    operators: OperatorAuth,
+) -> Result<(), String> {
+    authd::server::run(listener, authority, operators, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// SIGHUP re-reads the allowlist; a bad file keeps the old list.
+fn spawn_allowlist_reloader(operators: OperatorAuth, path: PathBuf) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("cannot listen for SIGHUP; the allowlist will not reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match load_allowlist(&path) {
+                Ok(list) => {
+                    tracing::info!(keys = list.len(), "operator allowlist reloaded");
+                    operators.reload(list);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "allowlist reload failed; keeping the previous one")
+                }
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,68 @@
+//! Assembles authd's gRPC server: the three services, `grpc.health.v1`, and
+//! server reflection (v1 for grpcurl and buf curl, v1alpha for grpcio).
+
+use std::future::Future;
+
+use cred_core::Authority;
+use cred_core::store::Store;
+use cred_proto::authd::v1::admin_service_server::AdminServiceServer;
+use cred_proto::authd::v1::client_service_server::ClientServiceServer;
+use cred_proto::authd::v1::session_service_server::SessionServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::admin::AdminApi;
+use crate::auth::OperatorAuth;
+use crate::clients::ClientApi;
+use crate::sessions::SessionApi;
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection setup: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves authd on `listener` until `shutdown` completes, then drains.
+pub async fn run<S: Store>(
+    listener: TcpListener,
+    authority: Authority<S>,
+    operators: OperatorAuth,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AdminServiceServer<AdminApi<S>>>()
+        .await;
+    health
+        .set_serving::<ClientServiceServer<ClientApi<S>>>()
+        .await;
+    health
+        .set_serving::<SessionServiceServer<SessionApi<S>>>()
+        .await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cred_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(AdminServiceServer::new(AdminApi {
+            authority: authority.clone(),
+            operators,
+        }))
+        .add_service(ClientServiceServer::new(ClientApi {
+            authority: authority.clone(),
+        }))
+        .add_service(SessionServiceServer::new(SessionApi { authority }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

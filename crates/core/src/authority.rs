@@ -1,0 +1,611 @@
+//! Every credential operation of the contract, written once over any
+//! [`Store`]: who may do what, the sliding-expiry rule, shown-once secrets,
+//! and the audit trail. The gRPC edge only converts types and maps errors.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::error::{Error, InvalidReason};
+use crate::model::{
+    ApiKey, AuditEvent, Client, Environment, Millis, Scope, Scopes, Session, Tenant, limits,
+    now_ms, sliding_expiry,
+};
+use crate::store::{CreateSession, RollApiKey, Store};
+use crate::token::{Token, TokenKind};
+
+/// A credential record with its token, which is shown once.
+#[derive(Debug)]
+pub struct Issued<T> {
+    pub record: T,
+    /// The token text; hand it to the holder and drop it.
+    pub token: String,
+}
+
+/// A client with the session minted with it.
+#[derive(Debug)]
+pub struct NewClient {
+    pub client: Client,
+    pub session: Session,
+    pub token: String,
+}
+
+/// An authenticated API key with its tenant.
+#[derive(Debug, Clone)]
+pub struct ApiPrincipal {
+    pub key: ApiKey,
+    pub tenant: Tenant,
+}
+
+impl ApiPrincipal {
+    /// The audit actor.
+    pub fn actor(&self) -> String {
+        format!("api_key:{}", self.key.id)
+    }
+
+    fn require(&self, s: Scope) -> Result<(), Error> {
+        if self.key.scopes.allows(s) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(s.name()))
+        }
+    }
+}
+
+/// An authenticated session (or test client key) with its client and tenant.
+#[derive(Debug, Clone)]
+pub struct SessionPrincipal {
+    pub tenant: Tenant,
+    pub client: Client,
+    pub session: Session,
+}
+
+/// What a new API key should be.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub tenant_id: Uuid,
+    pub env: Environment,
+    pub name: String,
+    pub scopes: Scopes,
+    pub expires_at: Option<Millis>,
+}
+
+/// The result of a roll.
+#[derive(Debug)]
+pub struct Rolled {
+    pub new: Issued<ApiKey>,
+    pub old_expires_at: Millis,
+}
+
+fn invalid(r: InvalidReason) -> Error {
+    Error::InvalidCredential(r)
+}
+
+/// The credential operations over a store.
+#[derive(Clone)]
+pub struct Authority<S> {
+    store: S,
+    /// Live sessions a client may hold.
+    max_sessions: usize,
+}
+
+impl<S: Store> Authority<S> {
+    /// Operations over `store` with the documented limits.
+    pub fn new(store: S) -> Authority<S> {
+        Authority {
+            store,
+            max_sessions: limits::SESSIONS_PER_CLIENT,
+        }
+    }
+
+    /// The store, for callers that need it directly (health checks, tests).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Appends to the audit trail. The change it records has already
+    /// happened, so a failure here is logged, not returned.
+    async fn audit(&self, actor: &str, action: &str, tenant_id: Uuid, subjects: Vec<String>) {
+        let e = AuditEvent {
+            id: String::new(),
+            time: now_ms(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            tenant_id,
+            subjects,
+        };
+        if let Err(err) = self.store.append_audit(&e).await {
+            tracing::warn!(%err, action, %tenant_id, "audit append failed");
+        }
+    }
+
+    // ---- operators ----
+
+    /// Creates a tenant; durations default to 24 h idle and 7 d max.
+    pub async fn create_tenant(
+        &self,
+        actor: &str,
+        name: String,
+        idle_ms: Option<Millis>,
+        max_ms: Option<Millis>,
+    ) -> Result<Tenant, Error> {
+        limits::name("name", &name)?;
+        let max = max_ms.unwrap_or(limits::DEFAULT_MAX_MS);
+        let idle = idle_ms.unwrap_or(limits::DEFAULT_IDLE_MS.min(max));
+        limits::policy(idle, max)?;
+        let t = Tenant {
+            id: crate::rng::uuid(),
+            name,
+            idle_timeout_ms: idle,
+            max_lifetime_ms: max,
+            created_at: now_ms(),
+            revoked_before: None,
+        };
+        self.store.put_tenant(&t).await?;
+        self.audit(
+            actor,
+            "tenant.create",
+            t.id,
+            vec![format!("tenant:{}", t.id)],
+        )
+        .await;
+        Ok(t)
+    }
+
+    /// Reads a tenant.
+    pub async fn get_tenant(&self, id: Uuid) -> Result<Tenant, Error> {
+        self.store
+            .get_tenant(id)
+            .await?
+            .ok_or(Error::NotFound("tenant"))
+    }
+
+    /// Creates an API key; the token is shown once.
+    pub async fn create_api_key(
+        &self,
+        actor: &str,
+        req: NewApiKey,
+    ) -> Result<Issued<ApiKey>, Error> {
+        limits::name("name", &req.name)?;
+        let now = now_ms();
+        if req.expires_at.is_some_and(|x| x <= now) {
+            return Err(Error::invalid("expire_time", "must be in the future"));
+        }
+        self.get_tenant(req.tenant_id).await?;
+        let token = Token::mint(
+            TokenKind::ApiKey,
+            req.env,
+            req.tenant_id,
+            crate::rng::uuid(),
+        );
+        let key = ApiKey {
+            id: token.id,
+            tenant_id: req.tenant_id,
+            env: req.env,
+            name: req.name,
+            scopes: req.scopes,
+            created_at: now,
+            expires_at: req.expires_at,
+            successor: None,
+            hash: token.hash(),
+        };
+        self.store.put_api_key(&key).await?;
+        self.audit(
+            actor,
+            "api_key.create",
+            key.tenant_id,
+            vec![format!("api_key:{}", key.id)],
+        )
+        .await;
+        Ok(Issued {
+            record: key,
+            token: token.expose(),
+        })
+    }
+
+    /// A tenant's live API keys.
+    pub async fn list_api_keys(&self, tenant: Uuid) -> Result<Vec<ApiKey>, Error> {
+        self.get_tenant(tenant).await?;
+        Ok(self.store.list_api_keys(tenant).await?)
+    }
+
+    /// Revokes an API key, and its successor if asked; returns the revoked ids.
+    pub async fn revoke_api_key(
+        &self,
+        actor: &str,
+        tenant: Uuid,
+        id: Uuid,
+        include_successor: bool,
+    ) -> Result<Vec<Uuid>, Error> {
+        let old = self
+            .store
+            .revoke_api_key(tenant, id)
+            .await?
+            .ok_or(Error::NotFound("api key"))?;
+        let mut revoked = vec![id];
+        if let (true, Some(next)) = (include_successor, old.successor) {
+            if self.store.revoke_api_key(tenant, next).await?.is_some() {
+                revoked.push(next);
+            }
+        }
+        let subjects = revoked.iter().map(|k| format!("api_key:{k}")).collect();
+        self.audit(actor, "api_key.revoke", tenant, subjects).await;
+        Ok(revoked)
+    }
+
+    /// Replaces an API key: the new one is like the old; the old one works
+    /// for `grace_ms` more (never past its own expiry).
+    pub async fn roll_api_key(
+        &self,
+        actor: &str,
+        tenant: Uuid,
+        id: Uuid,
+        grace_ms: Millis,
+    ) -> Result<Rolled, Error> {
+        if !(0..=limits::MAX_GRACE_MS).contains(&grace_ms) {
+            return Err(Error::invalid(
+                "grace_period",
+                "must be between 0 and 30 days",
+            ));
+        }
+        let (old, _) = self.store.get_api_key(tenant, id).await?;
+        let old = old.ok_or(Error::NotFound("api key"))?;
+        let now = now_ms();
+        let token = Token::mint(TokenKind::ApiKey, old.env, tenant, crate::rng::uuid());
+        let new = ApiKey {
+            id: token.id,
+            created_at: now,
+            successor: None,
+            hash: token.hash(),
+            ..old.clone()
+        };
+        let grace_end = now + grace_ms;
+        match self.store.roll_api_key(id, &new, grace_end).await? {
+            RollApiKey::Rolled => {}
+            RollApiKey::NotFound => return Err(Error::NotFound("api key")),
+            RollApiKey::AlreadyRolled => {
+                return Err(Error::FailedPrecondition(
+                    "api key was already rolled; roll its successor".into(),
+                ));
+            }
+        }
+        let subjects = vec![format!("api_key:{id}"), format!("api_key:{}", new.id)];
+        self.audit(actor, "api_key.roll", tenant, subjects).await;
+        let old_expires_at = old.expires_at.map_or(grace_end, |x| x.min(grace_end));
+        Ok(Rolled {
+            new: Issued {
+                record: new,
+                token: token.expose(),
+            },
+            old_expires_at,
+        })
+    }
+
+    /// Incident response: refuse every credential of the tenant issued
+    /// before `before` (default now).
+    pub async fn revoke_tenant_before(
+        &self,
+        actor: &str,
+        tenant: Uuid,
+        before: Option<Millis>,
+    ) -> Result<Tenant, Error> {
+        let before = before.unwrap_or_else(now_ms);
+        let t = self
+            .store
+            .revoke_tenant_before(tenant, before)
+            .await?
+            .ok_or(Error::NotFound("tenant"))?;
+        self.audit(
+            actor,
+            "tenant.revoke_before",
+            tenant,
+            vec![format!("tenant:{tenant}"), format!("before:{before}")],
+        )
+        .await;
+        Ok(t)
+    }
+
+    /// A page of the tenant's audit trail.
+    pub async fn list_audit(
+        &self,
+        tenant: Uuid,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, Error> {
+        if let Some(a) = after {
+            let ok = a
+                .split_once('-')
+                .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
+            if !ok {
+                return Err(Error::invalid(
+                    "after_event_id",
+                    "must be an event id as returned (e.g. 1700000000000-0)",
+                ));
+            }
+        }
+        if limit > limits::AUDIT_PAGE_MAX {
+            return Err(Error::invalid(
+                "page_size",
+                format!("at most {}", limits::AUDIT_PAGE_MAX),
+            ));
+        }
+        self.get_tenant(tenant).await?;
+        Ok(self.store.list_audit(tenant, after, limit.max(1)).await?)
+    }
+
+    // ---- tenant backends (API keys) ----
+
+    /// Checks a presented API key.
+    pub async fn authenticate_api_key(&self, text: &str) -> Result<ApiPrincipal, Error> {
+        let token = Token::parse(text).map_err(|_| invalid(InvalidReason::Malformed))?;
+        if token.kind != TokenKind::ApiKey {
+            return Err(invalid(InvalidReason::Malformed));
+        }
+        let (key, tenant) = self.store.get_api_key(token.route, token.id).await?;
+        let (Some(key), Some(tenant)) = (key, tenant) else {
+            return Err(invalid(InvalidReason::Unknown));
+        };
+        if !key.hash.matches(&token.hash()) || key.env != token.env {
+            return Err(invalid(InvalidReason::Unknown));
+        }
+        if key.expires_at.is_some_and(|x| x <= now_ms()) {
+            return Err(invalid(InvalidReason::ExpiredMax));
+        }
+        if tenant.revoked(key.created_at) {
+            return Err(invalid(InvalidReason::Revoked));
+        }
+        Ok(ApiPrincipal { key, tenant })
+    }
+
+    /// A client the principal may see: same tenant and environment, or
+    /// NOT_FOUND (never "forbidden", which would confirm it exists).
+    async fn visible_client(&self, p: &ApiPrincipal, id: Uuid) -> Result<Client, Error> {
+        match self.store.get_client(id).await? {
+            Some(c) if c.tenant_id == p.tenant.id && c.env == p.key.env => Ok(c),
+            _ => Err(Error::NotFound("client")),
+        }
+    }
+
+    fn new_session(
+        &self,
+        p: &ApiPrincipal,
+        client_id: Uuid,
+        kind: TokenKind,
+        now: Millis,
+    ) -> (Session, Token) {
+        let token = Token::mint(kind, p.key.env, client_id, crate::rng::uuid());
+        let test = kind == TokenKind::TestClientKey;
+        let cap = now + p.tenant.max_lifetime_ms;
+        let s = Session {
+            id: token.id,
+            client_id,
+            created_at: now,
+            last_used: now,
+            expires_at: (!test).then(|| sliding_expiry(now, p.tenant.idle_timeout_ms, cap)),
+            max_expires_at: (!test).then_some(cap),
+            hash: token.hash(),
+        };
+        (s, token)
+    }
+
+    async fn new_client(
+        &self,
+        p: &ApiPrincipal,
+        labels: BTreeMap<String, String>,
+        kind: TokenKind,
+    ) -> Result<NewClient, Error> {
+        p.require(Scope::ClientsCreate)?;
+        limits::labels(&labels)?;
+        let now = now_ms();
+        let client = Client {
+            id: crate::rng::uuid(),
+            tenant_id: p.tenant.id,
+            env: p.key.env,
+            labels,
+            created_at: now,
+        };
+        let (session, token) = self.new_session(p, client.id, kind, now);
+        self.store.create_client(&client, Some(&session)).await?;
+        let action = if kind == TokenKind::TestClientKey {
+            "test_client.create"
+        } else {
+            "client.create"
+        };
+        self.audit(
+            &p.actor(),
+            action,
+            p.tenant.id,
+            vec![
+                format!("client:{}", client.id),
+                format!("session:{}", session.id),
+            ],
+        )
+        .await;
+        Ok(NewClient {
+            client,
+            session,
+            token: token.expose(),
+        })
+    }
+
+    /// Registers an end user with its first session token.
+    pub async fn create_client(
+        &self,
+        p: &ApiPrincipal,
+        labels: BTreeMap<String, String>,
+    ) -> Result<NewClient, Error> {
+        self.new_client(p, labels, TokenKind::Session).await
+    }
+
+    /// Creates a client with a never-expiring test client key (test
+    /// environment only).
+    pub async fn create_test_client(
+        &self,
+        p: &ApiPrincipal,
+        labels: BTreeMap<String, String>,
+    ) -> Result<NewClient, Error> {
+        if p.key.env != Environment::Test {
+            return Err(Error::FailedPrecondition(
+                "test client keys can only be created with a test-environment API key".into(),
+            ));
+        }
+        self.new_client(p, labels, TokenKind::TestClientKey).await
+    }
+
+    /// Mints a new session token for an existing client.
+    pub async fn create_session(
+        &self,
+        p: &ApiPrincipal,
+        client_id: Uuid,
+    ) -> Result<Issued<Session>, Error> {
+        p.require(Scope::SessionsCreate)?;
+        self.visible_client(p, client_id).await?;
+        let (s, token) = self.new_session(p, client_id, TokenKind::Session, now_ms());
+        match self.store.create_session(&s, self.max_sessions).await? {
+            CreateSession::Created => {}
+            CreateSession::NoClient => return Err(Error::NotFound("client")),
+            CreateSession::Full => {
+                return Err(Error::ResourceExhausted(format!(
+                    "client has {} live sessions, the most allowed; revoke one first",
+                    self.max_sessions
+                )));
+            }
+        }
+        self.audit(
+            &p.actor(),
+            "session.create",
+            p.tenant.id,
+            vec![format!("client:{client_id}"), format!("session:{}", s.id)],
+        )
+        .await;
+        Ok(Issued {
+            record: s,
+            token: token.expose(),
+        })
+    }
+
+    /// Reads a client.
+    pub async fn get_client(&self, p: &ApiPrincipal, id: Uuid) -> Result<Client, Error> {
+        p.require(Scope::ClientsRead)?;
+        self.visible_client(p, id).await
+    }
+
+    /// A client's live sessions.
+    pub async fn list_sessions(
+        &self,
+        p: &ApiPrincipal,
+        client_id: Uuid,
+    ) -> Result<Vec<Session>, Error> {
+        p.require(Scope::SessionsRead)?;
+        self.visible_client(p, client_id).await?;
+        Ok(self.store.list_sessions(client_id).await?)
+    }
+
+    /// Revokes one session.
+    pub async fn revoke_session(
+        &self,
+        p: &ApiPrincipal,
+        client_id: Uuid,
+        id: Uuid,
+    ) -> Result<(), Error> {
+        p.require(Scope::SessionsRevoke)?;
+        self.visible_client(p, client_id).await?;
+        if !self.store.revoke_session(client_id, id).await? {
+            return Err(Error::NotFound("session"));
+        }
+        self.audit(
+            &p.actor(),
+            "session.revoke",
+            p.tenant.id,
+            vec![format!("client:{client_id}"), format!("session:{id}")],
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Revokes every session of a client; returns how many were live.
+    pub async fn revoke_all_sessions(
+        &self,
+        p: &ApiPrincipal,
+        client_id: Uuid,
+    ) -> Result<u32, Error> {
+        p.require(Scope::SessionsRevoke)?;
+        self.visible_client(p, client_id).await?;
+        let n = self.store.revoke_all_sessions(client_id).await?;
+        self.audit(
+            &p.actor(),
+            "session.revoke_all",
+            p.tenant.id,
+            vec![format!("client:{client_id}")],
+        )
+        .await;
+        Ok(n)
+    }
+
+    /// Deletes a client and all its credentials.
+    pub async fn delete_client(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<(), Error> {
+        p.require(Scope::ClientsDelete)?;
+        self.visible_client(p, client_id).await?;
+        if !self.store.delete_client(client_id).await? {
+            return Err(Error::NotFound("client"));
+        }
+        self.audit(
+            &p.actor(),
+            "client.delete",
+            p.tenant.id,
+            vec![format!("client:{client_id}")],
+        )
+        .await;
+        Ok(())
+    }
+
+    // ---- end users (session tokens, test client keys) ----
+
+    /// Checks a presented session token or test client key; a success is
+    /// activity and slides the session's expiry.
+    pub async fn authenticate_session(&self, text: &str) -> Result<SessionPrincipal, Error> {
+        let token = Token::parse(text).map_err(|_| invalid(InvalidReason::Malformed))?;
+        if !matches!(token.kind, TokenKind::Session | TokenKind::TestClientKey) {
+            return Err(invalid(InvalidReason::Malformed));
+        }
+        let (client, session) = self.store.get_session(token.route, token.id).await?;
+        let (Some(client), Some(mut session)) = (client, session) else {
+            return Err(invalid(InvalidReason::Unknown));
+        };
+        let test_kind = token.kind == TokenKind::TestClientKey;
+        if !session.hash.matches(&token.hash())
+            || client.env != token.env
+            || session.is_test_key() != test_kind
+        {
+            return Err(invalid(InvalidReason::Unknown));
+        }
+        let tenant = self
+            .store
+            .get_tenant(client.tenant_id)
+            .await?
+            .ok_or(invalid(InvalidReason::Unknown))?;
+        if tenant.revoked(session.created_at) {
+            return Err(invalid(InvalidReason::Revoked));
+        }
+        let now = now_ms();
+        if session.max_expires_at.is_some_and(|cap| cap <= now) {
+            return Err(invalid(InvalidReason::ExpiredMax));
+        }
+        match self
+            .store
+            .touch_session(client.id, session.id, now, tenant.idle_timeout_ms)
+            .await?
+        {
+            None => return Err(invalid(InvalidReason::Revoked)),
+            Some(e) => {
+                session.last_used = now;
+                session.expires_at = (e != Millis::MAX).then_some(e);
+            }
+        }
+        Ok(SessionPrincipal {
+            tenant,
+            client,
+            session,
+        })
+    }
+}
