@@ -246,7 +246,7 @@ static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 -- KEYS: client, session, index. ARGV: sid, now, hash, created, cap (0 = none),
--- expiry (0 = none), max live, session key prefix, index score.
+-- expiry (0 = none), max live, session key prefix, index score, last use.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
 local max = tonumber(ARGV[7])
@@ -256,7 +256,7 @@ if redis.call('ZCARD', KEYS[3]) >= max then
   end
   if redis.call('ZCARD', KEYS[3]) >= max then return -2 end
 end
-redis.call('HSET', KEYS[2], 'h', ARGV[3], 'c', ARGV[4], 'm', ARGV[5], 'u', ARGV[4])
+redis.call('HSET', KEYS[2], 'h', ARGV[3], 'c', ARGV[4], 'm', ARGV[5], 'u', ARGV[10])
 if ARGV[6] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[6]) end
 redis.call('ZADD', KEYS[3], ARGV[9], ARGV[1])
 -- The index lives as long as its longest-lived member.
@@ -562,6 +562,7 @@ impl Store for RedisStore {
             .arg(max_live)
             .arg(session_prefix(s.client_id))
             .arg(session_score(s))
+            .arg(s.last_used)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(match r {

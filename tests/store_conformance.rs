@@ -1,0 +1,313 @@
+//! One suite of store semantics, run against both stores: the in-memory
+//! store and Redis (a real redis-server on a free loopback port).
+
+use std::time::Duration;
+
+use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant, now_ms};
+use cred_core::rng;
+use cred_core::store::{CreateSession, MemoryStore, RollApiKey, Store};
+use cred_core::token::SecretHash;
+use tokio::time::sleep;
+use uuid::Uuid;
+
+fn tenant() -> Tenant {
+    Tenant {
+        id: rng::uuid(),
+        name: "acme".into(),
+        idle_timeout_ms: 2_000,
+        max_lifetime_ms: 5_000,
+        created_at: now_ms(),
+        revoked_before: None,
+    }
+}
+
+fn hash(b: u8) -> SecretHash {
+    SecretHash([b; 32])
+}
+
+fn api_key(tenant: Uuid, expires_at: Option<Millis>) -> ApiKey {
+    ApiKey {
+        id: rng::uuid(),
+        tenant_id: tenant,
+        env: Environment::Test,
+        name: "backend".into(),
+        scopes: Scopes::parse(["clients.read"]).unwrap(),
+        created_at: now_ms(),
+        expires_at,
+        successor: None,
+        hash: hash(7),
+    }
+}
+
+fn client(tenant: Uuid) -> Client {
+    Client {
+        id: rng::uuid(),
+        tenant_id: tenant,
+        env: Environment::Production,
+        labels: [("plan".to_string(), "pro".to_string())].into(),
+        created_at: now_ms(),
+    }
+}
+
+/// A session of `client` that idles out after `idle` ms and is capped at
+/// `max` ms from now (`None`: a test client key).
+fn session(client: Uuid, idle_max: Option<(Millis, Millis)>) -> Session {
+    let now = now_ms();
+    Session {
+        id: rng::uuid(),
+        client_id: client,
+        created_at: now,
+        last_used: now,
+        expires_at: idle_max.map(|(i, m)| (now + i).min(now + m)),
+        max_expires_at: idle_max.map(|(_, m)| now + m),
+        hash: hash(9),
+    }
+}
+
+async fn tenants<S: Store>(s: S) {
+    let t = tenant();
+    assert_eq!(s.get_tenant(t.id).await.unwrap(), None);
+    s.put_tenant(&t).await.unwrap();
+    assert_eq!(s.get_tenant(t.id).await.unwrap(), Some(t.clone()));
+    let r = s.revoke_tenant_before(t.id, 1_000).await.unwrap().unwrap();
+    assert_eq!(r.revoked_before, Some(1_000));
+    // Only ever moves forward.
+    let r = s.revoke_tenant_before(t.id, 500).await.unwrap().unwrap();
+    assert_eq!(r.revoked_before, Some(1_000));
+    assert_eq!(s.get_tenant(t.id).await.unwrap().unwrap().revoked_before, Some(1_000));
+    assert_eq!(s.revoke_tenant_before(rng::uuid(), 1).await.unwrap(), None);
+}
+
+async fn api_keys<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let a = api_key(t.id, None);
+    let b = api_key(t.id, Some(now_ms() + 60_000));
+    s.put_api_key(&a).await.unwrap();
+    s.put_api_key(&b).await.unwrap();
+    let (got, gt) = s.get_api_key(t.id, a.id).await.unwrap();
+    assert_eq!(got, Some(a.clone()));
+    assert_eq!(gt, Some(t.clone()));
+    let listed = s.list_api_keys(t.id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&a) && listed.contains(&b));
+    // Another tenant sees nothing.
+    assert!(s.list_api_keys(rng::uuid()).await.unwrap().is_empty());
+    assert_eq!(s.get_api_key(rng::uuid(), a.id).await.unwrap().0, None);
+    assert_eq!(s.revoke_api_key(t.id, a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(s.revoke_api_key(t.id, a.id).await.unwrap(), None);
+    assert_eq!(s.get_api_key(t.id, a.id).await.unwrap().0, None);
+    assert_eq!(s.list_api_keys(t.id).await.unwrap(), vec![b]);
+}
+
+async fn api_key_expiry<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let k = api_key(t.id, Some(now_ms() + 300));
+    s.put_api_key(&k).await.unwrap();
+    assert!(s.get_api_key(t.id, k.id).await.unwrap().0.is_some());
+    sleep(Duration::from_millis(450)).await;
+    assert_eq!(s.get_api_key(t.id, k.id).await.unwrap().0, None);
+    assert!(s.list_api_keys(t.id).await.unwrap().is_empty(), "expired keys are pruned from the list");
+}
+
+async fn roll<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let old = api_key(t.id, Some(now_ms() + 60_000));
+    s.put_api_key(&old).await.unwrap();
+    let new = ApiKey { id: rng::uuid(), hash: hash(8), ..old.clone() };
+    let grace_end = now_ms() + 400;
+    assert_eq!(s.roll_api_key(old.id, &new, grace_end).await.unwrap(), RollApiKey::Rolled);
+    let (o, _) = s.get_api_key(t.id, old.id).await.unwrap();
+    let o = o.unwrap();
+    assert_eq!(o.successor, Some(new.id));
+    assert_eq!(o.expires_at, Some(grace_end));
+    assert_eq!(s.get_api_key(t.id, new.id).await.unwrap().0, Some(new.clone()));
+    assert_eq!(s.list_api_keys(t.id).await.unwrap().len(), 2);
+    let again = ApiKey { id: rng::uuid(), ..new.clone() };
+    assert_eq!(s.roll_api_key(old.id, &again, grace_end).await.unwrap(), RollApiKey::AlreadyRolled);
+    assert_eq!(s.get_api_key(t.id, again.id).await.unwrap().0, None, "a refused roll writes nothing");
+    assert_eq!(s.roll_api_key(rng::uuid(), &again, grace_end).await.unwrap(), RollApiKey::NotFound);
+    sleep(Duration::from_millis(550)).await;
+    assert_eq!(s.get_api_key(t.id, old.id).await.unwrap().0, None, "old key dies after the grace period");
+    assert_eq!(s.list_api_keys(t.id).await.unwrap(), vec![new]);
+
+    // A grace period never extends a key's own expiry.
+    let short = api_key(t.id, Some(now_ms() + 5_000));
+    s.put_api_key(&short).await.unwrap();
+    let succ = ApiKey { id: rng::uuid(), ..short.clone() };
+    s.roll_api_key(short.id, &succ, now_ms() + 3_600_000).await.unwrap();
+    let (o, _) = s.get_api_key(t.id, short.id).await.unwrap();
+    assert_eq!(o.unwrap().expires_at, short.expires_at);
+}
+
+async fn clients_and_sessions<S: Store>(s: S) {
+    let t = tenant();
+    let c = client(t.id);
+    let first = session(c.id, Some((60_000, 120_000)));
+    s.create_client(&c, Some(&first)).await.unwrap();
+    assert_eq!(s.get_client(c.id).await.unwrap(), Some(c.clone()));
+    let (gc, gs) = s.get_session(c.id, first.id).await.unwrap();
+    assert_eq!(gc, Some(c.clone()));
+    assert_eq!(gs, Some(first.clone()));
+    let mut second = session(c.id, Some((60_000, 120_000)));
+    second.created_at += 1; // listing is oldest first
+    assert_eq!(s.create_session(&second, 100).await.unwrap(), CreateSession::Created);
+    let listed = s.list_sessions(c.id).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), vec![first.id, second.id]);
+    assert_eq!(listed[1], second);
+    // A session of another client is not reachable through this one.
+    assert_eq!(s.get_session(rng::uuid(), first.id).await.unwrap().1, None);
+    assert!(!s.revoke_session(rng::uuid(), first.id).await.unwrap());
+
+    assert!(s.revoke_session(c.id, first.id).await.unwrap());
+    assert!(!s.revoke_session(c.id, first.id).await.unwrap());
+    assert_eq!(s.get_session(c.id, first.id).await.unwrap().1, None);
+    assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 1);
+
+    s.create_session(&session(c.id, Some((60_000, 120_000))), 100).await.unwrap();
+    assert_eq!(s.revoke_all_sessions(c.id).await.unwrap(), 2);
+    assert!(s.list_sessions(c.id).await.unwrap().is_empty());
+    assert_eq!(s.get_session(c.id, second.id).await.unwrap().1, None);
+    assert_eq!(s.get_client(c.id).await.unwrap(), Some(c.clone()), "log out everywhere keeps the client");
+
+    let third = session(c.id, None);
+    s.create_session(&third, 100).await.unwrap();
+    assert!(s.delete_client(c.id).await.unwrap());
+    assert!(!s.delete_client(c.id).await.unwrap());
+    assert_eq!(s.get_client(c.id).await.unwrap(), None);
+    assert_eq!(s.get_session(c.id, third.id).await.unwrap().1, None);
+    assert_eq!(
+        s.create_session(&session(c.id, Some((1_000, 2_000))), 100).await.unwrap(),
+        CreateSession::NoClient,
+        "a deleted client gets no new session"
+    );
+    assert!(s.list_sessions(c.id).await.unwrap().is_empty());
+}
+
+async fn session_limit<S: Store>(s: S) {
+    let c = client(rng::uuid());
+    s.create_client(&c, None).await.unwrap();
+    let dying = session(c.id, Some((200, 10_000)));
+    assert_eq!(s.create_session(&dying, 2).await.unwrap(), CreateSession::Created);
+    assert_eq!(s.create_session(&session(c.id, Some((60_000, 60_000))), 2).await.unwrap(), CreateSession::Created);
+    assert_eq!(s.create_session(&session(c.id, Some((60_000, 60_000))), 2).await.unwrap(), CreateSession::Full);
+    sleep(Duration::from_millis(300)).await;
+    // The idle-expired session no longer counts.
+    assert_eq!(s.create_session(&session(c.id, Some((60_000, 60_000))), 2).await.unwrap(), CreateSession::Created);
+    assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 2);
+}
+
+async fn sliding_expiry<S: Store>(s: S) {
+    let c = client(rng::uuid());
+    let idle = 400;
+    let sess = session(c.id, Some((idle, 1_500)));
+    let cap = sess.max_expires_at.unwrap();
+    s.create_client(&c, Some(&sess)).await.unwrap();
+    // Used every 200 ms, it lives past its first idle deadline...
+    for _ in 0..5 {
+        sleep(Duration::from_millis(200)).await;
+        let now = now_ms();
+        let e = s.touch_session(c.id, sess.id, now, idle).await.unwrap().expect("alive");
+        assert_eq!(e, (now + idle).min(cap));
+        let got = s.get_session(c.id, sess.id).await.unwrap().1.unwrap();
+        assert_eq!(got.expires_at, Some(e));
+        assert_eq!(got.last_used, now);
+    }
+    // ...but never past its cap.
+    sleep(Duration::from_millis(250)).await;
+    let e = s.touch_session(c.id, sess.id, now_ms(), idle).await.unwrap().expect("alive before cap");
+    assert_eq!(e, cap, "expiry is capped");
+    let wait = (cap - now_ms()).max(0) as u64 + 100;
+    sleep(Duration::from_millis(wait)).await;
+    assert_eq!(s.get_session(c.id, sess.id).await.unwrap().1, None, "dead at the cap");
+    assert_eq!(s.touch_session(c.id, sess.id, now_ms(), idle).await.unwrap(), None, "a touch never revives");
+    assert_eq!(s.get_session(c.id, sess.id).await.unwrap().1, None);
+
+    // Unused, it dies after the idle timeout.
+    let lazy = session(c.id, Some((idle, 10_000)));
+    s.create_session(&lazy, 100).await.unwrap();
+    sleep(Duration::from_millis(idle as u64 + 100)).await;
+    assert_eq!(s.get_session(c.id, lazy.id).await.unwrap().1, None);
+    assert!(s.list_sessions(c.id).await.unwrap().is_empty());
+
+    // A revoked session is not revived by a late touch.
+    let r = session(c.id, Some((60_000, 60_000)));
+    s.create_session(&r, 100).await.unwrap();
+    s.revoke_session(c.id, r.id).await.unwrap();
+    assert_eq!(s.touch_session(c.id, r.id, now_ms(), idle).await.unwrap(), None);
+    assert_eq!(s.get_session(c.id, r.id).await.unwrap().1, None);
+}
+
+async fn test_keys<S: Store>(s: S) {
+    let c = client(rng::uuid());
+    let k = session(c.id, None);
+    s.create_client(&c, Some(&k)).await.unwrap();
+    let got = s.get_session(c.id, k.id).await.unwrap().1.unwrap();
+    assert!(got.is_test_key() && got.expires_at.is_none());
+    assert_eq!(s.touch_session(c.id, k.id, now_ms(), 10).await.unwrap(), Some(Millis::MAX));
+    let got = s.get_session(c.id, k.id).await.unwrap().1.unwrap();
+    assert_eq!(got.expires_at, None, "a touch gives a test key no expiry");
+    // A short-lived session beside it does not give the index an expiry
+    // that would drop the test key.
+    s.create_session(&session(c.id, Some((100, 100))), 100).await.unwrap();
+    sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 1);
+}
+
+async fn audit<S: Store>(s: S) {
+    let t = rng::uuid();
+    let mut ids = vec![];
+    for i in 0..3 {
+        let e = AuditEvent {
+            id: String::new(),
+            time: now_ms(),
+            actor: "operator:x".into(),
+            action: format!("act.{i}"),
+            tenant_id: t,
+            subjects: vec![format!("client:{i}"), "session:y".into()],
+        };
+        ids.push(s.append_audit(&e).await.unwrap());
+    }
+    let all = s.list_audit(t, None, 100).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
+    assert_eq!(all[1].action, "act.1");
+    assert_eq!(all[1].subjects, vec!["client:1".to_string(), "session:y".into()]);
+    let rest = s.list_audit(t, Some(&ids[0]), 100).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["act.1", "act.2"]);
+    assert_eq!(s.list_audit(t, None, 1).await.unwrap().len(), 1);
+    assert!(s.list_audit(rng::uuid(), None, 10).await.unwrap().is_empty());
+}
+
+/// Runs every test above against both stores.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(cred_core::store::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let server = cred_tests::RedisServer::start();
+                    super::$name(server.store().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(tenants, api_keys, api_key_expiry, roll, clients_and_sessions, session_limit, sliding_expiry, test_keys, audit);
+
+#[test]
+fn memory_store_is_a_store() {
+    fn is_store<S: Store>(_: &S) {}
+    is_store(&MemoryStore::new());
+}
