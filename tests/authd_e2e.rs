@@ -11,10 +11,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 fn labels(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn client_id(c: &Option<pb::Client>) -> String {
@@ -30,12 +27,7 @@ async fn session_token_lifecycle() {
     let mut clients = a.clients();
 
     let created = clients
-        .create_client(authed(
-            &keys.live_key,
-            pb::CreateClientRequest {
-                labels: labels(&[("plan", "pro")]),
-            },
-        ))
+        .create_client(authed(&keys.live_key, pb::CreateClientRequest { labels: labels(&[("plan", "pro")]) }))
         .await
         .unwrap()
         .into_inner();
@@ -47,34 +39,20 @@ async fn session_token_lifecycle() {
 
     // Subsequent login.
     let second = clients
-        .create_session(authed(
-            &keys.live_key,
-            pb::CreateSessionRequest {
-                client_id: cid.clone(),
-            },
-        ))
+        .create_session(authed(&keys.live_key, pb::CreateSessionRequest { client_id: cid.clone() }))
         .await
         .unwrap()
         .into_inner();
     assert_ne!(second.token, created.token);
     assert!(a.session_ok(&second.token).await);
 
-    let me = a
-        .sessions()
-        .get_current_session(authed(&second.token, pb::GetCurrentSessionRequest {}))
-        .await
-        .unwrap();
+    let me = a.sessions().get_current_session(authed(&second.token, pb::GetCurrentSessionRequest {})).await.unwrap();
     let me = me.into_inner();
     assert_eq!(client_id(&me.client), cid);
     assert_eq!(me.client.unwrap().labels, labels(&[("plan", "pro")]));
 
     let list = clients
-        .list_sessions(authed(
-            &keys.live_key,
-            pb::ListSessionsRequest {
-                client_id: cid.clone(),
-            },
-        ))
+        .list_sessions(authed(&keys.live_key, pb::ListSessionsRequest { client_id: cid.clone() }))
         .await
         .unwrap()
         .into_inner();
@@ -83,50 +61,28 @@ async fn session_token_lifecycle() {
     clients
         .revoke_session(authed(
             &keys.live_key,
-            pb::RevokeSessionRequest {
-                client_id: cid.clone(),
-                session_id: s1.session_id.clone(),
-            },
+            pb::RevokeSessionRequest { client_id: cid.clone(), session_id: s1.session_id.clone() },
         ))
         .await
         .unwrap();
-    assert!(
-        !a.session_ok(&created.token).await,
-        "revoked session refused"
-    );
-    assert!(
-        a.session_ok(&second.token).await,
-        "the other session lives on"
-    );
+    assert!(!a.session_ok(&created.token).await, "revoked session refused");
+    assert!(a.session_ok(&second.token).await, "the other session lives on");
     let again = clients
         .revoke_session(authed(
             &keys.live_key,
-            pb::RevokeSessionRequest {
-                client_id: cid.clone(),
-                session_id: s1.session_id,
-            },
+            pb::RevokeSessionRequest { client_id: cid.clone(), session_id: s1.session_id },
         ))
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::NotFound);
 
     let third = clients
-        .create_session(authed(
-            &keys.live_key,
-            pb::CreateSessionRequest {
-                client_id: cid.clone(),
-            },
-        ))
+        .create_session(authed(&keys.live_key, pb::CreateSessionRequest { client_id: cid.clone() }))
         .await
         .unwrap()
         .into_inner();
     let n = clients
-        .revoke_all_sessions(authed(
-            &keys.live_key,
-            pb::RevokeAllSessionsRequest {
-                client_id: cid.clone(),
-            },
-        ))
+        .revoke_all_sessions(authed(&keys.live_key, pb::RevokeAllSessionsRequest { client_id: cid.clone() }))
         .await
         .unwrap()
         .into_inner();
@@ -135,44 +91,16 @@ async fn session_token_lifecycle() {
 
     // Log in again after "log out everywhere", then delete the client.
     let fourth = clients
-        .create_session(authed(
-            &keys.live_key,
-            pb::CreateSessionRequest {
-                client_id: cid.clone(),
-            },
-        ))
+        .create_session(authed(&keys.live_key, pb::CreateSessionRequest { client_id: cid.clone() }))
         .await
         .unwrap()
         .into_inner();
     assert!(a.session_ok(&fourth.token).await);
-    clients
-        .delete_client(authed(
-            &keys.live_key,
-            pb::DeleteClientRequest {
-                client_id: cid.clone(),
-            },
-        ))
-        .await
-        .unwrap();
-    assert!(
-        !a.session_ok(&fourth.token).await,
-        "deleting a client kills its sessions"
-    );
-    let gone = clients
-        .get_client(authed(
-            &keys.live_key,
-            pb::GetClientRequest {
-                client_id: cid.clone(),
-            },
-        ))
-        .await;
+    clients.delete_client(authed(&keys.live_key, pb::DeleteClientRequest { client_id: cid.clone() })).await.unwrap();
+    assert!(!a.session_ok(&fourth.token).await, "deleting a client kills its sessions");
+    let gone = clients.get_client(authed(&keys.live_key, pb::GetClientRequest { client_id: cid.clone() })).await;
     assert_eq!(gone.unwrap_err().code(), Code::NotFound);
-    let no_login = clients
-        .create_session(authed(
-            &keys.live_key,
-            pb::CreateSessionRequest { client_id: cid },
-        ))
-        .await;
+    let no_login = clients.create_session(authed(&keys.live_key, pb::CreateSessionRequest { client_id: cid })).await;
     assert_eq!(no_login.unwrap_err().code(), Code::NotFound);
 }
 
@@ -185,44 +113,22 @@ async fn api_key_lifecycle_and_scopes() {
     assert!(a.api_key_ok(&keys.test_key).await && a.api_key_ok(&keys.live_key).await);
 
     let list = admin
-        .list_api_keys(authed(
-            &a.operator,
-            pb::ListApiKeysRequest {
-                tenant_id: keys.tenant_id.clone(),
-            },
-        ))
+        .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone() }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(list.api_keys.len(), 2);
     let envs: Vec<i32> = list.api_keys.iter().map(|k| k.environment).collect();
-    assert!(
-        envs.contains(&(pb::Environment::Test as i32))
-            && envs.contains(&(pb::Environment::Production as i32))
-    );
+    assert!(envs.contains(&(pb::Environment::Test as i32)) && envs.contains(&(pb::Environment::Production as i32)));
 
-    let read_only = a
-        .api_key(&keys.tenant_id, pb::Environment::Test, &["clients.read"])
-        .await;
-    let denied = a
-        .clients()
-        .create_client(authed(&read_only, pb::CreateClientRequest::default()))
-        .await
-        .unwrap_err();
+    let read_only = a.api_key(&keys.tenant_id, pb::Environment::Test, &["clients.read"]).await;
+    let denied = a.clients().create_client(authed(&read_only, pb::CreateClientRequest::default())).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert!(denied.message().contains("clients.create"));
-    assert!(
-        a.api_key_ok(&read_only).await,
-        "clients.read allows GetClient"
-    );
+    assert!(a.api_key_ok(&read_only).await, "clients.read allows GetClient");
 
-    let test_key_id = list
-        .api_keys
-        .iter()
-        .find(|k| k.environment == pb::Environment::Test as i32)
-        .unwrap()
-        .key_id
-        .clone();
+    let test_key_id =
+        list.api_keys.iter().find(|k| k.environment == pb::Environment::Test as i32).unwrap().key_id.clone();
     let r = admin
         .revoke_api_key(authed(
             &a.operator,
@@ -259,18 +165,10 @@ async fn api_key_lifecycle_and_scopes() {
         scopes: vec![],
         expire_time: Some(exp.into()),
     };
-    let short = admin
-        .create_api_key(authed(&a.operator, req))
-        .await
-        .unwrap()
-        .into_inner();
+    let short = admin.create_api_key(authed(&a.operator, req)).await.unwrap().into_inner();
     assert!(short.api_key.unwrap().expire_time.is_some());
     assert!(a.api_key_ok(&short.secret).await);
-    assert_eventually!(
-        !a.api_key_ok(&short.secret).await,
-        Duration::from_secs(5),
-        "expired API key still accepted"
-    );
+    assert_eventually!(!a.api_key_ok(&short.secret).await, Duration::from_secs(5), "expired API key still accepted");
 }
 
 /// Sliding expiry with idle 2 s and max 5 s.
@@ -279,18 +177,10 @@ async fn sliding_expiry() {
     let a = Authd::start().await;
     let keys = a.tenant(Some((2, 5))).await;
     let mut clients = a.clients();
-    let busy = clients
-        .create_client(authed(&keys.test_key, pb::CreateClientRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let busy =
+        clients.create_client(authed(&keys.test_key, pb::CreateClientRequest::default())).await.unwrap().into_inner();
     let idle = clients
-        .create_session(authed(
-            &keys.test_key,
-            pb::CreateSessionRequest {
-                client_id: client_id(&busy.client),
-            },
-        ))
+        .create_session(authed(&keys.test_key, pb::CreateSessionRequest { client_id: client_id(&busy.client) }))
         .await
         .unwrap()
         .into_inner();
@@ -299,38 +189,17 @@ async fn sliding_expiry() {
 
     // Used every second, the busy token outlives its idle timeout...
     for i in 1..=4 {
-        sleep(Duration::from_secs(1).saturating_sub(start.elapsed() - Duration::from_secs(i - 1)))
-            .await;
-        let me = a
-            .sessions()
-            .get_current_session(authed(&busy.token, pb::GetCurrentSessionRequest {}))
-            .await;
-        let s = me
-            .unwrap_or_else(|e| panic!("busy token refused after {:?}: {e:?}", start.elapsed()))
-            .into_inner();
+        sleep(Duration::from_secs(1).saturating_sub(start.elapsed() - Duration::from_secs(i - 1))).await;
+        let me = a.sessions().get_current_session(authed(&busy.token, pb::GetCurrentSessionRequest {})).await;
+        let s = me.unwrap_or_else(|e| panic!("busy token refused after {:?}: {e:?}", start.elapsed())).into_inner();
         let exp = s.session.unwrap().expire_time.unwrap();
-        assert!(
-            (exp.seconds, exp.nanos) <= (cap.seconds, cap.nanos),
-            "expiry never exceeds the cap"
-        );
+        assert!((exp.seconds, exp.nanos) <= (cap.seconds, cap.nanos), "expiry never exceeds the cap");
     }
     // ...the unused one died after 2 s of idleness...
-    assert!(
-        !a.session_ok(&idle.token).await,
-        "idle token still accepted after {:?}",
-        start.elapsed()
-    );
+    assert!(!a.session_ok(&idle.token).await, "idle token still accepted after {:?}", start.elapsed());
     // ...and the busy one dies at its cap (5 s) however much it is used.
-    assert_eventually!(
-        !a.session_ok(&busy.token).await,
-        Duration::from_secs(3),
-        "busy token outlived its cap"
-    );
-    assert!(
-        start.elapsed() >= Duration::from_millis(4900),
-        "busy token died early: {:?}",
-        start.elapsed()
-    );
+    assert_eventually!(!a.session_ok(&busy.token).await, Duration::from_secs(3), "busy token outlived its cap");
+    assert!(start.elapsed() >= Duration::from_millis(4900), "busy token died early: {:?}", start.elapsed());
     // Dead stays dead: using it again does not revive it.
     assert!(!a.session_ok(&busy.token).await);
     sleep(Duration::from_millis(200)).await;
@@ -344,12 +213,7 @@ async fn test_client_keys() {
     let keys = a.tenant(Some((1, 2))).await;
     let mut clients = a.clients();
     let t = clients
-        .create_test_client(authed(
-            &keys.test_key,
-            pb::CreateTestClientRequest {
-                labels: labels(&[("dev", "alice")]),
-            },
-        ))
+        .create_test_client(authed(&keys.test_key, pb::CreateTestClientRequest { labels: labels(&[("dev", "alice")]) }))
         .await
         .unwrap()
         .into_inner();
@@ -361,23 +225,13 @@ async fn test_client_keys() {
     sleep(Duration::from_millis(2500)).await;
     assert!(a.session_ok(&t.token).await, "test client key expired");
 
-    let refused = clients
-        .create_test_client(authed(
-            &keys.live_key,
-            pb::CreateTestClientRequest::default(),
-        ))
-        .await
-        .unwrap_err();
+    let refused =
+        clients.create_test_client(authed(&keys.live_key, pb::CreateTestClientRequest::default())).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
 
     // Revocable like any session.
     clients
-        .revoke_all_sessions(authed(
-            &keys.test_key,
-            pb::RevokeAllSessionsRequest {
-                client_id: client_id(&t.client),
-            },
-        ))
+        .revoke_all_sessions(authed(&keys.test_key, pb::RevokeAllSessionsRequest { client_id: client_id(&t.client) }))
         .await
         .unwrap();
     assert!(!a.session_ok(&t.token).await);
@@ -391,30 +245,18 @@ async fn roll_with_grace() {
     let keys = a.tenant(None).await;
     let mut admin = a.admin();
     let list = admin
-        .list_api_keys(authed(
-            &a.operator,
-            pb::ListApiKeysRequest {
-                tenant_id: keys.tenant_id.clone(),
-            },
-        ))
+        .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone() }))
         .await
         .unwrap()
         .into_inner();
-    let live = list
-        .api_keys
-        .iter()
-        .find(|k| k.environment == pb::Environment::Production as i32)
-        .unwrap();
+    let live = list.api_keys.iter().find(|k| k.environment == pb::Environment::Production as i32).unwrap();
     let rolled = admin
         .roll_api_key(authed(
             &a.operator,
             pb::RollApiKeyRequest {
                 tenant_id: keys.tenant_id.clone(),
                 key_id: live.key_id.clone(),
-                grace_period: Some(prost_types::Duration {
-                    seconds: 2,
-                    nanos: 0,
-                }),
+                grace_period: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
             },
         ))
         .await
@@ -422,14 +264,8 @@ async fn roll_with_grace() {
         .into_inner();
     let new = rolled.api_key.clone().unwrap();
     assert_ne!(new.key_id, live.key_id);
-    assert_eq!(
-        (new.name.as_str(), new.environment),
-        (live.name.as_str(), live.environment)
-    );
-    assert!(
-        a.api_key_ok(&keys.live_key).await && a.api_key_ok(&rolled.secret).await,
-        "both work during grace"
-    );
+    assert_eq!((new.name.as_str(), new.environment), (live.name.as_str(), live.environment));
+    assert!(a.api_key_ok(&keys.live_key).await && a.api_key_ok(&rolled.secret).await, "both work during grace");
 
     let again = admin
         .roll_api_key(authed(
@@ -444,11 +280,7 @@ async fn roll_with_grace() {
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
 
-    assert_eventually!(
-        !a.api_key_ok(&keys.live_key).await,
-        Duration::from_secs(5),
-        "old key outlived its grace"
-    );
+    assert_eventually!(!a.api_key_ok(&keys.live_key).await, Duration::from_secs(5), "old key outlived its grace");
     assert!(a.api_key_ok(&rolled.secret).await);
 
     // Roll again with no grace, then revoke the old one with its successor.
@@ -458,10 +290,7 @@ async fn roll_with_grace() {
             pb::RollApiKeyRequest {
                 tenant_id: keys.tenant_id.clone(),
                 key_id: new.key_id.clone(),
-                grace_period: Some(prost_types::Duration {
-                    seconds: 60,
-                    nanos: 0,
-                }),
+                grace_period: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
             },
         ))
         .await
@@ -491,33 +320,21 @@ async fn tenant_revoke_before() {
     let keys = a.tenant(None).await;
     let other = a.tenant(None).await;
     let mut clients = a.clients();
-    let c = clients
-        .create_client(authed(&keys.test_key, pb::CreateClientRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let c =
+        clients.create_client(authed(&keys.test_key, pb::CreateClientRequest::default())).await.unwrap().into_inner();
     let tck = clients
-        .create_test_client(authed(
-            &keys.test_key,
-            pb::CreateTestClientRequest::default(),
-        ))
+        .create_test_client(authed(&keys.test_key, pb::CreateTestClientRequest::default()))
         .await
         .unwrap()
         .into_inner();
-    let oc = clients
-        .create_client(authed(&other.test_key, pb::CreateClientRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let oc =
+        clients.create_client(authed(&other.test_key, pb::CreateClientRequest::default())).await.unwrap().into_inner();
 
     let r = a
         .admin()
         .revoke_tenant_credentials(authed(
             &a.operator,
-            pb::RevokeTenantCredentialsRequest {
-                tenant_id: keys.tenant_id.clone(),
-                issued_before: None,
-            },
+            pb::RevokeTenantCredentialsRequest { tenant_id: keys.tenant_id.clone(), issued_before: None },
         ))
         .await
         .unwrap()
@@ -538,12 +355,7 @@ async fn tenant_revoke_before() {
     let fresh = a.api_key(&keys.tenant_id, pb::Environment::Test, &[]).await;
     assert!(a.api_key_ok(&fresh).await);
     let relogin = clients
-        .create_session(authed(
-            &fresh,
-            pb::CreateSessionRequest {
-                client_id: client_id(&c.client),
-            },
-        ))
+        .create_session(authed(&fresh, pb::CreateSessionRequest { client_id: client_id(&c.client) }))
         .await
         .unwrap()
         .into_inner();
@@ -557,18 +369,12 @@ async fn cross_tenant_and_environment_matrix() {
     let t1 = a.tenant(None).await;
     let t2 = a.tenant(None).await;
     let mut clients = a.clients();
-    let owned = clients
-        .create_client(authed(&t1.test_key, pb::CreateClientRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let owned =
+        clients.create_client(authed(&t1.test_key, pb::CreateClientRequest::default())).await.unwrap().into_inner();
     let cid = client_id(&owned.client);
     let sid = owned.session.unwrap().session_id;
-    let mine2 = clients
-        .create_client(authed(&t1.test_key, pb::CreateClientRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mine2 =
+        clients.create_client(authed(&t1.test_key, pb::CreateClientRequest::default())).await.unwrap().into_inner();
 
     for (who, key) in [
         ("same tenant, production", &t1.live_key),
@@ -577,61 +383,15 @@ async fn cross_tenant_and_environment_matrix() {
     ] {
         let c = cid.clone();
         let codes = [
+            clients.get_client(authed(key, pb::GetClientRequest { client_id: c.clone() })).await.err(),
+            clients.create_session(authed(key, pb::CreateSessionRequest { client_id: c.clone() })).await.err(),
+            clients.list_sessions(authed(key, pb::ListSessionsRequest { client_id: c.clone() })).await.err(),
             clients
-                .get_client(authed(
-                    key,
-                    pb::GetClientRequest {
-                        client_id: c.clone(),
-                    },
-                ))
+                .revoke_session(authed(key, pb::RevokeSessionRequest { client_id: c.clone(), session_id: sid.clone() }))
                 .await
                 .err(),
-            clients
-                .create_session(authed(
-                    key,
-                    pb::CreateSessionRequest {
-                        client_id: c.clone(),
-                    },
-                ))
-                .await
-                .err(),
-            clients
-                .list_sessions(authed(
-                    key,
-                    pb::ListSessionsRequest {
-                        client_id: c.clone(),
-                    },
-                ))
-                .await
-                .err(),
-            clients
-                .revoke_session(authed(
-                    key,
-                    pb::RevokeSessionRequest {
-                        client_id: c.clone(),
-                        session_id: sid.clone(),
-                    },
-                ))
-                .await
-                .err(),
-            clients
-                .revoke_all_sessions(authed(
-                    key,
-                    pb::RevokeAllSessionsRequest {
-                        client_id: c.clone(),
-                    },
-                ))
-                .await
-                .err(),
-            clients
-                .delete_client(authed(
-                    key,
-                    pb::DeleteClientRequest {
-                        client_id: c.clone(),
-                    },
-                ))
-                .await
-                .err(),
+            clients.revoke_all_sessions(authed(key, pb::RevokeAllSessionsRequest { client_id: c.clone() })).await.err(),
+            clients.delete_client(authed(key, pb::DeleteClientRequest { client_id: c.clone() })).await.err(),
         ];
         for (i, e) in codes.into_iter().enumerate() {
             let e = e.unwrap_or_else(|| panic!("{who}: call {i} succeeded on another's client"));
@@ -642,10 +402,7 @@ async fn cross_tenant_and_environment_matrix() {
     let e = clients
         .revoke_session(authed(
             &t1.test_key,
-            pb::RevokeSessionRequest {
-                client_id: client_id(&mine2.client),
-                session_id: sid,
-            },
+            pb::RevokeSessionRequest { client_id: client_id(&mine2.client), session_id: sid },
         ))
         .await
         .unwrap_err();
@@ -655,12 +412,7 @@ async fn cross_tenant_and_environment_matrix() {
     // Admin calls on another tenant's key are NOT_FOUND too.
     let list = a
         .admin()
-        .list_api_keys(authed(
-            &a.operator,
-            pb::ListApiKeysRequest {
-                tenant_id: t1.tenant_id.clone(),
-            },
-        ))
+        .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: t1.tenant_id.clone() }))
         .await
         .unwrap()
         .into_inner();
@@ -715,30 +467,15 @@ async fn every_unusable_credential_is_invalid_api_key() {
             .expose(),
         ),
     ] {
-        let e = a
-            .clients()
-            .create_client(authed(token, pb::CreateClientRequest::default()))
-            .await
-            .unwrap_err();
+        let e = a.clients().create_client(authed(token, pb::CreateClientRequest::default())).await.unwrap_err();
         assert_invalid_api_key(&e, what);
     }
-    let no_header = a
-        .clients()
-        .create_client(pb::CreateClientRequest::default())
-        .await
-        .unwrap_err();
+    let no_header = a.clients().create_client(pb::CreateClientRequest::default()).await.unwrap_err();
     assert_invalid_api_key(&no_header, "no authorization header");
 
     // Session RPCs with bad tokens.
-    for (what, token) in [
-        ("API key as session", keys.test_key.as_str()),
-        ("garbage", "cst_test_x"),
-    ] {
-        let e = a
-            .sessions()
-            .get_current_session(authed(token, pb::GetCurrentSessionRequest {}))
-            .await
-            .unwrap_err();
+    for (what, token) in [("API key as session", keys.test_key.as_str()), ("garbage", "cst_test_x")] {
+        let e = a.sessions().get_current_session(authed(token, pb::GetCurrentSessionRequest {})).await.unwrap_err();
         assert_invalid_api_key(&e, what);
     }
 
@@ -751,12 +488,7 @@ async fn every_unusable_credential_is_invalid_api_key() {
     ] {
         let e = a
             .admin()
-            .get_tenant(authed(
-                token,
-                pb::GetTenantRequest {
-                    tenant_id: keys.tenant_id.clone(),
-                },
-            ))
+            .get_tenant(authed(token, pb::GetTenantRequest { tenant_id: keys.tenant_id.clone() }))
             .await
             .unwrap_err();
         assert_invalid_api_key(&e, what);
@@ -766,19 +498,11 @@ async fn every_unusable_credential_is_invalid_api_key() {
     let get = |token: String| {
         let mut admin = a.admin();
         let tenant_id = keys.tenant_id.clone();
-        async move {
-            admin
-                .get_tenant(authed(&token, pb::GetTenantRequest { tenant_id }))
-                .await
-        }
+        async move { admin.get_tenant(authed(&token, pb::GetTenantRequest { tenant_id })).await }
     };
     assert!(get(a.operator.clone()).await.is_ok());
-    a.operators
-        .reload(cred_core::operator::Allowlist::default());
-    assert_invalid_api_key(
-        &get(a.operator.clone()).await.unwrap_err(),
-        "operator key removed from the allowlist",
-    );
+    a.operators.reload(cred_core::operator::Allowlist::default());
+    assert_invalid_api_key(&get(a.operator.clone()).await.unwrap_err(), "operator key removed from the allowlist");
 }
 
 /// Bad input gets INVALID_ARGUMENT naming the field, never a panic.
@@ -790,32 +514,17 @@ async fn bad_input_table() {
     let k = keys.test_key.clone();
     let t = keys.tenant_id.clone();
     let (mut admin, mut clients) = (a.admin(), a.clients());
-    let secs = |s: i64| {
-        Some(prost_types::Duration {
-            seconds: s,
-            nanos: 0,
-        })
-    };
-    let big_labels: std::collections::HashMap<String, String> = (0..17)
-        .map(|i| (format!("k{i}"), "v".to_string()))
-        .collect();
-    let past = Some(prost_types::Timestamp {
-        seconds: 1,
-        nanos: 0,
-    });
+    let secs = |s: i64| Some(prost_types::Duration { seconds: s, nanos: 0 });
+    let big_labels: std::collections::HashMap<String, String> =
+        (0..17).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    let past = Some(prost_types::Timestamp { seconds: 1, nanos: 0 });
 
     let cases: Vec<(&str, &str, Result<(), tonic::Status>)> = vec![
         (
             "empty tenant name",
             "name",
             admin
-                .create_tenant(authed(
-                    &op,
-                    pb::CreateTenantRequest {
-                        name: String::new(),
-                        ..Default::default()
-                    },
-                ))
+                .create_tenant(authed(&op, pb::CreateTenantRequest { name: String::new(), ..Default::default() }))
                 .await
                 .map(drop),
         ),
@@ -823,13 +532,7 @@ async fn bad_input_table() {
             "oversized tenant name",
             "name",
             admin
-                .create_tenant(authed(
-                    &op,
-                    pb::CreateTenantRequest {
-                        name: "x".repeat(65),
-                        ..Default::default()
-                    },
-                ))
+                .create_tenant(authed(&op, pb::CreateTenantRequest { name: "x".repeat(65), ..Default::default() }))
                 .await
                 .map(drop),
         ),
@@ -839,11 +542,7 @@ async fn bad_input_table() {
             admin
                 .create_tenant(authed(
                     &op,
-                    pb::CreateTenantRequest {
-                        name: "a".into(),
-                        idle_timeout: secs(10),
-                        max_lifetime: secs(5),
-                    },
+                    pb::CreateTenantRequest { name: "a".into(), idle_timeout: secs(10), max_lifetime: secs(5) },
                 ))
                 .await
                 .map(drop),
@@ -854,11 +553,7 @@ async fn bad_input_table() {
             admin
                 .create_tenant(authed(
                     &op,
-                    pb::CreateTenantRequest {
-                        name: "a".into(),
-                        idle_timeout: None,
-                        max_lifetime: secs(-5),
-                    },
+                    pb::CreateTenantRequest { name: "a".into(), idle_timeout: None, max_lifetime: secs(-5) },
                 ))
                 .await
                 .map(drop),
@@ -866,28 +561,12 @@ async fn bad_input_table() {
         (
             "invalid tenant uuid",
             "tenant_id",
-            admin
-                .get_tenant(authed(
-                    &op,
-                    pb::GetTenantRequest {
-                        tenant_id: "not-a-uuid".into(),
-                    },
-                ))
-                .await
-                .map(drop),
+            admin.get_tenant(authed(&op, pb::GetTenantRequest { tenant_id: "not-a-uuid".into() })).await.map(drop),
         ),
         (
             "empty tenant id",
             "tenant_id",
-            admin
-                .list_api_keys(authed(
-                    &op,
-                    pb::ListApiKeysRequest {
-                        tenant_id: String::new(),
-                    },
-                ))
-                .await
-                .map(drop),
+            admin.list_api_keys(authed(&op, pb::ListApiKeysRequest { tenant_id: String::new() })).await.map(drop),
         ),
         (
             "unspecified environment",
@@ -977,11 +656,7 @@ async fn bad_input_table() {
             admin
                 .revoke_api_key(authed(
                     &op,
-                    pb::RevokeApiKeyRequest {
-                        tenant_id: t.clone(),
-                        key_id: "zz".into(),
-                        include_successor: false,
-                    },
+                    pb::RevokeApiKeyRequest { tenant_id: t.clone(), key_id: "zz".into(), include_successor: false },
                 ))
                 .await
                 .map(drop),
@@ -1022,11 +697,7 @@ async fn bad_input_table() {
             admin
                 .list_audit_events(authed(
                     &op,
-                    pb::ListAuditEventsRequest {
-                        tenant_id: t.clone(),
-                        after_event_id: String::new(),
-                        page_size: 5000,
-                    },
+                    pb::ListAuditEventsRequest { tenant_id: t.clone(), after_event_id: String::new(), page_size: 5000 },
                 ))
                 .await
                 .map(drop),
@@ -1034,21 +705,13 @@ async fn bad_input_table() {
         (
             "too many labels",
             "labels",
-            clients
-                .create_client(authed(&k, pb::CreateClientRequest { labels: big_labels }))
-                .await
-                .map(drop),
+            clients.create_client(authed(&k, pb::CreateClientRequest { labels: big_labels })).await.map(drop),
         ),
         (
             "bad label key",
             "labels",
             clients
-                .create_client(authed(
-                    &k,
-                    pb::CreateClientRequest {
-                        labels: labels(&[("Plan Name", "x")]),
-                    },
-                ))
+                .create_client(authed(&k, pb::CreateClientRequest { labels: labels(&[("Plan Name", "x")]) }))
                 .await
                 .map(drop),
         ),
@@ -1058,9 +721,7 @@ async fn bad_input_table() {
             clients
                 .create_test_client(authed(
                     &k,
-                    pb::CreateTestClientRequest {
-                        labels: labels(&[("plan", &"x".repeat(257))]),
-                    },
+                    pb::CreateTestClientRequest { labels: labels(&[("plan", &"x".repeat(257))]) },
                 ))
                 .await
                 .map(drop),
@@ -1068,28 +729,12 @@ async fn bad_input_table() {
         (
             "empty client id",
             "client_id",
-            clients
-                .get_client(authed(
-                    &k,
-                    pb::GetClientRequest {
-                        client_id: String::new(),
-                    },
-                ))
-                .await
-                .map(drop),
+            clients.get_client(authed(&k, pb::GetClientRequest { client_id: String::new() })).await.map(drop),
         ),
         (
             "invalid client uuid",
             "client_id",
-            clients
-                .create_session(authed(
-                    &k,
-                    pb::CreateSessionRequest {
-                        client_id: "123".into(),
-                    },
-                ))
-                .await
-                .map(drop),
+            clients.create_session(authed(&k, pb::CreateSessionRequest { client_id: "123".into() })).await.map(drop),
         ),
         (
             "invalid session uuid",
@@ -1097,10 +742,7 @@ async fn bad_input_table() {
             clients
                 .revoke_session(authed(
                     &k,
-                    pb::RevokeSessionRequest {
-                        client_id: uuid::Uuid::new_v4().to_string(),
-                        session_id: "x".into(),
-                    },
+                    pb::RevokeSessionRequest { client_id: uuid::Uuid::new_v4().to_string(), session_id: "x".into() },
                 ))
                 .await
                 .map(drop),
@@ -1109,14 +751,8 @@ async fn bad_input_table() {
     for (what, field, r) in cases {
         let e = r.expect_err(what);
         assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
-        assert!(
-            e.message().starts_with(field),
-            "{what}: message {:?} does not name {field}",
-            e.message()
-        );
-        let br = e
-            .get_details_bad_request()
-            .unwrap_or_else(|| panic!("{what}: no BadRequest detail"));
+        assert!(e.message().starts_with(field), "{what}: message {:?} does not name {field}", e.message());
+        let br = e.get_details_bad_request().unwrap_or_else(|| panic!("{what}: no BadRequest detail"));
         assert_eq!(br.field_violations[0].field, field, "{what}");
     }
 
@@ -1128,19 +764,11 @@ async fn bad_input_table() {
     }
     let mut grpc = tonic::client::Grpc::new(a.channel.clone());
     grpc.ready().await.unwrap();
-    let codec: tonic_prost::ProstCodec<RawGetClient, pb::GetClientResponse> =
-        tonic_prost::ProstCodec::default();
+    let codec: tonic_prost::ProstCodec<RawGetClient, pb::GetClientResponse> = tonic_prost::ProstCodec::default();
     let e = grpc
         .unary(
-            authed(
-                &k,
-                RawGetClient {
-                    client_id: vec![0xff, 0xfe, 0x41],
-                },
-            ),
-            tonic::codegen::http::uri::PathAndQuery::from_static(
-                "/authd.v1.ClientService/GetClient",
-            ),
+            authed(&k, RawGetClient { client_id: vec![0xff, 0xfe, 0x41] }),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/authd.v1.ClientService/GetClient"),
             codec,
         )
         .await
@@ -1148,10 +776,7 @@ async fn bad_input_table() {
     assert_eq!(e.code(), Code::InvalidArgument, "non-UTF-8: {e:?}");
     // The service is still up and nothing was lost.
     assert!(a.api_key_ok(&k).await);
-    assert_eq!(
-        RawGetClient { client_id: vec![1] }.encode_to_vec(),
-        vec![10, 1, 1]
-    );
+    assert_eq!(RawGetClient { client_id: vec![1] }.encode_to_vec(), vec![10, 1, 1]);
 }
 
 /// No RPC returns a secret twice, and no secret reaches Redis: after every
@@ -1163,45 +788,25 @@ async fn secrets_are_shown_once_and_never_stored() {
     let keys = a.tenant(None).await;
     let mut clients = a.clients();
     let mut admin = a.admin();
-    let mut tokens = vec![
-        keys.test_key.clone(),
-        keys.live_key.clone(),
-        a.operator.clone(),
-    ];
-    let c = clients
-        .create_client(authed(&keys.test_key, pb::CreateClientRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut tokens = vec![keys.test_key.clone(), keys.live_key.clone(), a.operator.clone()];
+    let c =
+        clients.create_client(authed(&keys.test_key, pb::CreateClientRequest::default())).await.unwrap().into_inner();
     let cid = client_id(&c.client);
     tokens.push(c.token.clone());
     let s = clients
-        .create_session(authed(
-            &keys.test_key,
-            pb::CreateSessionRequest {
-                client_id: cid.clone(),
-            },
-        ))
+        .create_session(authed(&keys.test_key, pb::CreateSessionRequest { client_id: cid.clone() }))
         .await
         .unwrap()
         .into_inner();
     tokens.push(s.token.clone());
     let t = clients
-        .create_test_client(authed(
-            &keys.test_key,
-            pb::CreateTestClientRequest::default(),
-        ))
+        .create_test_client(authed(&keys.test_key, pb::CreateTestClientRequest::default()))
         .await
         .unwrap()
         .into_inner();
     tokens.push(t.token.clone());
     let key_id = admin
-        .list_api_keys(authed(
-            &a.operator,
-            pb::ListApiKeysRequest {
-                tenant_id: keys.tenant_id.clone(),
-            },
-        ))
+        .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone() }))
         .await
         .unwrap()
         .into_inner()
@@ -1213,11 +818,7 @@ async fn secrets_are_shown_once_and_never_stored() {
     let rolled = admin
         .roll_api_key(authed(
             &a.operator,
-            pb::RollApiKeyRequest {
-                tenant_id: keys.tenant_id.clone(),
-                key_id,
-                grace_period: None,
-            },
+            pb::RollApiKeyRequest { tenant_id: keys.tenant_id.clone(), key_id, grace_period: None },
         ))
         .await
         .unwrap()
@@ -1230,12 +831,7 @@ async fn secrets_are_shown_once_and_never_stored() {
     let tid = keys.tenant_id.clone();
     seen.extend(
         admin
-            .get_tenant(authed(
-                &a.operator,
-                pb::GetTenantRequest {
-                    tenant_id: tid.clone(),
-                },
-            ))
+            .get_tenant(authed(&a.operator, pb::GetTenantRequest { tenant_id: tid.clone() }))
             .await
             .unwrap()
             .into_inner()
@@ -1243,12 +839,7 @@ async fn secrets_are_shown_once_and_never_stored() {
     );
     seen.extend(
         admin
-            .list_api_keys(authed(
-                &a.operator,
-                pb::ListApiKeysRequest {
-                    tenant_id: tid.clone(),
-                },
-            ))
+            .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: tid.clone() }))
             .await
             .unwrap()
             .into_inner()
@@ -1257,11 +848,7 @@ async fn secrets_are_shown_once_and_never_stored() {
     let audit = admin
         .list_audit_events(authed(
             &a.operator,
-            pb::ListAuditEventsRequest {
-                tenant_id: tid.clone(),
-                after_event_id: String::new(),
-                page_size: 0,
-            },
+            pb::ListAuditEventsRequest { tenant_id: tid.clone(), after_event_id: String::new(), page_size: 0 },
         ))
         .await
         .unwrap()
@@ -1269,12 +856,7 @@ async fn secrets_are_shown_once_and_never_stored() {
     seen.extend(audit.encode_to_vec());
     seen.extend(
         clients
-            .get_client(authed(
-                &keys.live_key,
-                pb::GetClientRequest {
-                    client_id: cid.clone(),
-                },
-            ))
+            .get_client(authed(&keys.live_key, pb::GetClientRequest { client_id: cid.clone() }))
             .await
             .err()
             .map(|e| e.message().as_bytes().to_vec())
@@ -1282,12 +864,7 @@ async fn secrets_are_shown_once_and_never_stored() {
     );
     seen.extend(
         clients
-            .get_client(authed(
-                &keys.test_key,
-                pb::GetClientRequest {
-                    client_id: cid.clone(),
-                },
-            ))
+            .get_client(authed(&keys.test_key, pb::GetClientRequest { client_id: cid.clone() }))
             .await
             .unwrap()
             .into_inner()
@@ -1295,12 +872,7 @@ async fn secrets_are_shown_once_and_never_stored() {
     );
     seen.extend(
         clients
-            .list_sessions(authed(
-                &keys.test_key,
-                pb::ListSessionsRequest {
-                    client_id: cid.clone(),
-                },
-            ))
+            .list_sessions(authed(&keys.test_key, pb::ListSessionsRequest { client_id: cid.clone() }))
             .await
             .unwrap()
             .into_inner()
@@ -1317,72 +889,27 @@ async fn secrets_are_shown_once_and_never_stored() {
 
     // The audit trail records every issue with its actor.
     let actions: Vec<&str> = audit.events.iter().map(|e| e.action.as_str()).collect();
-    for want in [
-        "tenant.create",
-        "api_key.create",
-        "client.create",
-        "session.create",
-        "test_client.create",
-        "api_key.roll",
-    ] {
+    for want in
+        ["tenant.create", "api_key.create", "client.create", "session.create", "test_client.create", "api_key.roll"]
+    {
         assert!(actions.contains(&want), "audit lacks {want}: {actions:?}");
     }
-    assert!(
-        audit
-            .events
-            .iter()
-            .all(|e| e.actor.starts_with("operator:") || e.actor.starts_with("api_key:"))
-    );
+    assert!(audit.events.iter().all(|e| e.actor.starts_with("operator:") || e.actor.starts_with("api_key:")));
 
     // Every key and value in Redis.
     let mut conn = a.redis.conn().await;
-    let all_keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(
-        all_keys.len() >= 8,
-        "expected records in Redis, found {all_keys:?}"
-    );
+    let all_keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    assert!(all_keys.len() >= 8, "expected records in Redis, found {all_keys:?}");
     let mut dump: Vec<u8> = vec![];
     for k in &all_keys {
         dump.extend(k.as_bytes());
-        let ty: String = redis::cmd("TYPE")
-            .arg(k)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ty: String = redis::cmd("TYPE").arg(k).query_async(&mut conn).await.unwrap();
         let v: redis::Value = match ty.as_str() {
-            "hash" => redis::cmd("HGETALL")
-                .arg(k)
-                .query_async(&mut conn)
-                .await
-                .unwrap(),
-            "set" => redis::cmd("SMEMBERS")
-                .arg(k)
-                .query_async(&mut conn)
-                .await
-                .unwrap(),
-            "zset" => redis::cmd("ZRANGE")
-                .arg(k)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .unwrap(),
-            "stream" => redis::cmd("XRANGE")
-                .arg(k)
-                .arg("-")
-                .arg("+")
-                .query_async(&mut conn)
-                .await
-                .unwrap(),
-            "string" => redis::cmd("GET")
-                .arg(k)
-                .query_async(&mut conn)
-                .await
-                .unwrap(),
+            "hash" => redis::cmd("HGETALL").arg(k).query_async(&mut conn).await.unwrap(),
+            "set" => redis::cmd("SMEMBERS").arg(k).query_async(&mut conn).await.unwrap(),
+            "zset" => redis::cmd("ZRANGE").arg(k).arg(0).arg(-1).query_async(&mut conn).await.unwrap(),
+            "stream" => redis::cmd("XRANGE").arg(k).arg("-").arg("+").query_async(&mut conn).await.unwrap(),
+            "string" => redis::cmd("GET").arg(k).query_async(&mut conn).await.unwrap(),
             other => panic!("unexpected key type {other} for {k}"),
         };
         dump.extend(format!("{v:?}").as_bytes());
@@ -1418,8 +945,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// The secret parts of a token in the forms they could leak: its text, and
 /// for a store token the 32 raw secret bytes.
 fn secret_forms(token: &str) -> Vec<Vec<u8>> {
-    if token.starts_with("opk_") {
-        return vec![token[4..].as_bytes().to_vec()];
+    if let Some(sealed) = token.strip_prefix("opk_") {
+        return vec![sealed.as_bytes().to_vec()];
     }
     let body = &token[token.len() - 94..token.len() - 6];
     let secret_text = &body[44..];
@@ -1436,24 +963,10 @@ async fn health_and_reflection() {
     use tokio_stream::StreamExt;
     let a = Authd::start().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(a.channel.clone());
-    for service in [
-        "",
-        "authd.v1.AdminService",
-        "authd.v1.ClientService",
-        "authd.v1.SessionService",
-    ] {
-        let r = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            r.status,
-            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
-            "{service}"
-        );
+    for service in ["", "authd.v1.AdminService", "authd.v1.ClientService", "authd.v1.SessionService"] {
+        let r =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
     }
 
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -1464,26 +977,13 @@ async fn health_and_reflection() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = refl
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = refl.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
     let resp = stream.next().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
-        panic!("no service list")
-    };
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("no service list") };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in [
-        "authd.v1.AdminService",
-        "authd.v1.ClientService",
-        "authd.v1.SessionService",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.contains(&want.to_string()),
-            "reflection lacks {want}: {names:?}"
-        );
+    for want in ["authd.v1.AdminService", "authd.v1.ClientService", "authd.v1.SessionService", "grpc.health.v1.Health"]
+    {
+        assert!(names.contains(&want.to_string()), "reflection lacks {want}: {names:?}");
     }
 
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
@@ -1491,15 +991,9 @@ async fn health_and_reflection() {
     let mut alpha = AlphaClient::new(a.channel.clone());
     let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(AlphaRequest::FileContainingSymbol(
-            "authd.v1.ClientService".into(),
-        )),
+        message_request: Some(AlphaRequest::FileContainingSymbol("authd.v1.ClientService".into())),
     };
-    let mut stream = alpha
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = alpha.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
     let resp = stream.next().await.unwrap().unwrap();
     assert!(resp.message_response.is_some());
 }

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use cred_core::model::{
-    ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant, now_ms,
-};
+use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant, now_ms};
 use cred_core::rng;
 use cred_core::store::{CreateSession, MemoryStore, RollApiKey, Store};
 use cred_core::token::SecretHash;
@@ -76,10 +74,7 @@ async fn tenants<S: Store>(s: S) {
     // Only ever moves forward.
     let r = s.revoke_tenant_before(t.id, 500).await.unwrap().unwrap();
     assert_eq!(r.revoked_before, Some(1_000));
-    assert_eq!(
-        s.get_tenant(t.id).await.unwrap().unwrap().revoked_before,
-        Some(1_000)
-    );
+    assert_eq!(s.get_tenant(t.id).await.unwrap().unwrap().revoked_before, Some(1_000));
     assert_eq!(s.revoke_tenant_before(rng::uuid(), 1).await.unwrap(), None);
 }
 
@@ -113,10 +108,7 @@ async fn api_key_expiry<S: Store>(s: S) {
     assert!(s.get_api_key(t.id, k.id).await.unwrap().0.is_some());
     sleep(Duration::from_millis(450)).await;
     assert_eq!(s.get_api_key(t.id, k.id).await.unwrap().0, None);
-    assert!(
-        s.list_api_keys(t.id).await.unwrap().is_empty(),
-        "expired keys are pruned from the list"
-    );
+    assert!(s.list_api_keys(t.id).await.unwrap().is_empty(), "expired keys are pruned from the list");
 }
 
 async fn roll<S: Store>(s: S) {
@@ -124,62 +116,28 @@ async fn roll<S: Store>(s: S) {
     s.put_tenant(&t).await.unwrap();
     let old = api_key(t.id, Some(now_ms() + 60_000));
     s.put_api_key(&old).await.unwrap();
-    let new = ApiKey {
-        id: rng::uuid(),
-        hash: hash(8),
-        ..old.clone()
-    };
+    let new = ApiKey { id: rng::uuid(), hash: hash(8), ..old.clone() };
     let grace_end = now_ms() + 400;
-    assert_eq!(
-        s.roll_api_key(old.id, &new, grace_end).await.unwrap(),
-        RollApiKey::Rolled
-    );
+    assert_eq!(s.roll_api_key(old.id, &new, grace_end).await.unwrap(), RollApiKey::Rolled);
     let (o, _) = s.get_api_key(t.id, old.id).await.unwrap();
     let o = o.unwrap();
     assert_eq!(o.successor, Some(new.id));
     assert_eq!(o.expires_at, Some(grace_end));
-    assert_eq!(
-        s.get_api_key(t.id, new.id).await.unwrap().0,
-        Some(new.clone())
-    );
+    assert_eq!(s.get_api_key(t.id, new.id).await.unwrap().0, Some(new.clone()));
     assert_eq!(s.list_api_keys(t.id).await.unwrap().len(), 2);
-    let again = ApiKey {
-        id: rng::uuid(),
-        ..new.clone()
-    };
-    assert_eq!(
-        s.roll_api_key(old.id, &again, grace_end).await.unwrap(),
-        RollApiKey::AlreadyRolled
-    );
-    assert_eq!(
-        s.get_api_key(t.id, again.id).await.unwrap().0,
-        None,
-        "a refused roll writes nothing"
-    );
-    assert_eq!(
-        s.roll_api_key(rng::uuid(), &again, grace_end)
-            .await
-            .unwrap(),
-        RollApiKey::NotFound
-    );
+    let again = ApiKey { id: rng::uuid(), ..new.clone() };
+    assert_eq!(s.roll_api_key(old.id, &again, grace_end).await.unwrap(), RollApiKey::AlreadyRolled);
+    assert_eq!(s.get_api_key(t.id, again.id).await.unwrap().0, None, "a refused roll writes nothing");
+    assert_eq!(s.roll_api_key(rng::uuid(), &again, grace_end).await.unwrap(), RollApiKey::NotFound);
     sleep(Duration::from_millis(550)).await;
-    assert_eq!(
-        s.get_api_key(t.id, old.id).await.unwrap().0,
-        None,
-        "old key dies after the grace period"
-    );
+    assert_eq!(s.get_api_key(t.id, old.id).await.unwrap().0, None, "old key dies after the grace period");
     assert_eq!(s.list_api_keys(t.id).await.unwrap(), vec![new]);
 
     // A grace period never extends a key's own expiry.
     let short = api_key(t.id, Some(now_ms() + 5_000));
     s.put_api_key(&short).await.unwrap();
-    let succ = ApiKey {
-        id: rng::uuid(),
-        ..short.clone()
-    };
-    s.roll_api_key(short.id, &succ, now_ms() + 3_600_000)
-        .await
-        .unwrap();
+    let succ = ApiKey { id: rng::uuid(), ..short.clone() };
+    s.roll_api_key(short.id, &succ, now_ms() + 3_600_000).await.unwrap();
     let (o, _) = s.get_api_key(t.id, short.id).await.unwrap();
     assert_eq!(o.unwrap().expires_at, short.expires_at);
 }
@@ -195,15 +153,9 @@ async fn clients_and_sessions<S: Store>(s: S) {
     assert_eq!(gs, Some(first.clone()));
     let mut second = session(c.id, Some((60_000, 120_000)));
     second.created_at += 1; // listing is oldest first
-    assert_eq!(
-        s.create_session(&second, 100).await.unwrap(),
-        CreateSession::Created
-    );
+    assert_eq!(s.create_session(&second, 100).await.unwrap(), CreateSession::Created);
     let listed = s.list_sessions(c.id).await.unwrap();
-    assert_eq!(
-        listed.iter().map(|s| s.id).collect::<Vec<_>>(),
-        vec![first.id, second.id]
-    );
+    assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), vec![first.id, second.id]);
     assert_eq!(listed[1], second);
     // A session of another client is not reachable through this one.
     assert_eq!(s.get_session(rng::uuid(), first.id).await.unwrap().1, None);
@@ -214,17 +166,11 @@ async fn clients_and_sessions<S: Store>(s: S) {
     assert_eq!(s.get_session(c.id, first.id).await.unwrap().1, None);
     assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 1);
 
-    s.create_session(&session(c.id, Some((60_000, 120_000))), 100)
-        .await
-        .unwrap();
+    s.create_session(&session(c.id, Some((60_000, 120_000))), 100).await.unwrap();
     assert_eq!(s.revoke_all_sessions(c.id).await.unwrap(), 2);
     assert!(s.list_sessions(c.id).await.unwrap().is_empty());
     assert_eq!(s.get_session(c.id, second.id).await.unwrap().1, None);
-    assert_eq!(
-        s.get_client(c.id).await.unwrap(),
-        Some(c.clone()),
-        "log out everywhere keeps the client"
-    );
+    assert_eq!(s.get_client(c.id).await.unwrap(), Some(c.clone()), "log out everywhere keeps the client");
 
     let third = session(c.id, None);
     s.create_session(&third, 100).await.unwrap();
@@ -233,9 +179,7 @@ async fn clients_and_sessions<S: Store>(s: S) {
     assert_eq!(s.get_client(c.id).await.unwrap(), None);
     assert_eq!(s.get_session(c.id, third.id).await.unwrap().1, None);
     assert_eq!(
-        s.create_session(&session(c.id, Some((1_000, 2_000))), 100)
-            .await
-            .unwrap(),
+        s.create_session(&session(c.id, Some((1_000, 2_000))), 100).await.unwrap(),
         CreateSession::NoClient,
         "a deleted client gets no new session"
     );
@@ -246,30 +190,12 @@ async fn session_limit<S: Store>(s: S) {
     let c = client(rng::uuid());
     s.create_client(&c, None).await.unwrap();
     let dying = session(c.id, Some((200, 10_000)));
-    assert_eq!(
-        s.create_session(&dying, 2).await.unwrap(),
-        CreateSession::Created
-    );
-    assert_eq!(
-        s.create_session(&session(c.id, Some((60_000, 60_000))), 2)
-            .await
-            .unwrap(),
-        CreateSession::Created
-    );
-    assert_eq!(
-        s.create_session(&session(c.id, Some((60_000, 60_000))), 2)
-            .await
-            .unwrap(),
-        CreateSession::Full
-    );
+    assert_eq!(s.create_session(&dying, 2).await.unwrap(), CreateSession::Created);
+    assert_eq!(s.create_session(&session(c.id, Some((60_000, 60_000))), 2).await.unwrap(), CreateSession::Created);
+    assert_eq!(s.create_session(&session(c.id, Some((60_000, 60_000))), 2).await.unwrap(), CreateSession::Full);
     sleep(Duration::from_millis(300)).await;
     // The idle-expired session no longer counts.
-    assert_eq!(
-        s.create_session(&session(c.id, Some((60_000, 60_000))), 2)
-            .await
-            .unwrap(),
-        CreateSession::Created
-    );
+    assert_eq!(s.create_session(&session(c.id, Some((60_000, 60_000))), 2).await.unwrap(), CreateSession::Created);
     assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 2);
 }
 
@@ -283,11 +209,7 @@ async fn sliding_expiry<S: Store>(s: S) {
     for _ in 0..5 {
         sleep(Duration::from_millis(200)).await;
         let now = now_ms();
-        let e = s
-            .touch_session(c.id, sess.id, now, idle)
-            .await
-            .unwrap()
-            .expect("alive");
+        let e = s.touch_session(c.id, sess.id, now, idle).await.unwrap().expect("alive");
         assert_eq!(e, (now + idle).min(cap));
         let got = s.get_session(c.id, sess.id).await.unwrap().1.unwrap();
         assert_eq!(got.expires_at, Some(e));
@@ -295,26 +217,12 @@ async fn sliding_expiry<S: Store>(s: S) {
     }
     // ...but never past its cap.
     sleep(Duration::from_millis(250)).await;
-    let e = s
-        .touch_session(c.id, sess.id, now_ms(), idle)
-        .await
-        .unwrap()
-        .expect("alive before cap");
+    let e = s.touch_session(c.id, sess.id, now_ms(), idle).await.unwrap().expect("alive before cap");
     assert_eq!(e, cap, "expiry is capped");
     let wait = (cap - now_ms()).max(0) as u64 + 100;
     sleep(Duration::from_millis(wait)).await;
-    assert_eq!(
-        s.get_session(c.id, sess.id).await.unwrap().1,
-        None,
-        "dead at the cap"
-    );
-    assert_eq!(
-        s.touch_session(c.id, sess.id, now_ms(), idle)
-            .await
-            .unwrap(),
-        None,
-        "a touch never revives"
-    );
+    assert_eq!(s.get_session(c.id, sess.id).await.unwrap().1, None, "dead at the cap");
+    assert_eq!(s.touch_session(c.id, sess.id, now_ms(), idle).await.unwrap(), None, "a touch never revives");
     assert_eq!(s.get_session(c.id, sess.id).await.unwrap().1, None);
 
     // Unused, it dies after the idle timeout.
@@ -328,10 +236,7 @@ async fn sliding_expiry<S: Store>(s: S) {
     let r = session(c.id, Some((60_000, 60_000)));
     s.create_session(&r, 100).await.unwrap();
     s.revoke_session(c.id, r.id).await.unwrap();
-    assert_eq!(
-        s.touch_session(c.id, r.id, now_ms(), idle).await.unwrap(),
-        None
-    );
+    assert_eq!(s.touch_session(c.id, r.id, now_ms(), idle).await.unwrap(), None);
     assert_eq!(s.get_session(c.id, r.id).await.unwrap().1, None);
 }
 
@@ -341,17 +246,12 @@ async fn test_keys<S: Store>(s: S) {
     s.create_client(&c, Some(&k)).await.unwrap();
     let got = s.get_session(c.id, k.id).await.unwrap().1.unwrap();
     assert!(got.is_test_key() && got.expires_at.is_none());
-    assert_eq!(
-        s.touch_session(c.id, k.id, now_ms(), 10).await.unwrap(),
-        Some(Millis::MAX)
-    );
+    assert_eq!(s.touch_session(c.id, k.id, now_ms(), 10).await.unwrap(), Some(Millis::MAX));
     let got = s.get_session(c.id, k.id).await.unwrap().1.unwrap();
     assert_eq!(got.expires_at, None, "a touch gives a test key no expiry");
     // A short-lived session beside it does not give the index an expiry
     // that would drop the test key.
-    s.create_session(&session(c.id, Some((100, 100))), 100)
-        .await
-        .unwrap();
+    s.create_session(&session(c.id, Some((100, 100))), 100).await.unwrap();
     sleep(Duration::from_millis(200)).await;
     assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 1);
 }
@@ -374,22 +274,11 @@ async fn audit<S: Store>(s: S) {
     assert_eq!(all.len(), 3);
     assert_eq!(all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
     assert_eq!(all[1].action, "act.1");
-    assert_eq!(
-        all[1].subjects,
-        vec!["client:1".to_string(), "session:y".into()]
-    );
+    assert_eq!(all[1].subjects, vec!["client:1".to_string(), "session:y".into()]);
     let rest = s.list_audit(t, Some(&ids[0]), 100).await.unwrap();
-    assert_eq!(
-        rest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
-        ["act.1", "act.2"]
-    );
+    assert_eq!(rest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["act.1", "act.2"]);
     assert_eq!(s.list_audit(t, None, 1).await.unwrap().len(), 1);
-    assert!(
-        s.list_audit(rng::uuid(), None, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.list_audit(rng::uuid(), None, 10).await.unwrap().is_empty());
 }
 
 /// Runs every test above against both stores.

@@ -44,19 +44,14 @@ pub struct TenantKeys {
 /// `msg` with `authorization: Bearer <token>`.
 pub fn authed<T>(token: &str, msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii token"),
-    );
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
     r
 }
 
 /// Asserts the status is UNAUTHENTICATED with ErrorInfo reason INVALID_API_KEY.
 pub fn assert_invalid_api_key(s: &Status, what: &str) {
     assert_eq!(s.code(), Code::Unauthenticated, "{what}: {s:?}");
-    let info = s
-        .get_details_error_info()
-        .unwrap_or_else(|| panic!("{what}: no ErrorInfo in {s:?}"));
+    let info = s.get_details_error_info().unwrap_or_else(|| panic!("{what}: no ErrorInfo in {s:?}"));
     assert_eq!(info.reason, "INVALID_API_KEY", "{what}");
 }
 
@@ -68,9 +63,7 @@ impl Authd {
         let (secret, _) = OperatorSecret::generate();
         let (id, operator) = secret.issue();
         let operators = OperatorAuth::new(secret.clone(), Allowlist::of([id]));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let ops = operators.clone();
@@ -87,16 +80,7 @@ impl Authd {
             .connect()
             .await
             .expect("connect to authd");
-        Authd {
-            addr,
-            operator,
-            operators,
-            secret,
-            channel,
-            redis,
-            stop: Some(stop),
-            server: Some(server),
-        }
+        Authd { addr, operator, operators, secret, channel, redis, stop: Some(stop), server: Some(server) }
     }
 
     pub fn admin(&self) -> AdminServiceClient<Channel> {
@@ -114,33 +98,17 @@ impl Authd {
     /// Creates a tenant (with the given idle/max seconds, or the defaults)
     /// and a test and a production API key with all scopes.
     pub async fn tenant(&self, policy: Option<(i64, i64)>) -> TenantKeys {
-        let dur = |s| {
-            Some(prost_types::Duration {
-                seconds: s,
-                nanos: 0,
-            })
-        };
+        let dur = |s| Some(prost_types::Duration { seconds: s, nanos: 0 });
         let req = pb::CreateTenantRequest {
             name: "acme".into(),
             idle_timeout: policy.and_then(|p| dur(p.0)),
             max_lifetime: policy.and_then(|p| dur(p.1)),
         };
-        let t = self
-            .admin()
-            .create_tenant(authed(&self.operator, req))
-            .await
-            .expect("create tenant")
-            .into_inner();
+        let t = self.admin().create_tenant(authed(&self.operator, req)).await.expect("create tenant").into_inner();
         let tenant_id = t.tenant.expect("tenant").tenant_id;
         let test_key = self.api_key(&tenant_id, pb::Environment::Test, &[]).await;
-        let live_key = self
-            .api_key(&tenant_id, pb::Environment::Production, &[])
-            .await;
-        TenantKeys {
-            tenant_id,
-            test_key,
-            live_key,
-        }
+        let live_key = self.api_key(&tenant_id, pb::Environment::Production, &[]).await;
+        TenantKeys { tenant_id, test_key, live_key }
     }
 
     /// Creates an API key and returns its secret.
@@ -152,22 +120,13 @@ impl Authd {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expire_time: None,
         };
-        self.admin()
-            .create_api_key(authed(&self.operator, req))
-            .await
-            .expect("create api key")
-            .into_inner()
-            .secret
+        self.admin().create_api_key(authed(&self.operator, req)).await.expect("create api key").into_inner().secret
     }
 
     /// Whether a session token is accepted (GetCurrentSession); panics on
     /// anything but success or INVALID_API_KEY.
     pub async fn session_ok(&self, token: &str) -> bool {
-        match self
-            .sessions()
-            .get_current_session(authed(token, pb::GetCurrentSessionRequest {}))
-            .await
-        {
+        match self.sessions().get_current_session(authed(token, pb::GetCurrentSessionRequest {})).await {
             Ok(_) => true,
             Err(s) => {
                 assert_invalid_api_key(&s, "session token");
@@ -179,9 +138,7 @@ impl Authd {
     /// Whether an API key is accepted (GetClient of a random id gives
     /// NOT_FOUND once authenticated).
     pub async fn api_key_ok(&self, key: &str) -> bool {
-        let req = pb::GetClientRequest {
-            client_id: uuid::Uuid::new_v4().to_string(),
-        };
+        let req = pb::GetClientRequest { client_id: uuid::Uuid::new_v4().to_string() };
         match self.clients().get_client(authed(key, req)).await {
             Err(s) if s.code() == Code::NotFound => true,
             Err(s) => {

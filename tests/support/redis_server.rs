@@ -19,10 +19,7 @@ pub struct RedisServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
 }
 
 fn pong(port: u16) -> bool {
@@ -47,16 +44,7 @@ impl RedisServer {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = free_port();
             let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(extra)
                 .current_dir(dir.path())
                 .stdout(Stdio::null())
@@ -72,11 +60,7 @@ impl RedisServer {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if pong(port) {
-                    return RedisServer {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
+                    return RedisServer { child, port, _dir: dir };
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // lost the port race; try another
@@ -96,9 +80,7 @@ impl RedisServer {
 
     /// A store connected to this server.
     pub async fn store(&self) -> RedisStore {
-        RedisStore::connect(&self.url(), RedisOptions::default())
-            .await
-            .expect("connect to test redis")
+        RedisStore::connect(&self.url(), RedisOptions::default()).await.expect("connect to test redis")
     }
 
     /// A plain connection for inspecting the server.

@@ -31,26 +31,15 @@ impl<S: Store> AdminService for AdminApi<S> {
         let r = req.into_inner();
         let idle = convert::duration_ms("idle_timeout", r.idle_timeout).map_err(to_status)?;
         let max = convert::duration_ms("max_lifetime", r.max_lifetime).map_err(to_status)?;
-        let t = self
-            .authority
-            .create_tenant(&actor, r.name, idle, max)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::CreateTenantResponse {
-            tenant: Some(convert::tenant(t)),
-        }))
+        let t = self.authority.create_tenant(&actor, r.name, idle, max).await.map_err(to_status)?;
+        Ok(Response::new(pb::CreateTenantResponse { tenant: Some(convert::tenant(t)) }))
     }
 
-    async fn get_tenant(
-        &self,
-        req: Request<pb::GetTenantRequest>,
-    ) -> Result<Response<pb::GetTenantResponse>, Status> {
+    async fn get_tenant(&self, req: Request<pb::GetTenantRequest>) -> Result<Response<pb::GetTenantResponse>, Status> {
         self.operators.check(&req).map_err(to_status)?;
         let id = uuid("tenant_id", &req.get_ref().tenant_id).map_err(to_status)?;
         let t = self.authority.get_tenant(id).await.map_err(to_status)?;
-        Ok(Response::new(pb::GetTenantResponse {
-            tenant: Some(convert::tenant(t)),
-        }))
+        Ok(Response::new(pb::GetTenantResponse { tenant: Some(convert::tenant(t)) }))
     }
 
     async fn create_api_key(
@@ -66,11 +55,7 @@ impl<S: Store> AdminService for AdminApi<S> {
             scopes: Scopes::parse(r.scopes.iter().map(String::as_str)).map_err(to_status)?,
             expires_at: convert::timestamp_ms("expire_time", r.expire_time).map_err(to_status)?,
         };
-        let issued = self
-            .authority
-            .create_api_key(&actor, new)
-            .await
-            .map_err(to_status)?;
+        let issued = self.authority.create_api_key(&actor, new).await.map_err(to_status)?;
         Ok(Response::new(pb::CreateApiKeyResponse {
             api_key: Some(convert::api_key(issued.record)),
             secret: issued.token,
@@ -83,14 +68,8 @@ impl<S: Store> AdminService for AdminApi<S> {
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         self.operators.check(&req).map_err(to_status)?;
         let tenant = uuid("tenant_id", &req.get_ref().tenant_id).map_err(to_status)?;
-        let keys = self
-            .authority
-            .list_api_keys(tenant)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListApiKeysResponse {
-            api_keys: keys.into_iter().map(convert::api_key).collect(),
-        }))
+        let keys = self.authority.list_api_keys(tenant).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListApiKeysResponse { api_keys: keys.into_iter().map(convert::api_key).collect() }))
     }
 
     async fn revoke_api_key(
@@ -101,14 +80,9 @@ impl<S: Store> AdminService for AdminApi<S> {
         let r = req.into_inner();
         let tenant = uuid("tenant_id", &r.tenant_id).map_err(to_status)?;
         let key = uuid("key_id", &r.key_id).map_err(to_status)?;
-        let revoked = self
-            .authority
-            .revoke_api_key(&actor, tenant, key, r.include_successor)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RevokeApiKeyResponse {
-            revoked_key_ids: revoked.iter().map(|k| k.to_string()).collect(),
-        }))
+        let revoked =
+            self.authority.revoke_api_key(&actor, tenant, key, r.include_successor).await.map_err(to_status)?;
+        Ok(Response::new(pb::RevokeApiKeyResponse { revoked_key_ids: revoked.iter().map(|k| k.to_string()).collect() }))
     }
 
     async fn roll_api_key(
@@ -119,14 +93,8 @@ impl<S: Store> AdminService for AdminApi<S> {
         let r = req.into_inner();
         let tenant = uuid("tenant_id", &r.tenant_id).map_err(to_status)?;
         let key = uuid("key_id", &r.key_id).map_err(to_status)?;
-        let grace = convert::duration_ms("grace_period", r.grace_period)
-            .map_err(to_status)?
-            .unwrap_or(0);
-        let rolled = self
-            .authority
-            .roll_api_key(&actor, tenant, key, grace)
-            .await
-            .map_err(to_status)?;
+        let grace = convert::duration_ms("grace_period", r.grace_period).map_err(to_status)?.unwrap_or(0);
+        let rolled = self.authority.roll_api_key(&actor, tenant, key, grace).await.map_err(to_status)?;
         Ok(Response::new(pb::RollApiKeyResponse {
             api_key: Some(convert::api_key(rolled.new.record)),
             secret: rolled.new.token,
@@ -142,14 +110,8 @@ impl<S: Store> AdminService for AdminApi<S> {
         let r = req.into_inner();
         let tenant = uuid("tenant_id", &r.tenant_id).map_err(to_status)?;
         let before = convert::timestamp_ms("issued_before", r.issued_before).map_err(to_status)?;
-        let t = self
-            .authority
-            .revoke_tenant_before(&actor, tenant, before)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RevokeTenantCredentialsResponse {
-            tenant: Some(convert::tenant(t)),
-        }))
+        let t = self.authority.revoke_tenant_before(&actor, tenant, before).await.map_err(to_status)?;
+        Ok(Response::new(pb::RevokeTenantCredentialsResponse { tenant: Some(convert::tenant(t)) }))
     }
 
     async fn list_audit_events(
@@ -160,16 +122,8 @@ impl<S: Store> AdminService for AdminApi<S> {
         let r = req.into_inner();
         let tenant = uuid("tenant_id", &r.tenant_id).map_err(to_status)?;
         let after = (!r.after_event_id.is_empty()).then_some(r.after_event_id.as_str());
-        let limit = if r.page_size == 0 {
-            AUDIT_PAGE_DEFAULT
-        } else {
-            r.page_size as usize
-        };
-        let events = self
-            .authority
-            .list_audit(tenant, after, limit)
-            .await
-            .map_err(to_status)?;
+        let limit = if r.page_size == 0 { AUDIT_PAGE_DEFAULT } else { r.page_size as usize };
+        let events = self.authority.list_audit(tenant, after, limit).await.map_err(to_status)?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events.into_iter().map(convert::audit_event).collect(),
         }))

@@ -12,10 +12,7 @@ pub fn bearer<T>(req: &Request<T>) -> Result<&str, Error> {
     req.metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or(Error::InvalidCredential(InvalidReason::Malformed))
 }
@@ -31,10 +28,7 @@ pub struct OperatorAuth {
 impl OperatorAuth {
     /// Accepts the keys of `allowlist` sealed with `secret`.
     pub fn new(secret: OperatorSecret, allowlist: Allowlist) -> OperatorAuth {
-        OperatorAuth {
-            secret,
-            allowlist: Arc::new(RwLock::new(allowlist)),
-        }
+        OperatorAuth { secret, allowlist: Arc::new(RwLock::new(allowlist)) }
     }
 
     /// Replaces the allowlist (SIGHUP).
@@ -44,16 +38,8 @@ impl OperatorAuth {
 
     /// The audit actor of the request's operator key, or why it is refused.
     pub fn check<T>(&self, req: &Request<T>) -> Result<String, Error> {
-        let id = self
-            .secret
-            .open(bearer(req)?)
-            .ok_or(Error::InvalidCredential(InvalidReason::Unknown))?;
-        if !self
-            .allowlist
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
-        {
+        let id = self.secret.open(bearer(req)?).ok_or(Error::InvalidCredential(InvalidReason::Unknown))?;
+        if !self.allowlist.read().unwrap_or_else(|p| p.into_inner()).contains(id) {
             return Err(Error::InvalidCredential(InvalidReason::Revoked));
         }
         Ok(format!("operator:{id}"))

@@ -19,19 +19,12 @@ pub struct ClientApi<S> {
 impl<S: Store> ClientApi<S> {
     async fn principal<T>(&self, req: &Request<T>) -> Result<ApiPrincipal, Status> {
         let token = bearer(req).map_err(to_status)?;
-        self.authority
-            .authenticate_api_key(token)
-            .await
-            .map_err(to_status)
+        self.authority.authenticate_api_key(token).await.map_err(to_status)
     }
 }
 
 fn new_client(n: NewClient) -> (Option<pb::Client>, Option<pb::Session>, String) {
-    (
-        Some(convert::client(n.client)),
-        Some(convert::session(n.session)),
-        n.token,
-    )
+    (Some(convert::client(n.client)), Some(convert::session(n.session)), n.token)
 }
 
 #[tonic::async_trait]
@@ -42,17 +35,8 @@ impl<S: Store> ClientService for ClientApi<S> {
     ) -> Result<Response<pb::CreateClientResponse>, Status> {
         let p = self.principal(&req).await?;
         let labels = req.into_inner().labels.into_iter().collect();
-        let (client, session, token) = new_client(
-            self.authority
-                .create_client(&p, labels)
-                .await
-                .map_err(to_status)?,
-        );
-        Ok(Response::new(pb::CreateClientResponse {
-            client,
-            session,
-            token,
-        }))
+        let (client, session, token) = new_client(self.authority.create_client(&p, labels).await.map_err(to_status)?);
+        Ok(Response::new(pb::CreateClientResponse { client, session, token }))
     }
 
     async fn create_session(
@@ -61,11 +45,7 @@ impl<S: Store> ClientService for ClientApi<S> {
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         let p = self.principal(&req).await?;
         let client = uuid("client_id", &req.get_ref().client_id).map_err(to_status)?;
-        let issued = self
-            .authority
-            .create_session(&p, client)
-            .await
-            .map_err(to_status)?;
+        let issued = self.authority.create_session(&p, client).await.map_err(to_status)?;
         Ok(Response::new(pb::CreateSessionResponse {
             session: Some(convert::session(issued.record)),
             token: issued.token,
@@ -78,29 +58,16 @@ impl<S: Store> ClientService for ClientApi<S> {
     ) -> Result<Response<pb::CreateTestClientResponse>, Status> {
         let p = self.principal(&req).await?;
         let labels = req.into_inner().labels.into_iter().collect();
-        let (client, session, token) = new_client(
-            self.authority
-                .create_test_client(&p, labels)
-                .await
-                .map_err(to_status)?,
-        );
-        Ok(Response::new(pb::CreateTestClientResponse {
-            client,
-            session,
-            token,
-        }))
+        let (client, session, token) =
+            new_client(self.authority.create_test_client(&p, labels).await.map_err(to_status)?);
+        Ok(Response::new(pb::CreateTestClientResponse { client, session, token }))
     }
 
-    async fn get_client(
-        &self,
-        req: Request<pb::GetClientRequest>,
-    ) -> Result<Response<pb::GetClientResponse>, Status> {
+    async fn get_client(&self, req: Request<pb::GetClientRequest>) -> Result<Response<pb::GetClientResponse>, Status> {
         let p = self.principal(&req).await?;
         let id = uuid("client_id", &req.get_ref().client_id).map_err(to_status)?;
         let c = self.authority.get_client(&p, id).await.map_err(to_status)?;
-        Ok(Response::new(pb::GetClientResponse {
-            client: Some(convert::client(c)),
-        }))
+        Ok(Response::new(pb::GetClientResponse { client: Some(convert::client(c)) }))
     }
 
     async fn list_sessions(
@@ -109,14 +76,8 @@ impl<S: Store> ClientService for ClientApi<S> {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let p = self.principal(&req).await?;
         let id = uuid("client_id", &req.get_ref().client_id).map_err(to_status)?;
-        let v = self
-            .authority
-            .list_sessions(&p, id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListSessionsResponse {
-            sessions: v.into_iter().map(convert::session).collect(),
-        }))
+        let v = self.authority.list_sessions(&p, id).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListSessionsResponse { sessions: v.into_iter().map(convert::session).collect() }))
     }
 
     async fn revoke_session(
@@ -126,10 +87,7 @@ impl<S: Store> ClientService for ClientApi<S> {
         let p = self.principal(&req).await?;
         let client = uuid("client_id", &req.get_ref().client_id).map_err(to_status)?;
         let session = uuid("session_id", &req.get_ref().session_id).map_err(to_status)?;
-        self.authority
-            .revoke_session(&p, client, session)
-            .await
-            .map_err(to_status)?;
+        self.authority.revoke_session(&p, client, session).await.map_err(to_status)?;
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }
 
@@ -139,14 +97,8 @@ impl<S: Store> ClientService for ClientApi<S> {
     ) -> Result<Response<pb::RevokeAllSessionsResponse>, Status> {
         let p = self.principal(&req).await?;
         let client = uuid("client_id", &req.get_ref().client_id).map_err(to_status)?;
-        let n = self
-            .authority
-            .revoke_all_sessions(&p, client)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RevokeAllSessionsResponse {
-            revoked_count: n,
-        }))
+        let n = self.authority.revoke_all_sessions(&p, client).await.map_err(to_status)?;
+        Ok(Response::new(pb::RevokeAllSessionsResponse { revoked_count: n }))
     }
 
     async fn delete_client(
@@ -155,10 +107,7 @@ impl<S: Store> ClientService for ClientApi<S> {
     ) -> Result<Response<pb::DeleteClientResponse>, Status> {
         let p = self.principal(&req).await?;
         let client = uuid("client_id", &req.get_ref().client_id).map_err(to_status)?;
-        self.authority
-            .delete_client(&p, client)
-            .await
-            .map_err(to_status)?;
+        self.authority.delete_client(&p, client).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteClientResponse {}))
     }
 }

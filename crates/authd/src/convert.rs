@@ -20,10 +20,7 @@ pub fn env(field: &'static str, v: i32) -> Result<Environment, Error> {
     match pb::Environment::try_from(v) {
         Ok(pb::Environment::Production) => Ok(Environment::Production),
         Ok(pb::Environment::Test) => Ok(Environment::Test),
-        _ => Err(Error::invalid(
-            field,
-            "must be ENVIRONMENT_PRODUCTION or ENVIRONMENT_TEST",
-        )),
+        _ => Err(Error::invalid(field, "must be ENVIRONMENT_PRODUCTION or ENVIRONMENT_TEST")),
     }
 }
 
@@ -36,10 +33,7 @@ fn env_to_pb(e: Environment) -> pb::Environment {
 
 /// An optional Duration field in milliseconds; negative or malformed ones are
 /// refused.
-pub fn duration_ms(
-    field: &'static str,
-    d: Option<prost_types::Duration>,
-) -> Result<Option<Millis>, Error> {
+pub fn duration_ms(field: &'static str, d: Option<prost_types::Duration>) -> Result<Option<Millis>, Error> {
     let Some(d) = d else { return Ok(None) };
     if d.seconds < 0 || !(0..1_000_000_000).contains(&d.nanos) {
         return Err(Error::invalid(field, "must be a non-negative duration"));
@@ -52,33 +46,21 @@ pub fn duration_ms(
 }
 
 /// An optional Timestamp field in milliseconds since the epoch.
-pub fn timestamp_ms(
-    field: &'static str,
-    t: Option<prost_types::Timestamp>,
-) -> Result<Option<Millis>, Error> {
+pub fn timestamp_ms(field: &'static str, t: Option<prost_types::Timestamp>) -> Result<Option<Millis>, Error> {
     let Some(t) = t else { return Ok(None) };
     if !(0..1_000_000_000).contains(&t.nanos) || !(0..=253_402_300_799).contains(&t.seconds) {
-        return Err(Error::invalid(
-            field,
-            "must be a valid timestamp between 1970 and 9999",
-        ));
+        return Err(Error::invalid(field, "must be a valid timestamp between 1970 and 9999"));
     }
     Ok(Some(t.seconds * 1000 + i64::from(t.nanos / 1_000_000)))
 }
 
 /// Milliseconds since the epoch as a Timestamp.
 pub fn ts(ms: Millis) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
 fn dur(ms: Millis) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: ms / 1000,
-        nanos: ((ms % 1000) * 1_000_000) as i32,
-    }
+    prost_types::Duration { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
 pub fn tenant(t: Tenant) -> pb::Tenant {
@@ -148,30 +130,8 @@ mod tests {
         assert!(e.to_string().starts_with("client_id:"));
         assert!(env("environment", 0).is_err() && env("environment", 7).is_err());
         assert_eq!(env("environment", 2).unwrap(), Environment::Test);
-        assert!(
-            duration_ms(
-                "grace_period",
-                Some(prost_types::Duration {
-                    seconds: -1,
-                    nanos: 0
-                })
-            )
-            .is_err()
-        );
-        assert_eq!(
-            duration_ms(
-                "x",
-                Some(prost_types::Duration {
-                    seconds: 2,
-                    nanos: 5_000_000
-                })
-            )
-            .unwrap(),
-            Some(2005)
-        );
-        assert_eq!(
-            timestamp_ms("t", Some(ts(1_700_000_000_123))).unwrap(),
-            Some(1_700_000_000_123)
-        );
+        assert!(duration_ms("grace_period", Some(prost_types::Duration { seconds: -1, nanos: 0 })).is_err());
+        assert_eq!(duration_ms("x", Some(prost_types::Duration { seconds: 2, nanos: 5_000_000 })).unwrap(), Some(2005));
+        assert_eq!(timestamp_ms("t", Some(ts(1_700_000_000_123))).unwrap(), Some(1_700_000_000_123));
     }
 }

@@ -24,15 +24,10 @@ pub struct DevSetup {
 
 /// Creates the operator key, a tenant, a test and a production API key, and
 /// a demo client with a session.
-pub async fn bootstrap<S: Store>(
-    authority: &Authority<S>,
-    secret: &OperatorSecret,
-) -> Result<DevSetup, Error> {
+pub async fn bootstrap<S: Store>(authority: &Authority<S>, secret: &OperatorSecret) -> Result<DevSetup, Error> {
     let (operator_key_id, operator_token) = secret.issue();
     let actor = format!("operator:{operator_key_id}");
-    let tenant = authority
-        .create_tenant(&actor, "dev".into(), None, None)
-        .await?;
+    let tenant = authority.create_tenant(&actor, "dev".into(), None, None).await?;
     let key = |env, name: &str| NewApiKey {
         tenant_id: tenant.id,
         env,
@@ -40,16 +35,10 @@ pub async fn bootstrap<S: Store>(
         scopes: Scopes::default(),
         expires_at: None,
     };
-    let test = authority
-        .create_api_key(&actor, key(Environment::Test, "dev test key"))
-        .await?;
-    let live = authority
-        .create_api_key(&actor, key(Environment::Production, "dev production key"))
-        .await?;
+    let test = authority.create_api_key(&actor, key(Environment::Test, "dev test key")).await?;
+    let live = authority.create_api_key(&actor, key(Environment::Production, "dev production key")).await?;
     let p = authority.authenticate_api_key(&test.token).await?;
-    let demo = authority
-        .create_client(&p, [("name".to_string(), "demo".to_string())].into())
-        .await?;
+    let demo = authority.create_client(&p, [("name".to_string(), "demo".to_string())].into()).await?;
     Ok(DevSetup {
         operator_key_id,
         operator_token,
@@ -85,10 +74,7 @@ pub fn banner(d: &DevSetup, addr: SocketAddr, store: &str) -> String {
     let _ = writeln!(o, "production API key:   {}", d.live_key);
     let _ = writeln!(o, "demo client id:       {c}");
     let _ = writeln!(o, "demo session token:   {}\n", d.session_token);
-    let _ = writeln!(
-        o,
-        "# List the services (server reflection):\ngrpcurl -plaintext {addr} list\n"
-    );
+    let _ = writeln!(o, "# List the services (server reflection):\ngrpcurl -plaintext {addr} list\n");
     let steps = [
         (
             "Register a new end user; the answer holds its first session token",

@@ -56,12 +56,7 @@ struct ServeArgs {
 struct SecretArgs {
     /// Operator secret (base64 of 32 bytes). Prefer the file or env form:
     /// flags are visible in the process list.
-    #[arg(
-        long,
-        env = "AUTHD_OPERATOR_SECRET",
-        hide_env_values = true,
-        conflicts_with = "operator_secret_file"
-    )]
+    #[arg(long, env = "AUTHD_OPERATOR_SECRET", hide_env_values = true, conflicts_with = "operator_secret_file")]
     operator_secret: Option<String>,
     /// File holding the operator secret.
     #[arg(long, env = "AUTHD_OPERATOR_SECRET_FILE")]
@@ -72,8 +67,9 @@ impl SecretArgs {
     fn load(&self) -> Result<OperatorSecret, String> {
         let text = match (&self.operator_secret, &self.operator_secret_file) {
             (Some(s), _) => s.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map_err(|e| format!("--operator-secret-file {}: {e}", f.display()))?,
+            (None, Some(f)) => {
+                std::fs::read_to_string(f).map_err(|e| format!("--operator-secret-file {}: {e}", f.display()))?
+            }
             (None, None) => {
                 return Err("an operator secret is required: --operator-secret-file or AUTHD_OPERATOR_SECRET".into());
             }
@@ -113,7 +109,9 @@ async fn main() {
         Cmd::OperatorKey(OperatorKeyCmd::New(s)) => s.load().map(|secret| {
             let (id, token) = secret.issue();
             println!("key id: {id}\ntoken:  {token}");
-            eprintln!("Add the key id to the operator allowlist file and send authd SIGHUP. The token is shown only now.");
+            eprintln!(
+                "Add the key id to the operator allowlist file and send authd SIGHUP. The token is shown only now."
+            );
         }),
     };
     if let Err(e) = result {
@@ -123,19 +121,15 @@ async fn main() {
 }
 
 fn init_logs(human: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if human { b.init() } else { b.json().init() }
 }
 
 fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("--operator-allowlist-file {}: {e}", path.display()))?;
-    Allowlist::parse(&text)
-        .map_err(|e| format!("--operator-allowlist-file {}: {e}", path.display()))
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--operator-allowlist-file {}: {e}", path.display()))?;
+    Allowlist::parse(&text).map_err(|e| format!("--operator-allowlist-file {}: {e}", path.display()))
 }
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
@@ -143,47 +137,28 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);
-    let store = RedisStore::connect(
-        &a.redis_url,
-        RedisOptions {
-            response_timeout: timeout,
-            connection_timeout: timeout,
-        },
-    )
-    .await
-    .map_err(|e| format!("--redis-url: {e}"))?;
+    let store =
+        RedisStore::connect(&a.redis_url, RedisOptions { response_timeout: timeout, connection_timeout: timeout })
+            .await
+            .map_err(|e| format!("--redis-url: {e}"))?;
     spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
-    let listener = TcpListener::bind(a.listen)
-        .await
-        .map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     tracing::info!(addr = %a.listen, "authd serving");
     run(listener, Authority::new(store), operators).await
 }
 
 async fn dev(a: DevArgs) -> Result<(), String> {
     init_logs(true);
-    let listener = TcpListener::bind(a.listen)
-        .await
-        .map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (secret, _) = OperatorSecret::generate();
     match a.redis_url {
         Some(url) => {
-            let store = RedisStore::connect(&url, RedisOptions::default())
-                .await
-                .map_err(|e| format!("--redis-url: {e}"))?;
+            let store =
+                RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
             dev_with(listener, addr, Authority::new(store), secret, &url).await
         }
-        None => {
-            dev_with(
-                listener,
-                addr,
-                Authority::new(MemoryStore::new()),
-                secret,
-                "in-memory",
-            )
-            .await
-        }
+        None => dev_with(listener, addr, Authority::new(MemoryStore::new()), secret, "in-memory").await,
     }
 }
 
@@ -194,29 +169,20 @@ async fn dev_with<S: Store>(
     secret: OperatorSecret,
     store: &str,
 ) -> Result<(), String> {
-    let setup = authd::dev::bootstrap(&authority, &secret)
-        .await
-        .map_err(|e| format!("dev setup: {e}"))?;
+    let setup = authd::dev::bootstrap(&authority, &secret).await.map_err(|e| format!("dev setup: {e}"))?;
     let operators = OperatorAuth::new(secret, Allowlist::of([setup.operator_key_id]));
     println!("{}", authd::dev::banner(&setup, addr, store));
     run(listener, authority, operators).await
 }
 
-async fn run<S: Store>(
-    listener: TcpListener,
-    authority: Authority<S>,
-    operators: OperatorAuth,
-) -> Result<(), String> {
-    authd::server::run(listener, authority, operators, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+async fn run<S: Store>(listener: TcpListener, authority: Authority<S>, operators: OperatorAuth) -> Result<(), String> {
+    authd::server::run(listener, authority, operators, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 /// SIGHUP re-reads the allowlist; a bad file keeps the old list.
 fn spawn_allowlist_reloader(operators: OperatorAuth, path: PathBuf) {
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             tracing::error!("cannot listen for SIGHUP; the allowlist will not reload");
             return;
         };

@@ -34,15 +34,9 @@ pub async fn run<S: Store>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AdminServiceServer<AdminApi<S>>>()
-        .await;
-    health
-        .set_serving::<ClientServiceServer<ClientApi<S>>>()
-        .await;
-    health
-        .set_serving::<SessionServiceServer<SessionApi<S>>>()
-        .await;
+    health.set_serving::<AdminServiceServer<AdminApi<S>>>().await;
+    health.set_serving::<ClientServiceServer<ClientApi<S>>>().await;
+    health.set_serving::<SessionServiceServer<SessionApi<S>>>().await;
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -54,13 +48,8 @@ pub async fn run<S: Store>(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(AdminServiceServer::new(AdminApi {
-            authority: authority.clone(),
-            operators,
-        }))
-        .add_service(ClientServiceServer::new(ClientApi {
-            authority: authority.clone(),
-        }))
+        .add_service(AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }))
+        .add_service(ClientServiceServer::new(ClientApi { authority: authority.clone() }))
         .add_service(SessionServiceServer::new(SessionApi { authority }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -28,9 +28,7 @@ pub fn to_status(e: Error) -> Status {
             format!("{field}: {message}"),
             ErrorDetails::with_bad_request_violation(field, message),
         ),
-        Error::PermissionDenied(scope) => {
-            Status::permission_denied(format!("the API key lacks scope {scope}"))
-        }
+        Error::PermissionDenied(scope) => Status::permission_denied(format!("the API key lacks scope {scope}")),
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::ResourceExhausted(m) => Status::resource_exhausted(m),

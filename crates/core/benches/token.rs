@@ -31,31 +31,17 @@ fn token(c: &mut Criterion) {
     let text = minted.expose();
     let bad = bad_checksum(&text);
     assert!(Token::parse(&text).is_ok(), "the valid token must parse");
-    assert!(
-        Token::parse(&bad).is_err(),
-        "the changed token must be refused"
-    );
+    assert!(Token::parse(&bad).is_err(), "the changed token must be refused");
 
     let mut g = c.benchmark_group("token");
-    g.measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30);
+    g.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_secs(1)).sample_size(30);
 
     g.bench_function("mint", |b| {
-        b.iter(|| {
-            Token::mint(
-                TokenKind::Session,
-                Environment::Production,
-                black_box(route),
-                black_box(id),
-            )
-        })
+        b.iter(|| Token::mint(TokenKind::Session, Environment::Production, black_box(route), black_box(id)))
     });
     g.bench_function("expose", |b| b.iter(|| black_box(&minted).expose()));
     g.bench_function("parse_valid", |b| b.iter(|| Token::parse(black_box(&text))));
-    g.bench_function("parse_bad_checksum", |b| {
-        b.iter(|| Token::parse(black_box(&bad)))
-    });
+    g.bench_function("parse_bad_checksum", |b| b.iter(|| Token::parse(black_box(&bad))));
     g.bench_function("hash", |b| b.iter(|| black_box(&minted).hash()));
     g.finish();
 }

@@ -8,8 +8,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, InvalidReason};
 use crate::model::{
-    ApiKey, AuditEvent, Client, Environment, Millis, Scope, Scopes, Session, Tenant, limits,
-    now_ms, sliding_expiry,
+    ApiKey, AuditEvent, Client, Environment, Millis, Scope, Scopes, Session, Tenant, limits, now_ms, sliding_expiry,
 };
 use crate::store::{CreateSession, RollApiKey, Store};
 use crate::token::{Token, TokenKind};
@@ -44,11 +43,7 @@ impl ApiPrincipal {
     }
 
     fn require(&self, s: Scope) -> Result<(), Error> {
-        if self.key.scopes.allows(s) {
-            Ok(())
-        } else {
-            Err(Error::PermissionDenied(s.name()))
-        }
+        if self.key.scopes.allows(s) { Ok(()) } else { Err(Error::PermissionDenied(s.name())) }
     }
 }
 
@@ -92,10 +87,7 @@ pub struct Authority<S> {
 impl<S: Store> Authority<S> {
     /// Operations over `store` with the documented limits.
     pub fn new(store: S) -> Authority<S> {
-        Authority {
-            store,
-            max_sessions: limits::SESSIONS_PER_CLIENT,
-        }
+        Authority { store, max_sessions: limits::SESSIONS_PER_CLIENT }
     }
 
     /// The store, for callers that need it directly (health checks, tests).
@@ -142,42 +134,24 @@ impl<S: Store> Authority<S> {
             revoked_before: None,
         };
         self.store.put_tenant(&t).await?;
-        self.audit(
-            actor,
-            "tenant.create",
-            t.id,
-            vec![format!("tenant:{}", t.id)],
-        )
-        .await;
+        self.audit(actor, "tenant.create", t.id, vec![format!("tenant:{}", t.id)]).await;
         Ok(t)
     }
 
     /// Reads a tenant.
     pub async fn get_tenant(&self, id: Uuid) -> Result<Tenant, Error> {
-        self.store
-            .get_tenant(id)
-            .await?
-            .ok_or(Error::NotFound("tenant"))
+        self.store.get_tenant(id).await?.ok_or(Error::NotFound("tenant"))
     }
 
     /// Creates an API key; the token is shown once.
-    pub async fn create_api_key(
-        &self,
-        actor: &str,
-        req: NewApiKey,
-    ) -> Result<Issued<ApiKey>, Error> {
+    pub async fn create_api_key(&self, actor: &str, req: NewApiKey) -> Result<Issued<ApiKey>, Error> {
         limits::name("name", &req.name)?;
         let now = now_ms();
         if req.expires_at.is_some_and(|x| x <= now) {
             return Err(Error::invalid("expire_time", "must be in the future"));
         }
         self.get_tenant(req.tenant_id).await?;
-        let token = Token::mint(
-            TokenKind::ApiKey,
-            req.env,
-            req.tenant_id,
-            crate::rng::uuid(),
-        );
+        let token = Token::mint(TokenKind::ApiKey, req.env, req.tenant_id, crate::rng::uuid());
         let key = ApiKey {
             id: token.id,
             tenant_id: req.tenant_id,
@@ -190,17 +164,8 @@ impl<S: Store> Authority<S> {
             hash: token.hash(),
         };
         self.store.put_api_key(&key).await?;
-        self.audit(
-            actor,
-            "api_key.create",
-            key.tenant_id,
-            vec![format!("api_key:{}", key.id)],
-        )
-        .await;
-        Ok(Issued {
-            record: key,
-            token: token.expose(),
-        })
+        self.audit(actor, "api_key.create", key.tenant_id, vec![format!("api_key:{}", key.id)]).await;
+        Ok(Issued { record: key, token: token.expose() })
     }
 
     /// A tenant's live API keys.
@@ -217,16 +182,12 @@ impl<S: Store> Authority<S> {
         id: Uuid,
         include_successor: bool,
     ) -> Result<Vec<Uuid>, Error> {
-        let old = self
-            .store
-            .revoke_api_key(tenant, id)
-            .await?
-            .ok_or(Error::NotFound("api key"))?;
+        let old = self.store.revoke_api_key(tenant, id).await?.ok_or(Error::NotFound("api key"))?;
         let mut revoked = vec![id];
-        if let (true, Some(next)) = (include_successor, old.successor) {
-            if self.store.revoke_api_key(tenant, next).await?.is_some() {
-                revoked.push(next);
-            }
+        if let (true, Some(next)) = (include_successor, old.successor)
+            && self.store.revoke_api_key(tenant, next).await?.is_some()
+        {
+            revoked.push(next);
         }
         let subjects = revoked.iter().map(|k| format!("api_key:{k}")).collect();
         self.audit(actor, "api_key.revoke", tenant, subjects).await;
@@ -235,50 +196,27 @@ impl<S: Store> Authority<S> {
 
     /// Replaces an API key: the new one is like the old; the old one works
     /// for `grace_ms` more (never past its own expiry).
-    pub async fn roll_api_key(
-        &self,
-        actor: &str,
-        tenant: Uuid,
-        id: Uuid,
-        grace_ms: Millis,
-    ) -> Result<Rolled, Error> {
+    pub async fn roll_api_key(&self, actor: &str, tenant: Uuid, id: Uuid, grace_ms: Millis) -> Result<Rolled, Error> {
         if !(0..=limits::MAX_GRACE_MS).contains(&grace_ms) {
-            return Err(Error::invalid(
-                "grace_period",
-                "must be between 0 and 30 days",
-            ));
+            return Err(Error::invalid("grace_period", "must be between 0 and 30 days"));
         }
         let (old, _) = self.store.get_api_key(tenant, id).await?;
         let old = old.ok_or(Error::NotFound("api key"))?;
         let now = now_ms();
         let token = Token::mint(TokenKind::ApiKey, old.env, tenant, crate::rng::uuid());
-        let new = ApiKey {
-            id: token.id,
-            created_at: now,
-            successor: None,
-            hash: token.hash(),
-            ..old.clone()
-        };
+        let new = ApiKey { id: token.id, created_at: now, successor: None, hash: token.hash(), ..old.clone() };
         let grace_end = now + grace_ms;
         match self.store.roll_api_key(id, &new, grace_end).await? {
             RollApiKey::Rolled => {}
             RollApiKey::NotFound => return Err(Error::NotFound("api key")),
             RollApiKey::AlreadyRolled => {
-                return Err(Error::FailedPrecondition(
-                    "api key was already rolled; roll its successor".into(),
-                ));
+                return Err(Error::FailedPrecondition("api key was already rolled; roll its successor".into()));
             }
         }
         let subjects = vec![format!("api_key:{id}"), format!("api_key:{}", new.id)];
         self.audit(actor, "api_key.roll", tenant, subjects).await;
         let old_expires_at = old.expires_at.map_or(grace_end, |x| x.min(grace_end));
-        Ok(Rolled {
-            new: Issued {
-                record: new,
-                token: token.expose(),
-            },
-            old_expires_at,
-        })
+        Ok(Rolled { new: Issued { record: new, token: token.expose() }, old_expires_at })
     }
 
     /// Incident response: refuse every credential of the tenant issued
@@ -290,44 +228,22 @@ impl<S: Store> Authority<S> {
         before: Option<Millis>,
     ) -> Result<Tenant, Error> {
         let before = before.unwrap_or_else(now_ms);
-        let t = self
-            .store
-            .revoke_tenant_before(tenant, before)
-            .await?
-            .ok_or(Error::NotFound("tenant"))?;
-        self.audit(
-            actor,
-            "tenant.revoke_before",
-            tenant,
-            vec![format!("tenant:{tenant}"), format!("before:{before}")],
-        )
-        .await;
+        let t = self.store.revoke_tenant_before(tenant, before).await?.ok_or(Error::NotFound("tenant"))?;
+        self.audit(actor, "tenant.revoke_before", tenant, vec![format!("tenant:{tenant}"), format!("before:{before}")])
+            .await;
         Ok(t)
     }
 
     /// A page of the tenant's audit trail.
-    pub async fn list_audit(
-        &self,
-        tenant: Uuid,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AuditEvent>, Error> {
+    pub async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> Result<Vec<AuditEvent>, Error> {
         if let Some(a) = after {
-            let ok = a
-                .split_once('-')
-                .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
+            let ok = a.split_once('-').is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
             if !ok {
-                return Err(Error::invalid(
-                    "after_event_id",
-                    "must be an event id as returned (e.g. 1700000000000-0)",
-                ));
+                return Err(Error::invalid("after_event_id", "must be an event id as returned (e.g. 1700000000000-0)"));
             }
         }
         if limit > limits::AUDIT_PAGE_MAX {
-            return Err(Error::invalid(
-                "page_size",
-                format!("at most {}", limits::AUDIT_PAGE_MAX),
-            ));
+            return Err(Error::invalid("page_size", format!("at most {}", limits::AUDIT_PAGE_MAX)));
         }
         self.get_tenant(tenant).await?;
         Ok(self.store.list_audit(tenant, after, limit.max(1)).await?)
@@ -366,13 +282,7 @@ impl<S: Store> Authority<S> {
         }
     }
 
-    fn new_session(
-        &self,
-        p: &ApiPrincipal,
-        client_id: Uuid,
-        kind: TokenKind,
-        now: Millis,
-    ) -> (Session, Token) {
+    fn new_session(&self, p: &ApiPrincipal, client_id: Uuid, kind: TokenKind, now: Millis) -> (Session, Token) {
         let token = Token::mint(kind, p.key.env, client_id, crate::rng::uuid());
         let test = kind == TokenKind::TestClientKey;
         let cap = now + p.tenant.max_lifetime_ms;
@@ -397,43 +307,22 @@ impl<S: Store> Authority<S> {
         p.require(Scope::ClientsCreate)?;
         limits::labels(&labels)?;
         let now = now_ms();
-        let client = Client {
-            id: crate::rng::uuid(),
-            tenant_id: p.tenant.id,
-            env: p.key.env,
-            labels,
-            created_at: now,
-        };
+        let client = Client { id: crate::rng::uuid(), tenant_id: p.tenant.id, env: p.key.env, labels, created_at: now };
         let (session, token) = self.new_session(p, client.id, kind, now);
         self.store.create_client(&client, Some(&session)).await?;
-        let action = if kind == TokenKind::TestClientKey {
-            "test_client.create"
-        } else {
-            "client.create"
-        };
+        let action = if kind == TokenKind::TestClientKey { "test_client.create" } else { "client.create" };
         self.audit(
             &p.actor(),
             action,
             p.tenant.id,
-            vec![
-                format!("client:{}", client.id),
-                format!("session:{}", session.id),
-            ],
+            vec![format!("client:{}", client.id), format!("session:{}", session.id)],
         )
         .await;
-        Ok(NewClient {
-            client,
-            session,
-            token: token.expose(),
-        })
+        Ok(NewClient { client, session, token: token.expose() })
     }
 
     /// Registers an end user with its first session token.
-    pub async fn create_client(
-        &self,
-        p: &ApiPrincipal,
-        labels: BTreeMap<String, String>,
-    ) -> Result<NewClient, Error> {
+    pub async fn create_client(&self, p: &ApiPrincipal, labels: BTreeMap<String, String>) -> Result<NewClient, Error> {
         self.new_client(p, labels, TokenKind::Session).await
     }
 
@@ -453,11 +342,7 @@ impl<S: Store> Authority<S> {
     }
 
     /// Mints a new session token for an existing client.
-    pub async fn create_session(
-        &self,
-        p: &ApiPrincipal,
-        client_id: Uuid,
-    ) -> Result<Issued<Session>, Error> {
+    pub async fn create_session(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<Issued<Session>, Error> {
         p.require(Scope::SessionsCreate)?;
         self.visible_client(p, client_id).await?;
         let (s, token) = self.new_session(p, client_id, TokenKind::Session, now_ms());
@@ -478,10 +363,7 @@ impl<S: Store> Authority<S> {
             vec![format!("client:{client_id}"), format!("session:{}", s.id)],
         )
         .await;
-        Ok(Issued {
-            record: s,
-            token: token.expose(),
-        })
+        Ok(Issued { record: s, token: token.expose() })
     }
 
     /// Reads a client.
@@ -491,23 +373,14 @@ impl<S: Store> Authority<S> {
     }
 
     /// A client's live sessions.
-    pub async fn list_sessions(
-        &self,
-        p: &ApiPrincipal,
-        client_id: Uuid,
-    ) -> Result<Vec<Session>, Error> {
+    pub async fn list_sessions(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<Vec<Session>, Error> {
         p.require(Scope::SessionsRead)?;
         self.visible_client(p, client_id).await?;
         Ok(self.store.list_sessions(client_id).await?)
     }
 
     /// Revokes one session.
-    pub async fn revoke_session(
-        &self,
-        p: &ApiPrincipal,
-        client_id: Uuid,
-        id: Uuid,
-    ) -> Result<(), Error> {
+    pub async fn revoke_session(&self, p: &ApiPrincipal, client_id: Uuid, id: Uuid) -> Result<(), Error> {
         p.require(Scope::SessionsRevoke)?;
         self.visible_client(p, client_id).await?;
         if !self.store.revoke_session(client_id, id).await? {
@@ -524,21 +397,11 @@ impl<S: Store> Authority<S> {
     }
 
     /// Revokes every session of a client; returns how many were live.
-    pub async fn revoke_all_sessions(
-        &self,
-        p: &ApiPrincipal,
-        client_id: Uuid,
-    ) -> Result<u32, Error> {
+    pub async fn revoke_all_sessions(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<u32, Error> {
         p.require(Scope::SessionsRevoke)?;
         self.visible_client(p, client_id).await?;
         let n = self.store.revoke_all_sessions(client_id).await?;
-        self.audit(
-            &p.actor(),
-            "session.revoke_all",
-            p.tenant.id,
-            vec![format!("client:{client_id}")],
-        )
-        .await;
+        self.audit(&p.actor(), "session.revoke_all", p.tenant.id, vec![format!("client:{client_id}")]).await;
         Ok(n)
     }
 
@@ -549,13 +412,7 @@ impl<S: Store> Authority<S> {
         if !self.store.delete_client(client_id).await? {
             return Err(Error::NotFound("client"));
         }
-        self.audit(
-            &p.actor(),
-            "client.delete",
-            p.tenant.id,
-            vec![format!("client:{client_id}")],
-        )
-        .await;
+        self.audit(&p.actor(), "client.delete", p.tenant.id, vec![format!("client:{client_id}")]).await;
         Ok(())
     }
 
@@ -573,17 +430,10 @@ impl<S: Store> Authority<S> {
             return Err(invalid(InvalidReason::Unknown));
         };
         let test_kind = token.kind == TokenKind::TestClientKey;
-        if !session.hash.matches(&token.hash())
-            || client.env != token.env
-            || session.is_test_key() != test_kind
-        {
+        if !session.hash.matches(&token.hash()) || client.env != token.env || session.is_test_key() != test_kind {
             return Err(invalid(InvalidReason::Unknown));
         }
-        let tenant = self
-            .store
-            .get_tenant(client.tenant_id)
-            .await?
-            .ok_or(invalid(InvalidReason::Unknown))?;
+        let tenant = self.store.get_tenant(client.tenant_id).await?.ok_or(invalid(InvalidReason::Unknown))?;
         if tenant.revoked(session.created_at) {
             return Err(invalid(InvalidReason::Revoked));
         }
@@ -591,21 +441,13 @@ impl<S: Store> Authority<S> {
         if session.max_expires_at.is_some_and(|cap| cap <= now) {
             return Err(invalid(InvalidReason::ExpiredMax));
         }
-        match self
-            .store
-            .touch_session(client.id, session.id, now, tenant.idle_timeout_ms)
-            .await?
-        {
+        match self.store.touch_session(client.id, session.id, now, tenant.idle_timeout_ms).await? {
             None => return Err(invalid(InvalidReason::Revoked)),
             Some(e) => {
                 session.last_used = now;
                 session.expires_at = (e != Millis::MAX).then_some(e);
             }
         }
-        Ok(SessionPrincipal {
-            tenant,
-            client,
-            session,
-        })
+        Ok(SessionPrincipal { tenant, client, session })
     }
 }

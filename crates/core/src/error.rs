@@ -51,10 +51,7 @@ pub enum Error {
     InvalidCredential(InvalidReason),
     /// A request field is wrong; `field` names it.
     #[error("{field}: {message}")]
-    InvalidArgument {
-        field: &'static str,
-        message: String,
-    },
+    InvalidArgument { field: &'static str, message: String },
     /// The credential lacks a scope.
     #[error("API key lacks scope {0}")]
     PermissionDenied(&'static str),
@@ -75,9 +72,6 @@ pub enum Error {
 impl Error {
     /// An invalid-argument error naming the field.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Error {
-        Error::InvalidArgument {
-            field,
-            message: message.into(),
-        }
+        Error::InvalidArgument { field, message: message.into() }
     }
 }

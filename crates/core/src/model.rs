@@ -14,10 +14,7 @@ pub type Millis = i64;
 
 /// Now, in [`Millis`].
 pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
 /// Production and test data never mix.
@@ -96,10 +93,7 @@ impl Scopes {
         let mut bits = 0u8;
         for n in names {
             let s = Scope::ALL.iter().find(|s| s.name() == n).ok_or_else(|| {
-                Error::invalid(
-                    "scopes",
-                    format!("unknown scope {n:?}; known: {}", Scopes::all_names()),
-                )
+                Error::invalid("scopes", format!("unknown scope {n:?}; known: {}", Scopes::all_names()))
             })?;
             bits |= s.bit();
         }
@@ -107,11 +101,7 @@ impl Scopes {
     }
 
     fn all_names() -> String {
-        Scope::ALL
-            .iter()
-            .map(|s| s.name())
-            .collect::<Vec<_>>()
-            .join(", ")
+        Scope::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
     }
 
     /// Whether a key with these scopes may do `s` (empty = all).
@@ -121,11 +111,7 @@ impl Scopes {
 
     /// The names, for display.
     pub fn names(self) -> Vec<&'static str> {
-        Scope::ALL
-            .iter()
-            .filter(|s| self.0 & s.bit() != 0)
-            .map(|s| s.name())
-            .collect()
+        Scope::ALL.iter().filter(|s| self.0 & s.bit() != 0).map(|s| s.name()).collect()
     }
 }
 
@@ -251,10 +237,7 @@ pub mod limits {
     pub fn name(field: &'static str, s: &str) -> Result<(), Error> {
         let n = s.chars().count();
         if n == 0 || n > NAME_MAX_CHARS {
-            return Err(Error::invalid(
-                field,
-                format!("must be 1 to {NAME_MAX_CHARS} characters"),
-            ));
+            return Err(Error::invalid(field, format!("must be 1 to {NAME_MAX_CHARS} characters")));
         }
         if s.chars().any(char::is_control) {
             return Err(Error::invalid(field, "must not contain control characters"));
@@ -265,29 +248,20 @@ pub mod limits {
     /// Client labels.
     pub fn labels(l: &BTreeMap<String, String>) -> Result<(), Error> {
         if l.len() > LABELS_MAX {
-            return Err(Error::invalid(
-                "labels",
-                format!("at most {LABELS_MAX} labels"),
-            ));
+            return Err(Error::invalid("labels", format!("at most {LABELS_MAX} labels")));
         }
         for (k, v) in l {
             let ok = !k.is_empty()
                 && k.len() <= LABEL_KEY_MAX
-                && k.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+                && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
             if !ok {
                 return Err(Error::invalid(
                     "labels",
-                    format!(
-                        "label key {k:?} must be 1 to {LABEL_KEY_MAX} characters of [a-z0-9._-]"
-                    ),
+                    format!("label key {k:?} must be 1 to {LABEL_KEY_MAX} characters of [a-z0-9._-]"),
                 ));
             }
             if v.len() > LABEL_VALUE_MAX {
-                return Err(Error::invalid(
-                    "labels",
-                    format!("label {k:?} value is over {LABEL_VALUE_MAX} bytes"),
-                ));
+                return Err(Error::invalid("labels", format!("label {k:?} value is over {LABEL_VALUE_MAX} bytes")));
             }
         }
         Ok(())
@@ -296,16 +270,10 @@ pub mod limits {
     /// A tenant's session policy.
     pub fn policy(idle: Millis, max: Millis) -> Result<(), Error> {
         if !(1..=MAX_LIFETIME_MS).contains(&max) {
-            return Err(Error::invalid(
-                "max_lifetime",
-                "must be between 1 s and 365 days",
-            ));
+            return Err(Error::invalid("max_lifetime", "must be between 1 s and 365 days"));
         }
         if idle < MIN_IDLE_MS || idle > max {
-            return Err(Error::invalid(
-                "idle_timeout",
-                "must be at least 1 s and at most max_lifetime",
-            ));
+            return Err(Error::invalid("idle_timeout", "must be at least 1 s and at most max_lifetime"));
         }
         Ok(())
     }

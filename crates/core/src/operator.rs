@@ -34,9 +34,7 @@ impl std::fmt::Debug for OperatorSecret {
 
 /// Why an operator secret was refused.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the operator secret must be 32 bytes in base64 (make one with `authd operator-key secret`)"
-)]
+#[error("the operator secret must be 32 bytes in base64 (make one with `authd operator-key secret`)")]
 pub struct BadSecret;
 
 impl OperatorSecret {
@@ -45,12 +43,7 @@ impl OperatorSecret {
         let mut k = [0u8; 32];
         rng::fill(&mut k);
         let text = base64::engine::general_purpose::STANDARD.encode(k);
-        (
-            OperatorSecret {
-                cipher: XChaCha20Poly1305::new(&k.into()),
-            },
-            text,
-        )
+        (OperatorSecret { cipher: XChaCha20Poly1305::new(&k.into()) }, text)
     }
 
     /// Parses the base64 text of a secret (standard or URL-safe alphabet).
@@ -61,9 +54,7 @@ impl OperatorSecret {
             .or_else(|_| URL_SAFE_NO_PAD.decode(text))
             .map_err(|_| BadSecret)?;
         let k: [u8; 32] = bytes.try_into().map_err(|_| BadSecret)?;
-        Ok(OperatorSecret {
-            cipher: XChaCha20Poly1305::new(&k.into()),
-        })
+        Ok(OperatorSecret { cipher: XChaCha20Poly1305::new(&k.into()) })
     }
 
     /// Makes a new operator key: its id and its token (shown once).
@@ -73,13 +64,7 @@ impl OperatorSecret {
         rng::fill(&mut nonce);
         let ct = self
             .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: id.as_bytes(),
-                    aad: AAD,
-                },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: id.as_bytes(), aad: AAD })
             // Encryption of 16 bytes cannot exceed the AEAD's length limits.
             .unwrap_or_default();
         let mut raw = nonce.to_vec();
@@ -94,10 +79,7 @@ impl OperatorSecret {
             return None;
         }
         let (nonce, ct) = raw.split_at(NONCE_LEN);
-        let pt = self
-            .cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: AAD })
-            .ok()?;
+        let pt = self.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: AAD }).ok()?;
         Uuid::from_slice(&pt).ok()
     }
 }
@@ -124,10 +106,7 @@ impl Allowlist {
             if l.is_empty() {
                 continue;
             }
-            let id = Uuid::parse_str(l).map_err(|_| BadAllowlist {
-                line: i + 1,
-                text: l.to_string(),
-            })?;
+            let id = Uuid::parse_str(l).map_err(|_| BadAllowlist { line: i + 1, text: l.to_string() })?;
             ids.insert(id);
         }
         Ok(Allowlist(ids))

@@ -119,13 +119,7 @@ impl Token {
     pub fn mint(kind: TokenKind, env: Environment, route: Uuid, id: Uuid) -> Token {
         let mut s = [0u8; 32];
         rng::fill(&mut s);
-        Token {
-            kind,
-            env,
-            route,
-            id,
-            secret: Secret(s),
-        }
+        Token { kind, env, route, id, secret: Secret(s) }
     }
 
     /// The hash to store and compare against.
@@ -150,16 +144,8 @@ impl Token {
         out.push_str(prefix);
         push_b62(&mut out, self.route.as_u128(), U128_LEN);
         push_b62(&mut out, self.id.as_u128(), U128_LEN);
-        push_b62(
-            &mut out,
-            u128::from_be_bytes(self.secret.0[..16].try_into().unwrap_or_default()),
-            U128_LEN,
-        );
-        push_b62(
-            &mut out,
-            u128::from_be_bytes(self.secret.0[16..].try_into().unwrap_or_default()),
-            U128_LEN,
-        );
+        push_b62(&mut out, u128::from_be_bytes(self.secret.0[..16].try_into().unwrap_or_default()), U128_LEN);
+        push_b62(&mut out, u128::from_be_bytes(self.secret.0[16..].try_into().unwrap_or_default()), U128_LEN);
         let crc = crc32fast::hash(out.as_bytes());
         push_b62(&mut out, u128::from(crc), CRC_LEN);
         out
@@ -167,11 +153,8 @@ impl Token {
 
     /// Parses and checksums a presented token. Touches nothing but the text.
     pub fn parse(text: &str) -> Result<Token, ParseError> {
-        let (prefix, kind, env) = PREFIXES
-            .iter()
-            .find(|(p, _, _)| text.starts_with(p))
-            .copied()
-            .ok_or(ParseError::Prefix)?;
+        let (prefix, kind, env) =
+            PREFIXES.iter().find(|(p, _, _)| text.starts_with(p)).copied().ok_or(ParseError::Prefix)?;
         let body = &text[prefix.len()..];
         if body.len() != BODY_LEN {
             return Err(ParseError::Length);
@@ -187,13 +170,7 @@ impl Token {
         let mut secret = [0u8; 32];
         secret[..16].copy_from_slice(&part(2)?.to_be_bytes());
         secret[16..].copy_from_slice(&part(3)?.to_be_bytes());
-        Ok(Token {
-            kind,
-            env,
-            route,
-            id,
-            secret: Secret(secret),
-        })
+        Ok(Token { kind, env, route, id, secret: Secret(secret) })
     }
 }
 
@@ -220,9 +197,7 @@ pub fn short_id(id: Uuid) -> String {
 
 /// Inverse of [`short_id`].
 pub fn parse_short_id(s: &str) -> Option<Uuid> {
-    (s.len() == U128_LEN)
-        .then(|| decode_b62(s).ok().map(Uuid::from_u128))
-        .flatten()
+    (s.len() == U128_LEN).then(|| decode_b62(s).ok().map(Uuid::from_u128)).flatten()
 }
 
 #[cfg(test)]
@@ -276,10 +251,7 @@ mod tests {
     /// character (the proptest above samples all of Unicode).
     #[test]
     fn every_ascii_substitution_is_refused() {
-        for (kind, env) in [
-            (TokenKind::ApiKey, Environment::Test),
-            (TokenKind::Session, Environment::Production),
-        ] {
+        for (kind, env) in [(TokenKind::ApiKey, Environment::Test), (TokenKind::Session, Environment::Production)] {
             let text = Token::mint(kind, env, rng::uuid(), rng::uuid()).expose();
             for i in 0..text.len() {
                 for c in (0x20u8..0x7f).map(char::from) {
@@ -297,12 +269,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_secret() {
-        let t = Token::mint(
-            TokenKind::ApiKey,
-            Environment::Test,
-            rng::uuid(),
-            rng::uuid(),
-        );
+        let t = Token::mint(TokenKind::ApiKey, Environment::Test, rng::uuid(), rng::uuid());
         let text = t.expose();
         let dbg = format!("{t:?} {:?}", t.hash());
         assert!(!dbg.contains(&text[text.len() - 50..text.len() - 6]));

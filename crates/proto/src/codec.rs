@@ -17,9 +17,7 @@ pub struct Codec<T, U> {
 
 impl<T, U> Default for Codec<T, U> {
     fn default() -> Self {
-        Self {
-            inner: ProstCodec::default(),
-        }
+        Self { inner: ProstCodec::default() }
     }
 }
 
@@ -51,9 +49,7 @@ impl<U: Message + Default> Decoder for ArgDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::new(Code::InvalidArgument, format!("malformed request: {e}")))
+        U::decode(buf).map(Some).map_err(|e| Status::new(Code::InvalidArgument, format!("malformed request: {e}")))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

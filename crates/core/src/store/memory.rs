@@ -56,11 +56,7 @@ impl Inner {
 
     fn live_api_key(&mut self, tenant: Uuid, id: Uuid) -> Option<&mut ApiKey> {
         let now = now_ms();
-        if self
-            .api_keys
-            .get(&(tenant, id))
-            .is_some_and(|k| !live_at(k.expires_at, now))
-        {
+        if self.api_keys.get(&(tenant, id)).is_some_and(|k| !live_at(k.expires_at, now)) {
             self.api_keys.remove(&(tenant, id));
         }
         self.api_keys.get_mut(&(tenant, id))
@@ -116,11 +112,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn get_api_key(
-        &self,
-        tenant: Uuid,
-        id: Uuid,
-    ) -> StoreResult<(Option<ApiKey>, Option<Tenant>)> {
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<(Option<ApiKey>, Option<Tenant>)> {
         let mut g = self.lock();
         let k = g.live_api_key(tenant, id).cloned();
         Ok((k, g.tenants.get(&tenant).cloned()))
@@ -130,12 +122,7 @@ impl Store for MemoryStore {
         let now = now_ms();
         let mut g = self.lock();
         g.api_keys.retain(|_, k| live_at(k.expires_at, now));
-        let mut v: Vec<ApiKey> = g
-            .api_keys
-            .values()
-            .filter(|k| k.tenant_id == tenant)
-            .cloned()
-            .collect();
+        let mut v: Vec<ApiKey> = g.api_keys.values().filter(|k| k.tenant_id == tenant).cloned().collect();
         by_creation(&mut v, |k| (k.created_at, k.id));
         Ok(v)
     }
@@ -147,12 +134,7 @@ impl Store for MemoryStore {
         Ok(k)
     }
 
-    async fn roll_api_key(
-        &self,
-        old: Uuid,
-        new: &ApiKey,
-        old_expires_at: Millis,
-    ) -> StoreResult<RollApiKey> {
+    async fn roll_api_key(&self, old: Uuid, new: &ApiKey, old_expires_at: Millis) -> StoreResult<RollApiKey> {
         let mut g = self.lock();
         let Some(k) = g.live_api_key(new.tenant_id, old) else {
             return Ok(RollApiKey::NotFound);
@@ -161,10 +143,7 @@ impl Store for MemoryStore {
             return Ok(RollApiKey::AlreadyRolled);
         }
         k.successor = Some(new.id);
-        k.expires_at = Some(
-            k.expires_at
-                .map_or(old_expires_at, |e| e.min(old_expires_at)),
-        );
+        k.expires_at = Some(k.expires_at.map_or(old_expires_at, |e| e.min(old_expires_at)));
         g.api_keys.insert((new.tenant_id, new.id), new.clone());
         g.wrote();
         Ok(RollApiKey::Rolled)
@@ -199,31 +178,18 @@ impl Store for MemoryStore {
         if live >= max_live {
             return Ok(CreateSession::Full);
         }
-        g.sessions
-            .entry(s.client_id)
-            .or_default()
-            .insert(s.id, s.clone());
+        g.sessions.entry(s.client_id).or_default().insert(s.id, s.clone());
         g.wrote();
         Ok(CreateSession::Created)
     }
 
-    async fn get_session(
-        &self,
-        client: Uuid,
-        id: Uuid,
-    ) -> StoreResult<(Option<Client>, Option<Session>)> {
+    async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<(Option<Client>, Option<Session>)> {
         let mut g = self.lock();
         let s = g.live_sessions(client).and_then(|m| m.get(&id).cloned());
         Ok((g.clients.get(&client).cloned(), s))
     }
 
-    async fn touch_session(
-        &self,
-        client: Uuid,
-        id: Uuid,
-        now: Millis,
-        idle_ms: Millis,
-    ) -> StoreResult<Option<Millis>> {
+    async fn touch_session(&self, client: Uuid, id: Uuid, now: Millis, idle_ms: Millis) -> StoreResult<Option<Millis>> {
         let mut g = self.lock();
         let Some(s) = g.live_sessions(client).and_then(|m| m.get_mut(&id)) else {
             return Ok(None);
@@ -239,19 +205,14 @@ impl Store for MemoryStore {
 
     async fn list_sessions(&self, client: Uuid) -> StoreResult<Vec<Session>> {
         let mut g = self.lock();
-        let mut v: Vec<Session> = g
-            .live_sessions(client)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let mut v: Vec<Session> = g.live_sessions(client).map(|m| m.values().cloned().collect()).unwrap_or_default();
         by_creation(&mut v, |s| (s.created_at, s.id));
         Ok(v)
     }
 
     async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
         let mut g = self.lock();
-        Ok(g.live_sessions(client)
-            .and_then(|m| m.remove(&id))
-            .is_some())
+        Ok(g.live_sessions(client).and_then(|m| m.remove(&id)).is_some())
     }
 
     async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
@@ -264,11 +225,7 @@ impl Store for MemoryStore {
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {
         let mut g = self.lock();
         let (ms, seq) = g.last_audit;
-        let next = if e.time > ms {
-            (e.time, 0)
-        } else {
-            (ms, seq + 1)
-        };
+        let next = if e.time > ms { (e.time, 0) } else { (ms, seq + 1) };
         g.last_audit = next;
         let mut e = e.clone();
         e.id = format!("{}-{}", next.0, next.1);
@@ -280,22 +237,13 @@ impl Store for MemoryStore {
         Ok(e.id)
     }
 
-    async fn list_audit(
-        &self,
-        tenant: Uuid,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<AuditEvent>> {
+    async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEvent>> {
         let after = after.map(parse_stream_id);
         let g = self.lock();
         Ok(g.audit
             .get(&tenant)
             .map(|q| {
-                q.iter()
-                    .filter(|e| after.is_none_or(|a| parse_stream_id(&e.id) > a))
-                    .take(limit)
-                    .cloned()
-                    .collect()
+                q.iter().filter(|e| after.is_none_or(|a| parse_stream_id(&e.id) > a)).take(limit).cloned().collect()
             })
             .unwrap_or_default())
     }

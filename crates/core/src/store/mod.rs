@@ -81,11 +81,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// A tenant's live API keys, oldest first; prunes dead index entries.
     fn list_api_keys(&self, tenant: Uuid) -> impl Future<Output = StoreResult<Vec<ApiKey>>> + Send;
     /// Deletes an API key; returns it as it was, if it existed.
-    fn revoke_api_key(
-        &self,
-        tenant: Uuid,
-        id: Uuid,
-    ) -> impl Future<Output = StoreResult<Option<ApiKey>>> + Send;
+    fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<Option<ApiKey>>> + Send;
     /// Atomically: the old key gets `successor = new.id` and expires at
     /// `min(its expiry, old_expires_at)`; the new key is written.
     fn roll_api_key(
@@ -96,11 +92,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<RollApiKey>> + Send;
 
     /// Writes a new client, and atomically with it its first session.
-    fn create_client(
-        &self,
-        c: &Client,
-        first: Option<&Session>,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn create_client(&self, c: &Client, first: Option<&Session>) -> impl Future<Output = StoreResult<()>> + Send;
     /// Reads a client.
     fn get_client(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Client>>> + Send;
     /// Deletes a client and every credential of it; false if it did not exist.
@@ -108,11 +100,7 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Adds a session to an existing client, atomically checking that the
     /// client exists and has room (`max_live` live sessions).
-    fn create_session(
-        &self,
-        s: &Session,
-        max_live: usize,
-    ) -> impl Future<Output = StoreResult<CreateSession>> + Send;
+    fn create_session(&self, s: &Session, max_live: usize) -> impl Future<Output = StoreResult<CreateSession>> + Send;
     /// Reads a live session with its client, in one round trip.
     fn get_session(
         &self,
@@ -131,14 +119,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         idle_ms: Millis,
     ) -> impl Future<Output = StoreResult<Option<Millis>>> + Send;
     /// A client's live sessions, oldest first; prunes dead index entries.
-    fn list_sessions(&self, client: Uuid)
-    -> impl Future<Output = StoreResult<Vec<Session>>> + Send;
+    fn list_sessions(&self, client: Uuid) -> impl Future<Output = StoreResult<Vec<Session>>> + Send;
     /// Deletes one session; false if it did not exist.
-    fn revoke_session(
-        &self,
-        client: Uuid,
-        id: Uuid,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn revoke_session(&self, client: Uuid, id: Uuid) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Deletes every session of a client; returns how many were live.
     fn revoke_all_sessions(&self, client: Uuid) -> impl Future<Output = StoreResult<u32>> + Send;
 

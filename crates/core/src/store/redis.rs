@@ -26,9 +26,7 @@ use redis::{AsyncCommands, ErrorKind, RedisError, Script, pipe};
 use uuid::Uuid;
 
 use super::{AUDIT_MAX_LEN, CreateSession, RollApiKey, Store, StoreError, StoreResult};
-use crate::model::{
-    ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant, now_ms,
-};
+use crate::model::{ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant, now_ms};
 use crate::token::{SecretHash, parse_short_id, short_id};
 
 /// How the Redis store connects.
@@ -43,10 +41,7 @@ pub struct RedisOptions {
 
 impl Default for RedisOptions {
     fn default() -> Self {
-        RedisOptions {
-            response_timeout: Duration::from_millis(500),
-            connection_timeout: Duration::from_millis(500),
-        }
+        RedisOptions { response_timeout: Duration::from_millis(500), connection_timeout: Duration::from_millis(500) }
     }
 }
 
@@ -60,9 +55,7 @@ pub struct RedisStore {
 impl From<RedisError> for StoreError {
     fn from(e: RedisError) -> Self {
         match e.kind() {
-            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
-                StoreError::Corrupt(e.to_string())
-            }
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreError::Corrupt(e.to_string()),
             _ => StoreError::Unavailable(e.to_string()),
         }
     }
@@ -96,6 +89,9 @@ fn session_key(c: Uuid, s: Uuid) -> String {
 fn session_index_key(c: Uuid) -> String {
     format!("si:{{{}}}", short_id(c))
 }
+
+/// A hash as HGETALL returns it.
+type Hash = HashMap<String, Vec<u8>>;
 
 /// A hash read with HGETALL.
 struct Fields(HashMap<String, Vec<u8>>);
@@ -138,11 +134,7 @@ fn tenant_from(id: Uuid, f: HashMap<String, Vec<u8>>) -> StoreResult<Option<Tena
     }))
 }
 
-fn api_key_from(
-    tenant_id: Uuid,
-    id: Uuid,
-    f: HashMap<String, Vec<u8>>,
-) -> StoreResult<Option<ApiKey>> {
+fn api_key_from(tenant_id: Uuid, id: Uuid, f: HashMap<String, Vec<u8>>) -> StoreResult<Option<ApiKey>> {
     if f.is_empty() {
         return Ok(None);
     }
@@ -186,22 +178,11 @@ fn client_from(id: Uuid, f: HashMap<String, Vec<u8>>) -> StoreResult<Option<Clie
         Some(l) => serde_json::from_slice(l).map_err(|_| corrupt("l"))?,
         None => BTreeMap::new(),
     };
-    Ok(Some(Client {
-        id,
-        tenant_id: f.id("t")?,
-        env: f.env("e")?,
-        labels,
-        created_at: f.int("c")?,
-    }))
+    Ok(Some(Client { id, tenant_id: f.id("t")?, env: f.env("e")?, labels, created_at: f.int("c")? }))
 }
 
 /// A session from its fields and PEXPIRETIME (-1: none).
-fn session_from(
-    client_id: Uuid,
-    id: Uuid,
-    f: HashMap<String, Vec<u8>>,
-    expire: i64,
-) -> StoreResult<Option<Session>> {
+fn session_from(client_id: Uuid, id: Uuid, f: HashMap<String, Vec<u8>>, expire: i64) -> StoreResult<Option<Session>> {
     if f.is_empty() {
         return Ok(None);
     }
@@ -220,8 +201,7 @@ fn session_from(
 
 /// Index score of a session: its cap, +inf for a test key.
 fn session_score(s: &Session) -> String {
-    s.max_expires_at
-        .map_or_else(|| "+inf".to_string(), |m| m.to_string())
+    s.max_expires_at.map_or_else(|| "+inf".to_string(), |m| m.to_string())
 }
 
 /// Appends a new session's writes to a MULTI.
@@ -384,8 +364,7 @@ return redis.call('HGETALL', KEYS[1])
 impl RedisStore {
     /// Connects to a standalone Redis (`redis://host:port/db`).
     pub async fn connect(url: &str, opts: RedisOptions) -> StoreResult<RedisStore> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(opts.response_timeout))
             .set_connection_timeout(Some(opts.connection_timeout))
@@ -411,11 +390,7 @@ impl Store for RedisStore {
         if let Some(r) = t.revoked_before {
             fields.push(("r", r.to_string()));
         }
-        let () = self
-            .conn
-            .clone()
-            .hset_multiple(tenant_key(t.id), &fields)
-            .await?;
+        let () = self.conn.clone().hset_multiple(tenant_key(t.id), &fields).await?;
         Ok(())
     }
 
@@ -425,11 +400,8 @@ impl Store for RedisStore {
     }
 
     async fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> StoreResult<Option<Tenant>> {
-        let f: HashMap<String, Vec<u8>> = REVOKE_TENANT_BEFORE
-            .key(tenant_key(id))
-            .arg(before)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+        let f: HashMap<String, Vec<u8>> =
+            REVOKE_TENANT_BEFORE.key(tenant_key(id)).arg(before).invoke_async(&mut self.conn.clone()).await?;
         tenant_from(id, f)
     }
 
@@ -445,12 +417,8 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn get_api_key(
-        &self,
-        tenant: Uuid,
-        id: Uuid,
-    ) -> StoreResult<(Option<ApiKey>, Option<Tenant>)> {
-        let (k, t): (HashMap<String, Vec<u8>>, HashMap<String, Vec<u8>>) = pipe()
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<(Option<ApiKey>, Option<Tenant>)> {
+        let (k, t): (Hash, Hash) = pipe()
             .hgetall(api_key_key(tenant, id))
             .hgetall(tenant_key(tenant))
             .query_async(&mut self.conn.clone())
@@ -483,12 +451,7 @@ impl Store for RedisStore {
         api_key_from(tenant, id, f)
     }
 
-    async fn roll_api_key(
-        &self,
-        old: Uuid,
-        new: &ApiKey,
-        old_expires_at: Millis,
-    ) -> StoreResult<RollApiKey> {
+    async fn roll_api_key(&self, old: Uuid, new: &ApiKey, old_expires_at: Millis) -> StoreResult<RollApiKey> {
         let t = new.tenant_id;
         let mut inv = ROLL_API_KEY.key(api_key_key(t, old));
         inv.key(api_key_key(t, new.id))
@@ -508,16 +471,10 @@ impl Store for RedisStore {
     }
 
     async fn create_client(&self, c: &Client, first: Option<&Session>) -> StoreResult<()> {
-        let mut fields = vec![
-            ("t", short_id(c.tenant_id)),
-            ("e", c.env.code().to_string()),
-            ("c", c.created_at.to_string()),
-        ];
+        let mut fields =
+            vec![("t", short_id(c.tenant_id)), ("e", c.env.code().to_string()), ("c", c.created_at.to_string())];
         if !c.labels.is_empty() {
-            fields.push((
-                "l",
-                serde_json::to_string(&c.labels).map_err(|e| corrupt(&e.to_string()))?,
-            ));
+            fields.push(("l", serde_json::to_string(&c.labels).map_err(|e| corrupt(&e.to_string()))?));
         }
         let mut p = pipe();
         p.atomic().hset_multiple(client_key(c.id), &fields).ignore();
@@ -572,13 +529,9 @@ impl Store for RedisStore {
         })
     }
 
-    async fn get_session(
-        &self,
-        client: Uuid,
-        id: Uuid,
-    ) -> StoreResult<(Option<Client>, Option<Session>)> {
+    async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<(Option<Client>, Option<Session>)> {
         let key = session_key(client, id);
-        let (c, s, exp): (HashMap<String, Vec<u8>>, HashMap<String, Vec<u8>>, i64) = pipe()
+        let (c, s, exp): (Hash, Hash, i64) = pipe()
             .hgetall(client_key(client))
             .hgetall(&key)
             .cmd("PEXPIRETIME")
@@ -588,13 +541,7 @@ impl Store for RedisStore {
         Ok((client_from(client, c)?, session_from(client, id, s, exp)?))
     }
 
-    async fn touch_session(
-        &self,
-        client: Uuid,
-        id: Uuid,
-        now: Millis,
-        idle_ms: Millis,
-    ) -> StoreResult<Option<Millis>> {
+    async fn touch_session(&self, client: Uuid, id: Uuid, now: Millis, idle_ms: Millis) -> StoreResult<Option<Millis>> {
         let r: i64 = TOUCH_SESSION
             .key(session_key(client, id))
             .arg(now)
@@ -663,12 +610,7 @@ impl Store for RedisStore {
         Ok(id)
     }
 
-    async fn list_audit(
-        &self,
-        tenant: Uuid,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<AuditEvent>> {
+    async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEvent>> {
         let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
         let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
             .arg(audit_key(tenant))
