@@ -227,7 +227,8 @@ impl<S: Store> Authority<S> {
         tenant: Uuid,
         before: Option<Millis>,
     ) -> Result<Tenant, Error> {
-        let before = before.unwrap_or_else(now_ms);
+        // +1: a credential issued in the same millisecond as the call is cut off too.
+        let before = before.unwrap_or_else(|| now_ms() + 1);
         let t = self.store.revoke_tenant_before(tenant, before).await?.ok_or(Error::NotFound("tenant"))?;
         self.audit(actor, "tenant.revoke_before", tenant, vec![format!("tenant:{tenant}"), format!("before:{before}")])
             .await;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command (README): installs what a fresh Debian machine lacks
+# (redis-server, buf), then runs buf lint, rustfmt, clippy and every test.
+# Integration tests start their own redis-server on free loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUF_VERSION=1.75.0
+TOOLS="$PWD/.tools"
+
+as_root_install() {
+  # $1: what is missing, rest: Debian packages that provide it.
+  local what=$1; shift
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "test.sh: $what is missing; install it (Debian: apt-get install -y $*) or run this script as root" >&2
+    exit 1
+  fi
+  echo "test.sh: installing $* for $what"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v redis-server >/dev/null || as_root_install redis-server redis-server
+command -v redis-server >/dev/null || { echo "test.sh: redis-server still missing after install" >&2; exit 1; }
+
+BUF="$TOOLS/node_modules/@bufbuild/buf-linux-x64/bin/buf"
+if [ ! -x "$BUF" ]; then
+  command -v npm >/dev/null || as_root_install "npm (to fetch buf)" nodejs npm
+  echo "test.sh: installing buf $BUF_VERSION from npm into .tools/"
+  npm install --prefix "$TOOLS" --no-save --no-audit --no-fund --loglevel=error "@bufbuild/buf@$BUF_VERSION" >/dev/null
+  [ -x "$BUF" ] || { echo "test.sh: buf did not install at $BUF" >&2; exit 1; }
+fi
+
+echo "== buf lint"
+"$BUF" lint
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
