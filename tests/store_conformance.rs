@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant, now_ms};
 use cred_core::rng;
-use cred_core::store::{CreateSession, MemoryStore, RollApiKey, Store};
+use cred_core::store::{CreateSession, Gone, Invalidation, MemoryStore, RollApiKey, Store};
 use cred_core::token::SecretHash;
+use futures::StreamExt;
 use tokio::time::sleep;
 use uuid::Uuid;
 
@@ -85,18 +86,19 @@ async fn api_keys<S: Store>(s: S) {
     let b = api_key(t.id, Some(now_ms() + 60_000));
     s.put_api_key(&a).await.unwrap();
     s.put_api_key(&b).await.unwrap();
-    let (got, gt) = s.get_api_key(t.id, a.id).await.unwrap();
-    assert_eq!(got, Some(a.clone()));
-    assert_eq!(gt, Some(t.clone()));
+    let l = s.get_api_key(t.id, a.id).await.unwrap();
+    assert_eq!(l.key, Some(a.clone()));
+    assert_eq!(l.tenant, Some(t.clone()));
+    assert!(!l.revoked);
     let listed = s.list_api_keys(t.id).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&a) && listed.contains(&b));
     // Another tenant sees nothing.
     assert!(s.list_api_keys(rng::uuid()).await.unwrap().is_empty());
-    assert_eq!(s.get_api_key(rng::uuid(), a.id).await.unwrap().0, None);
+    assert_eq!(s.get_api_key(rng::uuid(), a.id).await.unwrap().key, None);
     assert_eq!(s.revoke_api_key(t.id, a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(s.revoke_api_key(t.id, a.id).await.unwrap(), None);
-    assert_eq!(s.get_api_key(t.id, a.id).await.unwrap().0, None);
+    assert_eq!(s.get_api_key(t.id, a.id).await.unwrap().key, None);
     assert_eq!(s.list_api_keys(t.id).await.unwrap(), vec![b]);
 }
 
@@ -105,9 +107,9 @@ async fn api_key_expiry<S: Store>(s: S) {
     s.put_tenant(&t).await.unwrap();
     let k = api_key(t.id, Some(now_ms() + 300));
     s.put_api_key(&k).await.unwrap();
-    assert!(s.get_api_key(t.id, k.id).await.unwrap().0.is_some());
+    assert!(s.get_api_key(t.id, k.id).await.unwrap().key.is_some());
     sleep(Duration::from_millis(450)).await;
-    assert_eq!(s.get_api_key(t.id, k.id).await.unwrap().0, None);
+    assert_eq!(s.get_api_key(t.id, k.id).await.unwrap().key, None);
     assert!(s.list_api_keys(t.id).await.unwrap().is_empty(), "expired keys are pruned from the list");
 }
 
@@ -119,18 +121,17 @@ async fn roll<S: Store>(s: S) {
     let new = ApiKey { id: rng::uuid(), hash: hash(8), ..old.clone() };
     let grace_end = now_ms() + 400;
     assert_eq!(s.roll_api_key(old.id, &new, grace_end).await.unwrap(), RollApiKey::Rolled);
-    let (o, _) = s.get_api_key(t.id, old.id).await.unwrap();
-    let o = o.unwrap();
+    let o = s.get_api_key(t.id, old.id).await.unwrap().key.unwrap();
     assert_eq!(o.successor, Some(new.id));
     assert_eq!(o.expires_at, Some(grace_end));
-    assert_eq!(s.get_api_key(t.id, new.id).await.unwrap().0, Some(new.clone()));
+    assert_eq!(s.get_api_key(t.id, new.id).await.unwrap().key, Some(new.clone()));
     assert_eq!(s.list_api_keys(t.id).await.unwrap().len(), 2);
     let again = ApiKey { id: rng::uuid(), ..new.clone() };
     assert_eq!(s.roll_api_key(old.id, &again, grace_end).await.unwrap(), RollApiKey::AlreadyRolled);
-    assert_eq!(s.get_api_key(t.id, again.id).await.unwrap().0, None, "a refused roll writes nothing");
+    assert_eq!(s.get_api_key(t.id, again.id).await.unwrap().key, None, "a refused roll writes nothing");
     assert_eq!(s.roll_api_key(rng::uuid(), &again, grace_end).await.unwrap(), RollApiKey::NotFound);
     sleep(Duration::from_millis(550)).await;
-    assert_eq!(s.get_api_key(t.id, old.id).await.unwrap().0, None, "old key dies after the grace period");
+    assert_eq!(s.get_api_key(t.id, old.id).await.unwrap().key, None, "old key dies after the grace period");
     assert_eq!(s.list_api_keys(t.id).await.unwrap(), vec![new]);
 
     // A grace period never extends a key's own expiry.
@@ -138,7 +139,7 @@ async fn roll<S: Store>(s: S) {
     s.put_api_key(&short).await.unwrap();
     let succ = ApiKey { id: rng::uuid(), ..short.clone() };
     s.roll_api_key(short.id, &succ, now_ms() + 3_600_000).await.unwrap();
-    let (o, _) = s.get_api_key(t.id, short.id).await.unwrap();
+    let o = s.get_api_key(t.id, short.id).await.unwrap().key;
     assert_eq!(o.unwrap().expires_at, short.expires_at);
 }
 
@@ -148,9 +149,10 @@ async fn clients_and_sessions<S: Store>(s: S) {
     let first = session(c.id, Some((60_000, 120_000)));
     s.create_client(&c, Some(&first)).await.unwrap();
     assert_eq!(s.get_client(c.id).await.unwrap(), Some(c.clone()));
-    let (gc, gs) = s.get_session(c.id, first.id).await.unwrap();
-    assert_eq!(gc, Some(c.clone()));
-    assert_eq!(gs, Some(first.clone()));
+    let l = s.get_session(c.id, first.id).await.unwrap();
+    assert_eq!(l.client, Some(c.clone()));
+    assert_eq!(l.session, Some(first.clone()));
+    assert_eq!(l.gone, None);
     let mut second = session(c.id, Some((60_000, 120_000)));
     second.created_at += 1; // listing is oldest first
     assert_eq!(s.create_session(&second, 100).await.unwrap(), CreateSession::Created);
@@ -158,18 +160,18 @@ async fn clients_and_sessions<S: Store>(s: S) {
     assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), vec![first.id, second.id]);
     assert_eq!(listed[1], second);
     // A session of another client is not reachable through this one.
-    assert_eq!(s.get_session(rng::uuid(), first.id).await.unwrap().1, None);
+    assert_eq!(s.get_session(rng::uuid(), first.id).await.unwrap().session, None);
     assert!(!s.revoke_session(rng::uuid(), first.id).await.unwrap());
 
     assert!(s.revoke_session(c.id, first.id).await.unwrap());
     assert!(!s.revoke_session(c.id, first.id).await.unwrap());
-    assert_eq!(s.get_session(c.id, first.id).await.unwrap().1, None);
+    assert_eq!(s.get_session(c.id, first.id).await.unwrap().session, None);
     assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 1);
 
     s.create_session(&session(c.id, Some((60_000, 120_000))), 100).await.unwrap();
     assert_eq!(s.revoke_all_sessions(c.id).await.unwrap(), 2);
     assert!(s.list_sessions(c.id).await.unwrap().is_empty());
-    assert_eq!(s.get_session(c.id, second.id).await.unwrap().1, None);
+    assert_eq!(s.get_session(c.id, second.id).await.unwrap().session, None);
     assert_eq!(s.get_client(c.id).await.unwrap(), Some(c.clone()), "log out everywhere keeps the client");
 
     let third = session(c.id, None);
@@ -177,7 +179,7 @@ async fn clients_and_sessions<S: Store>(s: S) {
     assert!(s.delete_client(c.id).await.unwrap());
     assert!(!s.delete_client(c.id).await.unwrap());
     assert_eq!(s.get_client(c.id).await.unwrap(), None);
-    assert_eq!(s.get_session(c.id, third.id).await.unwrap().1, None);
+    assert_eq!(s.get_session(c.id, third.id).await.unwrap().session, None);
     assert_eq!(
         s.create_session(&session(c.id, Some((1_000, 2_000))), 100).await.unwrap(),
         CreateSession::NoClient,
@@ -211,7 +213,7 @@ async fn sliding_expiry<S: Store>(s: S) {
         let now = now_ms();
         let e = s.touch_session(c.id, sess.id, now, idle).await.unwrap().expect("alive");
         assert_eq!(e, (now + idle).min(cap));
-        let got = s.get_session(c.id, sess.id).await.unwrap().1.unwrap();
+        let got = s.get_session(c.id, sess.id).await.unwrap().session.unwrap();
         assert_eq!(got.expires_at, Some(e));
         assert_eq!(got.last_used, now);
     }
@@ -221,15 +223,15 @@ async fn sliding_expiry<S: Store>(s: S) {
     assert_eq!(e, cap, "expiry is capped");
     let wait = (cap - now_ms()).max(0) as u64 + 100;
     sleep(Duration::from_millis(wait)).await;
-    assert_eq!(s.get_session(c.id, sess.id).await.unwrap().1, None, "dead at the cap");
+    assert_eq!(s.get_session(c.id, sess.id).await.unwrap().session, None, "dead at the cap");
     assert_eq!(s.touch_session(c.id, sess.id, now_ms(), idle).await.unwrap(), None, "a touch never revives");
-    assert_eq!(s.get_session(c.id, sess.id).await.unwrap().1, None);
+    assert_eq!(s.get_session(c.id, sess.id).await.unwrap().session, None);
 
     // Unused, it dies after the idle timeout.
     let lazy = session(c.id, Some((idle, 10_000)));
     s.create_session(&lazy, 100).await.unwrap();
     sleep(Duration::from_millis(idle as u64 + 100)).await;
-    assert_eq!(s.get_session(c.id, lazy.id).await.unwrap().1, None);
+    assert_eq!(s.get_session(c.id, lazy.id).await.unwrap().session, None);
     assert!(s.list_sessions(c.id).await.unwrap().is_empty());
 
     // A revoked session is not revived by a late touch.
@@ -237,17 +239,17 @@ async fn sliding_expiry<S: Store>(s: S) {
     s.create_session(&r, 100).await.unwrap();
     s.revoke_session(c.id, r.id).await.unwrap();
     assert_eq!(s.touch_session(c.id, r.id, now_ms(), idle).await.unwrap(), None);
-    assert_eq!(s.get_session(c.id, r.id).await.unwrap().1, None);
+    assert_eq!(s.get_session(c.id, r.id).await.unwrap().session, None);
 }
 
 async fn test_keys<S: Store>(s: S) {
     let c = client(rng::uuid());
     let k = session(c.id, None);
     s.create_client(&c, Some(&k)).await.unwrap();
-    let got = s.get_session(c.id, k.id).await.unwrap().1.unwrap();
+    let got = s.get_session(c.id, k.id).await.unwrap().session.unwrap();
     assert!(got.is_test_key() && got.expires_at.is_none());
     assert_eq!(s.touch_session(c.id, k.id, now_ms(), 10).await.unwrap(), Some(Millis::MAX));
-    let got = s.get_session(c.id, k.id).await.unwrap().1.unwrap();
+    let got = s.get_session(c.id, k.id).await.unwrap().session.unwrap();
     assert_eq!(got.expires_at, None, "a touch gives a test key no expiry");
     // A short-lived session beside it does not give the index an expiry
     // that would drop the test key.
@@ -279,6 +281,102 @@ async fn audit<S: Store>(s: S) {
     assert_eq!(rest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["act.1", "act.2"]);
     assert_eq!(s.list_audit(t, None, 1).await.unwrap().len(), 1);
     assert!(s.list_audit(rng::uuid(), None, 10).await.unwrap().is_empty());
+}
+
+async fn why_gone<S: Store>(s: S) {
+    let c = client(rng::uuid());
+    let idle = session(c.id, Some((150, 60_000)));
+    let capped = session(c.id, Some((150, 200)));
+    let revoked = session(c.id, Some((60_000, 60_000)));
+    let test_key = session(c.id, None);
+    s.create_client(&c, Some(&idle)).await.unwrap();
+    for x in [&capped, &revoked, &test_key] {
+        s.create_session(x, 100).await.unwrap();
+    }
+    assert_eq!(s.get_session(c.id, rng::uuid()).await.unwrap().gone, None, "never existed: unknown");
+    s.revoke_session(c.id, revoked.id).await.unwrap();
+    sleep(Duration::from_millis(350)).await;
+    let why = |id| {
+        let s = s.clone();
+        async move { s.get_session(c.id, id).await.unwrap() }
+    };
+    let l = why(idle.id).await;
+    assert_eq!((l.session, l.gone), (None, Some(Gone::ExpiredIdle)));
+    assert_eq!(why(capped.id).await.gone, Some(Gone::ExpiredMax));
+    assert_eq!(why(revoked.id).await.gone, Some(Gone::Revoked));
+    // Listing and new sessions do not forget why.
+    assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 1);
+    s.create_session(&session(c.id, Some((60_000, 60_000))), 100).await.unwrap();
+    assert_eq!(why(idle.id).await.gone, Some(Gone::ExpiredIdle));
+    assert_eq!(why(capped.id).await.gone, Some(Gone::ExpiredMax));
+    // Log out everywhere and delete remember every live session as revoked.
+    s.revoke_all_sessions(c.id).await.unwrap();
+    assert_eq!(why(test_key.id).await.gone, Some(Gone::Revoked));
+    let c2 = client(rng::uuid());
+    let s2 = session(c2.id, Some((60_000, 60_000)));
+    s.create_client(&c2, Some(&s2)).await.unwrap();
+    s.delete_client(c2.id).await.unwrap();
+    assert_eq!(s.get_session(c2.id, s2.id).await.unwrap().gone, Some(Gone::Revoked));
+
+    // API keys: revoked is remembered; never-existing is not.
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let k = api_key(t.id, None);
+    s.put_api_key(&k).await.unwrap();
+    s.revoke_api_key(t.id, k.id).await.unwrap();
+    let l = s.get_api_key(t.id, k.id).await.unwrap();
+    assert!(l.key.is_none() && l.revoked && l.tenant.is_some());
+    assert!(!s.get_api_key(t.id, rng::uuid()).await.unwrap().revoked);
+}
+
+async fn invalidations<S: Store>(s: S) {
+    let mut sub = s.subscribe().await.unwrap();
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let k = api_key(t.id, None);
+    s.put_api_key(&k).await.unwrap();
+    let c = client(t.id);
+    let s1 = session(c.id, Some((60_000, 60_000)));
+    s.create_client(&c, Some(&s1)).await.unwrap();
+    s.create_session(&session(c.id, Some((60_000, 60_000))), 100).await.unwrap();
+
+    // Nothing is published for what revokes nothing.
+    assert!(!s.revoke_session(c.id, rng::uuid()).await.unwrap());
+    s.revoke_session(c.id, s1.id).await.unwrap();
+    s.revoke_all_sessions(c.id).await.unwrap();
+    s.delete_client(c.id).await.unwrap();
+    let new = ApiKey { id: rng::uuid(), ..k.clone() };
+    s.roll_api_key(k.id, &new, now_ms() + 1000).await.unwrap();
+    s.revoke_api_key(t.id, new.id).await.unwrap();
+    s.revoke_tenant_before(t.id, now_ms()).await.unwrap();
+
+    let want = [
+        Invalidation::Session { client: c.id, session: s1.id },
+        Invalidation::Client(c.id),
+        Invalidation::Client(c.id),
+        Invalidation::ApiKey { tenant: t.id, key: k.id },
+        Invalidation::ApiKey { tenant: t.id, key: new.id },
+        Invalidation::Tenant(t.id),
+    ];
+    for w in want {
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.expect("invalidation in time");
+        assert_eq!(got, Some(w));
+    }
+}
+
+#[test]
+fn invalidation_wire_form() {
+    for i in [
+        Invalidation::Session { client: rng::uuid(), session: rng::uuid() },
+        Invalidation::Client(rng::uuid()),
+        Invalidation::ApiKey { tenant: rng::uuid(), key: rng::uuid() },
+        Invalidation::Tenant(rng::uuid()),
+    ] {
+        assert_eq!(Invalidation::decode(&i.encode()), Some(i));
+    }
+    for bad in ["", "x", "s:abc", "c:1:2:3", "q:0000000000000000000000"] {
+        assert_eq!(Invalidation::decode(bad), None, "{bad}");
+    }
 }
 
 /// Runs every test above against both stores.
@@ -313,7 +411,9 @@ conformance!(
     session_limit,
     sliding_expiry,
     test_keys,
-    audit
+    audit,
+    why_gone,
+    invalidations
 );
 
 #[test]

@@ -12,6 +12,7 @@ use crate::model::{
 };
 use crate::store::{CreateSession, RollApiKey, Store};
 use crate::token::{Token, TokenKind};
+use crate::verify::{check_api_key, check_session};
 
 /// A credential record with its token, which is shown once.
 #[derive(Debug)]
@@ -200,8 +201,7 @@ impl<S: Store> Authority<S> {
         if !(0..=limits::MAX_GRACE_MS).contains(&grace_ms) {
             return Err(Error::invalid("grace_period", "must be between 0 and 30 days"));
         }
-        let (old, _) = self.store.get_api_key(tenant, id).await?;
-        let old = old.ok_or(Error::NotFound("api key"))?;
+        let old = self.store.get_api_key(tenant, id).await?.key.ok_or(Error::NotFound("api key"))?;
         let now = now_ms();
         let token = Token::mint(TokenKind::ApiKey, old.env, tenant, crate::rng::uuid());
         let new = ApiKey { id: token.id, created_at: now, successor: None, hash: token.hash(), ..old.clone() };
@@ -258,19 +258,10 @@ impl<S: Store> Authority<S> {
         if token.kind != TokenKind::ApiKey {
             return Err(invalid(InvalidReason::Malformed));
         }
-        let (key, tenant) = self.store.get_api_key(token.route, token.id).await?;
-        let (Some(key), Some(tenant)) = (key, tenant) else {
-            return Err(invalid(InvalidReason::Unknown));
-        };
-        if !key.hash.matches(&token.hash()) || key.env != token.env {
-            return Err(invalid(InvalidReason::Unknown));
-        }
-        if key.expires_at.is_some_and(|x| x <= now_ms()) {
-            return Err(invalid(InvalidReason::ExpiredMax));
-        }
-        if tenant.revoked(key.created_at) {
-            return Err(invalid(InvalidReason::Revoked));
-        }
+        let l = self.store.get_api_key(token.route, token.id).await?;
+        check_api_key(&token, &token.hash(), l.key.as_ref(), l.tenant.as_ref(), l.revoked, now_ms())
+            .map_err(invalid)?;
+        let (Some(key), Some(tenant)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
         Ok(ApiPrincipal { key, tenant })
     }
 
@@ -426,22 +417,18 @@ impl<S: Store> Authority<S> {
         if !matches!(token.kind, TokenKind::Session | TokenKind::TestClientKey) {
             return Err(invalid(InvalidReason::Malformed));
         }
-        let (client, session) = self.store.get_session(token.route, token.id).await?;
-        let (Some(client), Some(mut session)) = (client, session) else {
+        let l = self.store.get_session(token.route, token.id).await?;
+        let tenant = match &l.client {
+            Some(c) => self.store.get_tenant(c.tenant_id).await?,
+            None => None,
+        };
+        let now = now_ms();
+        let hash = token.hash();
+        check_session(&token, &hash, l.client.as_ref(), l.session.as_ref(), l.gone, tenant.as_ref(), now)
+            .map_err(invalid)?;
+        let (Some(client), Some(mut session), Some(tenant)) = (l.client, l.session, tenant) else {
             return Err(invalid(InvalidReason::Unknown));
         };
-        let test_kind = token.kind == TokenKind::TestClientKey;
-        if !session.hash.matches(&token.hash()) || client.env != token.env || session.is_test_key() != test_kind {
-            return Err(invalid(InvalidReason::Unknown));
-        }
-        let tenant = self.store.get_tenant(client.tenant_id).await?.ok_or(invalid(InvalidReason::Unknown))?;
-        if tenant.revoked(session.created_at) {
-            return Err(invalid(InvalidReason::Revoked));
-        }
-        let now = now_ms();
-        if session.max_expires_at.is_some_and(|cap| cap <= now) {
-            return Err(invalid(InvalidReason::ExpiredMax));
-        }
         match self.store.touch_session(client.id, session.id, now, tenant.idle_timeout_ms).await? {
             None => return Err(invalid(InvalidReason::Revoked)),
             Some(e) => {

@@ -8,6 +8,7 @@
 //! - `operator`: operator keys, sealed offline with the server secret;
 //! - `store`: the store interface and its Redis and in-memory implementations;
 //! - `authority`: every credential operation, written once over any store;
+//! - `verify`: the checks that make a presented credential usable or not;
 //! - `error`: the domain errors the gRPC edge maps to status codes.
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod operator;
 pub mod rng;
 pub mod store;
 pub mod token;
+pub mod verify;
 
 pub use authority::Authority;
 pub use error::{Error, InvalidReason};

@@ -8,16 +8,30 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-use super::{AUDIT_MAX_LEN, CreateSession, RollApiKey, Store, StoreResult};
+use futures::StreamExt;
+use tokio::sync::broadcast;
+
+use super::{
+    AUDIT_MAX_LEN, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, REMEMBER_MS, REMEMBER_REVOKED_MS,
+    RollApiKey, SessionLookup, Store, StoreResult,
+};
 use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant, now_ms};
 
 /// Writes between two full sweeps of dead entries.
 const SWEEP_EVERY: u32 = 1024;
 
 /// In-memory store; clones share the data.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// Invalidations to subscribers, like Redis pub/sub.
+    tx: broadcast::Sender<Invalidation>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore { inner: Arc::default(), tx: broadcast::channel(4096).0 }
+    }
 }
 
 #[derive(Default)]
@@ -28,6 +42,13 @@ struct Inner {
     clients: HashMap<Uuid, Client>,
     /// Per client, its sessions by id.
     sessions: HashMap<Uuid, BTreeMap<Uuid, Session>>,
+    /// Per client, every session's cap (`Millis::MAX` for a test key), kept
+    /// a day past it to explain expiry (Redis: `si:{C}`).
+    index: HashMap<Uuid, HashMap<Uuid, Millis>>,
+    /// Per client, revoked sessions and until when to remember them.
+    revoked: HashMap<Uuid, HashMap<Uuid, Millis>>,
+    /// Revoked API keys and until when to remember them.
+    revoked_keys: HashMap<(Uuid, Uuid), Millis>,
     /// Per tenant, its audit trail, oldest first.
     audit: HashMap<Uuid, VecDeque<AuditEvent>>,
     /// Last audit id issued, to keep ids increasing like a Redis stream's.
@@ -51,6 +72,29 @@ impl Inner {
                 s.retain(|_, s| live_at(s.expires_at, now));
             }
             self.sessions.retain(|_, s| !s.is_empty());
+            for i in self.index.values_mut() {
+                i.retain(|_, cap| cap.saturating_add(REMEMBER_MS) > now);
+            }
+            self.index.retain(|_, i| !i.is_empty());
+            for r in self.revoked.values_mut() {
+                r.retain(|_, keep| *keep > now);
+            }
+            self.revoked.retain(|_, r| !r.is_empty());
+            self.revoked_keys.retain(|_, keep| *keep > now);
+        }
+    }
+
+    /// Remembers revoked sessions (Redis: `sr:{C}`).
+    fn remember_revoked(&mut self, client: Uuid, ids: impl IntoIterator<Item = Uuid>) {
+        let now = now_ms();
+        let caps = self.index.get(&client).cloned().unwrap_or_default();
+        let r = self.revoked.entry(client).or_default();
+        for id in ids {
+            let keep = match caps.get(&id) {
+                Some(&cap) if cap != Millis::MAX => cap + REMEMBER_MS,
+                _ => now + REMEMBER_REVOKED_MS,
+            };
+            r.insert(id, keep);
         }
     }
 
@@ -76,6 +120,11 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
+    fn publish(&self, i: Invalidation) {
+        // No subscriber is not an error.
+        let _ = self.tx.send(i);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a half-applied change
         // (every change is a few map operations), so poisoning is ignored.
@@ -98,11 +147,14 @@ impl Store for MemoryStore {
     }
 
     async fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> StoreResult<Option<Tenant>> {
-        let mut g = self.lock();
-        Ok(g.tenants.get_mut(&id).map(|t| {
+        let t = self.lock().tenants.get_mut(&id).map(|t| {
             t.revoked_before = Some(t.revoked_before.map_or(before, |rb| rb.max(before)));
             t.clone()
-        }))
+        });
+        if t.is_some() {
+            self.publish(Invalidation::Tenant(id));
+        }
+        Ok(t)
     }
 
     async fn put_api_key(&self, k: &ApiKey) -> StoreResult<()> {
@@ -112,10 +164,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<(Option<ApiKey>, Option<Tenant>)> {
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyLookup> {
         let mut g = self.lock();
-        let k = g.live_api_key(tenant, id).cloned();
-        Ok((k, g.tenants.get(&tenant).cloned()))
+        let key = g.live_api_key(tenant, id).cloned();
+        let revoked = g.revoked_keys.get(&(tenant, id)).is_some_and(|keep| *keep > now_ms());
+        Ok(ApiKeyLookup { key, tenant: g.tenants.get(&tenant).cloned(), revoked })
     }
 
     async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
@@ -128,9 +181,18 @@ impl Store for MemoryStore {
     }
 
     async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
-        let mut g = self.lock();
-        let k = g.live_api_key(tenant, id).cloned();
-        g.api_keys.remove(&(tenant, id));
+        let k = {
+            let mut g = self.lock();
+            let k = g.live_api_key(tenant, id).cloned();
+            g.api_keys.remove(&(tenant, id));
+            if k.is_some() {
+                g.revoked_keys.insert((tenant, id), now_ms() + REMEMBER_REVOKED_MS);
+            }
+            k
+        };
+        if k.is_some() {
+            self.publish(Invalidation::ApiKey { tenant, key: id });
+        }
         Ok(k)
     }
 
@@ -146,6 +208,8 @@ impl Store for MemoryStore {
         k.expires_at = Some(k.expires_at.map_or(old_expires_at, |e| e.min(old_expires_at)));
         g.api_keys.insert((new.tenant_id, new.id), new.clone());
         g.wrote();
+        drop(g);
+        self.publish(Invalidation::ApiKey { tenant: new.tenant_id, key: old });
         Ok(RollApiKey::Rolled)
     }
 
@@ -154,6 +218,7 @@ impl Store for MemoryStore {
         g.clients.insert(c.id, c.clone());
         if let Some(s) = first {
             g.sessions.entry(c.id).or_default().insert(s.id, s.clone());
+            g.index.entry(c.id).or_default().insert(s.id, s.max_expires_at.unwrap_or(Millis::MAX));
         }
         g.wrote();
         Ok(())
@@ -164,9 +229,12 @@ impl Store for MemoryStore {
     }
 
     async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
-        let mut g = self.lock();
-        g.sessions.remove(&id);
-        Ok(g.clients.remove(&id).is_some())
+        self.revoke_all_sessions(id).await?;
+        let existed = self.lock().clients.remove(&id).is_some();
+        if existed {
+            self.publish(Invalidation::Client(id));
+        }
+        Ok(existed)
     }
 
     async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
@@ -179,14 +247,31 @@ impl Store for MemoryStore {
             return Ok(CreateSession::Full);
         }
         g.sessions.entry(s.client_id).or_default().insert(s.id, s.clone());
+        g.index.entry(s.client_id).or_default().insert(s.id, s.max_expires_at.unwrap_or(Millis::MAX));
         g.wrote();
         Ok(CreateSession::Created)
     }
 
-    async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<(Option<Client>, Option<Session>)> {
+    async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<SessionLookup> {
+        let now = now_ms();
         let mut g = self.lock();
-        let s = g.live_sessions(client).and_then(|m| m.get(&id).cloned());
-        Ok((g.clients.get(&client).cloned(), s))
+        let session = g.live_sessions(client).and_then(|m| m.get(&id).cloned());
+        let gone = if session.is_some() {
+            None
+        } else if g.revoked.get(&client).and_then(|r| r.get(&id)).is_some_and(|keep| *keep > now) {
+            Some(Gone::Revoked)
+        } else {
+            g.index.get(&client).and_then(|i| i.get(&id)).and_then(|&cap| {
+                if cap.saturating_add(REMEMBER_MS) <= now {
+                    None
+                } else if cap <= now {
+                    Some(Gone::ExpiredMax)
+                } else {
+                    Some(Gone::ExpiredIdle)
+                }
+            })
+        };
+        Ok(SessionLookup { client: g.clients.get(&client).cloned(), session, gone })
     }
 
     async fn touch_session(&self, client: Uuid, id: Uuid, now: Millis, idle_ms: Millis) -> StoreResult<Option<Millis>> {
@@ -211,15 +296,43 @@ impl Store for MemoryStore {
     }
 
     async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
-        let mut g = self.lock();
-        Ok(g.live_sessions(client).and_then(|m| m.remove(&id)).is_some())
+        let removed = {
+            let mut g = self.lock();
+            let removed = g.live_sessions(client).and_then(|m| m.remove(&id)).is_some();
+            if removed {
+                g.remember_revoked(client, [id]);
+            }
+            if let Some(i) = g.index.get_mut(&client) {
+                i.remove(&id);
+            }
+            removed
+        };
+        if removed {
+            self.publish(Invalidation::Session { client, session: id });
+        }
+        Ok(removed)
     }
 
     async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
-        let mut g = self.lock();
-        let n = g.live_sessions(client).map_or(0, |m| m.len());
-        g.sessions.remove(&client);
-        Ok(n as u32)
+        let n = {
+            let mut g = self.lock();
+            let ids: Vec<Uuid> = g.live_sessions(client).map(|m| m.keys().copied().collect()).unwrap_or_default();
+            g.remember_revoked(client, ids.iter().copied());
+            g.sessions.remove(&client);
+            g.index.remove(&client);
+            ids.len() as u32
+        };
+        if n > 0 {
+            self.publish(Invalidation::Client(client));
+        }
+        Ok(n)
+    }
+
+    async fn subscribe(&self) -> StoreResult<Invalidations> {
+        let rx = tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe());
+        // A lagging subscriber missed invalidations: end its stream so that
+        // it treats this as a lost connection.
+        Ok(Box::pin(rx.take_while(|r| std::future::ready(r.is_ok())).filter_map(|r| std::future::ready(r.ok()))))
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {

@@ -11,7 +11,9 @@
 //! - indexes are pruned of dead members, so nothing grows without bound.
 
 use std::future::Future;
+use std::pin::Pin;
 
+use futures::Stream;
 use uuid::Uuid;
 
 use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant};
@@ -55,6 +57,92 @@ pub enum RollApiKey {
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Why a session that once existed is gone (best effort: remembered for a
+/// day past its cap, or 30 days for a revoked test client key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    Revoked,
+    ExpiredIdle,
+    ExpiredMax,
+}
+
+/// Everything a verify needs about a session, read in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLookup {
+    pub client: Option<Client>,
+    pub session: Option<Session>,
+    /// Set when `session` is missing and the store knows why.
+    pub gone: Option<Gone>,
+}
+
+/// Everything a verify needs about an API key, read in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyLookup {
+    pub key: Option<ApiKey>,
+    pub tenant: Option<Tenant>,
+    /// The key is missing because it was revoked (remembered 30 days).
+    pub revoked: bool,
+}
+
+/// A change that makes cached credentials stale, pushed by the store to
+/// every subscriber (Redis pub/sub, published by the same script that made
+/// the change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Invalidation {
+    /// One session (or test client key) was revoked.
+    Session { client: Uuid, session: Uuid },
+    /// Every session of a client was revoked, or the client deleted.
+    Client(Uuid),
+    /// An API key was revoked or rolled (its expiry changed).
+    ApiKey { tenant: Uuid, key: Uuid },
+    /// A tenant changed (revoke-before).
+    Tenant(Uuid),
+}
+
+/// The pub/sub channel invalidations are published on.
+pub const INVALIDATION_CHANNEL: &str = "cred:invalidate";
+
+impl Invalidation {
+    /// Wire form: `s:<client>:<session>`, `c:<client>`, `k:<tenant>:<key>`, `t:<tenant>`.
+    pub fn encode(&self) -> String {
+        use crate::token::short_id as s;
+        match *self {
+            Invalidation::Session { client, session } => format!("s:{}:{}", s(client), s(session)),
+            Invalidation::Client(c) => format!("c:{}", s(c)),
+            Invalidation::ApiKey { tenant, key } => format!("k:{}:{}", s(tenant), s(key)),
+            Invalidation::Tenant(t) => format!("t:{}", s(t)),
+        }
+    }
+
+    /// Inverse of [`Invalidation::encode`].
+    pub fn decode(text: &str) -> Option<Invalidation> {
+        use crate::token::parse_short_id as p;
+        let mut it = text.split(':');
+        let kind = it.next()?;
+        let a = p(it.next()?)?;
+        let b = it.next().map(p);
+        if it.next().is_some() {
+            return None;
+        }
+        Some(match (kind, b) {
+            ("s", Some(Some(b))) => Invalidation::Session { client: a, session: b },
+            ("c", None) => Invalidation::Client(a),
+            ("k", Some(Some(b))) => Invalidation::ApiKey { tenant: a, key: b },
+            ("t", None) => Invalidation::Tenant(a),
+            _ => return None,
+        })
+    }
+}
+
+/// A live subscription to invalidations; it ends when the connection is
+/// lost (the subscriber must then assume it missed some).
+pub type Invalidations = Pin<Box<dyn Stream<Item = Invalidation> + Send>>;
+
+/// How long a gone session's reason (or a revoked API key) is remembered.
+pub const REMEMBER_MS: Millis = 24 * 3600 * 1000;
+/// How long a revoked test client key or API key is remembered.
+pub const REMEMBER_REVOKED_MS: Millis = 30 * 24 * 3600 * 1000;
+
 /// Where credentials live. `now` parameters are the caller's clock, in
 /// milliseconds since the epoch, as Redis' `PEXPIREAT` takes them.
 pub trait Store: Clone + Send + Sync + 'static {
@@ -73,11 +161,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Writes a new API key (with its expiry as TTL) and indexes it.
     fn put_api_key(&self, k: &ApiKey) -> impl Future<Output = StoreResult<()>> + Send;
     /// Reads an API key with its tenant, in one round trip (same hash slot).
-    fn get_api_key(
-        &self,
-        tenant: Uuid,
-        id: Uuid,
-    ) -> impl Future<Output = StoreResult<(Option<ApiKey>, Option<Tenant>)>> + Send;
+    fn get_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<ApiKeyLookup>> + Send;
     /// A tenant's live API keys, oldest first; prunes dead index entries.
     fn list_api_keys(&self, tenant: Uuid) -> impl Future<Output = StoreResult<Vec<ApiKey>>> + Send;
     /// Deletes an API key; returns it as it was, if it existed.
@@ -101,12 +185,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Adds a session to an existing client, atomically checking that the
     /// client exists and has room (`max_live` live sessions).
     fn create_session(&self, s: &Session, max_live: usize) -> impl Future<Output = StoreResult<CreateSession>> + Send;
-    /// Reads a live session with its client, in one round trip.
-    fn get_session(
-        &self,
-        client: Uuid,
-        id: Uuid,
-    ) -> impl Future<Output = StoreResult<(Option<Client>, Option<Session>)>> + Send;
+    /// Reads a live session with its client (or why it is gone), in one
+    /// round trip.
+    fn get_session(&self, client: Uuid, id: Uuid) -> impl Future<Output = StoreResult<SessionLookup>> + Send;
     /// Records a use at `now`: expiry becomes `min(now + idle, cap)` if that
     /// is later than the current one. Returns the new expiry, or `None` if
     /// the session is gone (a touch never revives). Test client keys return
@@ -120,13 +201,17 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<Millis>>> + Send;
     /// A client's live sessions, oldest first; prunes dead index entries.
     fn list_sessions(&self, client: Uuid) -> impl Future<Output = StoreResult<Vec<Session>>> + Send;
-    /// Deletes one session; false if it did not exist.
+    /// Deletes one session and remembers it as revoked; false if it did not
+    /// exist.
     fn revoke_session(&self, client: Uuid, id: Uuid) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Deletes every session of a client; returns how many were live.
     fn revoke_all_sessions(&self, client: Uuid) -> impl Future<Output = StoreResult<u32>> + Send;
 
     /// Appends to the tenant's bounded audit trail; returns the event id.
     fn append_audit(&self, e: &AuditEvent) -> impl Future<Output = StoreResult<String>> + Send;
+    /// Subscribes to invalidations published by revocations.
+    fn subscribe(&self) -> impl Future<Output = StoreResult<Invalidations>> + Send;
+
     /// Reads the audit trail after `after` (exclusive), oldest first.
     fn list_audit(
         &self,

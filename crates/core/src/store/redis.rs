@@ -10,7 +10,14 @@
 //! | `a:{T}` | stream | T's audit trail, capped |
 //! | `c:{C}` | hash | client C: `t` tenant, `e` env, `c` created, `l` labels (JSON) |
 //! | `s:{C}:S` | hash | session S of C: `h` hash, `c` created, `m` cap (0 = test key), `u` last use; TTL = expiry |
-//! | `si:{C}` | sorted set | C's session ids scored by cap (+inf for a test key); TTL = the largest cap |
+//! | `si:{C}` | sorted set | C's session ids scored by cap (+inf for a test key); TTL = the largest cap + 1 day |
+//! | `sr:{C}` | sorted set | C's revoked session ids, scored by how long to remember them |
+//! | `kr:{T}` | sorted set | T's revoked API key ids, scored by how long to remember them |
+//!
+//! `si` outlives its members' caps by a day so that a verify can tell
+//! "expired at the cap" and "expired idle" from "unknown"; `sr` and `kr` tell
+//! "revoked". Every revocation also PUBLISHes an [`Invalidation`] on
+//! [`INVALIDATION_CHANNEL`] from the same script, so caches hear of it.
 //!
 //! A tenant's records share the slot of `{T}`, a client's the slot of `{C}`,
 //! so every multi-key change is one script or MULTI on one slot: atomic and
@@ -25,7 +32,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, RedisError, Script, pipe};
 use uuid::Uuid;
 
-use super::{AUDIT_MAX_LEN, CreateSession, RollApiKey, Store, StoreError, StoreResult};
+use super::{
+    AUDIT_MAX_LEN, ApiKeyLookup, CreateSession, Gone, INVALIDATION_CHANNEL, Invalidation, Invalidations, REMEMBER_MS,
+    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreError, StoreResult,
+};
 use crate::model::{ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant, now_ms};
 use crate::token::{SecretHash, parse_short_id, short_id};
 
@@ -50,6 +60,8 @@ impl Default for RedisOptions {
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// For dedicated connections (pub/sub).
+    client: redis::Client,
 }
 
 impl From<RedisError> for StoreError {
@@ -88,6 +100,12 @@ fn session_key(c: Uuid, s: Uuid) -> String {
 }
 fn session_index_key(c: Uuid) -> String {
     format!("si:{{{}}}", short_id(c))
+}
+fn revoked_sessions_key(c: Uuid) -> String {
+    format!("sr:{{{}}}", short_id(c))
+}
+fn revoked_api_keys_key(t: Uuid) -> String {
+    format!("kr:{{{}}}", short_id(t))
 }
 
 /// A hash as HGETALL returns it.
@@ -222,29 +240,56 @@ fn push_session_writes(p: &mut redis::Pipeline, s: &Session) {
     }
 }
 
+/// Lua shared by the revoking scripts: remember `member` of the revoked set
+/// `key` (until a day past its cap, or 30 days for a test key), prune what
+/// is past remembering, and let the set expire with its last member.
+fn lua_remember() -> String {
+    format!(
+        r#"
+local function remember(key, member, cap, now)
+  local keep
+  if cap and cap ~= 'inf' then keep = tonumber(cap) + {REMEMBER_MS} else keep = now + {REMEMBER_REVOKED_MS} end
+  redis.call('ZADD', key, string.format('%d', keep), member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', key, top[2])
+end
+"#
+    )
+}
+
 static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r#"
 -- KEYS: client, session, index. ARGV: sid, now, hash, created, cap (0 = none),
 -- expiry (0 = none), max live, session key prefix, index score, last use.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+local now = tonumber(ARGV[2])
 local max = tonumber(ARGV[7])
-if redis.call('ZCARD', KEYS[3]) >= max then
-  for _, sid in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('%d', now - {REMEMBER_MS}))
+-- Members past their cap (kept a day to explain expiry) do not count; members
+-- that idled out are dropped when the index is full or twice the limit.
+local live = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf')
+if live >= max or redis.call('ZCARD', KEYS[3]) >= 2 * max then
+  for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[2], '+inf')) do
     if redis.call('EXISTS', ARGV[8] .. sid) == 0 then redis.call('ZREM', KEYS[3], sid) end
   end
-  if redis.call('ZCARD', KEYS[3]) >= max then return -2 end
+  live = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf')
+  if live >= max then return -2 end
 end
 redis.call('HSET', KEYS[2], 'h', ARGV[3], 'c', ARGV[4], 'm', ARGV[5], 'u', ARGV[10])
 if ARGV[6] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[6]) end
 redis.call('ZADD', KEYS[3], ARGV[9], ARGV[1])
--- The index lives as long as its longest-lived member.
+-- The index outlives its longest-lived member by a day.
 local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-if top[2] == 'inf' then redis.call('PERSIST', KEYS[3]) else redis.call('PEXPIREAT', KEYS[3], top[2]) end
+if top[2] == 'inf' then
+  redis.call('PERSIST', KEYS[3])
+else
+  redis.call('PEXPIREAT', KEYS[3], string.format('%d', tonumber(top[2]) + {REMEMBER_MS}))
+end
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 static TOUCH_SESSION: LazyLock<Script> = LazyLock::new(|| {
@@ -271,36 +316,55 @@ static LIST_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 -- KEYS: index. ARGV: session key prefix, now.
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local out = {}
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')) do
   local k = ARGV[1] .. sid
   local f = redis.call('HGETALL', k)
-  if #f > 0 then
-    table.insert(out, {sid, f, redis.call('PEXPIRETIME', k)})
-  else
-    redis.call('ZREM', KEYS[1], sid)
-  end
+  if #f > 0 then table.insert(out, {sid, f, redis.call('PEXPIRETIME', k)}) end
 end
 return out
 "#,
     )
 });
 
+static REVOKE_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{}
+-- KEYS: session, index, revoked. ARGV: sid, now, invalidation.
+local n = redis.call('DEL', KEYS[1])
+local cap = redis.call('ZSCORE', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if n == 1 then
+  remember(KEYS[3], ARGV[1], cap, tonumber(ARGV[2]))
+  redis.call('PUBLISH', '{INVALIDATION_CHANNEL}', ARGV[3])
+end
+return n
+"#,
+        lua_remember()
+    ))
+});
+
 static REVOKE_ALL_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS: index, client (optional: also delete the client). ARGV: session key prefix.
+    Script::new(&format!(
+        r#"{}
+-- KEYS: index, revoked, client (optional: also delete the client).
+-- ARGV: session key prefix, now, invalidation.
 local n = 0
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  n = n + redis.call('DEL', ARGV[1] .. sid)
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #members, 2 do
+  if redis.call('DEL', ARGV[1] .. members[i]) == 1 then
+    n = n + 1
+    remember(KEYS[2], members[i], members[i + 1], tonumber(ARGV[2]))
+  end
 end
 redis.call('DEL', KEYS[1])
 local existed = 0
-if KEYS[2] then existed = redis.call('DEL', KEYS[2]) end
-return {n, existed}
+if KEYS[3] then existed = redis.call('DEL', KEYS[3]) end
+if n > 0 or existed > 0 then redis.call('PUBLISH', '{INVALIDATION_CHANNEL}', ARGV[3]) end
+return {{n, existed}}
 "#,
-    )
+        lua_remember()
+    ))
 });
 
 static LIST_API_KEYS: LazyLock<Script> = LazyLock::new(|| {
@@ -318,22 +382,27 @@ return out
 });
 
 static REVOKE_API_KEY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS: key, index. ARGV: key id.
+    Script::new(&format!(
+        r#"{}
+-- KEYS: key, index, revoked. ARGV: key id, now, invalidation.
 local f = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
+if #f > 0 then
+  remember(KEYS[3], ARGV[1], nil, tonumber(ARGV[2]))
+  redis.call('PUBLISH', '{INVALIDATION_CHANNEL}', ARGV[3])
+end
 return f
 "#,
-    )
+        lua_remember()
+    ))
 });
 
 static ROLL_API_KEY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r#"
 -- KEYS: old key, new key, index. ARGV: new id, old expiry, new expiry (0 = none),
--- then the new key's fields as name/value pairs.
+-- invalidation of the old key, then the new key's fields as name/value pairs.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'r') == 1 then return -1 end
 local x = ARGV[2]
@@ -341,25 +410,36 @@ local cur = redis.call('HGET', KEYS[1], 'x')
 if cur and tonumber(cur) < tonumber(x) then x = cur end
 redis.call('HSET', KEYS[1], 'r', ARGV[1], 'x', x)
 redis.call('PEXPIREAT', KEYS[1], x)
-redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 if ARGV[3] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[3]) end
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('PUBLISH', '{INVALIDATION_CHANNEL}', ARGV[4])
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 static REVOKE_TENANT_BEFORE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r#"
--- KEYS: tenant. ARGV: time. Only ever moves forward.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+-- KEYS: tenant. ARGV: time, invalidation. Only ever moves forward.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {{}} end
 local cur = redis.call('HGET', KEYS[1], 'r')
 if not cur or tonumber(cur) < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'r', ARGV[1]) end
+redis.call('PUBLISH', '{INVALIDATION_CHANNEL}', ARGV[2])
 return redis.call('HGETALL', KEYS[1])
-"#,
-    )
+"#
+    ))
 });
+
+/// Why a session is missing, from its index score (its cap) and whether it
+/// is in the revoked set.
+fn gone(cap: Option<f64>, revoked: bool, now: Millis) -> Option<Gone> {
+    if revoked {
+        return Some(Gone::Revoked);
+    }
+    cap.map(|cap| if cap <= now as f64 { Gone::ExpiredMax } else { Gone::ExpiredIdle })
+}
 
 impl RedisStore {
     /// Connects to a standalone Redis (`redis://host:port/db`).
@@ -369,8 +449,8 @@ impl RedisStore {
             .set_response_timeout(Some(opts.response_timeout))
             .set_connection_timeout(Some(opts.connection_timeout))
             .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, cfg).await?;
-        Ok(RedisStore { conn })
+        let conn = ConnectionManager::new_with_config(client.clone(), cfg).await?;
+        Ok(RedisStore { conn, client })
     }
 
     /// The underlying connection, for tests and benchmarks.
@@ -400,8 +480,12 @@ impl Store for RedisStore {
     }
 
     async fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> StoreResult<Option<Tenant>> {
-        let f: HashMap<String, Vec<u8>> =
-            REVOKE_TENANT_BEFORE.key(tenant_key(id)).arg(before).invoke_async(&mut self.conn.clone()).await?;
+        let f: HashMap<String, Vec<u8>> = REVOKE_TENANT_BEFORE
+            .key(tenant_key(id))
+            .arg(before)
+            .arg(Invalidation::Tenant(id).encode())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
         tenant_from(id, f)
     }
 
@@ -417,13 +501,14 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<(Option<ApiKey>, Option<Tenant>)> {
-        let (k, t): (Hash, Hash) = pipe()
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyLookup> {
+        let (k, t, r): (Hash, Hash, Option<f64>) = pipe()
             .hgetall(api_key_key(tenant, id))
             .hgetall(tenant_key(tenant))
+            .zscore(revoked_api_keys_key(tenant), short_id(id))
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok((api_key_from(tenant, id, k)?, tenant_from(tenant, t)?))
+        Ok(ApiKeyLookup { key: api_key_from(tenant, id, k)?, tenant: tenant_from(tenant, t)?, revoked: r.is_some() })
     }
 
     async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
@@ -445,7 +530,10 @@ impl Store for RedisStore {
         let f: HashMap<String, Vec<u8>> = REVOKE_API_KEY
             .key(api_key_key(tenant, id))
             .key(api_index_key(tenant))
+            .key(revoked_api_keys_key(tenant))
             .arg(short_id(id))
+            .arg(now_ms())
+            .arg(Invalidation::ApiKey { tenant, key: id }.encode())
             .invoke_async(&mut self.conn.clone())
             .await?;
         api_key_from(tenant, id, f)
@@ -458,7 +546,8 @@ impl Store for RedisStore {
             .key(api_index_key(t))
             .arg(short_id(new.id))
             .arg(old_expires_at)
-            .arg(new.expires_at.unwrap_or(0));
+            .arg(new.expires_at.unwrap_or(0))
+            .arg(Invalidation::ApiKey { tenant: t, key: old }.encode());
         for (name, value) in api_key_fields(new) {
             inv.arg(name).arg(value);
         }
@@ -483,7 +572,7 @@ impl Store for RedisStore {
             let idx = session_index_key(c.id);
             p.zadd(&idx, short_id(s.id), session_score(s)).ignore();
             if let Some(m) = s.max_expires_at {
-                p.cmd("PEXPIREAT").arg(&idx).arg(m).ignore();
+                p.cmd("PEXPIREAT").arg(&idx).arg(m + REMEMBER_MS).ignore();
             }
         }
         let () = p.query_async(&mut self.conn.clone()).await?;
@@ -498,8 +587,11 @@ impl Store for RedisStore {
     async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
         let (_, existed): (i64, i64) = REVOKE_ALL_SESSIONS
             .key(session_index_key(id))
+            .key(revoked_sessions_key(id))
             .key(client_key(id))
             .arg(session_prefix(id))
+            .arg(now_ms())
+            .arg(Invalidation::Client(id).encode())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(existed == 1)
@@ -529,16 +621,21 @@ impl Store for RedisStore {
         })
     }
 
-    async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<(Option<Client>, Option<Session>)> {
+    async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<SessionLookup> {
         let key = session_key(client, id);
-        let (c, s, exp): (Hash, Hash, i64) = pipe()
+        let sid = short_id(id);
+        let (c, f, exp, cap, revoked): (Hash, Hash, i64, Option<f64>, Option<f64>) = pipe()
             .hgetall(client_key(client))
             .hgetall(&key)
             .cmd("PEXPIRETIME")
             .arg(&key)
+            .zscore(session_index_key(client), &sid)
+            .zscore(revoked_sessions_key(client), &sid)
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok((client_from(client, c)?, session_from(client, id, s, exp)?))
+        let session = session_from(client, id, f, exp)?;
+        let gone = if session.is_some() { None } else { gone(cap, revoked.is_some(), now_ms()) };
+        Ok(SessionLookup { client: client_from(client, c)?, session, gone })
     }
 
     async fn touch_session(&self, client: Uuid, id: Uuid, now: Millis, idle_ms: Millis) -> StoreResult<Option<Millis>> {
@@ -572,11 +669,14 @@ impl Store for RedisStore {
     }
 
     async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
-        let (n, _): (i64, i64) = pipe()
-            .atomic()
-            .del(session_key(client, id))
-            .zrem(session_index_key(client), short_id(id))
-            .query_async(&mut self.conn.clone())
+        let n: i64 = REVOKE_SESSION
+            .key(session_key(client, id))
+            .key(session_index_key(client))
+            .key(revoked_sessions_key(client))
+            .arg(short_id(id))
+            .arg(now_ms())
+            .arg(Invalidation::Session { client, session: id }.encode())
+            .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(n == 1)
     }
@@ -584,7 +684,10 @@ impl Store for RedisStore {
     async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
         let (n, _): (u32, i64) = REVOKE_ALL_SESSIONS
             .key(session_index_key(client))
+            .key(revoked_sessions_key(client))
             .arg(session_prefix(client))
+            .arg(now_ms())
+            .arg(Invalidation::Client(client).encode())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(n)
@@ -608,6 +711,20 @@ impl Store for RedisStore {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(id)
+    }
+
+    async fn subscribe(&self) -> StoreResult<Invalidations> {
+        use futures::StreamExt;
+        let mut ps = self.client.get_async_pubsub().await?;
+        ps.subscribe(INVALIDATION_CHANNEL).await?;
+        Ok(Box::pin(ps.into_on_message().filter_map(|m| async move {
+            let text: String = m.get_payload().ok()?;
+            let inv = Invalidation::decode(&text);
+            if inv.is_none() {
+                tracing::warn!(message = %text, "ignoring a malformed invalidation");
+            }
+            inv
+        })))
     }
 
     async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEvent>> {
