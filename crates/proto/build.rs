@@ -5,7 +5,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
-    let files = ["authd/v1/authd.proto"];
+    let files = ["authd/v1/authd.proto", "introspect/v1/introspect.proto"];
     let fds = protox::compile(files, [root])?;
 
     // compile_fds does not write file_descriptor_set_path, so encode it here.

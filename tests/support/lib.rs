@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 pub mod authd;
+pub mod introspect;
 pub mod redis_server;
 
 pub use authd::Authd;
+pub use introspect::Replica;
 pub use redis_server::RedisServer;
 
 /// Polls `$cond` (an async expression returning bool) every 20 ms until it

@@ -14,12 +14,51 @@ pub struct RedisServer {
     child: Child,
     /// The loopback port it listens on.
     pub port: u16,
+    /// Extra config arguments, kept for restarts.
+    extra: Vec<String>,
     /// Holds the working directory for as long as the server runs.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+/// Spawns redis-server and waits for PING; `None` if it does not come up
+/// (e.g. lost the port race).
+fn spawn(port: u16, extra: &[String], dir: &std::path::Path) -> Option<Child> {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "cannot start redis-server ({e}). The integration tests need a real Redis: \
+             install it (Debian: apt-get install -y redis-server) or run the README's test command"
+        ),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if pong(port) {
+            return Some(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 fn pong(port: u16) -> bool {
@@ -40,37 +79,82 @@ impl RedisServer {
 
     /// Starts a server with extra config arguments (e.g. `["--appendonly", "yes"]`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for _attempt in 0..3 {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(extra)
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let mut child = match child {
-                Ok(c) => c,
-                Err(e) => panic!(
-                    "cannot start redis-server ({e}). The integration tests need a real Redis: \
-                     install it (Debian: apt-get install -y redis-server) or run the README's test command"
-                ),
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if pong(port) {
-                    return RedisServer { child, port, _dir: dir };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost the port race; try another
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if let Some(child) = spawn(port, &extra, dir.path()) {
+                return RedisServer { child, port, extra, dir };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server did not answer PING on a loopback port after 3 attempts");
+    }
+
+    /// Stops the server with `SHUTDOWN SAVE` (its data goes to disk).
+    pub fn shutdown(&mut self) {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.write_all(b"SHUTDOWN SAVE\r\n");
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and directory (loading what
+    /// `shutdown` saved).
+    pub fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = spawn(self.port, &self.extra, self.dir.path()) {
+                self.child = child;
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not come back on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+
+    /// Total commands the server has executed (script-internal calls
+    /// included), from `INFO commandstats`, minus the INFO calls themselves.
+    pub fn commands(&self) -> u64 {
+        self.command_stats().into_iter().filter(|(k, _)| k != "info").map(|(_, v)| v).sum()
+    }
+
+    /// Calls per command name (`evalsha`, `hgetall`, ...) from `INFO commandstats`.
+    pub fn command_stats(&self) -> std::collections::HashMap<String, u64> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to test redis");
+        s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        s.write_all(b"INFO commandstats\r\n").expect("write");
+        // A RESP bulk string: `$<len>\r\n<len bytes>\r\n`.
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 65536];
+        let total = loop {
+            let n = s.read(&mut buf).expect("read INFO");
+            assert!(n > 0, "connection closed");
+            raw.extend_from_slice(&buf[..n]);
+            if let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+                let len: usize = std::str::from_utf8(&raw[1..end]).expect("utf8").parse().expect("bulk length");
+                if raw.len() >= end + 2 + len {
+                    break end + 2 + len;
+                }
+            }
+        };
+        let text = String::from_utf8_lossy(&raw[..total]);
+        text.lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+                Some((name.to_string(), calls))
+            })
+            .collect()
     }
 
     /// `redis://127.0.0.1:<port>/0`.

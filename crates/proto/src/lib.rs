@@ -1,4 +1,4 @@
-//! The wire contract of authd (and later introspect): prost/tonic types
+//! The wire contract of authd and introspect: prost/tonic types
 //! generated from `proto/` at build time, the encoded descriptor set for
 //! server reflection, and the codec every generated service uses.
 //!
@@ -12,6 +12,13 @@ pub mod codec;
 pub mod authd {
     pub mod v1 {
         tonic::include_proto!("authd.v1");
+    }
+}
+
+/// `introspect.v1`: the verify API.
+pub mod introspect {
+    pub mod v1 {
+        tonic::include_proto!("introspect.v1");
     }
 }
 

@@ -1,0 +1,268 @@
+//! The in-process caches of a replica: verified credentials, tenants, and
+//! recently refused tokens, each bounded by entry count; plus the record of
+//! recent invalidations that keeps an in-flight load from caching what a
+//! revocation just killed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use cred_core::InvalidReason;
+use cred_core::model::{ApiKey, Client, Millis, Session, Tenant};
+use cred_core::store::Invalidation;
+use cred_core::token::SecretHash;
+use quick_cache::sync::Cache as Lru;
+use uuid::Uuid;
+
+/// Bounds of the caches.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Verified credentials kept (about 200 bytes each).
+    pub capacity: usize,
+    /// Refused tokens kept.
+    pub negative_capacity: usize,
+    /// Oldest a cached answer may be: the safety net under push invalidation.
+    pub max_age: Duration,
+    /// How long a refused token is remembered.
+    pub negative_ttl: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            capacity: 1_000_000,
+            negative_capacity: 100_000,
+            max_age: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Milliseconds on this process' monotonic clock.
+pub fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// A credential's records as loaded from the store.
+#[derive(Debug)]
+pub enum Record {
+    Session { client: Client, session: Session },
+    ApiKey(ApiKey),
+}
+
+/// A cached, verified credential.
+#[derive(Debug)]
+pub struct Entry {
+    pub record: Record,
+    pub tenant: Arc<Tenant>,
+    /// When the load that produced this entry started: an invalidation after
+    /// it makes the entry stale.
+    pub loaded_at: u64,
+    /// When the store last confirmed the record (load or touch): the max-age
+    /// clock.
+    pub confirmed_at: AtomicU64,
+    /// This replica's view of the session's expiry: the exact sliding rule
+    /// over the uses it saw (`Millis::MAX` if none).
+    pub expires_at: AtomicI64,
+    /// When this replica last wrote a touch; coalesces writes.
+    pub last_write: AtomicI64,
+}
+
+impl Entry {
+    /// A fresh entry.
+    pub fn new(record: Record, tenant: Arc<Tenant>, loaded_at: u64) -> Entry {
+        let (expires, last_use) = match &record {
+            Record::Session { session, .. } => (session.expires_at.unwrap_or(Millis::MAX), session.last_used),
+            Record::ApiKey(k) => (k.expires_at.unwrap_or(Millis::MAX), 0),
+        };
+        Entry {
+            record,
+            tenant,
+            loaded_at,
+            confirmed_at: AtomicU64::new(loaded_at),
+            expires_at: AtomicI64::new(expires),
+            last_write: AtomicI64::new(last_use),
+        }
+    }
+
+    /// The ids an invalidation may name for this entry.
+    fn ids(&self) -> [Uuid; 3] {
+        match &self.record {
+            Record::Session { client, session } => [client.id, session.id, client.tenant_id],
+            Record::ApiKey(k) => [k.tenant_id, k.id, k.tenant_id],
+        }
+    }
+}
+
+/// Cache key: the token's routing id and credential id.
+pub type Key = (Uuid, Uuid);
+
+/// The caches of one replica.
+pub struct Cache {
+    opts: CacheOptions,
+    entries: Lru<Key, Arc<Entry>>,
+    tenants: Lru<Uuid, (Arc<Tenant>, u64)>,
+    /// Keyed by the token's hash, not its ids: a forged secret for a real id
+    /// must not lock the real token out.
+    negative: Lru<SecretHash, (InvalidReason, u64)>,
+    /// Ids invalidated within the last max-age, and when.
+    invalidated: Mutex<HashMap<Uuid, u64>>,
+    /// The latest invalidation time: entries loaded after it skip the map.
+    last_invalidation: AtomicU64,
+    /// The last flush: anything loaded before it is stale.
+    flushed_at: AtomicU64,
+    /// Whether the invalidation channel is up.
+    push_connected: AtomicBool,
+}
+
+/// Most ids remembered as invalidated before the caches are flushed instead.
+const INVALIDATED_MAX: usize = 1_000_000;
+
+impl Cache {
+    /// Empty caches.
+    pub fn new(opts: CacheOptions) -> Cache {
+        Cache {
+            entries: Lru::new(opts.capacity.max(1)),
+            tenants: Lru::new((opts.capacity / 16).clamp(1, 100_000)),
+            negative: Lru::new(opts.negative_capacity.max(1)),
+            invalidated: Mutex::new(HashMap::new()),
+            last_invalidation: AtomicU64::new(0),
+            flushed_at: AtomicU64::new(0),
+            push_connected: AtomicBool::new(false),
+            opts,
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &CacheOptions {
+        &self.opts
+    }
+
+    fn fresh(&self, at: u64, now: u64) -> bool {
+        now.saturating_sub(at) < self.opts.max_age.as_millis() as u64
+    }
+
+    fn invalidated_since(&self, ids: &[Uuid], at: u64) -> bool {
+        if at <= self.flushed_at.load(Ordering::Acquire) {
+            return true;
+        }
+        if at > self.last_invalidation.load(Ordering::Acquire) {
+            return false;
+        }
+        let map = self.invalidated.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter().any(|id| map.get(id).is_some_and(|&t| t >= at))
+    }
+
+    /// A fresh, still valid cached entry.
+    pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
+        let e = self.entries.get(key)?;
+        let now = mono_ms();
+        if !self.fresh(e.confirmed_at.load(Ordering::Relaxed), now) || self.invalidated_since(&e.ids(), e.loaded_at) {
+            self.entries.remove(key);
+            return None;
+        }
+        Some(e)
+    }
+
+    /// Caches an entry, unless an invalidation arrived while it loaded.
+    pub fn insert(&self, key: Key, e: Arc<Entry>) {
+        if !self.invalidated_since(&e.ids(), e.loaded_at) {
+            self.entries.insert(key, e);
+        }
+    }
+
+    /// Drops one entry (e.g. a touch found its record gone).
+    pub fn remove(&self, key: &Key) {
+        self.entries.remove(key);
+    }
+
+    /// A fresh cached tenant.
+    pub fn tenant(&self, id: Uuid) -> Option<Arc<Tenant>> {
+        let (t, at) = self.tenants.get(&id)?;
+        (self.fresh(at, mono_ms()) && !self.invalidated_since(&[id], at)).then_some(t)
+    }
+
+    /// Caches a tenant loaded at `at`.
+    pub fn insert_tenant(&self, t: Arc<Tenant>, at: u64) {
+        if !self.invalidated_since(&[t.id], at) {
+            self.tenants.insert(t.id, (t, at));
+        }
+    }
+
+    /// Why this token was refused recently, if it was.
+    pub fn negative(&self, hash: &SecretHash) -> Option<InvalidReason> {
+        let (r, at) = self.negative.get(hash)?;
+        (mono_ms().saturating_sub(at) < self.opts.negative_ttl.as_millis() as u64).then_some(r)
+    }
+
+    /// Remembers a refusal. Dead credentials stay dead, so this is safe for
+    /// every reason; unknown ones are short-lived anyway.
+    pub fn insert_negative(&self, hash: SecretHash, r: InvalidReason) {
+        self.negative.insert(hash, (r, mono_ms()));
+    }
+
+    /// Applies a pushed invalidation.
+    pub fn invalidate(&self, inv: Invalidation) {
+        let now = mono_ms();
+        let ids: &[Uuid] = match &inv {
+            Invalidation::Session { client, session } => {
+                self.entries.remove(&(*client, *session));
+                &[*session]
+            }
+            Invalidation::ApiKey { tenant, key } => {
+                self.entries.remove(&(*tenant, *key));
+                &[*key]
+            }
+            Invalidation::Client(c) => &[*c],
+            Invalidation::Tenant(t) => {
+                self.tenants.remove(t);
+                &[*t]
+            }
+        };
+        let mut map = self.invalidated.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            map.insert(*id, now);
+        }
+        self.last_invalidation.store(now, Ordering::Release);
+        let max_age = self.opts.max_age.as_millis() as u64;
+        if map.len() > INVALIDATED_MAX / 2 {
+            map.retain(|_, t| now.saturating_sub(*t) <= max_age);
+        }
+        if map.len() > INVALIDATED_MAX {
+            map.clear();
+            drop(map);
+            self.flush();
+        }
+    }
+
+    /// Forgets everything (the push channel was lost and came back, so some
+    /// invalidations may have been missed).
+    pub fn flush(&self) {
+        self.entries.clear();
+        self.tenants.clear();
+        // Refusals stay valid: nothing dead comes back.
+        self.flushed_at.store(mono_ms(), Ordering::Release);
+    }
+
+    /// Records whether the invalidation channel is up.
+    pub fn set_push_connected(&self, up: bool) {
+        self.push_connected.store(up, Ordering::Release);
+    }
+
+    /// Whether the invalidation channel is up.
+    pub fn push_connected(&self) -> bool {
+        self.push_connected.load(Ordering::Acquire)
+    }
+
+    /// Entries cached now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

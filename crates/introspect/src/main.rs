@@ -1,0 +1,107 @@
+//! The introspect binary: parses flags and hands over to
+//! `introspect::server::run`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use cred_core::store::RedisStore;
+use cred_core::store::redis::RedisOptions;
+use introspect::cache::CacheOptions;
+use introspect::{Verifier, VerifyOptions};
+use tokio::net::TcpListener;
+
+/// introspect: verify credentials on every request.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the verify API against Redis.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "INTROSPECT_LISTEN", default_value = "0.0.0.0:50052")]
+    listen: SocketAddr,
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS).
+    #[arg(long, env = "INTROSPECT_REDIS_URL")]
+    redis_url: String,
+    /// Longest wait for the store, in milliseconds, before a verify fails
+    /// UNAVAILABLE (never "valid").
+    #[arg(long, env = "INTROSPECT_REDIS_TIMEOUT_MS", default_value_t = 250)]
+    redis_timeout_ms: u64,
+    /// At most one activity write per token per this many milliseconds (per
+    /// replica); the stored expiry lags the exact rule by at most this.
+    #[arg(long, env = "INTROSPECT_TOUCH_GRANULARITY_MS", default_value_t = 1000)]
+    touch_granularity_ms: u64,
+    /// Verified credentials cached (about 200 bytes each).
+    #[arg(long, env = "INTROSPECT_CACHE_CAPACITY", default_value_t = 1_000_000)]
+    cache_capacity: usize,
+    /// Oldest a cached answer may be, in milliseconds: the safety net under
+    /// push invalidation.
+    #[arg(long, env = "INTROSPECT_CACHE_MAX_AGE_MS", default_value_t = 30_000)]
+    cache_max_age_ms: u64,
+    /// Refused tokens remembered.
+    #[arg(long, env = "INTROSPECT_NEGATIVE_CACHE_CAPACITY", default_value_t = 100_000)]
+    negative_cache_capacity: usize,
+    /// How long a refused token is remembered, in milliseconds.
+    #[arg(long, env = "INTROSPECT_NEGATIVE_TTL_MS", default_value_t = 5_000)]
+    negative_ttl_ms: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let Cmd::Serve(a) = Cli::parse().cmd;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
+    if let Err(e) = serve(a).await {
+        eprintln!("introspect: {e}");
+        std::process::exit(2);
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<(), String> {
+    let deadline = Duration::from_millis(a.redis_timeout_ms);
+    if a.cache_capacity == 0 || a.touch_granularity_ms == 0 {
+        return Err("--cache-capacity and --touch-granularity-ms must be positive".into());
+    }
+    let store =
+        RedisStore::connect(&a.redis_url, RedisOptions { response_timeout: deadline, connection_timeout: deadline })
+            .await
+            .map_err(|e| format!("--redis-url: {e}"))?;
+    let opts = VerifyOptions {
+        deadline,
+        touch_granularity: Duration::from_millis(a.touch_granularity_ms),
+        cache: CacheOptions {
+            capacity: a.cache_capacity,
+            negative_capacity: a.negative_cache_capacity.max(1),
+            max_age: Duration::from_millis(a.cache_max_age_ms),
+            negative_ttl: Duration::from_millis(a.negative_ttl_ms),
+        },
+    };
+    let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    tracing::info!(addr = %a.listen, "introspect serving");
+    introspect::server::run(listener, Verifier::new(store, opts), shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

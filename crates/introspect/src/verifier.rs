@@ -1,0 +1,260 @@
+//! The verify data path, in one straight line:
+//! parse → known-bad? → cache or one store read → the shared checks →
+//! requirements → coalesced activity.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cred_core::InvalidReason;
+use cred_core::model::{Environment, Millis, Scopes, now_ms, sliding_expiry};
+use cred_core::store::{Store, StoreError};
+use cred_core::token::{SecretHash, Token, TokenKind};
+use cred_core::verify::{check_api_key, check_session};
+
+use crate::cache::{Cache, CacheOptions, Entry, Key, Record, mono_ms};
+
+/// How a replica verifies.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Longest wait for the store before answering UNAVAILABLE.
+    pub deadline: Duration,
+    /// At most one touch write per token per this interval (per replica);
+    /// the stored expiry lags the exact rule by at most this much.
+    pub touch_granularity: Duration,
+    pub cache: CacheOptions,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            deadline: Duration::from_millis(250),
+            touch_granularity: Duration::from_secs(1),
+            cache: CacheOptions::default(),
+        }
+    }
+}
+
+/// What the caller requires of the credential.
+#[derive(Debug, Clone, Default)]
+pub struct Requirements {
+    /// Refuse (ENV_MISMATCH) a credential of another environment.
+    pub env: Option<Environment>,
+    /// Must be an API key holding all of these.
+    pub scopes: Option<Scopes>,
+    /// Do not count as activity.
+    pub passive: bool,
+}
+
+/// Why a verify did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VerifyError {
+    /// The credential is unusable.
+    #[error("invalid credential ({0})")]
+    Invalid(InvalidReason),
+    /// Valid, but lacks what the caller required.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The store could not answer in time; never "valid".
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for VerifyError {
+    fn from(e: StoreError) -> Self {
+        VerifyError::Unavailable(e.to_string())
+    }
+}
+
+/// A successful verify.
+#[derive(Debug)]
+pub struct Verified {
+    pub kind: TokenKind,
+    pub entry: Arc<Entry>,
+    /// Expiry after this use (`None`: never).
+    pub expires_at: Option<Millis>,
+}
+
+struct Inner<S> {
+    store: S,
+    cache: Cache,
+    opts: VerifyOptions,
+}
+
+/// Verifies credentials against a store, through the replica's caches.
+pub struct Verifier<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Verifier<S> {
+    fn clone(&self) -> Self {
+        Verifier { inner: self.inner.clone() }
+    }
+}
+
+fn invalid(r: InvalidReason) -> VerifyError {
+    VerifyError::Invalid(r)
+}
+
+impl<S: Store> Verifier<S> {
+    /// A verifier over `store`.
+    pub fn new(store: S, opts: VerifyOptions) -> Verifier<S> {
+        let cache = Cache::new(opts.cache.clone());
+        Verifier { inner: Arc::new(Inner { store, cache, opts }) }
+    }
+
+    /// The caches (for the push listener and tests).
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// Verifies a presented credential.
+    pub async fn verify(&self, text: &str, req: &Requirements) -> Result<Verified, VerifyError> {
+        // 1. Typos and garbage are refused here, with no store command.
+        let token = Token::parse(text).map_err(|_| invalid(InvalidReason::Malformed))?;
+        if req.env.is_some_and(|e| e != token.env) {
+            return Err(invalid(InvalidReason::EnvMismatch));
+        }
+        let hash = token.hash();
+        // 2. Refused recently: still refused (dead stays dead).
+        if let Some(r) = self.inner.cache.negative(&hash) {
+            return Err(invalid(r));
+        }
+        // 3. Cached and alive by this replica's view, or one store read.
+        let key: Key = (token.route, token.id);
+        let now = now_ms();
+        let entry = match self.inner.cache.get(&key) {
+            Some(e) if e.expires_at.load(Ordering::Relaxed) > now => e,
+            _ => self.load(&token, &hash, key).await?,
+        };
+        // 4. The checks authd makes, on the cached records.
+        if let Err(r) = check(&entry, &token, &hash, now) {
+            self.inner.cache.insert_negative(hash, r);
+            return Err(invalid(r));
+        }
+        // 5. What the caller requires.
+        if let Some(want) = req.scopes {
+            match &entry.record {
+                Record::ApiKey(k) if Scopes(want.0 & !k.scopes.0) == Scopes(0) || k.scopes.0 == 0 => {}
+                Record::ApiKey(_) => return Err(VerifyError::Forbidden("the API key lacks a required scope")),
+                Record::Session { .. } => {
+                    return Err(VerifyError::Forbidden("scopes were required of a session token"));
+                }
+            }
+        }
+        // 6. Activity slides the expiry; writes are coalesced.
+        let expires_at = if req.passive { entry.expires_at.load(Ordering::Relaxed) } else { self.touch(&entry, now) };
+        Ok(Verified { kind: token.kind, entry, expires_at: (expires_at != Millis::MAX).then_some(expires_at) })
+    }
+
+    /// Loads a credential's records in one store round trip (plus one for
+    /// its tenant when that is not cached), within the deadline.
+    async fn load(&self, token: &Token, hash: &SecretHash, key: Key) -> Result<Arc<Entry>, VerifyError> {
+        let started = mono_ms();
+        let load = async {
+            let now = now_ms();
+            match token.kind {
+                TokenKind::ApiKey => {
+                    let l = self.inner.store.get_api_key(token.route, token.id).await?;
+                    check_api_key(token, hash, l.key.as_ref(), l.tenant.as_ref(), l.revoked, now).map_err(invalid)?;
+                    let (Some(k), Some(t)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
+                    let t = Arc::new(t);
+                    self.inner.cache.insert_tenant(t.clone(), started);
+                    Ok(Entry::new(Record::ApiKey(k), t, started))
+                }
+                TokenKind::Session | TokenKind::TestClientKey => {
+                    let l = self.inner.store.get_session(token.route, token.id).await?;
+                    let tenant = match &l.client {
+                        Some(c) => self.tenant(c.tenant_id, started).await?,
+                        None => None,
+                    };
+                    check_session(token, hash, l.client.as_ref(), l.session.as_ref(), l.gone, tenant.as_deref(), now)
+                        .map_err(invalid)?;
+                    let (Some(client), Some(session), Some(t)) = (l.client, l.session, tenant) else {
+                        return Err(invalid(InvalidReason::Unknown));
+                    };
+                    Ok(Entry::new(Record::Session { client, session }, t, started))
+                }
+            }
+        };
+        let entry = match tokio::time::timeout(self.inner.opts.deadline, load).await {
+            Err(_) => return Err(VerifyError::Unavailable("store deadline exceeded".into())),
+            Ok(Err(VerifyError::Invalid(r))) => {
+                self.inner.cache.insert_negative(*hash, r);
+                return Err(invalid(r));
+            }
+            Ok(r) => Arc::new(r?),
+        };
+        self.inner.cache.insert(key, entry.clone());
+        Ok(entry)
+    }
+
+    async fn tenant(&self, id: uuid::Uuid, started: u64) -> Result<Option<Arc<cred_core::model::Tenant>>, VerifyError> {
+        if let Some(t) = self.inner.cache.tenant(id) {
+            return Ok(Some(t));
+        }
+        let Some(t) = self.inner.store.get_tenant(id).await? else { return Ok(None) };
+        let t = Arc::new(t);
+        self.inner.cache.insert_tenant(t.clone(), started);
+        Ok(Some(t))
+    }
+
+    /// Records a use at `now`: the local expiry follows the exact rule; the
+    /// store hears of it at most once per granularity interval. Returns the
+    /// expiry after this use.
+    fn touch(&self, entry: &Arc<Entry>, now: Millis) -> Millis {
+        let Record::Session { client, session } = &entry.record else {
+            return entry.expires_at.load(Ordering::Relaxed);
+        };
+        let idle = entry.tenant.idle_timeout_ms;
+        let expires = match session.max_expires_at {
+            Some(cap) => {
+                let e = sliding_expiry(now, idle, cap);
+                entry.expires_at.fetch_max(e, Ordering::Relaxed).max(e)
+            }
+            None => Millis::MAX,
+        };
+        let g = self.inner.opts.touch_granularity.as_millis() as Millis;
+        let last = entry.last_write.load(Ordering::Relaxed);
+        if now - last < g || entry.last_write.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return expires;
+        }
+        let (this, entry, key) = (self.clone(), entry.clone(), (client.id, session.id));
+        tokio::spawn(async move {
+            let write = this.inner.store.touch_session(key.0, key.1, now, idle);
+            match tokio::time::timeout(this.inner.opts.deadline, write).await {
+                // The store confirmed the record: that renews the max-age clock.
+                Ok(Ok(Some(_))) => entry.confirmed_at.store(mono_ms(), Ordering::Relaxed),
+                // Gone (revoked, deleted, expired): never revived; forget it.
+                Ok(Ok(None)) => this.inner.cache.remove(&key),
+                // Store trouble: let the next use try again.
+                Ok(Err(_)) | Err(_) => {
+                    let _ = entry.last_write.compare_exchange(now, last, Ordering::AcqRel, Ordering::Relaxed);
+                }
+            }
+        });
+        expires
+    }
+}
+
+/// The shared checks, on a cached entry with this replica's expiry view.
+fn check(entry: &Entry, token: &Token, hash: &SecretHash, now: Millis) -> Result<(), InvalidReason> {
+    match &entry.record {
+        Record::ApiKey(k) => check_api_key(token, hash, Some(k), Some(&entry.tenant), false, now),
+        Record::Session { client, session } => {
+            if token.kind == TokenKind::ApiKey {
+                return Err(InvalidReason::Malformed);
+            }
+            let local = entry.expires_at.load(Ordering::Relaxed);
+            let mut s = session.clone();
+            s.expires_at = (local != Millis::MAX).then_some(local);
+            check_session(token, hash, Some(client), Some(&s), None, Some(&entry.tenant), now)
+        }
+    }
+}
