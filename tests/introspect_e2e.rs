@@ -166,7 +166,7 @@ async fn sliding_expiry_and_coalescing() {
     let mut verifies = 0u64;
     // 40 verifies in about 2 s, spread over both replicas.
     while start.elapsed() < Duration::from_millis(2000) {
-        let r = if verifies % 2 == 0 { &s.a } else { &s.b };
+        let r = if verifies.is_multiple_of(2) { &s.a } else { &s.b };
         let v = r.verify(&c.token).await.unwrap_or_else(|e| panic!("refused after {:?}: {e:?}", start.elapsed()));
         verifies += 1;
         let now = cred_core::model::now_ms();
@@ -405,7 +405,7 @@ async fn garbage_costs_no_store_command() {
             }
             _ => format!("{}{}", &keys.test_key[..keys.test_key.len() - 1], "!"),
         };
-        let r = if i % 2 == 0 { &s.a } else { &s.b };
+        let r = if i.is_multiple_of(2) { &s.a } else { &s.b };
         assert_eq!(r.cause(&token).await.as_deref(), Some("MALFORMED"), "{token}");
         refused += 1;
     }

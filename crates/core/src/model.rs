@@ -109,6 +109,11 @@ impl Scopes {
         self.0 == 0 || self.0 & s.bit() != 0
     }
 
+    /// Whether a key with these scopes holds every scope of `want`.
+    pub fn allows_all(self, want: Scopes) -> bool {
+        self.0 == 0 || want.0 & !self.0 == 0
+    }
+
     /// The names, for display.
     pub fn names(self) -> Vec<&'static str> {
         Scope::ALL.iter().filter(|s| self.0 & s.bit() != 0).map(|s| s.name()).collect()
@@ -296,6 +301,9 @@ mod tests {
         assert!(Scopes::default().allows(Scope::ClientsDelete));
         assert_eq!(s.names(), ["clients.read", "sessions.create"]);
         assert!(Scopes::parse(["admin"]).is_err());
+        assert!(s.allows_all(Scopes::parse(["clients.read"]).unwrap()));
+        assert!(!s.allows_all(Scopes::parse(["clients.read", "clients.delete"]).unwrap()));
+        assert!(Scopes::default().allows_all(s));
     }
 
     #[test]

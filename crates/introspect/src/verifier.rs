@@ -140,7 +140,7 @@ impl<S: Store> Verifier<S> {
         // 5. What the caller requires.
         if let Some(want) = req.scopes {
             match &entry.record {
-                Record::ApiKey(k) if Scopes(want.0 & !k.scopes.0) == Scopes(0) || k.scopes.0 == 0 => {}
+                Record::ApiKey(k) if k.scopes.allows_all(want) => {}
                 Record::ApiKey(_) => return Err(VerifyError::Forbidden("the API key lacks a required scope")),
                 Record::Session { .. } => {
                     return Err(VerifyError::Forbidden("scopes were required of a session token"));
