@@ -266,3 +266,74 @@ impl Cache {
         self.entries.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cred_core::model::{Environment, Scopes};
+    use cred_core::rng;
+
+    use super::*;
+
+    fn entry(tenant: Uuid, loaded_at: u64) -> (Key, Arc<Entry>) {
+        let t = Tenant {
+            id: tenant,
+            name: "t".into(),
+            idle_timeout_ms: 1000,
+            max_lifetime_ms: 1000,
+            created_at: 0,
+            revoked_before: None,
+        };
+        let k = ApiKey {
+            id: rng::uuid(),
+            tenant_id: tenant,
+            env: Environment::Test,
+            name: "k".into(),
+            scopes: Scopes::default(),
+            created_at: 0,
+            expires_at: None,
+            successor: None,
+            hash: SecretHash([0; 32]),
+        };
+        ((tenant, k.id), Arc::new(Entry::new(Record::ApiKey(k), Arc::new(t), loaded_at)))
+    }
+
+    #[test]
+    fn a_load_that_raced_an_invalidation_is_not_cached() {
+        let c = Cache::new(CacheOptions::default());
+        let tenant = rng::uuid();
+        let started = mono_ms();
+        let (key, e) = entry(tenant, started);
+        c.invalidate(Invalidation::Tenant(tenant));
+        c.insert(key, e);
+        assert!(c.get(&key).is_none());
+        // A load that started after the invalidation is cached.
+        std::thread::sleep(Duration::from_millis(2));
+        let (key, e) = entry(tenant, mono_ms());
+        c.insert(key, e);
+        assert!(c.get(&key).is_some());
+        // A flush drops everything loaded before it.
+        c.flush();
+        assert!(c.get(&key).is_none());
+    }
+
+    #[test]
+    fn entries_expire_at_the_max_age() {
+        let c = Cache::new(CacheOptions { max_age: Duration::from_millis(30), ..Default::default() });
+        let (key, e) = entry(rng::uuid(), mono_ms());
+        c.insert(key, e);
+        assert!(c.get(&key).is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(c.get(&key).is_none());
+    }
+
+    #[test]
+    fn negatives_expire() {
+        let c = Cache::new(CacheOptions { negative_ttl: Duration::from_millis(20), ..Default::default() });
+        let h = SecretHash([7; 32]);
+        c.insert_negative(h, InvalidReason::Unknown);
+        assert_eq!(c.negative(&h), Some(InvalidReason::Unknown));
+        assert_eq!(c.negative(&SecretHash([8; 32])), None);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(c.negative(&h), None);
+    }
+}

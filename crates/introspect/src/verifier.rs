@@ -258,3 +258,91 @@ fn check(entry: &Entry, token: &Token, hash: &SecretHash, now: Millis) -> Result
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use cred_core::Authority;
+    use cred_core::authority::NewApiKey;
+    use cred_core::store::MemoryStore;
+
+    use super::*;
+
+    async fn setup() -> (Authority<MemoryStore>, Verifier<MemoryStore>, String, String) {
+        let store = MemoryStore::new();
+        let auth = Authority::new(store.clone());
+        let t = auth.create_tenant("op", "t".into(), None, None).await.unwrap();
+        let new = NewApiKey {
+            tenant_id: t.id,
+            env: Environment::Test,
+            name: "k".into(),
+            scopes: Scopes::default(),
+            expires_at: None,
+        };
+        let key = auth.create_api_key("op", new).await.unwrap().token;
+        let p = auth.authenticate_api_key(&key).await.unwrap();
+        let c = auth.create_client(&p, BTreeMap::new()).await.unwrap();
+        (auth, Verifier::new(store, VerifyOptions::default()), key, c.token)
+    }
+
+    #[tokio::test]
+    async fn a_forged_secret_does_not_lock_out_the_real_token() {
+        let (_, v, _, cst) = setup().await;
+        let real = Token::parse(&cst).unwrap();
+        let forged = Token::mint(real.kind, real.env, real.route, real.id).expose();
+        let req = Requirements::default();
+        assert!(matches!(v.verify(&forged, &req).await, Err(VerifyError::Invalid(InvalidReason::Unknown))));
+        assert!(v.verify(&cst, &req).await.is_ok(), "refusal of a forged secret was cached by id");
+        // And with the real one cached, the forged one is still refused.
+        assert!(matches!(v.verify(&forged, &req).await, Err(VerifyError::Invalid(InvalidReason::Unknown))));
+    }
+
+    #[tokio::test]
+    async fn pushed_revocations_drop_cached_answers() {
+        let (auth, v, key, cst) = setup().await;
+        crate::push::spawn(v.clone());
+        while !v.cache().push_connected() {
+            tokio::task::yield_now().await;
+        }
+        let req = Requirements::default();
+        let ok = v.verify(&cst, &req).await.unwrap();
+        let Record::Session { client, session } = &ok.entry.record else { panic!("not a session") };
+        assert!(v.verify(&key, &req).await.is_ok());
+        auth.store().revoke_session(client.id, session.id).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match v.verify(&cst, &req).await {
+                Err(VerifyError::Invalid(InvalidReason::Revoked)) => break,
+                Ok(_) => assert!(std::time::Instant::now() < deadline, "revocation never reached the cache"),
+                Err(e) => panic!("{e:?}"),
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn passive_verifies_do_not_touch() {
+        let (auth, v, _, cst) = setup().await;
+        let t = Token::parse(&cst).unwrap();
+        let before = auth.store().get_session(t.route, t.id).await.unwrap().session.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let passive = Requirements { passive: true, ..Default::default() };
+        v.verify(&cst, &passive).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let after = auth.store().get_session(t.route, t.id).await.unwrap().session.unwrap();
+        assert_eq!(after.last_used, before.last_used);
+        assert_eq!(after.expires_at, before.expires_at);
+    }
+
+    #[tokio::test]
+    async fn requirements() {
+        let (_, v, key, cst) = setup().await;
+        let prod = Requirements { env: Some(Environment::Production), ..Default::default() };
+        assert!(matches!(v.verify(&key, &prod).await, Err(VerifyError::Invalid(InvalidReason::EnvMismatch))));
+        let scoped = Requirements { scopes: Some(Scopes::parse(["clients.read"]).unwrap()), ..Default::default() };
+        assert!(v.verify(&key, &scoped).await.is_ok(), "a key without scopes holds all");
+        assert!(matches!(v.verify(&cst, &scoped).await, Err(VerifyError::Forbidden(_))));
+        assert!(matches!(v.verify("x", &scoped).await, Err(VerifyError::Invalid(InvalidReason::Malformed))));
+    }
+}
