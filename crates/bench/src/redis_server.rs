@@ -78,9 +78,7 @@ impl RedisServer {
                 return Ok(server);
             }
             if Instant::now() > deadline {
-                return Err(Start::Fatal(format!(
-                    "`{bin}` did not answer PING on 127.0.0.1:{port} within 10 s"
-                )));
+                return Err(Start::Fatal(format!("`{bin}` did not answer PING on 127.0.0.1:{port} within 10 s")));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -127,8 +125,5 @@ async fn ping(url: &str) -> bool {
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
         return false;
     };
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .is_ok_and(|p| p == "PONG")
+    redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok_and(|p| p == "PONG")
 }
