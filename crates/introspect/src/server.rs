@@ -6,8 +6,8 @@ use std::future::Future;
 use cred_core::store::Store;
 use cred_proto::introspect::v1::introspect_service_server::IntrospectServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 use crate::service::IntrospectApi;
 use crate::verifier::Verifier;
@@ -41,7 +41,9 @@ pub async fn run<S: Store>(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(IntrospectServiceServer::new(IntrospectApi { verifier }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Nagle's algorithm on accepted sockets meets the peer's delayed ACK
+        // in a ~40 ms stall per small response: turn it off.
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await?;
     Ok(())
 }
