@@ -997,3 +997,21 @@ async fn health_and_reflection() {
     let resp = stream.next().await.unwrap().unwrap();
     assert!(resp.message_response.is_some());
 }
+
+/// authd caches API key checks; a revocation made elsewhere (another authd
+/// replica, here the store directly) reaches the cache by push.
+#[tokio::test]
+async fn api_key_cache_hears_revocations_made_elsewhere() {
+    use cred_core::store::Store;
+    let a = Authd::start().await;
+    let keys = a.tenant(None).await;
+    assert!(a.api_key_ok(&keys.test_key).await, "warm the cache");
+    let t = cred_core::token::Token::parse(&keys.test_key).unwrap();
+    let store = a.redis.store().await;
+    assert!(store.revoke_api_key(t.route, t.id).await.unwrap().is_some());
+    assert_eventually!(
+        !a.api_key_ok(&keys.test_key).await,
+        Duration::from_secs(2),
+        "cached API key outlived its revocation"
+    );
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use authd::auth::OperatorAuth;
 use cred_core::Authority;
+use cred_core::cache::CacheOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::RedisStore;
 use cred_proto::authd::v1 as pb;
@@ -67,8 +68,10 @@ impl Authd {
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let ops = operators.clone();
+        let authority = Authority::new(store).with_api_key_cache(CacheOptions::default());
+        let cache = authority.api_key_cache().cloned().expect("cache on");
         let server = tokio::spawn(async move {
-            authd::server::run(listener, Authority::new(store), ops, async {
+            authd::server::run(listener, authority, ops, async {
                 let _ = stopped.await;
             })
             .await
@@ -80,6 +83,7 @@ impl Authd {
             .connect()
             .await
             .expect("connect to authd");
+        crate::assert_eventually!(cache.push_connected(), Duration::from_secs(5), "authd's push channel never came up");
         Authd { addr, operator, operators, secret, channel, redis, stop: Some(stop), server: Some(server) }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use authd::auth::OperatorAuth;
 use clap::{Args, Parser, Subcommand};
 use cred_core::Authority;
+use cred_core::cache::CacheOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::redis::RedisOptions;
 use cred_core::store::{MemoryStore, RedisStore, Store};
@@ -50,6 +51,33 @@ struct ServeArgs {
     /// fails UNAVAILABLE.
     #[arg(long, env = "AUTHD_REDIS_TIMEOUT_MS", default_value_t = 500)]
     redis_timeout_ms: u64,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+#[derive(Args)]
+struct CacheArgs {
+    /// Oldest a cached API key check may be, in milliseconds (revocations
+    /// reach the cache at once by push; this is the safety net). 0 turns the
+    /// cache off.
+    #[arg(long, env = "AUTHD_API_KEY_CACHE_MAX_AGE_MS", default_value_t = 30_000)]
+    api_key_cache_max_age_ms: u64,
+    /// API keys cached.
+    #[arg(long, env = "AUTHD_API_KEY_CACHE_CAPACITY", default_value_t = 100_000)]
+    api_key_cache_capacity: usize,
+}
+
+impl CacheArgs {
+    fn apply<S: Store>(&self, a: Authority<S>) -> Authority<S> {
+        if self.api_key_cache_max_age_ms == 0 || self.api_key_cache_capacity == 0 {
+            return a;
+        }
+        a.with_api_key_cache(CacheOptions {
+            capacity: self.api_key_cache_capacity,
+            max_age: Duration::from_millis(self.api_key_cache_max_age_ms),
+            ..CacheOptions::default()
+        })
+    }
 }
 
 #[derive(Args)]
@@ -86,6 +114,8 @@ struct DevArgs {
     /// Use this Redis instead of the in-memory store.
     #[arg(long, env = "AUTHD_REDIS_URL")]
     redis_url: Option<String>,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 #[derive(Subcommand)]
@@ -144,7 +174,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     tracing::info!(addr = %a.listen, "authd serving");
-    run(listener, Authority::new(store), operators).await
+    run(listener, a.cache.apply(Authority::new(store)), operators).await
 }
 
 async fn dev(a: DevArgs) -> Result<(), String> {
@@ -156,9 +186,9 @@ async fn dev(a: DevArgs) -> Result<(), String> {
         Some(url) => {
             let store =
                 RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
-            dev_with(listener, addr, Authority::new(store), secret, &url).await
+            dev_with(listener, addr, a.cache.apply(Authority::new(store)), secret, &url).await
         }
-        None => dev_with(listener, addr, Authority::new(MemoryStore::new()), secret, "in-memory").await,
+        None => dev_with(listener, addr, a.cache.apply(Authority::new(MemoryStore::new())), secret, "in-memory").await,
     }
 }
 

@@ -33,6 +33,9 @@ pub async fn run<S: Store>(
     operators: OperatorAuth,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    if let Some(cache) = authority.api_key_cache() {
+        cred_core::push::spawn(authority.store().clone(), cache.clone());
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServiceServer<AdminApi<S>>>().await;
     health.set_serving::<ClientServiceServer<ClientApi<S>>>().await;

@@ -3,14 +3,16 @@
 //! and the audit trail. The gRPC edge only converts types and maps errors.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::cache::{Cache, CacheOptions, Entry, Record, mono_ms};
 use crate::error::{Error, InvalidReason};
 use crate::model::{
     ApiKey, AuditEvent, Client, Environment, Millis, Scope, Scopes, Session, Tenant, limits, now_ms, sliding_expiry,
 };
-use crate::store::{CreateSession, RollApiKey, Store};
+use crate::store::{CreateSession, Invalidation, RollApiKey, Store};
 use crate::token::{Token, TokenKind};
 use crate::verify::{check_api_key, check_session};
 
@@ -83,12 +85,37 @@ pub struct Authority<S> {
     store: S,
     /// Live sessions a client may hold.
     max_sessions: usize,
+    /// Verified API keys, kept fresh by push invalidation (see
+    /// `cred_core::push`) and invalidated at once by this process' own
+    /// revocations.
+    api_keys: Option<Arc<Cache>>,
 }
 
 impl<S: Store> Authority<S> {
     /// Operations over `store` with the documented limits.
     pub fn new(store: S) -> Authority<S> {
-        Authority { store, max_sessions: limits::SESSIONS_PER_CLIENT }
+        Authority { store, max_sessions: limits::SESSIONS_PER_CLIENT, api_keys: None }
+    }
+
+    /// Caches verified API keys (one store read saved on almost every
+    /// client RPC). The caller must run `cred_core::push::spawn` with
+    /// [`Authority::api_key_cache`] so revocations elsewhere reach it.
+    pub fn with_api_key_cache(mut self, opts: CacheOptions) -> Authority<S> {
+        self.api_keys = Some(Arc::new(Cache::new(opts)));
+        self
+    }
+
+    /// The API key cache, if enabled.
+    pub fn api_key_cache(&self) -> Option<&Arc<Cache>> {
+        self.api_keys.as_ref()
+    }
+
+    /// Drops what this process just revoked from its own cache, without
+    /// waiting for the push.
+    fn invalidate(&self, i: Invalidation) {
+        if let Some(c) = &self.api_keys {
+            c.invalidate(i);
+        }
     }
 
     /// The store, for callers that need it directly (health checks, tests).
@@ -184,10 +211,12 @@ impl<S: Store> Authority<S> {
         include_successor: bool,
     ) -> Result<Vec<Uuid>, Error> {
         let old = self.store.revoke_api_key(tenant, id).await?.ok_or(Error::NotFound("api key"))?;
+        self.invalidate(Invalidation::ApiKey { tenant, key: id });
         let mut revoked = vec![id];
         if let (true, Some(next)) = (include_successor, old.successor)
             && self.store.revoke_api_key(tenant, next).await?.is_some()
         {
+            self.invalidate(Invalidation::ApiKey { tenant, key: next });
             revoked.push(next);
         }
         let subjects = revoked.iter().map(|k| format!("api_key:{k}")).collect();
@@ -207,7 +236,7 @@ impl<S: Store> Authority<S> {
         let new = ApiKey { id: token.id, created_at: now, successor: None, hash: token.hash(), ..old.clone() };
         let grace_end = now + grace_ms;
         match self.store.roll_api_key(id, &new, grace_end).await? {
-            RollApiKey::Rolled => {}
+            RollApiKey::Rolled => self.invalidate(Invalidation::ApiKey { tenant, key: id }),
             RollApiKey::NotFound => return Err(Error::NotFound("api key")),
             RollApiKey::AlreadyRolled => {
                 return Err(Error::FailedPrecondition("api key was already rolled; roll its successor".into()));
@@ -230,6 +259,7 @@ impl<S: Store> Authority<S> {
         // +1: a credential issued in the same millisecond as the call is cut off too.
         let before = before.unwrap_or_else(|| now_ms() + 1);
         let t = self.store.revoke_tenant_before(tenant, before).await?.ok_or(Error::NotFound("tenant"))?;
+        self.invalidate(Invalidation::Tenant(tenant));
         self.audit(actor, "tenant.revoke_before", tenant, vec![format!("tenant:{tenant}"), format!("before:{before}")])
             .await;
         Ok(t)
@@ -252,17 +282,29 @@ impl<S: Store> Authority<S> {
 
     // ---- tenant backends (API keys) ----
 
-    /// Checks a presented API key.
+    /// Checks a presented API key: from the cache when enabled and fresh,
+    /// else with one store read.
     pub async fn authenticate_api_key(&self, text: &str) -> Result<ApiPrincipal, Error> {
         let token = Token::parse(text).map_err(|_| invalid(InvalidReason::Malformed))?;
         if token.kind != TokenKind::ApiKey {
             return Err(invalid(InvalidReason::Malformed));
         }
+        let hash = token.hash();
+        let key = (token.route, token.id);
+        if let Some(e) = self.api_keys.as_ref().and_then(|c| c.get(&key))
+            && let Record::ApiKey(k) = &e.record
+        {
+            check_api_key(&token, &hash, Some(k), Some(&e.tenant), false, now_ms()).map_err(invalid)?;
+            return Ok(ApiPrincipal { key: k.clone(), tenant: (*e.tenant).clone() });
+        }
+        let started = mono_ms();
         let l = self.store.get_api_key(token.route, token.id).await?;
-        check_api_key(&token, &token.hash(), l.key.as_ref(), l.tenant.as_ref(), l.revoked, now_ms())
-            .map_err(invalid)?;
-        let (Some(key), Some(tenant)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
-        Ok(ApiPrincipal { key, tenant })
+        check_api_key(&token, &hash, l.key.as_ref(), l.tenant.as_ref(), l.revoked, now_ms()).map_err(invalid)?;
+        let (Some(k), Some(tenant)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
+        if let Some(c) = &self.api_keys {
+            c.insert(key, Arc::new(Entry::new(Record::ApiKey(k.clone()), Arc::new(tenant.clone()), started)));
+        }
+        Ok(ApiPrincipal { key: k, tenant })
     }
 
     /// A client the principal may see: same tenant and environment, or

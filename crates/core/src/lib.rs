@@ -6,6 +6,8 @@
 //! - `model`: tenants, API keys, clients, sessions, audit events, limits,
 //!   and the sliding-expiry rule;
 //! - `operator`: operator keys, sealed offline with the server secret;
+//! - `cache`: bounded in-process caches of verified credentials, kept fresh
+//!   by `push` (the store's invalidations) and a max age;
 //! - `store`: the store interface and its Redis and in-memory implementations;
 //! - `authority`: every credential operation, written once over any store;
 //! - `verify`: the checks that make a presented credential usable or not;
@@ -13,9 +15,11 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod cache;
 pub mod error;
 pub mod model;
 pub mod operator;
+pub mod push;
 
 pub mod rng;
 pub mod store;

@@ -5,15 +5,14 @@
 //! Layout, one sentence a module:
 //! - `verifier`: the verify data path, one straight line from token text to
 //!   answer, with coalesced activity writes;
-//! - `cache`: the bounded caches of verified credentials, tenants and
-//!   refused tokens, and the invalidation record;
-//! - `push`: the store's invalidation subscription, feeding the caches;
+//! - `cred_core::cache` / `cred_core::push` (re-used, not here): the bounded
+//!   caches and the store's invalidation subscription that feeds them;
 //! - `service`: the gRPC edge and the error table;
 //! - `server`: assembles service, health and reflection on a given listener.
 #![forbid(unsafe_code)]
 
-pub mod cache;
-pub mod push;
+/// The caches live in `cred-core` (authd caches API keys with them too).
+pub use cred_core::cache;
 pub mod server;
 pub mod service;
 pub mod verifier;

@@ -28,7 +28,7 @@ pub async fn run<S: Store>(
     verifier: Verifier<S>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    crate::push::spawn(verifier.clone());
+    cred_core::push::spawn(verifier.store().clone(), verifier.cache().clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IntrospectServiceServer<IntrospectApi<S>>>().await;
     let reflection = || {

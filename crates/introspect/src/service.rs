@@ -9,8 +9,8 @@ use cred_proto::introspect::v1::introspect_service_server::IntrospectService;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::cache::Record;
 use crate::verifier::{Requirements, Verified, Verifier, VerifyError};
+use cred_core::cache::Record;
 
 /// `google.rpc.ErrorInfo.reason` of every unusable credential.
 pub const INVALID_API_KEY: &str = "INVALID_API_KEY";

@@ -12,7 +12,7 @@ use cred_core::store::{Store, StoreError};
 use cred_core::token::{SecretHash, Token, TokenKind};
 use cred_core::verify::{check_api_key, check_session};
 
-use crate::cache::{Cache, CacheOptions, Entry, Key, Record, mono_ms};
+use cred_core::cache::{Cache, CacheOptions, Entry, Key, Record, mono_ms};
 
 /// How a replica verifies.
 #[derive(Debug, Clone)]
@@ -77,7 +77,7 @@ pub struct Verified {
 
 struct Inner<S> {
     store: S,
-    cache: Cache,
+    cache: Arc<Cache>,
     opts: VerifyOptions,
 }
 
@@ -99,12 +99,12 @@ fn invalid(r: InvalidReason) -> VerifyError {
 impl<S: Store> Verifier<S> {
     /// A verifier over `store`.
     pub fn new(store: S, opts: VerifyOptions) -> Verifier<S> {
-        let cache = Cache::new(opts.cache.clone());
+        let cache = Arc::new(Cache::new(opts.cache.clone()));
         Verifier { inner: Arc::new(Inner { store, cache, opts }) }
     }
 
     /// The caches (for the push listener and tests).
-    pub fn cache(&self) -> &Cache {
+    pub fn cache(&self) -> &Arc<Cache> {
         &self.inner.cache
     }
 
@@ -301,7 +301,7 @@ mod tests {
     #[tokio::test]
     async fn pushed_revocations_drop_cached_answers() {
         let (auth, v, key, cst) = setup().await;
-        crate::push::spawn(v.clone());
+        cred_core::push::spawn(v.store().clone(), v.cache().clone());
         while !v.cache().push_connected() {
             tokio::task::yield_now().await;
         }

@@ -1,4 +1,5 @@
-//! The in-process caches of a replica: verified credentials, tenants, and
+//! The in-process caches of a service replica (introspect's verifies,
+//! authd's API keys): verified credentials, tenants, and
 //! recently refused tokens, each bounded by entry count; plus the record of
 //! recent invalidations that keeps an in-flight load from caching what a
 //! revocation just killed.
@@ -8,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cred_core::InvalidReason;
-use cred_core::model::{ApiKey, Client, Millis, Session, Tenant};
-use cred_core::store::Invalidation;
-use cred_core::token::SecretHash;
+use crate::InvalidReason;
+use crate::model::{ApiKey, Client, Millis, Session, Tenant};
+use crate::store::Invalidation;
+use crate::token::SecretHash;
 use quick_cache::sync::Cache as Lru;
 use uuid::Uuid;
 
@@ -269,8 +270,8 @@ impl Cache {
 
 #[cfg(test)]
 mod tests {
-    use cred_core::model::{Environment, Scopes};
-    use cred_core::rng;
+    use crate::model::{Environment, Scopes};
+    use crate::rng;
 
     use super::*;
 

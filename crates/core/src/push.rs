@@ -1,35 +1,36 @@
-//! Revocation propagation: subscribes to the store's invalidations and
-//! applies them to the caches. When the subscription is lost, cached answers
-//! keep their max age as the safety net; when it comes back, every cache is
-//! flushed, since invalidations may have been missed meanwhile.
+//! Revocation propagation into a process' caches: subscribes to the store's
+//! invalidations and applies them. When the subscription is lost, cached
+//! answers keep their max age as the safety net; when it comes back, the
+//! caches are flushed, since invalidations may have been missed meanwhile.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use cred_core::store::Store;
 use futures::StreamExt;
 
-use crate::verifier::Verifier;
+use crate::cache::Cache;
+use crate::store::Store;
 
-/// Runs the listener until the process ends; reconnects with backoff. Its
-/// state shows in `Cache::push_connected`.
-pub fn spawn<S: Store>(verifier: Verifier<S>) {
+/// Runs the listener until the runtime ends; reconnects with backoff. Its
+/// state shows in [`Cache::push_connected`].
+pub fn spawn<S: Store>(store: S, cache: Arc<Cache>) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
         let mut ever = false;
         loop {
-            match verifier.store().subscribe().await {
+            match store.subscribe().await {
                 Ok(mut stream) => {
                     if ever {
-                        verifier.cache().flush();
+                        cache.flush();
                         tracing::info!("invalidation channel back; caches flushed");
                     }
                     ever = true;
-                    verifier.cache().set_push_connected(true);
+                    cache.set_push_connected(true);
                     backoff = Duration::from_millis(50);
                     while let Some(inv) = stream.next().await {
-                        verifier.cache().invalidate(inv);
+                        cache.invalidate(inv);
                     }
-                    verifier.cache().set_push_connected(false);
+                    cache.set_push_connected(false);
                     tracing::warn!("invalidation channel lost; cached answers now rely on their max age");
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe to invalidations; retrying"),
