@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what a fresh Debian machine lacks
-# (redis-server, buf), then runs buf lint, rustfmt, clippy and every test.
+# (redis-server, buf, helm, kubernetes-validate), then runs buf lint, the
+# Helm chart checks, rustfmt, clippy and every test.
 # Integration tests start their own redis-server on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,8 @@ fi
 
 echo "== buf lint"
 "$BUF" lint
+echo "== helm chart"
+bash scripts/check-chart.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -38,7 +38,7 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "AUTHD_LISTEN", default_value = "0.0.0.0:50051")]
     listen: SocketAddr,
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS).
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
     #[arg(long, env = "AUTHD_REDIS_URL")]
     redis_url: String,
     #[command(flatten)]

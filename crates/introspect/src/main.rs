@@ -30,7 +30,7 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "INTROSPECT_LISTEN", default_value = "0.0.0.0:50052")]
     listen: SocketAddr,
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS).
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
     #[arg(long, env = "INTROSPECT_REDIS_URL")]
     redis_url: String,
     /// Longest wait for the store, in milliseconds, before a verify fails

@@ -1,0 +1,176 @@
+{{/*
+Shared helpers. Templates that render one component call these with
+(dict "root" $ "component" "authd"); the component's values are then
+index $.Values "authd".
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "credd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "<release>-credd" (or just the release name when it already holds the chart name), or fullnameOverride. */}}
+{{- define "credd.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A component's resource name: "<fullname>-authd". */}}
+{{- define "credd.componentName" -}}
+{{- printf "%s-%s" (include "credd.fullname" .root | trunc 52 | trimSuffix "-") .component }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "credd.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "credd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: credd
+{{- end }}
+
+{{/* Labels of a component's resources. */}}
+{{- define "credd.labels" -}}
+{{ include "credd.commonLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Selector labels of a component's pods (immutable in a Deployment: never add to these). */}}
+{{- define "credd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "credd.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The Secret holding the Redis URL, operator secret and allowlist. */}}
+{{- define "credd.secretName" -}}
+{{- if and .Values.secret.create .Values.secret.existingSecret }}
+{{- fail "secret.existingSecret must be empty when secret.create is true (the chart creates <fullname>)" }}
+{{- end }}
+{{- default (include "credd.fullname" .) .Values.secret.existingSecret }}
+{{- end }}
+
+{{/* The ServiceAccount name. */}}
+{{- define "credd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "credd.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference: repository@digest, or repository:tag (tag defaults to appVersion). */}}
+{{- define "credd.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks shared by both components, called from each Deployment so that a bad
+combination fails the render with a clear message.
+*/}}
+{{- define "credd.validate" -}}
+{{- $v := index .root.Values .component }}
+{{- $pdb := $v.podDisruptionBudget }}
+{{- if and $pdb.enabled (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- fail (printf "%s.podDisruptionBudget: set minAvailable or maxUnavailable" .component) }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- fail (printf "%s.autoscaling: minReplicas is greater than maxReplicas" .component) }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (not $v.autoscaling.targetCPUUtilizationPercentage) (not $v.autoscaling.targetMemoryUtilizationPercentage) }}
+{{- fail (printf "%s.autoscaling: set targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" .component) }}
+{{- end }}
+{{- if and $v.service.headless (ne $v.service.type "ClusterIP") }}
+{{- fail (printf "%s.service.headless needs service.type ClusterIP" .component) }}
+{{- end }}
+{{- if and .root.Values.metrics.port (eq (int .root.Values.metrics.port) (int $v.port)) }}
+{{- fail (printf "metrics.port must differ from %s.port" .component) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment shared by both containers: RUST_LOG, the pod identity and, with
+otel.enabled, the standard OTEL_* variables.
+*/}}
+{{- define "credd.commonEnv" -}}
+{{- $v := index .root.Values .component }}
+{{- $otel := .root.Values.otel -}}
+- name: RUST_LOG
+  value: {{ $v.logLevel | quote }}
+{{- if $otel.enabled }}
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: K8S_NAMESPACE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: OTEL_SERVICE_NAME
+  value: {{ .component | quote }}
+{{- with $otel.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $otel.sampler | quote }}
+{{- with $otel.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- $attrs := list "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.pod.name=$(K8S_POD_NAME)" }}
+{{- range $k, $val := $otel.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $k $val) }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attrs | quote }}
+{{- end }}
+{{- end }}
+
+{{/* A native gRPC probe on the component's port (grpc.health.v1, overall status). */}}
+{{- define "credd.grpcProbe" -}}
+grpc:
+  port: {{ .port | int64 }}
+initialDelaySeconds: {{ .probe.initialDelaySeconds | int64 }}
+periodSeconds: {{ .probe.periodSeconds | int64 }}
+timeoutSeconds: {{ .probe.timeoutSeconds | int64 }}
+failureThreshold: {{ .probe.failureThreshold | int64 }}
+{{- end }}
+
+{{/* Pod scheduling fields shared by both Deployments. */}}
+{{- define "credd.scheduling" -}}
+{{- $v := index .root.Values .component }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* An int-or-string value (PodDisruptionBudget): a count as an integer, a percentage quoted. */}}
+{{- define "credd.intOrPercent" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ . | int64 }}{{ end }}
+{{- end }}
