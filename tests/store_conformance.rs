@@ -23,7 +23,7 @@ fn tenant() -> Tenant {
 }
 
 fn hash(b: u8) -> SecretHash {
-    SecretHash([b; 32])
+    SecretHash([b; 16])
 }
 
 fn api_key(tenant: Uuid, expires_at: Option<Millis>) -> ApiKey {

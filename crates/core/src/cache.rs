@@ -293,7 +293,7 @@ mod tests {
             created_at: 0,
             expires_at: None,
             successor: None,
-            hash: SecretHash([0; 32]),
+            hash: SecretHash([0; 16]),
         };
         ((tenant, k.id), Arc::new(Entry::new(Record::ApiKey(k), Arc::new(t), loaded_at)))
     }
@@ -330,10 +330,10 @@ mod tests {
     #[test]
     fn negatives_expire() {
         let c = Cache::new(CacheOptions { negative_ttl: Duration::from_millis(20), ..Default::default() });
-        let h = SecretHash([7; 32]);
+        let h = SecretHash([7; 16]);
         c.insert_negative(h, InvalidReason::Unknown);
         assert_eq!(c.negative(&h), Some(InvalidReason::Unknown));
-        assert_eq!(c.negative(&SecretHash([8; 32])), None);
+        assert_eq!(c.negative(&SecretHash([8; 16])), None);
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(c.negative(&h), None);
     }

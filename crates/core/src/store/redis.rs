@@ -9,7 +9,7 @@
 //! | `ki:{T}` | set | ids of T's API keys (pruned on list) |
 //! | `a:{T}` | stream | T's audit trail, capped |
 //! | `c:{C}` | hash | client C: `t` tenant, `e` env, `c` created, `l` labels (JSON) |
-//! | `s:{C}:S` | hash | session S of C: `h` hash, `c` created, `m` cap (0 = test key), `u` last use; TTL = expiry |
+//! | `s:{C}:S` | string | session S of C, 40 bytes: hash (16) ‖ created ‖ cap (0 = test key) ‖ last use, each i64 big-endian; TTL = expiry |
 //! | `si:{C}` | sorted set | C's session ids scored by cap (+inf for a test key); TTL = the largest cap + 1 day |
 //! | `sr:{C}` | sorted set | C's revoked session ids, scored by how long to remember them |
 //! | `kr:{T}` | sorted set | T's revoked API key ids, scored by how long to remember them |
@@ -199,21 +199,36 @@ fn client_from(id: Uuid, f: HashMap<String, Vec<u8>>) -> StoreResult<Option<Clie
     Ok(Some(Client { id, tenant_id: f.id("t")?, env: f.env("e")?, labels, created_at: f.int("c")? }))
 }
 
-/// A session from its fields and PEXPIRETIME (-1: none).
-fn session_from(client_id: Uuid, id: Uuid, f: HashMap<String, Vec<u8>>, expire: i64) -> StoreResult<Option<Session>> {
-    if f.is_empty() {
-        return Ok(None);
+/// Bytes of a session value; one small string is the most compact record
+/// Redis keeps (an embedded string: one allocation with its header).
+const SESSION_LEN: usize = 40;
+
+/// A session's value: hash ‖ created ‖ cap (0 = none) ‖ last use.
+fn session_value(s: &Session) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SESSION_LEN);
+    v.extend_from_slice(&s.hash.0);
+    v.extend_from_slice(&s.created_at.to_be_bytes());
+    v.extend_from_slice(&s.max_expires_at.unwrap_or(0).to_be_bytes());
+    v.extend_from_slice(&s.last_used.to_be_bytes());
+    v
+}
+
+/// A session from its value and PEXPIRETIME (-1: none).
+fn session_from(client_id: Uuid, id: Uuid, v: Option<Vec<u8>>, expire: i64) -> StoreResult<Option<Session>> {
+    let Some(v) = v else { return Ok(None) };
+    if v.len() != SESSION_LEN {
+        return Err(corrupt("session value"));
     }
-    let f = Fields(f);
-    let cap = f.int("m")?;
+    let int = |at: usize| i64::from_be_bytes(v[at..at + 8].try_into().unwrap_or_default());
+    let cap = int(24);
     Ok(Some(Session {
         id,
         client_id,
-        created_at: f.int("c")?,
-        last_used: f.int("u")?,
+        created_at: int(16),
+        last_used: int(32),
         expires_at: (expire >= 0).then_some(expire),
         max_expires_at: (cap != 0).then_some(cap),
-        hash: f.hash("h")?,
+        hash: SecretHash(v[..16].try_into().map_err(|_| corrupt("session hash"))?),
     }))
 }
 
@@ -225,19 +240,11 @@ fn session_score(s: &Session) -> String {
 /// Appends a new session's writes to a MULTI.
 fn push_session_writes(p: &mut redis::Pipeline, s: &Session) {
     let key = session_key(s.client_id, s.id);
-    p.hset_multiple(
-        &key,
-        &[
-            ("h", s.hash.0.to_vec()),
-            ("c", s.created_at.to_string().into_bytes()),
-            ("m", s.max_expires_at.unwrap_or(0).to_string().into_bytes()),
-            ("u", s.last_used.to_string().into_bytes()),
-        ],
-    )
-    .ignore();
+    let set = p.cmd("SET").arg(&key).arg(session_value(s));
     if let Some(e) = s.expires_at {
-        p.cmd("PEXPIREAT").arg(&key).arg(e).ignore();
+        set.arg("PXAT").arg(e);
     }
+    set.ignore();
 }
 
 /// Lua shared by the revoking scripts: remember `member` of the revoked set
@@ -261,25 +268,28 @@ end
 static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"
--- KEYS: client, session, index. ARGV: sid, now, hash, created, cap (0 = none),
--- expiry (0 = none), max live, session key prefix, index score, last use.
+-- KEYS: client, session, index. ARGV: sid, now, value, expiry (0 = none),
+-- max live, session key prefix, index score.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = tonumber(ARGV[2])
-local max = tonumber(ARGV[7])
+local max = tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('%d', now - {REMEMBER_MS}))
 -- Members past their cap (kept a day to explain expiry) do not count; members
 -- that idled out are dropped when the index is full or twice the limit.
 local live = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf')
 if live >= max or redis.call('ZCARD', KEYS[3]) >= 2 * max then
   for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[2], '+inf')) do
-    if redis.call('EXISTS', ARGV[8] .. sid) == 0 then redis.call('ZREM', KEYS[3], sid) end
+    if redis.call('EXISTS', ARGV[6] .. sid) == 0 then redis.call('ZREM', KEYS[3], sid) end
   end
   live = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf')
   if live >= max then return -2 end
 end
-redis.call('HSET', KEYS[2], 'h', ARGV[3], 'c', ARGV[4], 'm', ARGV[5], 'u', ARGV[10])
-if ARGV[6] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[6]) end
-redis.call('ZADD', KEYS[3], ARGV[9], ARGV[1])
+if ARGV[4] ~= '0' then
+  redis.call('SET', KEYS[2], ARGV[3], 'PXAT', ARGV[4])
+else
+  redis.call('SET', KEYS[2], ARGV[3])
+end
+redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
 -- The index outlives its longest-lived member by a day.
 local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 if top[2] == 'inf' then
@@ -296,12 +306,14 @@ static TOUCH_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 -- KEYS: session. ARGV: now, idle. Never revives: a missing key stays missing.
-local cap = redis.call('HGET', KEYS[1], 'm')
-if not cap then return -2 end
-redis.call('HSET', KEYS[1], 'u', ARGV[1])
-if cap == '0' then return -1 end
+-- The value is hash(16) created(8) cap(8) last-use(8); SETRANGE keeps the TTL.
+local v = redis.call('GET', KEYS[1])
+if not v then return -2 end
+local cap = struct.unpack('>i8', string.sub(v, 25, 32))
+redis.call('SETRANGE', KEYS[1], 32, struct.pack('>i8', tonumber(ARGV[1])))
+if cap == 0 then return -1 end
 local new = tonumber(ARGV[1]) + tonumber(ARGV[2])
-if new > tonumber(cap) then new = tonumber(cap) end
+if new > cap then new = cap end
 local cur = redis.call('PEXPIRETIME', KEYS[1])
 if new > cur then
   redis.call('PEXPIREAT', KEYS[1], string.format('%d', new))
@@ -319,8 +331,8 @@ static LIST_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
 local out = {}
 for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')) do
   local k = ARGV[1] .. sid
-  local f = redis.call('HGETALL', k)
-  if #f > 0 then table.insert(out, {sid, f, redis.call('PEXPIRETIME', k)}) end
+  local v = redis.call('GET', k)
+  if v then table.insert(out, {sid, v, redis.call('PEXPIRETIME', k)}) end
 end
 return out
 "#,
@@ -604,14 +616,11 @@ impl Store for RedisStore {
             .key(session_index_key(s.client_id))
             .arg(short_id(s.id))
             .arg(now_ms())
-            .arg(&s.hash.0[..])
-            .arg(s.created_at)
-            .arg(s.max_expires_at.unwrap_or(0))
+            .arg(session_value(s))
             .arg(s.expires_at.unwrap_or(0))
             .arg(max_live)
             .arg(session_prefix(s.client_id))
             .arg(session_score(s))
-            .arg(s.last_used)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(match r {
@@ -624,16 +633,16 @@ impl Store for RedisStore {
     async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<SessionLookup> {
         let key = session_key(client, id);
         let sid = short_id(id);
-        let (c, f, exp, cap, revoked): (Hash, Hash, i64, Option<f64>, Option<f64>) = pipe()
+        let (c, v, exp, cap, revoked): (Hash, Option<Vec<u8>>, i64, Option<f64>, Option<f64>) = pipe()
             .hgetall(client_key(client))
-            .hgetall(&key)
+            .get(&key)
             .cmd("PEXPIRETIME")
             .arg(&key)
             .zscore(session_index_key(client), &sid)
             .zscore(revoked_sessions_key(client), &sid)
             .query_async(&mut self.conn.clone())
             .await?;
-        let session = session_from(client, id, f, exp)?;
+        let session = session_from(client, id, v, exp)?;
         let gone = if session.is_some() { None } else { gone(cap, revoked.is_some(), now_ms()) };
         Ok(SessionLookup { client: client_from(client, c)?, session, gone })
     }
@@ -653,16 +662,16 @@ impl Store for RedisStore {
     }
 
     async fn list_sessions(&self, client: Uuid) -> StoreResult<Vec<Session>> {
-        let rows: Vec<(String, HashMap<String, Vec<u8>>, i64)> = LIST_SESSIONS
+        let rows: Vec<(String, Vec<u8>, i64)> = LIST_SESSIONS
             .key(session_index_key(client))
             .arg(session_prefix(client))
             .arg(now_ms())
             .invoke_async(&mut self.conn.clone())
             .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for (sid, f, exp) in rows {
+        for (sid, v, exp) in rows {
             let id = parse_short_id(&sid).ok_or_else(|| corrupt("session index"))?;
-            out.extend(session_from(client, id, f, exp)?);
+            out.extend(session_from(client, id, Some(v), exp)?);
         }
         out.sort_by_key(|s| (s.created_at, s.id));
         Ok(out)
