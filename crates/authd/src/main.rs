@@ -173,7 +173,8 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("--redis-url: {e}"))?;
     spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
-    tracing::info!(addr = %a.listen, "authd serving");
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "authd serving");
     run(listener, a.cache.apply(Authority::new(store)), operators).await
 }
 

@@ -87,7 +87,8 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         },
     };
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
-    tracing::info!(addr = %a.listen, "introspect serving");
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "introspect serving");
     introspect::server::run(listener, Verifier::new(store, opts), shutdown_signal()).await.map_err(|e| e.to_string())
 }
 

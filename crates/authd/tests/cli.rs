@@ -1,0 +1,179 @@
+//! The authd binary as an operator runs it: dev mode's banner works as
+//! printed, operator keys made offline are accepted by `serve`, and SIGHUP
+//! reloads the allowlist. Needs `redis-server` (fails loudly without it).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cred_proto::authd::v1 as pb;
+use tonic::Code;
+
+const AUTHD: &str = env!("CARGO_BIN_EXE_authd");
+
+/// Kills the child on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+fn field<'a>(banner: &'a str, label: &str) -> &'a str {
+    banner
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("banner lacks {label:?}:\n{banner}"))
+}
+
+#[tokio::test]
+async fn dev_mode_banner_works_as_printed() {
+    let mut p = Proc(
+        Command::new(AUTHD)
+            .args(["dev", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run authd dev"),
+    );
+    let mut out = BufReader::new(p.0.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("buf curl --protocol") {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "authd dev exited early:\n{banner}");
+        banner.push_str(&line);
+    }
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    banner.push_str(&line);
+    let addr = banner.split("listening on ").nth(1).and_then(|s| s.split(',').next()).unwrap().to_string();
+    let test_key = field(&banner, "test API key:");
+    let live_key = field(&banner, "production API key:");
+    let session = field(&banner, "demo session token:");
+    let operator = field(&banner, "operator key:");
+    let tenant = field(&banner, "tenant id:");
+    assert!(banner.matches("grpcurl -plaintext").count() >= 10, "{banner}");
+    assert!(banner.contains(&format!("{addr} authd.v1.ClientService/CreateClient")));
+
+    let ch = channel(&addr).await;
+    let mut clients = pb::client_service_client::ClientServiceClient::new(ch.clone());
+    clients.create_client(authed(test_key, pb::CreateClientRequest::default())).await.expect("test key works");
+    clients.create_client(authed(live_key, pb::CreateClientRequest::default())).await.expect("production key works");
+    let mut sessions = pb::session_service_client::SessionServiceClient::new(ch.clone());
+    sessions.get_current_session(authed(session, pb::GetCurrentSessionRequest {})).await.expect("session works");
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(ch);
+    admin
+        .list_api_keys(authed(operator, pb::ListApiKeysRequest { tenant_id: tenant.into() }))
+        .await
+        .expect("operator key works");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_redis(dir: &std::path::Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is needed for this test (Debian: apt-get install -y redis-server)");
+    let p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let mut buf = [0u8; 7];
+            if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                return (p, port);
+            }
+        }
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(AUTHD).args(args).output().expect("run authd");
+    assert!(out.status.success(), "authd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn offline_operator_keys_and_sighup_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, port) = start_redis(dir.path());
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, run(&["operator-key", "secret"])).unwrap();
+    let secret_arg = secret_file.to_str().unwrap();
+    let new = run(&["operator-key", "new", "--operator-secret-file", secret_arg]);
+    let key_id = new.lines().find_map(|l| l.strip_prefix("key id:")).unwrap().trim().to_string();
+    let token = new.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string();
+    let allowlist = dir.path().join("operators");
+    std::fs::write(&allowlist, format!("# ops\n{key_id}\n")).unwrap();
+
+    // A missing setting fails at start, naming it.
+    let bad = Command::new(AUTHD).args(["serve", "--listen", "127.0.0.1:0"]).env_clear().output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--redis-url"));
+
+    let mut p = Proc(
+        Command::new(AUTHD)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("AUTHD_REDIS_URL", format!("redis://127.0.0.1:{port}/0"))
+            .env("AUTHD_OPERATOR_SECRET_FILE", secret_arg)
+            .env("AUTHD_OPERATOR_ALLOWLIST_FILE", &allowlist)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut logs = BufReader::new(p.0.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(logs.read_line(&mut line).unwrap() > 0, "authd serve exited");
+        if line.contains("authd serving") {
+            break line.split("\"addr\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+        }
+    };
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(channel(&addr).await);
+    let get = pb::GetTenantRequest { tenant_id: uuid::Uuid::new_v4().to_string() };
+    let e = admin.get_tenant(authed(&token, get.clone())).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "the operator key is accepted: {e:?}");
+
+    // Remove the key from the allowlist and reload.
+    std::fs::write(&allowlist, "# nobody\n").unwrap();
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let e = admin.get_tenant(authed(&token, get.clone())).await.unwrap_err();
+        if e.code() == Code::Unauthenticated {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not revoke the operator key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A bad allowlist keeps the previous one (still: nobody) and the server up.
+    std::fs::write(&allowlist, "not-a-uuid\n").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let e = admin.get_tenant(authed(&token, get)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(p.0.try_wait().unwrap().is_none(), "authd exited on a bad allowlist");
+}
