@@ -277,8 +277,16 @@ async fn audit<S: Store>(s: S) {
     assert_eq!(all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
     assert_eq!(all[1].action, "act.1");
     assert_eq!(all[1].subjects, vec!["client:1".to_string(), "session:y".into()]);
+    // A client written with its audit event in one go.
+    let c = Client { tenant_id: t, ..client(t) };
+    let first = session(c.id, Some((60_000, 60_000)));
+    let e = AuditEvent { action: "client.create".into(), ..all[0].clone() };
+    s.create_client_audited(&c, Some(&first), &e).await.unwrap();
+    assert_eq!(s.get_session(c.id, first.id).await.unwrap().session, Some(first));
+    let after = s.list_audit(t, Some(&ids[2]), 100).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["client.create"]);
     let rest = s.list_audit(t, Some(&ids[0]), 100).await.unwrap();
-    assert_eq!(rest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["act.1", "act.2"]);
+    assert_eq!(rest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["act.1", "act.2", "client.create"]);
     assert_eq!(s.list_audit(t, None, 1).await.unwrap().len(), 1);
     assert!(s.list_audit(rng::uuid(), None, 10).await.unwrap().is_empty());
 }

@@ -343,15 +343,16 @@ impl<S: Store> Authority<S> {
         let now = now_ms();
         let client = Client { id: crate::rng::uuid(), tenant_id: p.tenant.id, env: p.key.env, labels, created_at: now };
         let (session, token) = self.new_session(p, client.id, kind, now);
-        self.store.create_client(&client, Some(&session)).await?;
         let action = if kind == TokenKind::TestClientKey { "test_client.create" } else { "client.create" };
-        self.audit(
-            &p.actor(),
-            action,
-            p.tenant.id,
-            vec![format!("client:{}", client.id), format!("session:{}", session.id)],
-        )
-        .await;
+        let event = AuditEvent {
+            id: String::new(),
+            time: now,
+            actor: p.actor(),
+            action: action.to_string(),
+            tenant_id: p.tenant.id,
+            subjects: vec![format!("client:{}", client.id), format!("session:{}", session.id)],
+        };
+        self.store.create_client_audited(&client, Some(&session), &event).await?;
         Ok(NewClient { client, session, token: token.expose() })
     }
 

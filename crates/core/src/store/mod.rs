@@ -177,6 +177,24 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Writes a new client, and atomically with it its first session.
     fn create_client(&self, c: &Client, first: Option<&Session>) -> impl Future<Output = StoreResult<()>> + Send;
+    /// [`Store::create_client`], then [`Store::append_audit`], in one round
+    /// trip where the store can (the audit stream is in the tenant's slot,
+    /// so it cannot join the atomic write). An audit failure after the write
+    /// is logged, not returned: the client exists.
+    fn create_client_audited(
+        &self,
+        c: &Client,
+        first: Option<&Session>,
+        e: &AuditEvent,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        async move {
+            self.create_client(c, first).await?;
+            if let Err(err) = self.append_audit(e).await {
+                tracing::warn!(%err, action = %e.action, "audit append failed");
+            }
+            Ok(())
+        }
+    }
     /// Reads a client.
     fn get_client(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Client>>> + Send;
     /// Deletes a client and every credential of it; false if it did not exist.

@@ -265,6 +265,44 @@ end
     )
 }
 
+/// Appends a client's records (and its first session) to a pipeline.
+fn push_client_writes(p: &mut redis::Pipeline, c: &Client, first: Option<&Session>) -> StoreResult<()> {
+    let mut fields =
+        vec![("t", short_id(c.tenant_id)), ("e", c.env.code().to_string()), ("c", c.created_at.to_string())];
+    if !c.labels.is_empty() {
+        fields.push(("l", serde_json::to_string(&c.labels).map_err(|e| corrupt(&e.to_string()))?));
+    }
+    p.hset_multiple(client_key(c.id), &fields).ignore();
+    if let Some(s) = first {
+        push_session_writes(p, s);
+        let idx = session_index_key(c.id);
+        p.zadd(&idx, short_id(s.id), session_score(s)).ignore();
+        if let Some(m) = s.max_expires_at {
+            p.cmd("PEXPIREAT").arg(&idx).arg(m + REMEMBER_MS).ignore();
+        }
+    }
+    Ok(())
+}
+
+/// The XADD of an audit event to its tenant's capped stream.
+fn xadd(e: &AuditEvent) -> redis::Cmd {
+    let mut c = redis::cmd("XADD");
+    c.arg(audit_key(e.tenant_id))
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(AUDIT_MAX_LEN)
+        .arg("*")
+        .arg("tm")
+        .arg(e.time)
+        .arg("ac")
+        .arg(&e.actor)
+        .arg("an")
+        .arg(&e.action)
+        .arg("s")
+        .arg(e.subjects.join(" "));
+    c
+}
+
 static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"
@@ -572,23 +610,26 @@ impl Store for RedisStore {
     }
 
     async fn create_client(&self, c: &Client, first: Option<&Session>) -> StoreResult<()> {
-        let mut fields =
-            vec![("t", short_id(c.tenant_id)), ("e", c.env.code().to_string()), ("c", c.created_at.to_string())];
-        if !c.labels.is_empty() {
-            fields.push(("l", serde_json::to_string(&c.labels).map_err(|e| corrupt(&e.to_string()))?));
-        }
         let mut p = pipe();
-        p.atomic().hset_multiple(client_key(c.id), &fields).ignore();
-        if let Some(s) = first {
-            push_session_writes(&mut p, s);
-            let idx = session_index_key(c.id);
-            p.zadd(&idx, short_id(s.id), session_score(s)).ignore();
-            if let Some(m) = s.max_expires_at {
-                p.cmd("PEXPIREAT").arg(&idx).arg(m + REMEMBER_MS).ignore();
-            }
-        }
+        p.atomic();
+        push_client_writes(&mut p, c, first)?;
         let () = p.query_async(&mut self.conn.clone()).await?;
         Ok(())
+    }
+
+    async fn create_client_audited(&self, c: &Client, first: Option<&Session>, e: &AuditEvent) -> StoreResult<()> {
+        // MULTI … EXEC, then XADD, in one round trip. EXEC's reply is kept so
+        // that an aborted transaction fails the call.
+        let mut p = pipe();
+        p.cmd("MULTI").ignore();
+        push_client_writes(&mut p, c, first)?;
+        p.cmd("EXEC");
+        p.add_command(xadd(e)).ignore();
+        let (exec,): (redis::Value,) = p.query_async(&mut self.conn.clone()).await?;
+        match exec {
+            redis::Value::Array(_) => Ok(()),
+            other => Err(StoreError::Unavailable(format!("client write not applied: {other:?}"))),
+        }
     }
 
     async fn get_client(&self, id: Uuid) -> StoreResult<Option<Client>> {
@@ -703,22 +744,7 @@ impl Store for RedisStore {
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {
-        let id: String = redis::cmd("XADD")
-            .arg(audit_key(e.tenant_id))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(AUDIT_MAX_LEN)
-            .arg("*")
-            .arg("tm")
-            .arg(e.time)
-            .arg("ac")
-            .arg(&e.actor)
-            .arg("an")
-            .arg(&e.action)
-            .arg("s")
-            .arg(e.subjects.join(" "))
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let id: String = xadd(e).query_async(&mut self.conn.clone()).await?;
         Ok(id)
     }
 
