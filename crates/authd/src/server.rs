@@ -8,23 +8,14 @@ use cred_core::store::Store;
 use cred_proto::authd::v1::admin_service_server::AdminServiceServer;
 use cred_proto::authd::v1::client_service_server::ClientServiceServer;
 use cred_proto::authd::v1::session_service_server::SessionServiceServer;
+use cred_proto::serve::{ServeError, incoming, with_reflection};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminApi;
 use crate::auth::OperatorAuth;
 use crate::clients::ClientApi;
 use crate::sessions::SessionApi;
-
-/// Why the server stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("reflection setup: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
-}
 
 /// Serves authd on `listener` until `shutdown` completes, then drains.
 pub async fn run<S: Store>(
@@ -41,22 +32,11 @@ pub async fn run<S: Store>(
     health.set_serving::<ClientServiceServer<ClientApi<S>>>().await;
     health.set_serving::<SessionServiceServer<SessionApi<S>>>().await;
 
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(cred_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-
-    Server::builder()
-        .add_service(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+    with_reflection(Server::builder().add_service(health_service))?
         .add_service(AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }))
         .add_service(ClientServiceServer::new(ClientApi { authority: authority.clone() }))
         .add_service(SessionServiceServer::new(SessionApi { authority }))
-        // Nagle's algorithm on accepted sockets meets the peer's delayed ACK
-        // in a ~40 ms stall per small response: turn it off.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }

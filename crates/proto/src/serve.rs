@@ -1,0 +1,31 @@
+//! What every server of the workspace assembles the same way: server
+//! reflection (v1 for grpcurl and buf curl, v1alpha for grpcio) over every
+//! proto here and `grpc.health.v1`, and how accepted sockets are set up.
+
+use tokio::net::TcpListener;
+use tonic::transport::server::{Router, TcpIncoming};
+
+/// Why a server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection setup: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Adds server reflection, both protocol versions, to `router`.
+pub fn with_reflection(router: Router) -> Result<Router, ServeError> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok(router.add_service(builder().build_v1()?).add_service(builder().build_v1alpha()?))
+}
+
+/// The accepted connections of `listener`, with Nagle's algorithm off: left
+/// on, it meets the peer's delayed ACK in a ~40 ms stall per small response.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
