@@ -1,7 +1,9 @@
 //! Revocation propagation into a process' caches: subscribes to the store's
 //! invalidations and applies them. When the subscription is lost, cached
-//! answers keep their max age as the safety net; when it comes back, the
-//! caches are flushed, since invalidations may have been missed meanwhile.
+//! answers keep their max age as the safety net. Every time a subscription is
+//! established (the first included: the server may have cached answers
+//! before it), the caches are flushed, since invalidations may have been
+//! missed meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +18,11 @@ use crate::store::Store;
 pub fn spawn<S: Store>(store: S, cache: Arc<Cache>) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
-        let mut ever = false;
         loop {
             match store.subscribe().await {
                 Ok(mut stream) => {
-                    if ever {
-                        cache.flush();
-                        tracing::info!("invalidation channel back; caches flushed");
-                    }
-                    ever = true;
+                    cache.flush();
+                    tracing::info!("invalidation channel up; caches flushed");
                     cache.set_push_connected(true);
                     backoff = Duration::from_millis(50);
                     while let Some(inv) = stream.next().await {
