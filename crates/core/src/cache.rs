@@ -61,6 +61,10 @@ pub struct Entry {
     /// When the load that produced this entry started: an invalidation after
     /// it makes the entry stale.
     pub loaded_at: u64,
+    /// When a hit last found no invalidation since `loaded_at`: hits after
+    /// it with no newer invalidation skip the invalidation record (and its
+    /// lock) altogether.
+    checked_at: AtomicU64,
     /// When the store last confirmed the record (load or touch): the max-age
     /// clock.
     pub confirmed_at: AtomicU64,
@@ -83,6 +87,7 @@ impl Entry {
             tenant,
             loaded_at,
             confirmed_at: AtomicU64::new(loaded_at),
+            checked_at: AtomicU64::new(loaded_at),
             expires_at: AtomicI64::new(expires),
             last_write: AtomicI64::new(last_use),
         }
@@ -160,10 +165,20 @@ impl Cache {
     pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
         let e = self.entries.get(key)?;
         let now = mono_ms();
-        if !self.fresh(e.confirmed_at.load(Ordering::Relaxed), now) || self.invalidated_since(&e.ids(), e.loaded_at) {
+        if !self.fresh(e.confirmed_at.load(Ordering::Relaxed), now) {
             self.entries.remove(key);
             return None;
         }
+        if e.checked_at.load(Ordering::Acquire) > self.last_invalidation.load(Ordering::Acquire)
+            && e.loaded_at > self.flushed_at.load(Ordering::Acquire)
+        {
+            return Some(e);
+        }
+        if self.invalidated_since(&e.ids(), e.loaded_at) {
+            self.entries.remove(key);
+            return None;
+        }
+        e.checked_at.fetch_max(now, Ordering::AcqRel);
         Some(e)
     }
 
@@ -314,6 +329,19 @@ mod tests {
         assert!(c.get(&key).is_some());
         // A flush drops everything loaded before it.
         c.flush();
+        assert!(c.get(&key).is_none());
+    }
+
+    #[test]
+    fn a_checked_entry_still_hears_later_invalidations() {
+        let c = Cache::new(CacheOptions::default());
+        let tenant = rng::uuid();
+        let (key, e) = entry(tenant, mono_ms());
+        c.insert(key, e);
+        c.invalidate(Invalidation::Tenant(rng::uuid()));
+        assert!(c.get(&key).is_some(), "slow path: checked, unrelated invalidation");
+        assert!(c.get(&key).is_some(), "fast path");
+        c.invalidate(Invalidation::Tenant(tenant));
         assert!(c.get(&key).is_none());
     }
 
