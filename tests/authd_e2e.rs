@@ -177,6 +177,8 @@ async fn sliding_expiry() {
     let a = Authd::start().await;
     let keys = a.tenant(Some((2, 5))).await;
     let mut clients = a.clients();
+    // Before creation: the cap is then at least 5 s after `start`.
+    let start = Instant::now();
     let busy =
         clients.create_client(authed(&keys.test_key, pb::CreateClientRequest::default())).await.unwrap().into_inner();
     let idle = clients
@@ -184,7 +186,6 @@ async fn sliding_expiry() {
         .await
         .unwrap()
         .into_inner();
-    let start = Instant::now();
     let cap = busy.session.as_ref().unwrap().max_expire_time.unwrap();
 
     // Used every second, the busy token outlives its idle timeout...

@@ -203,13 +203,13 @@ async fn session_limit<S: Store>(s: S) {
 
 async fn sliding_expiry<S: Store>(s: S) {
     let c = client(rng::uuid());
-    let idle = 400;
-    let sess = session(c.id, Some((idle, 1_500)));
+    let idle = 1_000;
+    let sess = session(c.id, Some((idle, 2_500)));
     let cap = sess.max_expires_at.unwrap();
     s.create_client(&c, Some(&sess)).await.unwrap();
-    // Used every 200 ms, it lives past its first idle deadline...
+    // Used every 300 ms, it lives past its first idle deadline...
     for _ in 0..5 {
-        sleep(Duration::from_millis(200)).await;
+        sleep(Duration::from_millis(300)).await;
         let now = now_ms();
         let e = s.touch_session(c.id, sess.id, now, idle).await.unwrap().expect("alive");
         assert_eq!(e, (now + idle).min(cap));
@@ -218,7 +218,7 @@ async fn sliding_expiry<S: Store>(s: S) {
         assert_eq!(got.last_used, now);
     }
     // ...but never past its cap.
-    sleep(Duration::from_millis(250)).await;
+    sleep(Duration::from_millis(300)).await;
     let e = s.touch_session(c.id, sess.id, now_ms(), idle).await.unwrap().expect("alive before cap");
     assert_eq!(e, cap, "expiry is capped");
     let wait = (cap - now_ms()).max(0) as u64 + 100;
