@@ -295,14 +295,15 @@ impl<S: Store> Authority<S> {
             && let Record::ApiKey(k) = &e.record
         {
             check_api_key(&token, &hash, Some(k), Some(&e.tenant), false, now_ms()).map_err(invalid)?;
-            return Ok(ApiPrincipal { key: k.clone(), tenant: (*e.tenant).clone() });
+            return Ok(ApiPrincipal { key: (**k).clone(), tenant: (*e.tenant).clone() });
         }
         let started = mono_ms();
         let l = self.store.get_api_key(token.route, token.id).await?;
         check_api_key(&token, &hash, l.key.as_ref(), l.tenant.as_ref(), l.revoked, now_ms()).map_err(invalid)?;
         let (Some(k), Some(tenant)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
         if let Some(c) = &self.api_keys {
-            c.insert(key, Arc::new(Entry::new(Record::ApiKey(k.clone()), Arc::new(tenant.clone()), started)));
+            let record = Record::ApiKey(Box::new(k.clone()));
+            c.insert(key, Arc::new(Entry::new(record, Arc::new(tenant.clone()), started, k.expires_at, 0)));
         }
         Ok(ApiPrincipal { key: k, tenant })
     }

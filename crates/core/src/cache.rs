@@ -4,13 +4,13 @@
 //! recent invalidations that keeps an in-flight load from caching what a
 //! revocation just killed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::InvalidReason;
-use crate::model::{ApiKey, Client, Millis, Session, Tenant};
+use crate::model::{ApiKey, Client, Environment, Millis, Session, Tenant};
 use crate::store::Invalidation;
 use crate::token::SecretHash;
 use quick_cache::sync::Cache as Lru;
@@ -46,11 +46,37 @@ pub fn mono_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// A credential's records as loaded from the store.
+/// What a cache keeps of a session: only what a verify reads again. Its
+/// ids are the cache key, its tenant the entry's shared tenant.
+#[derive(Debug)]
+pub struct CachedSession {
+    pub hash: SecretHash,
+    pub env: Environment,
+    pub created_at: Millis,
+    /// The hard cap; `None` for a test client key.
+    pub cap: Option<Millis>,
+    /// The client's labels; out of line, since most clients have none.
+    pub labels: Option<Box<BTreeMap<String, String>>>,
+}
+
+impl CachedSession {
+    /// The slim copy of records read from the store.
+    pub fn of(client: &Client, session: &Session) -> CachedSession {
+        CachedSession {
+            hash: session.hash,
+            env: client.env,
+            created_at: session.created_at,
+            cap: session.max_expires_at,
+            labels: (!client.labels.is_empty()).then(|| Box::new(client.labels.clone())),
+        }
+    }
+}
+
+/// A credential's records as cached.
 #[derive(Debug)]
 pub enum Record {
-    Session { client: Client, session: Session },
-    ApiKey(ApiKey),
+    Session(CachedSession),
+    ApiKey(Box<ApiKey>),
 }
 
 /// A cached, verified credential.
@@ -76,29 +102,29 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A fresh entry.
-    pub fn new(record: Record, tenant: Arc<Tenant>, loaded_at: u64) -> Entry {
-        let (expires, last_use) = match &record {
-            Record::Session { session, .. } => (session.expires_at.unwrap_or(Millis::MAX), session.last_used),
-            Record::ApiKey(k) => (k.expires_at.unwrap_or(Millis::MAX), 0),
-        };
+    /// A fresh entry; `expires_at` and `last_used` are the store's.
+    pub fn new(
+        record: Record,
+        tenant: Arc<Tenant>,
+        loaded_at: u64,
+        expires_at: Option<Millis>,
+        last_used: Millis,
+    ) -> Entry {
         Entry {
             record,
             tenant,
             loaded_at,
             confirmed_at: AtomicU64::new(loaded_at),
             checked_at: AtomicU64::new(loaded_at),
-            expires_at: AtomicI64::new(expires),
-            last_write: AtomicI64::new(last_use),
+            expires_at: AtomicI64::new(expires_at.unwrap_or(Millis::MAX)),
+            last_write: AtomicI64::new(last_used),
         }
     }
 
-    /// The ids an invalidation may name for this entry.
-    fn ids(&self) -> [Uuid; 3] {
-        match &self.record {
-            Record::Session { client, session } => [client.id, session.id, client.tenant_id],
-            Record::ApiKey(k) => [k.tenant_id, k.id, k.tenant_id],
-        }
+    /// The ids an invalidation may name for the entry at `key`: the route
+    /// (client, or tenant for an API key), the credential, the tenant.
+    fn ids(&self, key: &Key) -> [Uuid; 3] {
+        [key.0, key.1, self.tenant.id]
     }
 }
 
@@ -174,7 +200,7 @@ impl Cache {
         {
             return Some(e);
         }
-        if self.invalidated_since(&e.ids(), e.loaded_at) {
+        if self.invalidated_since(&e.ids(key), e.loaded_at) {
             self.entries.remove(key);
             return None;
         }
@@ -184,7 +210,7 @@ impl Cache {
 
     /// Caches an entry, unless an invalidation arrived while it loaded.
     pub fn insert(&self, key: Key, e: Arc<Entry>) {
-        if !self.invalidated_since(&e.ids(), e.loaded_at) {
+        if !self.invalidated_since(&e.ids(&key), e.loaded_at) {
             self.entries.insert(key, e);
         }
     }
@@ -285,7 +311,7 @@ impl Cache {
 
 #[cfg(test)]
 mod tests {
-    use crate::model::{Environment, Scopes};
+    use crate::model::Scopes;
     use crate::rng;
 
     use super::*;
@@ -310,7 +336,7 @@ mod tests {
             successor: None,
             hash: SecretHash([0; 16]),
         };
-        ((tenant, k.id), Arc::new(Entry::new(Record::ApiKey(k), Arc::new(t), loaded_at)))
+        ((tenant, k.id), Arc::new(Entry::new(Record::ApiKey(Box::new(k)), Arc::new(t), loaded_at, None, 0)))
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! its records: shared by authd (on every authenticated call) and
 //! introspect (on a store read and again on every cache hit).
 
+use uuid::Uuid;
+
 use crate::error::InvalidReason;
-use crate::model::{ApiKey, Client, Millis, Session, Tenant};
+use crate::model::{ApiKey, Client, Environment, Millis, Session, Tenant};
 use crate::store::Gone;
 use crate::token::{SecretHash, Token, TokenKind};
 
@@ -35,9 +37,35 @@ pub fn check_api_key(
     Ok(())
 }
 
+/// What the checks need to know of a session and its client, whether they
+/// come from the store or from a cache entry.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionView<'a> {
+    pub hash: &'a SecretHash,
+    pub env: Environment,
+    pub tenant_id: Uuid,
+    pub created_at: Millis,
+    /// The hard cap; `None` for a test client key.
+    pub cap: Option<Millis>,
+    /// The expiry as the caller knows it (the store's, or a cache's view).
+    pub expires_at: Option<Millis>,
+}
+
+impl<'a> SessionView<'a> {
+    /// The view of records read from the store.
+    pub fn of(client: &Client, session: &'a Session) -> SessionView<'a> {
+        SessionView {
+            hash: &session.hash,
+            env: client.env,
+            tenant_id: client.tenant_id,
+            created_at: session.created_at,
+            cap: session.max_expires_at,
+            expires_at: session.expires_at,
+        }
+    }
+}
+
 /// Checks a session token or test client key against its records.
-/// `session.expires_at` is the expiry as the caller knows it (the store's,
-/// or a cache's view of it).
 pub fn check_session(
     token: &Token,
     hash: &SecretHash,
@@ -61,21 +89,31 @@ pub fn check_session(
     let (Some(client), Some(tenant)) = (client, tenant) else {
         return Err(InvalidReason::Unknown);
     };
+    check_session_view(token, hash, &SessionView::of(client, session), tenant, now)
+}
+
+/// The checks on a known session.
+pub fn check_session_view(
+    token: &Token,
+    hash: &SecretHash,
+    s: &SessionView<'_>,
+    tenant: &Tenant,
+    now: Millis,
+) -> Result<(), InvalidReason> {
+    if !matches!(token.kind, TokenKind::Session | TokenKind::TestClientKey) {
+        return Err(InvalidReason::Malformed);
+    }
     let test_kind = token.kind == TokenKind::TestClientKey;
-    if !session.hash.matches(hash)
-        || client.env != token.env
-        || session.is_test_key() != test_kind
-        || client.tenant_id != tenant.id
-    {
+    if !s.hash.matches(hash) || s.env != token.env || s.cap.is_none() != test_kind || s.tenant_id != tenant.id {
         return Err(InvalidReason::Unknown);
     }
-    if tenant.revoked(session.created_at) {
+    if tenant.revoked(s.created_at) {
         return Err(InvalidReason::Revoked);
     }
-    if session.max_expires_at.is_some_and(|cap| cap <= now) {
+    if s.cap.is_some_and(|cap| cap <= now) {
         return Err(InvalidReason::ExpiredMax);
     }
-    if session.expires_at.is_some_and(|e| e <= now) {
+    if s.expires_at.is_some_and(|e| e <= now) {
         return Err(InvalidReason::ExpiredIdle);
     }
     Ok(())

@@ -78,22 +78,22 @@ fn response(v: Verified) -> pb::VerifyResponse {
     let tenant_id = v.entry.tenant.id.to_string();
     let expire_time = v.expires_at.map(ts);
     match &v.entry.record {
-        Record::Session { client, session } => pb::VerifyResponse {
+        Record::Session(s) => pb::VerifyResponse {
             kind: if v.kind == TokenKind::TestClientKey {
                 pb::CredentialKind::TestClientKey as i32
             } else {
                 pb::CredentialKind::Session as i32
             },
             tenant_id,
-            environment: env(client.env),
-            client_id: client.id.to_string(),
-            session_id: session.id.to_string(),
+            environment: env(s.env),
+            client_id: v.key.0.to_string(),
+            session_id: v.key.1.to_string(),
             key_id: String::new(),
             scopes: vec![],
-            labels: client.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            create_time: Some(ts(session.created_at)),
+            labels: s.labels.iter().flat_map(|l| l.iter()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            create_time: Some(ts(s.created_at)),
             expire_time,
-            max_expire_time: session.max_expires_at.map(ts),
+            max_expire_time: s.cap.map(ts),
         },
         Record::ApiKey(k) => pb::VerifyResponse {
             kind: pb::CredentialKind::ApiKey as i32,

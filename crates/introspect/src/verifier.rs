@@ -10,9 +10,9 @@ use cred_core::InvalidReason;
 use cred_core::model::{Environment, Millis, Scopes, now_ms, sliding_expiry};
 use cred_core::store::{Store, StoreError};
 use cred_core::token::{SecretHash, Token, TokenKind};
-use cred_core::verify::{check_api_key, check_session};
+use cred_core::verify::{SessionView, check_api_key, check_session, check_session_view};
 
-use cred_core::cache::{Cache, CacheOptions, Entry, Key, Record, mono_ms};
+use cred_core::cache::{Cache, CacheOptions, CachedSession, Entry, Key, Record, mono_ms};
 
 /// How a replica verifies.
 #[derive(Debug, Clone)]
@@ -70,6 +70,8 @@ impl From<StoreError> for VerifyError {
 #[derive(Debug)]
 pub struct Verified {
     pub kind: TokenKind,
+    /// The credential's ids: (client, session) or (tenant, API key).
+    pub key: Key,
     pub entry: Arc<Entry>,
     /// Expiry after this use (`None`: never).
     pub expires_at: Option<Millis>,
@@ -142,14 +144,15 @@ impl<S: Store> Verifier<S> {
             match &entry.record {
                 Record::ApiKey(k) if k.scopes.allows_all(want) => {}
                 Record::ApiKey(_) => return Err(VerifyError::Forbidden("the API key lacks a required scope")),
-                Record::Session { .. } => {
+                Record::Session(_) => {
                     return Err(VerifyError::Forbidden("scopes were required of a session token"));
                 }
             }
         }
         // 6. Activity slides the expiry; writes are coalesced.
-        let expires_at = if req.passive { entry.expires_at.load(Ordering::Relaxed) } else { self.touch(&entry, now) };
-        Ok(Verified { kind: token.kind, entry, expires_at: (expires_at != Millis::MAX).then_some(expires_at) })
+        let expires_at =
+            if req.passive { entry.expires_at.load(Ordering::Relaxed) } else { self.touch(&entry, key, now) };
+        Ok(Verified { kind: token.kind, key, entry, expires_at: (expires_at != Millis::MAX).then_some(expires_at) })
     }
 
     /// Loads a credential's records in one store round trip (plus one for
@@ -165,7 +168,8 @@ impl<S: Store> Verifier<S> {
                     let (Some(k), Some(t)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
                     let t = Arc::new(t);
                     self.inner.cache.insert_tenant(t.clone(), started);
-                    Ok(Entry::new(Record::ApiKey(k), t, started))
+                    let expires_at = k.expires_at;
+                    Ok(Entry::new(Record::ApiKey(Box::new(k)), t, started, expires_at, 0))
                 }
                 TokenKind::Session | TokenKind::TestClientKey => {
                     let l = self.inner.store.get_session(token.route, token.id).await?;
@@ -178,7 +182,8 @@ impl<S: Store> Verifier<S> {
                     let (Some(client), Some(session), Some(t)) = (l.client, l.session, tenant) else {
                         return Err(invalid(InvalidReason::Unknown));
                     };
-                    Ok(Entry::new(Record::Session { client, session }, t, started))
+                    let record = Record::Session(CachedSession::of(&client, &session));
+                    Ok(Entry::new(record, t, started, session.expires_at, session.last_used))
                 }
             }
         };
@@ -207,12 +212,12 @@ impl<S: Store> Verifier<S> {
     /// Records a use at `now`: the local expiry follows the exact rule; the
     /// store hears of it at most once per granularity interval. Returns the
     /// expiry after this use.
-    fn touch(&self, entry: &Arc<Entry>, now: Millis) -> Millis {
-        let Record::Session { client, session } = &entry.record else {
+    fn touch(&self, entry: &Arc<Entry>, key: Key, now: Millis) -> Millis {
+        let Record::Session(session) = &entry.record else {
             return entry.expires_at.load(Ordering::Relaxed);
         };
         let idle = entry.tenant.idle_timeout_ms;
-        let expires = match session.max_expires_at {
+        let expires = match session.cap {
             Some(cap) => {
                 let e = sliding_expiry(now, idle, cap);
                 entry.expires_at.fetch_max(e, Ordering::Relaxed).max(e)
@@ -225,7 +230,7 @@ impl<S: Store> Verifier<S> {
         {
             return expires;
         }
-        let (this, entry, key) = (self.clone(), entry.clone(), (client.id, session.id));
+        let (this, entry) = (self.clone(), entry.clone());
         tokio::spawn(async move {
             let write = this.inner.store.touch_session(key.0, key.1, now, idle);
             match tokio::time::timeout(this.inner.opts.deadline, write).await {
@@ -247,14 +252,17 @@ impl<S: Store> Verifier<S> {
 fn check(entry: &Entry, token: &Token, hash: &SecretHash, now: Millis) -> Result<(), InvalidReason> {
     match &entry.record {
         Record::ApiKey(k) => check_api_key(token, hash, Some(k), Some(&entry.tenant), false, now),
-        Record::Session { client, session } => {
-            if token.kind == TokenKind::ApiKey {
-                return Err(InvalidReason::Malformed);
-            }
+        Record::Session(s) => {
             let local = entry.expires_at.load(Ordering::Relaxed);
-            let mut s = session.clone();
-            s.expires_at = (local != Millis::MAX).then_some(local);
-            check_session(token, hash, Some(client), Some(&s), None, Some(&entry.tenant), now)
+            let view = SessionView {
+                hash: &s.hash,
+                env: s.env,
+                tenant_id: entry.tenant.id,
+                created_at: s.created_at,
+                cap: s.cap,
+                expires_at: (local != Millis::MAX).then_some(local),
+            };
+            check_session_view(token, hash, &view, &entry.tenant, now)
         }
     }
 }
@@ -307,9 +315,9 @@ mod tests {
         }
         let req = Requirements::default();
         let ok = v.verify(&cst, &req).await.unwrap();
-        let Record::Session { client, session } = &ok.entry.record else { panic!("not a session") };
+        assert!(matches!(ok.entry.record, Record::Session(_)));
         assert!(v.verify(&key, &req).await.is_ok());
-        auth.store().revoke_session(client.id, session.id).await.unwrap();
+        auth.store().revoke_session(ok.key.0, ok.key.1).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             match v.verify(&cst, &req).await {
