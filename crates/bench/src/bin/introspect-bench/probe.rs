@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cred_core::cache::{Cache, CacheOptions, Entry, Record, mono_ms};
+use cred_core::cache::{Cache, CacheOptions, CachedSession, Entry, Record, mono_ms};
 use cred_core::model::{Client, Environment, Session, Tenant, limits, now_ms};
 use cred_core::rng;
 use cred_core::token::{Token, TokenKind};
@@ -53,7 +53,8 @@ pub fn run(n: usize, capacity: usize) -> Result<(), String> {
             max_expires_at: Some(now + limits::DEFAULT_MAX_MS),
             hash: token.hash(),
         };
-        entries.push(Arc::new(Entry::new(Record::Session { client, session }, tenant.clone(), mono_ms())));
+        let record = Record::Session(CachedSession::of(&client, &session));
+        entries.push(Arc::new(Entry::new(record, tenant.clone(), mono_ms(), session.expires_at, session.last_used)));
     }
     let r1 = rss();
     for (k, e) in keys.iter().zip(entries.drain(..)) {
