@@ -2,27 +2,39 @@
 //! loopback against a private `redis-server` that the run starts and stops.
 //!
 //! Figure A, "session mint": `authd.v1.ClientService/CreateClient` and
-//! `CreateSession` over real gRPC (authd in-process, tonic client, several
-//! HTTP/2 connections with many calls in flight), beside the raw rate of the
-//! same store work with no gRPC and no auth: `RedisStore::create_client` (a
-//! MULTI/EXEC) and `RedisStore::create_session` (the Lua script authd runs),
-//! at the same concurrency. It prints rates, latency percentiles, the ratio
-//! gRPC / raw, and the Redis commands one call costs (`INFO commandstats`
-//! deltas divided by calls).
+//! `CreateSession` over real gRPC, authd in-process on its own runtime, set up
+//! as the authd binary sets itself up (API key cache on, push listener
+//! running, `TCP_NODELAY` on accepted sockets). CreateClient is driven twice:
+//! by `h2load` (a separate C process, 4 HTTP/2 connections × 16 streams, the
+//! primary figure) and by an in-process tonic client (4 connections × 16
+//! calls in flight, for comparison; it shares this process's CPU). Beside
+//! them, the raw rate of the same Redis work with no gRPC and no auth, from 64
+//! tasks on one multiplexed connection as authd has:
+//! `RedisStore::create_client_audited` (MULTI/EXEC + XADD in one round trip,
+//! what CreateClient does), `RedisStore::create_client` (the MULTI alone) and
+//! `RedisStore::create_session` (the Lua script). It prints rates, latency
+//! percentiles, the ratios gRPC / raw, CPU per call by process, and the Redis
+//! commands one call costs (`INFO commandstats` deltas divided by calls).
+//! h2load counts a gRPC error (HTTP 200, `grpc-status` ≠ 0 in trailers) as a
+//! success, so its successes are checked against the clients that appeared in
+//! Redis.
 //!
 //! Figure B, "memory per live session": Redis `used_memory` before and after
 //! 100,000 sessions, in two layouts (1,000 clients × 100 sessions; 100,000
-//! clients × 1 session), with the encodings and sizes of sample keys.
+//! clients × 1 session), with the types, encodings and sizes of sample keys.
 //!
 //! Every phase is bounded in time and count; the run exits by itself. Run it
-//! with `cargo run --release -p cred-bench`.
+//! with `cargo run --release -p cred-bench` (needs `redis-server`, `h2load`
+//! from nghttp2-client, and optionally `redis-benchmark`).
 #![forbid(unsafe_code)]
 
+mod h2load;
 mod redis_server;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +42,8 @@ use std::time::{Duration, Instant};
 use authd::auth::OperatorAuth;
 use cred_core::Authority;
 use cred_core::authority::NewApiKey;
-use cred_core::model::{Client, Environment, Scopes, Session, Tenant, limits, now_ms, sliding_expiry};
+use cred_core::cache::CacheOptions;
+use cred_core::model::{AuditEvent, Client, Environment, Scopes, Session, Tenant, limits, now_ms, sliding_expiry};
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::rng;
 use cred_core::store::redis::RedisOptions;
@@ -38,12 +51,14 @@ use cred_core::store::{CreateSession, RedisStore, Store};
 use cred_core::token::{Token, TokenKind, short_id};
 use cred_proto::authd::v1 as pb;
 use cred_proto::authd::v1::client_service_client::ClientServiceClient;
+use prost::Message as _;
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinSet;
 use tonic::Request;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
+use crate::h2load::Load;
 use crate::redis_server::RedisServer;
 
 /// HTTP/2 connections to authd.
@@ -95,20 +110,17 @@ fn main() {
 }
 
 async fn run() -> Result<(), BoxError> {
-    if let Some(a) = std::env::args().skip(1).find(|a| a != "--server-nodelay") {
-        return Err(format!(
-            "unknown argument {a:?}; usage: cred-bench [--server-nodelay]\n  \
-             --server-nodelay  set TCP_NODELAY on authd's accepted connections (authd itself \
-             does not); shows what Nagle's algorithm costs"
-        ));
+    if let Some(a) = std::env::args().nth(1) {
+        return Err(format!("unknown argument {a:?}; cred-bench takes no arguments"));
     }
     let redis = RedisServer::start().await?;
     let url = redis.url();
     println!(
-        "cred-bench: redis-server {} on 127.0.0.1:{} (no persistence, log {}), {} CPU(s)",
+        "cred-bench: redis-server {} on 127.0.0.1:{} (no persistence, log {}), {}, {} CPU(s)",
         redis_version(&url).await.unwrap_or_else(|_| "?".into()),
         redis.port(),
         redis.log_path().display(),
+        h2load::version().await,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     let result = figures(&redis).await;
@@ -130,7 +142,33 @@ async fn figures(redis: &RedisServer) -> Result<(), BoxError> {
 
 struct FigureA {
     rows: Vec<Measured>,
+    /// What the h2load phase checked: the body through a tonic client, and
+    /// h2load's successes against the clients that appeared in Redis.
+    h2load_notes: Vec<String>,
     redis_benchmark: Vec<String>,
+}
+
+/// Row names, also used to find the rows the ratios divide.
+const CC_H2LOAD: &str = "CreateClient gRPC, h2load";
+const CC_TONIC: &str = "CreateClient gRPC, tonic client in-proc";
+const RAW_AUDITED: &str = "raw create_client_audited (MULTI+XADD)";
+const RAW_MULTI: &str = "raw create_client (MULTI/EXEC only)";
+const CS_TONIC: &str = "CreateSession gRPC, tonic client in-proc";
+const RAW_SESSION: &str = "raw create_session (Lua script)";
+/// Width of the row-name column.
+const NAME_WIDTH: usize = 40;
+
+/// The h2load load shape: the same 64 calls in flight as the other phases.
+const H2LOAD_LOAD: Load = Load { connections: CONNECTIONS, streams: IN_FLIGHT_PER_CONNECTION, requests: PHASE_CALLS };
+const H2LOAD_WARM_UP: Load =
+    Load { connections: CONNECTIONS, streams: IN_FLIGHT_PER_CONNECTION, requests: WARM_UP_CALLS };
+/// The gRPC path h2load POSTs to.
+const CREATE_CLIENT_PATH: &str = "/authd.v1.ClientService/CreateClient";
+
+/// The API key cache as the authd binary configures it by default
+/// (`--api-key-cache-capacity 100000`, `--api-key-cache-max-age-ms 30000`).
+fn authd_cache_options() -> CacheOptions {
+    CacheOptions { capacity: 100_000, max_age: Duration::from_secs(30), ..CacheOptions::default() }
 }
 
 /// One measured phase.
@@ -147,17 +185,36 @@ struct Measured {
 #[derive(Default)]
 struct CpuUse {
     authd: u64,
+    /// h2load, a child process (its CPU time once reaped).
+    h2load: u64,
+    /// This process's load generator: the tonic client or the raw store
+    /// caller (idle while h2load drives).
     load: u64,
     /// Other threads of this process.
     other: u64,
     redis: u64,
+    /// The whole machine's busy time (`/proc/stat`), ours included.
+    machine: u64,
 }
 
-/// Per-thread CPU time of this process (`/proc/self/task/*/schedstat`) and
-/// redis-server's (`INFO cpu`).
+impl CpuUse {
+    fn ours(&self) -> u64 {
+        self.authd + self.h2load + self.load + self.other + self.redis
+    }
+    /// Busy time of everything else on the machine (other users' builds).
+    fn others(&self) -> u64 {
+        self.machine.saturating_sub(self.ours())
+    }
+}
+
+/// Per-thread CPU time of this process (`/proc/self/task/*/schedstat`),
+/// its reaped children's (`/proc/self/stat` cutime + cstime: h2load), and
+/// redis-server's (`INFO cpu`), and the machine's (`/proc/stat`).
 struct CpuSample {
     threads: BTreeMap<String, (String, u64)>,
+    children_ns: u64,
     redis_ns: u64,
+    machine_ns: u64,
 }
 
 impl CpuSample {
@@ -177,11 +234,27 @@ impl CpuSample {
                 threads.insert(t.file_name().to_string_lossy().into_owned(), (name, ns));
             }
         }
-        Ok(CpuSample { threads, redis_ns })
+        let children_ns = u64::try_from(h2load::children_cpu().as_nanos()).unwrap_or(u64::MAX);
+        // cpu  user nice system idle iowait irq softirq steal guest guest_nice
+        let machine_ns = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let f: Vec<u64> =
+                    s.lines().next()?.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+                let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+                Some((busy as f64 / h2load::clk_tck() * 1e9) as u64)
+            })
+            .unwrap_or(0);
+        Ok(CpuSample { threads, children_ns, redis_ns, machine_ns })
     }
 
     fn since(&self, before: &CpuSample) -> CpuUse {
-        let mut u = CpuUse { redis: self.redis_ns.saturating_sub(before.redis_ns), ..CpuUse::default() };
+        let mut u = CpuUse {
+            redis: self.redis_ns.saturating_sub(before.redis_ns),
+            h2load: self.children_ns.saturating_sub(before.children_ns),
+            machine: self.machine_ns.saturating_sub(before.machine_ns),
+            ..CpuUse::default()
+        };
         for (tid, (name, ns)) in &self.threads {
             let d = ns.saturating_sub(before.threads.get(tid).map_or(0, |t| t.1));
             if name.starts_with(AUTHD_THREADS) {
@@ -200,11 +273,14 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
     println!(
         "\n== Figure A: session mint, {TASKS} concurrent calls \
          ({CONNECTIONS} HTTP/2 connections × {IN_FLIGHT_PER_CONNECTION} in flight; \
-         raw store: the same {TASKS} tasks on one multiplexed Redis connection, as authd has), \
-         {} s or {PHASE_CALLS} calls per phase after {WARM_UP_CALLS} warm-up calls",
+         raw store: the same {TASKS} tasks on one multiplexed Redis connection, as authd has); \
+         h2load: {} after {} warm-up requests; other phases: {} s or {PHASE_CALLS} calls after \
+         {WARM_UP_CALLS} warm-up calls",
+        H2LOAD_LOAD.describe(),
+        H2LOAD_WARM_UP.requests,
         PHASE_TIME.as_secs()
     );
-    println!("authd listener: {}", listener_note());
+    println!("authd: {}", authd_note());
     let store =
         RedisStore::connect(url, RedisOptions::default()).await.map_err(|e| format!("connecting the store: {e}"))?;
     let authority = Authority::new(store.clone());
@@ -225,7 +301,10 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
         .map_err(|e| format!("create_api_key: {e}"))?;
 
     // authd, in-process on its own runtime (as a separate process would
-    // have its own threads), with its own store, on a free loopback port.
+    // have its own threads), with its own store, on a free loopback port,
+    // built as the authd binary builds it: the API key cache on, and
+    // `authd::server::run` starting the push listener and setting
+    // TCP_NODELAY on accepted connections.
     let server_rt = BackgroundRuntime(Some(
         tokio::runtime::Builder::new_multi_thread()
             .thread_name(AUTHD_THREADS)
@@ -240,10 +319,13 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
         let store = RedisStore::connect(&authd_url, RedisOptions::default())
             .await
             .map_err(|e| format!("connecting authd's store: {e}"))?;
-        let listener = authd_listener().await.map_err(|e| format!("binding authd: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .map_err(|e| format!("binding authd: {e}"))?;
         let _ = addr_tx.send(listener.local_addr().map_err(|e| format!("authd address: {e}"))?);
         let operators = OperatorAuth::new(secret, Allowlist::of([operator_id]));
-        authd::server::run(listener, Authority::new(store), operators, async move {
+        let authority = Authority::new(store).with_api_key_cache(authd_cache_options());
+        authd::server::run(listener, authority, operators, async move {
             let _ = stopped.await;
         })
         .await
@@ -273,7 +355,38 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
 
     let mut rows = Vec::new();
 
-    // --- CreateClient over gRPC.
+    // --- CreateClient over gRPC, driven by h2load (the primary figure).
+    let (m, h2load_notes) = h2load_create_client(addr, &key.token, &channels[0], &auth, admin).await?;
+    rows.push(m);
+
+    // --- The same store work, raw: MULTI{HSET client, SET+PEXPIREAT
+    // session, ZADD+PEXPIREAT index} EXEC, then XADD of the audit event, in
+    // one round trip: what authd's CreateClient writes.
+    let api_key_actor = format!("api_key:{}", key.record.id);
+    let records: Arc<Vec<(Client, Session, AuditEvent)>> = Arc::new(
+        (0..WARM_UP_CALLS + PHASE_CALLS)
+            .map(|_| {
+                let c = client(&tenant, env);
+                let s = session(&tenant, env, c.id);
+                let e = audit_event(&api_key_actor, &c, &s);
+                (c, s, e)
+            })
+            .collect(),
+    );
+    let op = {
+        let (store, records) = (store.clone(), records.clone());
+        Arc::new(move |_task: usize, i: usize| {
+            let (store, records) = (store.clone(), records.clone());
+            async move {
+                let (c, s, e) = &records[i];
+                store.create_client_audited(c, Some(s), e).await.map_err(|e| e.to_string())
+            }
+        })
+    };
+    rows.push(phase(RAW_AUDITED, admin, op).await?);
+    drop(records);
+
+    // --- CreateClient over gRPC, driven by the in-process tonic client.
     let op = {
         let (channels, auth) = (channels.clone(), auth.clone());
         Arc::new(move |task: usize, _i: usize| {
@@ -286,10 +399,9 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
             }
         })
     };
-    rows.push(phase("gRPC CreateClient", admin, op).await?);
+    rows.push(phase(CC_TONIC, admin, op).await?);
 
-    // --- The same store work, raw: MULTI{HSET client, HSET+PEXPIREAT
-    // session, ZADD+PEXPIREAT index}.
+    // --- The MULTI alone, without the audit XADD (the earlier baseline).
     let records: Arc<Vec<(Client, Session)>> = Arc::new(
         (0..WARM_UP_CALLS + PHASE_CALLS)
             .map(|_| {
@@ -309,7 +421,7 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
             }
         })
     };
-    rows.push(phase("store create_client (MULTI/EXEC)", admin, op).await?);
+    rows.push(phase(RAW_MULTI, admin, op).await?);
     drop(records);
 
     // --- CreateSession over gRPC, spread over pre-created clients.
@@ -328,10 +440,10 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
             }
         })
     };
-    rows.push(phase("gRPC CreateSession", admin, op).await?);
+    rows.push(phase(CS_TONIC, admin, op).await?);
 
-    // --- The same store work, raw: the create-session Lua script, on a
-    // fresh pool of clients with the same spread.
+    // --- The script alone, raw: the create-session Lua script, on a fresh
+    // pool of clients with the same spread.
     let pool = client_pool(&store, &tenant, env).await?;
     let sessions: Arc<Vec<Session>> =
         Arc::new((0..WARM_UP_CALLS + PHASE_CALLS).map(|i| session(&tenant, env, pool[i % pool.len()].id)).collect());
@@ -348,7 +460,7 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
             }
         })
     };
-    rows.push(phase("store create_session (Lua script)", admin, op).await?);
+    rows.push(phase(RAW_SESSION, admin, op).await?);
     drop(sessions);
 
     // Stop authd: drop the connections, then ask it to drain.
@@ -362,7 +474,160 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
     }
 
     let redis_benchmark = redis_benchmark(port).await;
-    Ok(FigureA { rows, redis_benchmark })
+    Ok(FigureA { rows, h2load_notes, redis_benchmark })
+}
+
+/// CreateClient under h2load. The body is checked first through a tonic
+/// client (grpc-status 0); an unmeasured warm-up run follows, then the
+/// measured run, whose HTTP successes are checked against the clients that
+/// appeared in Redis (h2load counts a gRPC error answer as a success).
+async fn h2load_create_client(
+    addr: SocketAddr,
+    api_key: &str,
+    client: &ClientServiceClient<Channel>,
+    auth: &MetadataValue<Ascii>,
+    admin: &mut MultiplexedConnection,
+) -> Result<(Measured, Vec<String>), BoxError> {
+    let dir = tempfile::tempdir().map_err(err("temp dir"))?;
+    let body_path = dir.path().join("create-client.grpc");
+    let log = dir.path().join("h2load.log");
+    // 5-byte gRPC prefix (not compressed, length big-endian) + the encoded
+    // CreateClientRequest{} (empty: no labels).
+    let msg = pb::CreateClientRequest::default().encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(msg.len()).map_err(err("message length"))?.to_be_bytes());
+    body.extend_from_slice(&msg);
+    std::fs::write(&body_path, &body).map_err(err("writing the h2load body"))?;
+    let mut notes = Vec::new();
+
+    // The same bytes, decoded, through a tonic client with the same header.
+    let decoded = pb::CreateClientRequest::decode(&body[5..]).map_err(err("the h2load body does not decode"))?;
+    let mut req = Request::new(decoded);
+    req.metadata_mut().insert("authorization", auth.clone());
+    let answer = client
+        .clone()
+        .create_client(req)
+        .await
+        .map_err(|s| format!("the h2load body, sent by a tonic client, was refused: {}", status_text(s)))?
+        .into_inner();
+    if answer.client.is_none() || answer.session.is_none() || answer.token.is_empty() {
+        return Err("the h2load body, sent by a tonic client, got an answer without client, session or token".into());
+    }
+    notes.push(format!(
+        "pre-check: the h2load body ({} bytes: {}) sent by a tonic client with the same authorization header: \
+         grpc-status 0 (OK), a client, a session and a {}-character token back",
+        body.len(),
+        body.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
+        answer.token.len()
+    ));
+
+    let headers = [format!("authorization: Bearer {api_key}")];
+    let limit = Duration::from_secs(180);
+
+    let c0 = client_keys(admin).await?;
+    let warm = h2load::run(addr, CREATE_CLIENT_PATH, &headers, &body_path, H2LOAD_WARM_UP, &log, limit).await?;
+    let c1 = client_keys(admin).await?;
+    if c1 <= c0 {
+        return Err(format!(
+            "h2load warm-up: {} HTTP successes but no client appeared in Redis: authd answered with gRPC errors",
+            warm.succeeded
+        ));
+    }
+
+    let keys0 = dbsize(admin).await?;
+    let before = commandstats(admin).await?;
+    let cpu_before = CpuSample::take(admin).await?;
+    let r = h2load::run(addr, CREATE_CLIENT_PATH, &headers, &body_path, H2LOAD_LOAD, &log, limit).await?;
+    let cpu = CpuSample::take(admin).await?.since(&cpu_before);
+    let commands = command_delta(&before, &commandstats(admin).await?);
+    let c2 = client_keys(admin).await?;
+    let keys = dbsize(admin).await?.saturating_sub(keys0);
+    let created = c2.saturating_sub(c1);
+
+    let ok = created.min(r.succeeded);
+    let mut first_error = None;
+    if r.succeeded > created {
+        first_error = Some(format!("{} HTTP-level successes created no client (gRPC errors)", r.succeeded - created));
+    } else if r.failed > 0 {
+        first_error = Some(format!("h2load: {} requests failed", r.failed));
+    }
+    let run = Run {
+        lat_ns: r.lat_us.iter().map(|us| us * 1000).collect(),
+        calls: usize::try_from(r.done).unwrap_or(usize::MAX),
+        errors: usize::try_from(r.done - ok).unwrap_or(usize::MAX),
+        first_error,
+        elapsed: r.duration,
+    };
+    notes.push(format!(
+        "warm-up: {} requests, {} HTTP successes, +{} clients in Redis",
+        warm.done,
+        warm.succeeded,
+        c1 - c0
+    ));
+    notes.push(format!(
+        "check: h2load {} done, {} succeeded (HTTP level; gRPC errors count as success), {} failed, {} log lines \
+         not HTTP 200; Redis +{created} clients (c:{{*}} keys, SCAN), EXEC +{}, keys +{keys} ({:.2} per client: \
+         c, s, si); {:.0} DATA bytes per answer (an error answer has none): {}",
+        r.done,
+        r.succeeded,
+        r.failed,
+        r.non_200,
+        commands.get("exec").copied().unwrap_or(0),
+        keys as f64 / created.max(1) as f64,
+        r.data_bytes as f64 / r.succeeded.max(1) as f64,
+        if created == r.succeeded && r.failed == 0 {
+            "every success created a client".to_string()
+        } else {
+            format!("MISMATCH: {created} clients for {} successes", r.succeeded)
+        },
+    ));
+    notes.push(format!(
+        "h2load: {:.2} s by its own clock, {:.2} s of CPU ({:.0} µs per request)",
+        r.duration.as_secs_f64(),
+        r.cpu.as_secs_f64(),
+        r.cpu.as_secs_f64() * 1e6 / r.done.max(1) as f64
+    ));
+    let m = Measured { name: CC_H2LOAD, run, commands, cpu };
+    println!("{}", row(&m));
+    for n in &notes {
+        println!("  {n}");
+    }
+    Ok((m, notes))
+}
+
+/// Client records in Redis: the `c:{*}` keys, counted by SCAN (deduplicated:
+/// SCAN may return a key twice while the table rehashes).
+async fn client_keys(admin: &mut MultiplexedConnection) -> Result<u64, BoxError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("c:{*")
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(admin)
+            .await
+            .map_err(err("SCAN"))?;
+        seen.extend(keys);
+        if next == 0 {
+            return Ok(seen.len() as u64);
+        }
+        cursor = next;
+    }
+}
+
+/// The audit event authd's CreateClient appends.
+fn audit_event(actor: &str, c: &Client, s: &Session) -> AuditEvent {
+    AuditEvent {
+        id: String::new(),
+        time: c.created_at,
+        actor: actor.to_string(),
+        action: "client.create".into(),
+        tenant_id: c.tenant_id,
+        subjects: vec![format!("client:{}", c.id), format!("session:{}", s.id)],
+    }
 }
 
 /// A runtime that may be dropped from async code (it shuts down in the
@@ -383,31 +648,15 @@ impl Drop for BackgroundRuntime {
     }
 }
 
-/// authd's listener: bound as the authd binary binds it, or, with
-/// `--server-nodelay`, with `TCP_NODELAY` set on the listening socket (Linux
-/// copies it to every accepted connection), to show what Nagle's algorithm
-/// costs authd's responses.
-async fn authd_listener() -> std::io::Result<tokio::net::TcpListener> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    if !server_nodelay() {
-        return tokio::net::TcpListener::bind(addr).await;
-    }
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-fn listener_note() -> &'static str {
-    if server_nodelay() {
-        "TCP_NODELAY set on accepted connections (--server-nodelay; the authd binary does not set it)"
-    } else {
-        "as the authd binary binds it (accepted connections keep Nagle's algorithm on)"
-    }
-}
-
-fn server_nodelay() -> bool {
-    std::env::args().any(|a| a == "--server-nodelay")
+fn authd_note() -> String {
+    let c = authd_cache_options();
+    format!(
+        "in-process on its own runtime ({AUTHD_THREADS} threads), as the authd binary runs it: API key cache on \
+         (capacity {}, max age {} s; push listener started by authd::server::run), TCP_NODELAY on accepted \
+         connections (cred_proto::serve::incoming)",
+        c.capacity,
+        c.max_age.as_secs()
+    )
 }
 
 /// Warms up, then measures one phase with `INFO commandstats` around it.
@@ -424,18 +673,23 @@ where
     let cpu_before = CpuSample::take(admin).await?;
     let run = drive(TASKS, WARM_UP_CALLS, PHASE_CALLS, PHASE_TIME, op).await;
     let cpu = CpuSample::take(admin).await?.since(&cpu_before);
-    let after = commandstats(admin).await?;
-    let commands = after
-        .iter()
-        .filter(|(cmd, _)| cmd.as_str() != "info")
-        .filter_map(|(cmd, n)| {
-            let d = n - before.get(cmd).copied().unwrap_or(0);
-            (d > 0).then(|| (cmd.clone(), d))
-        })
-        .collect();
+    let commands = command_delta(&before, &commandstats(admin).await?);
     let m = Measured { name, run, commands, cpu };
     println!("{}", row(&m));
     Ok(m)
+}
+
+/// Calls per command between two `INFO commandstats` (the INFO the
+/// measurement itself sends left out).
+fn command_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter(|(cmd, _)| cmd.as_str() != "info")
+        .filter_map(|(cmd, n)| {
+            let d = n.saturating_sub(before.get(cmd).copied().unwrap_or(0));
+            (d > 0).then(|| (cmd.clone(), d))
+        })
+        .collect()
 }
 
 /// Pre-creates the clients that CreateSession load is spread over.
@@ -648,7 +902,8 @@ fn print_layout(l: &Layout) {
     println!("  {}", l.stats);
 }
 
-/// `MEMORY USAGE` and `OBJECT ENCODING` of one client's keys.
+/// Type, size, `OBJECT ENCODING`, `MEMORY USAGE` and TTL of one client's keys: its
+/// hash, one session's string (40 bytes) and its session index.
 async fn samples(
     admin: &mut MultiplexedConnection,
     client: uuid::Uuid,
@@ -673,15 +928,24 @@ async fn samples(
             .await
             .map_err(|e| format!("OBJECT ENCODING {k}: {e}"))?;
         let ty: String = redis::cmd("TYPE").arg(&k).query_async(admin).await.map_err(|e| format!("TYPE {k}: {e}"))?;
-        let n: i64 = match ty.as_str() {
-            "hash" => redis::cmd("HLEN").arg(&k).query_async(admin).await,
-            "zset" => redis::cmd("ZCARD").arg(&k).query_async(admin).await,
-            _ => Ok(0),
-        }
-        .map_err(|e| format!("length of {k}: {e}"))?;
+        // A client is a hash, a session one fixed-width string, the index a
+        // sorted set.
+        let (len_cmd, unit) = match ty.as_str() {
+            "hash" => (Some("HLEN"), "fields"),
+            "zset" => (Some("ZCARD"), "members"),
+            "string" => (Some("STRLEN"), "bytes"),
+            _ => (None, ""),
+        };
+        let size = match len_cmd {
+            Some(c) => {
+                let n: i64 = redis::cmd(c).arg(&k).query_async(admin).await.map_err(|e| format!("{c} {k}: {e}"))?;
+                format!("{n} {unit}")
+            }
+            None => "-".into(),
+        };
         let ttl: i64 = redis::cmd("PTTL").arg(&k).query_async(admin).await.map_err(|e| format!("PTTL {k}: {e}"))?;
         out.push(format!(
-            "{k:<52} {ty:<4} {n:>3} entries  encoding {:<8}  MEMORY USAGE {:>5} B  {}",
+            "{k:<52} {ty:<6} {size:>11}  encoding {:<9}  MEMORY USAGE {:>5} B  {}",
             enc.unwrap_or_else(|| "-".into()),
             usage.map_or_else(|| "-".into(), |u| u.to_string()),
             if ttl >= 0 { "TTL set" } else { "no TTL" },
@@ -743,57 +1007,81 @@ fn summary(a: &FigureA, b: &[Layout]) -> String {
     let _ = writeln!(
         o,
         "Figure A: session mint ({TASKS} concurrent: {CONNECTIONS} HTTP/2 connections × \
-         {IN_FLIGHT_PER_CONNECTION}; loopback; authd, its client and redis-server share this machine)"
+         {IN_FLIGHT_PER_CONNECTION}; raw rows: {TASKS} tasks on one multiplexed Redis connection; loopback; \
+         authd, h2load, this process and redis-server share this machine)"
     );
-    let _ = writeln!(o, "authd listener: {}", listener_note());
+    let _ = writeln!(o, "authd: {}", authd_note());
     let _ = writeln!(o, "{}", header());
     for m in &a.rows {
         let _ = writeln!(o, "{}", row(m));
     }
+    for n in &a.h2load_notes {
+        let _ = writeln!(o, "  {CC_H2LOAD}: {n}");
+    }
     for s in &a.redis_benchmark {
         let _ = writeln!(o, "{s}");
     }
-    let ratio = |g: &str, r: &str| -> Option<f64> {
-        let rate = |n: &str| a.rows.iter().find(|m| m.name == n).map(|m| m.run.rate());
-        Some(rate(g)? / rate(r)?)
-    };
+    let rate = |n: &str| a.rows.iter().find(|m| m.name == n).map(|m| m.run.rate());
+    let ratio = |g: &str, r: &str| -> Option<f64> { Some(rate(g)? / rate(r)?) };
+    let _ = writeln!(o, "\nRatios gRPC / raw store (successful calls per second, this run):");
+    if let Some(x) = ratio(CC_H2LOAD, RAW_AUDITED) {
+        let _ = writeln!(
+            o,
+            "  PRIMARY  CreateClient, h2load / raw create_client_audited (the same Redis work: MULTI/EXEC + XADD, \
+             one round trip): {x:.2}  (target >= 0.5: {})",
+            if x >= 0.5 { "met" } else { "NOT met" }
+        );
+    }
     for (what, g, r) in [
-        ("CreateClient", "gRPC CreateClient", "store create_client (MULTI/EXEC)"),
-        ("CreateSession", "gRPC CreateSession", "store create_session (Lua script)"),
+        (
+            "CreateClient, tonic client in-proc / raw create_client_audited (the client shares authd's process \
+             and cores)",
+            CC_TONIC,
+            RAW_AUDITED,
+        ),
+        ("CreateClient, h2load / raw create_client (MULTI/EXEC only, no audit XADD; reference)", CC_H2LOAD, RAW_MULTI),
+        (
+            "CreateSession, tonic client in-proc / raw create_session (the script only; authd also reads the \
+             client and appends the audit event)",
+            CS_TONIC,
+            RAW_SESSION,
+        ),
     ] {
         if let Some(x) = ratio(g, r) {
-            let _ = writeln!(
-                o,
-                "ratio gRPC / raw store, {what}: {x:.2} (target >= 0.5: {})",
-                if x >= 0.5 { "met" } else { "NOT met" }
-            );
+            let _ = writeln!(o, "           {what}: {x:.2}");
         }
     }
     let _ = writeln!(
         o,
-        "\nCPU per successful call, µs (authd: its runtime's threads; load: the gRPC client or the raw \
-         store caller; redis: INFO cpu), and cores busy over the phase (2 would be the whole machine here):"
+        "\nCPU per successful call, µs (authd: its runtime's threads; h2load: the child process, CPU time once \
+         reaped; load: this process's tonic client or raw store caller; redis: INFO cpu), and cores busy over \
+         the phase: ours (the columns' total), and everything else on the machine (/proc/stat minus ours: other \
+         users' builds); {} cores here:",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let _ = writeln!(
         o,
-        "  {:<36} {:>7} {:>7} {:>7} {:>7} {:>7} {:>11}",
-        "phase", "authd", "load", "other", "redis", "total", "cores busy"
+        "  {:<NAME_WIDTH$} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>13}",
+        "phase", "authd", "h2load", "load", "other", "redis", "total", "ours cores", "others' cores"
     );
     for m in &a.rows {
         let ok = m.run.ok().max(1) as f64;
         let c = &m.cpu;
         let us = |ns: u64| ns as f64 / 1000.0 / ok;
-        let total = c.authd + c.load + c.other + c.redis;
+        let total = c.ours();
+        let secs = m.run.elapsed.as_secs_f64();
         let _ = writeln!(
             o,
-            "  {:<36} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>11.2}",
+            "  {:<NAME_WIDTH$} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>10.2} {:>13.2}",
             m.name,
             us(c.authd),
+            us(c.h2load),
             us(c.load),
             us(c.other),
             us(c.redis),
             us(total),
-            total as f64 / 1e9 / m.run.elapsed.as_secs_f64()
+            total as f64 / 1e9 / secs,
+            c.others() as f64 / 1e9 / secs,
         );
     }
     let _ = writeln!(
@@ -805,12 +1093,13 @@ fn summary(a: &FigureA, b: &[Layout]) -> String {
         let ok = m.run.ok().max(1) as f64;
         let total: u64 = m.commands.values().sum();
         let list: Vec<String> = m.commands.iter().map(|(c, n)| format!("{c} {:.2}", *n as f64 / ok)).collect();
-        let _ = writeln!(o, "  {:<36} {:>5.2} in all: {}", m.name, total as f64 / ok, list.join(", "));
+        let _ = writeln!(o, "  {:<NAME_WIDTH$} {:>5.2} in all: {}", m.name, total as f64 / ok, list.join(", "));
     }
     let _ = writeln!(
         o,
-        "  (a gRPC row minus its raw row is authd's own work around the same store write: the \
-         API-key lookup on every call, the client lookup of CreateSession, and the audit XADD)"
+        "  (a gRPC row minus its raw row is authd's own Redis work around the same store write: for CreateClient \
+         nothing when the API key check is served from authd's cache, compare create_client_audited; for \
+         CreateSession the client read (HGETALL) and the separate audit XADD)"
     );
 
     let _ = writeln!(
@@ -840,7 +1129,7 @@ fn summary(a: &FigureA, b: &[Layout]) -> String {
 
 fn header() -> String {
     format!(
-        "{:<36} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8}",
+        "{:<NAME_WIDTH$} {:>7} {:>6} {:>9} {:>8} {:>8} {:>8}",
         "phase", "calls", "errors", "calls/s", "p50 µs", "p99 µs", "max µs"
     )
 }
@@ -848,7 +1137,7 @@ fn header() -> String {
 fn row(m: &Measured) -> String {
     let r = &m.run;
     let mut s = format!(
-        "{:<36} {:>7} {:>6} {:>9.0} {:>8.0} {:>8.0} {:>8.0}",
+        "{:<NAME_WIDTH$} {:>7} {:>6} {:>9.0} {:>8.0} {:>8.0} {:>8.0}",
         m.name,
         r.calls(),
         r.errors,
@@ -867,8 +1156,10 @@ fn row(m: &Measured) -> String {
 
 /// What one bounded load run did.
 struct Run {
-    /// Per-call latency, nanoseconds, sorted.
+    /// Per-call latency, nanoseconds, sorted (h2load: HTTP 200 answers).
     lat_ns: Vec<u64>,
+    /// Calls finished, successful or not.
+    calls: usize,
     errors: usize,
     first_error: Option<String>,
     elapsed: Duration,
@@ -876,10 +1167,10 @@ struct Run {
 
 impl Run {
     fn calls(&self) -> usize {
-        self.lat_ns.len()
+        self.calls
     }
     fn ok(&self) -> usize {
-        self.calls() - self.errors
+        self.calls().saturating_sub(self.errors)
     }
     /// Successful calls per second.
     fn rate(&self) -> f64 {
@@ -939,7 +1230,8 @@ where
             (lat, errors, first_error)
         });
     }
-    let mut run = Run { lat_ns: Vec::with_capacity(max_calls), errors: 0, first_error: None, elapsed: Duration::ZERO };
+    let mut run =
+        Run { lat_ns: Vec::with_capacity(max_calls), calls: 0, errors: 0, first_error: None, elapsed: Duration::ZERO };
     while let Some(r) = set.join_next().await {
         match r {
             Ok((lat, errors, first_error)) => {
@@ -956,6 +1248,7 @@ where
         }
     }
     run.elapsed = start.elapsed();
+    run.calls = run.lat_ns.len();
     run.lat_ns.sort_unstable();
     run
 }
@@ -985,10 +1278,14 @@ fn session(tenant: &Tenant, env: Environment, client_id: uuid::Uuid) -> Session 
 
 // ---------------------------------------------------------------- redis
 
+/// The connection for setup, INFO, SCAN and FLUSHALL. Its response timeout
+/// is long: a `FLUSHALL SYNC` of figure A's half a million keys takes longer
+/// than the client's default 500 ms on a busy machine.
 async fn admin_connection(url: &str) -> Result<MultiplexedConnection, BoxError> {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
     redis::Client::open(url)
         .map_err(|e| e.to_string())?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(|e| format!("admin connection to Redis: {e}"))
 }
