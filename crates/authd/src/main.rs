@@ -207,7 +207,9 @@ async fn dev_with<S: Store>(
 }
 
 async fn run<S: Store>(listener: TcpListener, authority: Authority<S>, operators: OperatorAuth) -> Result<(), String> {
-    authd::server::run(listener, authority, operators, shutdown_signal()).await.map_err(|e| e.to_string())
+    authd::server::run(listener, authority, operators, cred_proto::serve::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// SIGHUP re-reads the allowlist; a bad file keeps the old list.
@@ -229,20 +231,4 @@ fn spawn_allowlist_reloader(operators: OperatorAuth, path: PathBuf) {
             }
         }
     });
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    tracing::info!("shutting down");
 }

@@ -89,20 +89,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "introspect serving");
-    introspect::server::run(listener, Verifier::new(store, opts), shutdown_signal()).await.map_err(|e| e.to_string())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    introspect::server::run(listener, Verifier::new(store, opts), cred_proto::serve::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }

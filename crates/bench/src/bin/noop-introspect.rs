@@ -74,7 +74,8 @@ async fn main() {
     let router = with_reflection(Server::builder().add_service(health_service))
         .unwrap_or_else(|e| fail(&e.to_string()))
         .add_service(IntrospectServiceServer::new(Noop { answer: fixed_answer() }));
-    if let Err(e) = router.serve_with_incoming_shutdown(incoming(listener), shutdown_signal()).await {
+    if let Err(e) = router.serve_with_incoming_shutdown(incoming(listener), cred_proto::serve::shutdown_signal()).await
+    {
         fail(&format!("transport: {e}"));
     }
 }
@@ -82,19 +83,4 @@ async fn main() {
 fn fail(msg: &str) -> ! {
     eprintln!("noop-introspect: {msg}");
     std::process::exit(2);
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }
