@@ -19,7 +19,7 @@ use uuid::Uuid;
 /// Bounds of the caches.
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
-    /// Verified credentials kept (about 200 bytes each).
+    /// Verified credentials kept (about 240 bytes each).
     pub capacity: usize,
     /// Refused tokens kept.
     pub negative_capacity: usize,

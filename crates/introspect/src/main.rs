@@ -41,7 +41,7 @@ struct ServeArgs {
     /// replica); the stored expiry lags the exact rule by at most this.
     #[arg(long, env = "INTROSPECT_TOUCH_GRANULARITY_MS", default_value_t = 1000)]
     touch_granularity_ms: u64,
-    /// Verified credentials cached (about 200 bytes each).
+    /// Verified credentials cached (about 240 bytes each).
     #[arg(long, env = "INTROSPECT_CACHE_CAPACITY", default_value_t = 1_000_000)]
     cache_capacity: usize,
     /// Oldest a cached answer may be, in milliseconds: the safety net under
