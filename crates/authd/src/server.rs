@@ -8,8 +8,9 @@ use cred_core::store::Store;
 use cred_proto::authd::v1::admin_service_server::AdminServiceServer;
 use cred_proto::authd::v1::client_service_server::ClientServiceServer;
 use cred_proto::authd::v1::session_service_server::SessionServiceServer;
-use cred_proto::serve::{ServeError, incoming, with_reflection};
+use cred_proto::serve::{ServeError, incoming, watch_health, with_reflection};
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 
 use crate::admin::AdminApi;
@@ -31,6 +32,17 @@ pub async fn run<S: Store>(
     health.set_serving::<AdminServiceServer<AdminApi<S>>>().await;
     health.set_serving::<ClientServiceServer<ClientApi<S>>>().await;
     health.set_serving::<SessionServiceServer<SessionApi<S>>>().await;
+    // NOT_SERVING while the store does not answer.
+    let names = vec![
+        <AdminServiceServer<AdminApi<S>> as NamedService>::NAME,
+        <ClientServiceServer<ClientApi<S>> as NamedService>::NAME,
+        <SessionServiceServer<SessionApi<S>> as NamedService>::NAME,
+    ];
+    let store = authority.store().clone();
+    watch_health(health, names, move || {
+        let store = store.clone();
+        async move { store.ping().await.is_ok() }
+    });
 
     with_reflection(Server::builder().add_service(health_service))?
         .add_service(AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }))

@@ -5,8 +5,9 @@ use std::future::Future;
 
 use cred_core::store::Store;
 use cred_proto::introspect::v1::introspect_service_server::IntrospectServiceServer;
-use cred_proto::serve::{ServeError, incoming, with_reflection};
+use cred_proto::serve::{ServeError, incoming, watch_health, with_reflection};
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 
 use crate::service::IntrospectApi;
@@ -22,6 +23,13 @@ pub async fn run<S: Store>(
     cred_core::push::spawn(verifier.store().clone(), verifier.cache().clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IntrospectServiceServer<IntrospectApi<S>>>().await;
+    // NOT_SERVING while the store does not answer (cached answers are still
+    // served; new credentials could not be).
+    let store = verifier.store().clone();
+    watch_health(health, vec![<IntrospectServiceServer<IntrospectApi<S>> as NamedService>::NAME], move || {
+        let store = store.clone();
+        async move { store.ping().await.is_ok() }
+    });
     with_reflection(Server::builder().add_service(health_service))?
         .add_service(IntrospectServiceServer::new(IntrospectApi { verifier }))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)

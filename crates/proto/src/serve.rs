@@ -2,8 +2,13 @@
 //! reflection (v1 for grpcurl and buf curl, v1alpha for grpcio) over every
 //! proto here and `grpc.health.v1`, and how accepted sockets are set up.
 
+use std::future::Future;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tonic::transport::server::{Router, TcpIncoming};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 /// Why a server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,4 +49,31 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// How often the servers ask their store whether it answers.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps `grpc.health.v1` in step with the store: every [`HEALTH_INTERVAL`],
+/// `probe` decides whether `services` (and the server as a whole, "") are
+/// SERVING or NOT_SERVING. Runs until the runtime ends.
+pub fn watch_health<F, Fut>(health: HealthReporter, services: Vec<&'static str>, probe: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let up = probe().await;
+            if last != Some(up) {
+                let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+                for s in services.iter().copied().chain([""]) {
+                    health.set_service_status(s, status).await;
+                }
+                last = Some(up);
+            }
+            tokio::time::sleep(HEALTH_INTERVAL).await;
+        }
+    });
 }

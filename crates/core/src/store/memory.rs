@@ -328,6 +328,10 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn subscribe(&self) -> StoreResult<Invalidations> {
         let rx = tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe());
         // A lagging subscriber missed invalidations: end its stream so that

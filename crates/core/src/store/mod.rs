@@ -230,6 +230,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Subscribes to invalidations published by revocations.
     fn subscribe(&self) -> impl Future<Output = StoreResult<Invalidations>> + Send;
 
+    /// Whether the store answers at all (health checks).
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// Reads the audit trail after `after` (exclusive), oldest first.
     fn list_audit(
         &self,

@@ -748,6 +748,11 @@ impl Store for RedisStore {
         Ok(id)
     }
 
+    async fn ping(&self) -> StoreResult<()> {
+        let () = redis::cmd("PING").query_async(&mut self.conn.clone()).await.map(|_: String| ())?;
+        Ok(())
+    }
+
     async fn subscribe(&self) -> StoreResult<Invalidations> {
         use futures::StreamExt;
         let mut ps = self.client.get_async_pubsub().await?;

@@ -895,6 +895,7 @@ async fn figure_c(env: &mut Env, sum: &mut Summary) -> Result<(), BoxError> {
     let lines = mon.between("bench-c-start", "bench-c-end");
     mon.stop();
     let mine = monitor::from_ports(&lines, &ports);
+    let health_pings = monitor::pings(&lines, &ports);
     let mut by_cmd: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &mine {
         *by_cmd.entry(l.cmd.as_str()).or_default() += 1;
@@ -923,6 +924,7 @@ async fn figure_c(env: &mut Env, sum: &mut Summary) -> Result<(), BoxError> {
     );
     println!(
         "  top-level commands from A's connections: {} ({:?}); script-internal (lua) lines: {lua}; \
+         health-probe PINGs left out: {health_pings} (one a second, whatever the load); \
          INFO commandstats delta (counts script-internal calls too): {:?}",
         mine.len(),
         by_cmd,

@@ -125,6 +125,16 @@ fn is_marker(raw: &str, marker: &str) -> bool {
 }
 
 /// Top-level commands (not run by a script) sent from any of `ports`.
+/// The health probe's PINGs (one a second, whatever the load) are left out:
+/// they are not work of any verify. [`pings`] counts them.
 pub fn from_ports<'a>(lines: &'a [Line], ports: &HashSet<u16>) -> Vec<&'a Line> {
-    lines.iter().filter(|l| l.port().is_some_and(|p| ports.contains(&p))).collect()
+    lines
+        .iter()
+        .filter(|l| l.port().is_some_and(|p| ports.contains(&p)) && !l.cmd.eq_ignore_ascii_case("ping"))
+        .collect()
+}
+
+/// The health probe's PINGs among `lines` from `ports`.
+pub fn pings(lines: &[Line], ports: &HashSet<u16>) -> usize {
+    lines.iter().filter(|l| l.port().is_some_and(|p| ports.contains(&p)) && l.cmd.eq_ignore_ascii_case("ping")).count()
 }
