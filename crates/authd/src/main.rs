@@ -53,6 +53,10 @@ struct ServeArgs {
     redis_timeout_ms: u64,
     #[command(flatten)]
     cache: CacheArgs,
+    /// After SIGTERM: health goes NOT_SERVING, new connections are refused,
+    /// and calls in flight get this many milliseconds to finish.
+    #[arg(long, env = "AUTHD_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    drain_timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -175,7 +179,8 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "authd serving");
-    run(listener, a.cache.apply(Authority::new(store)), operators).await
+    let drain = Duration::from_millis(a.drain_timeout_ms);
+    run(listener, a.cache.apply(Authority::new(store)), operators, drain).await
 }
 
 async fn dev(a: DevArgs) -> Result<(), String> {
@@ -203,13 +208,22 @@ async fn dev_with<S: Store>(
     let setup = authd::dev::bootstrap(&authority, &secret).await.map_err(|e| format!("dev setup: {e}"))?;
     let operators = OperatorAuth::new(secret, Allowlist::of([setup.operator_key_id]));
     println!("{}", authd::dev::banner(&setup, addr, store));
-    run(listener, authority, operators).await
+    run(listener, authority, operators, authd::server::DRAIN).await
 }
 
-async fn run<S: Store>(listener: TcpListener, authority: Authority<S>, operators: OperatorAuth) -> Result<(), String> {
-    authd::server::run(listener, authority, operators, cred_proto::serve::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+async fn run<S: Store>(
+    listener: TcpListener,
+    authority: Authority<S>,
+    operators: OperatorAuth,
+    drain: Duration,
+) -> Result<(), String> {
+    let shutdown = async {
+        cred_proto::serve::shutdown_signal().await;
+        tracing::info!(?drain, "shutting down: NOT_SERVING, draining calls in flight");
+    };
+    authd::server::run_with_drain(listener, authority, operators, shutdown, drain).await.map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// SIGHUP re-reads the allowlist; a bad file keeps the old list.

@@ -8,7 +8,9 @@ use cred_core::store::Store;
 use cred_proto::authd::v1::admin_service_server::AdminServiceServer;
 use cred_proto::authd::v1::client_service_server::ClientServiceServer;
 use cred_proto::authd::v1::session_service_server::SessionServiceServer;
-use cred_proto::serve::{ServeError, incoming, watch_health, with_reflection};
+use std::time::Duration;
+
+use cred_proto::serve::{ServeError, serve_and_drain, watch_health, with_reflection};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
@@ -18,12 +20,29 @@ use crate::auth::OperatorAuth;
 use crate::clients::ClientApi;
 use crate::sessions::SessionApi;
 
-/// Serves authd on `listener` until `shutdown` completes, then drains.
+/// How long calls in flight may take to finish after shutdown, by default.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves authd on `listener` until `shutdown` completes, then drains for
+/// at most [`DRAIN`].
 pub async fn run<S: Store>(
     listener: TcpListener,
     authority: Authority<S>,
     operators: OperatorAuth,
     shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    run_with_drain(listener, authority, operators, shutdown, DRAIN).await
+}
+
+/// [`run`], with the drain timeout given: after `shutdown`, health goes
+/// NOT_SERVING, new connections are refused, and calls in flight get at most
+/// `drain` to finish.
+pub async fn run_with_drain<S: Store>(
+    listener: TcpListener,
+    authority: Authority<S>,
+    operators: OperatorAuth,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
 ) -> Result<(), ServeError> {
     if let Some(cache) = authority.api_key_cache() {
         cred_core::push::spawn(authority.store().clone(), cache.clone());
@@ -39,16 +58,14 @@ pub async fn run<S: Store>(
         <SessionServiceServer<SessionApi<S>> as NamedService>::NAME,
     ];
     let store = authority.store().clone();
-    watch_health(health, names, move || {
+    let watch = watch_health(health, names, move || {
         let store = store.clone();
         async move { store.ping().await.is_ok() }
     });
 
-    with_reflection(Server::builder().add_service(health_service))?
+    let router = with_reflection(Server::builder().add_service(health_service))?
         .add_service(AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }))
         .add_service(ClientServiceServer::new(ClientApi { authority: authority.clone() }))
-        .add_service(SessionServiceServer::new(SessionApi { authority }))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await?;
-    Ok(())
+        .add_service(SessionServiceServer::new(SessionApi { authority }));
+    serve_and_drain(router, listener, watch, shutdown, drain).await
 }

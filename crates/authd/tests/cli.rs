@@ -177,3 +177,101 @@ async fn offline_operator_keys_and_sighup_reload() {
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(p.0.try_wait().unwrap().is_none(), "authd exited on a bad allowlist");
 }
+
+/// SIGTERM: new connections are refused, the calls in flight finish, and
+/// authd exits 0. Calls are held in flight by freezing Redis (SIGSTOP).
+#[tokio::test]
+async fn sigterm_drains_calls_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (redis, port) = start_redis(dir.path());
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, run(&["operator-key", "secret"])).unwrap();
+    let secret_arg = secret_file.to_str().unwrap();
+    let new = run(&["operator-key", "new", "--operator-secret-file", secret_arg]);
+    let key_id = new.lines().find_map(|l| l.strip_prefix("key id:")).unwrap().trim().to_string();
+    let operator = new.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string();
+    let allowlist = dir.path().join("operators");
+    std::fs::write(&allowlist, format!("{key_id}\n")).unwrap();
+    let mut p = Proc(
+        Command::new(AUTHD)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("AUTHD_REDIS_URL", format!("redis://127.0.0.1:{port}/0"))
+            .env("AUTHD_OPERATOR_SECRET_FILE", secret_arg)
+            .env("AUTHD_OPERATOR_ALLOWLIST_FILE", &allowlist)
+            .env("AUTHD_REDIS_TIMEOUT_MS", "10000")
+            .env("AUTHD_DRAIN_TIMEOUT_MS", "8000")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut logs = BufReader::new(p.0.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(logs.read_line(&mut line).unwrap() > 0, "authd serve exited");
+        if line.contains("authd serving") {
+            break line.split("\"addr\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+        }
+    };
+    // Keep reading the logs so authd never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut logs, &mut std::io::sink()));
+    let ch = channel(&addr).await;
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(ch.clone());
+    let tenant = admin
+        .create_tenant(authed(&operator, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .tenant_id;
+    let key = admin
+        .create_api_key(authed(
+            &operator,
+            pb::CreateApiKeyRequest {
+                tenant_id: tenant,
+                environment: pb::Environment::Test.into(),
+                name: "k".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let clients = pb::client_service_client::ClientServiceClient::new(ch);
+    // Warm the API-key cache, so the held calls wait only on their write.
+    clients.clone().create_client(authed(&key, pb::CreateClientRequest::default())).await.unwrap();
+
+    let redis_pid = redis.0.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &redis_pid]).status().unwrap().success());
+    let in_flight: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut c, key) = (clients.clone(), key.clone());
+            tokio::spawn(async move { c.create_client(authed(&key, pb::CreateClientRequest::default())).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // New connections are refused once authd has stopped accepting.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(&addr).is_ok() {
+        assert!(Instant::now() < deadline, "authd still accepts connections after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(p.0.try_wait().unwrap().is_none(), "authd exited with calls in flight");
+    assert!(Command::new("kill").args(["-CONT", &redis_pid]).status().unwrap().success());
+    for call in in_flight {
+        let r = call.await.unwrap();
+        assert!(r.is_ok(), "a call in flight at SIGTERM failed: {r:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "authd did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "authd exited with {status}");
+}

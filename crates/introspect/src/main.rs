@@ -54,6 +54,10 @@ struct ServeArgs {
     /// How long a refused token is remembered, in milliseconds.
     #[arg(long, env = "INTROSPECT_NEGATIVE_TTL_MS", default_value_t = 5_000)]
     negative_ttl_ms: u64,
+    /// After SIGTERM: health goes NOT_SERVING, new connections are refused,
+    /// and calls in flight get this many milliseconds to finish.
+    #[arg(long, env = "INTROSPECT_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    drain_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -89,7 +93,14 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "introspect serving");
-    introspect::server::run(listener, Verifier::new(store, opts), cred_proto::serve::shutdown_signal())
+    let shutdown = async {
+        cred_proto::serve::shutdown_signal().await;
+        tracing::info!("shutting down: NOT_SERVING, draining calls in flight");
+    };
+    let drain = Duration::from_millis(a.drain_timeout_ms);
+    introspect::server::run_with_drain(listener, Verifier::new(store, opts), shutdown, drain)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
 }

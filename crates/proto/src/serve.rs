@@ -56,24 +56,74 @@ pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keeps `grpc.health.v1` in step with the store: every [`HEALTH_INTERVAL`],
 /// `probe` decides whether `services` (and the server as a whole, "") are
-/// SERVING or NOT_SERVING. Runs until the runtime ends.
-pub fn watch_health<F, Fut>(health: HealthReporter, services: Vec<&'static str>, probe: F)
+/// SERVING or NOT_SERVING, until [`HealthWatch::stop`].
+pub fn watch_health<F, Fut>(health: HealthReporter, services: Vec<&'static str>, probe: F) -> HealthWatch
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
-    tokio::spawn(async move {
+    let (h, names) = (health.clone(), services.clone());
+    let task = tokio::spawn(async move {
         let mut last = None;
         loop {
             let up = probe().await;
             if last != Some(up) {
                 let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
-                for s in services.iter().copied().chain([""]) {
-                    health.set_service_status(s, status).await;
+                for s in names.iter().copied().chain([""]) {
+                    h.set_service_status(s, status).await;
                 }
                 last = Some(up);
             }
             tokio::time::sleep(HEALTH_INTERVAL).await;
         }
     });
+    HealthWatch { task, health, services }
+}
+
+/// The running health watcher of a server.
+pub struct HealthWatch {
+    task: tokio::task::JoinHandle<()>,
+    health: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl HealthWatch {
+    /// Stops watching and reports NOT_SERVING for good (shutting down).
+    pub async fn stop(self) {
+        self.task.abort();
+        for s in self.services.iter().copied().chain([""]) {
+            self.health.set_service_status(s, ServingStatus::NotServing).await;
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; then health
+/// goes NOT_SERVING, new connections are refused, and calls in flight get at
+/// most `drain` to finish before this returns anyway.
+pub async fn serve_and_drain(
+    router: Router,
+    listener: TcpListener,
+    health: HealthWatch,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+) -> Result<(), ServeError> {
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        health.stop().await;
+        let _ = stopping.send(());
+    };
+    let serve = router.serve_with_incoming_shutdown(incoming(listener), signal);
+    tokio::pin!(serve);
+    let deadline = async {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(drain).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = &mut serve => r?,
+        () = deadline => {}
+    }
+    Ok(())
 }
