@@ -115,35 +115,44 @@ fn run(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[tokio::test]
-async fn offline_operator_keys_and_sighup_reload() {
+/// `authd serve` as an operator sets it up: a redis-server, an operator
+/// secret and key made offline, an allowlist file.
+struct Served {
+    /// The authd process.
+    authd: Proc,
+    /// Its Redis, frozen and thawed by the drain test.
+    redis: Proc,
+    addr: String,
+    /// The operator key's token.
+    operator: String,
+    allowlist: std::path::PathBuf,
+    /// Holds the files for as long as the test runs.
+    _dir: tempfile::TempDir,
+}
+
+fn serve(extra_env: &[(&str, &str)]) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let (_redis, port) = start_redis(dir.path());
+    let (redis, port) = start_redis(dir.path());
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, run(&["operator-key", "secret"])).unwrap();
     let secret_arg = secret_file.to_str().unwrap();
     let new = run(&["operator-key", "new", "--operator-secret-file", secret_arg]);
     let key_id = new.lines().find_map(|l| l.strip_prefix("key id:")).unwrap().trim().to_string();
-    let token = new.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string();
+    let operator = new.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string();
     let allowlist = dir.path().join("operators");
     std::fs::write(&allowlist, format!("# ops\n{key_id}\n")).unwrap();
-
-    // A missing setting fails at start, naming it.
-    let bad = Command::new(AUTHD).args(["serve", "--listen", "127.0.0.1:0"]).env_clear().output().unwrap();
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--redis-url"));
-
-    let mut p = Proc(
+    let mut authd = Proc(
         Command::new(AUTHD)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("AUTHD_REDIS_URL", format!("redis://127.0.0.1:{port}/0"))
             .env("AUTHD_OPERATOR_SECRET_FILE", secret_arg)
             .env("AUTHD_OPERATOR_ALLOWLIST_FILE", &allowlist)
+            .envs(extra_env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let mut logs = BufReader::new(p.0.stderr.take().unwrap());
+    let mut logs = BufReader::new(authd.0.stderr.take().unwrap());
     let addr = loop {
         let mut line = String::new();
         assert!(logs.read_line(&mut line).unwrap() > 0, "authd serve exited");
@@ -151,6 +160,19 @@ async fn offline_operator_keys_and_sighup_reload() {
             break line.split("\"addr\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
         }
     };
+    // Keep reading the logs so authd never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut logs, &mut std::io::sink()));
+    Served { authd, redis, addr, operator, allowlist, _dir: dir }
+}
+
+#[tokio::test]
+async fn offline_operator_keys_and_sighup_reload() {
+    // A missing setting fails at start, naming it.
+    let bad = Command::new(AUTHD).args(["serve", "--listen", "127.0.0.1:0"]).env_clear().output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--redis-url"));
+
+    let Served { authd: mut p, redis: _redis, addr, operator: token, allowlist, _dir } = serve(&[]);
     let mut admin = pb::admin_service_client::AdminServiceClient::new(channel(&addr).await);
     let get = pb::GetTenantRequest { tenant_id: uuid::Uuid::new_v4().to_string() };
     let e = admin.get_tenant(authed(&token, get.clone())).await.unwrap_err();
@@ -182,38 +204,8 @@ async fn offline_operator_keys_and_sighup_reload() {
 /// authd exits 0. Calls are held in flight by freezing Redis (SIGSTOP).
 #[tokio::test]
 async fn sigterm_drains_calls_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let (redis, port) = start_redis(dir.path());
-    let secret_file = dir.path().join("secret");
-    std::fs::write(&secret_file, run(&["operator-key", "secret"])).unwrap();
-    let secret_arg = secret_file.to_str().unwrap();
-    let new = run(&["operator-key", "new", "--operator-secret-file", secret_arg]);
-    let key_id = new.lines().find_map(|l| l.strip_prefix("key id:")).unwrap().trim().to_string();
-    let operator = new.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string();
-    let allowlist = dir.path().join("operators");
-    std::fs::write(&allowlist, format!("{key_id}\n")).unwrap();
-    let mut p = Proc(
-        Command::new(AUTHD)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("AUTHD_REDIS_URL", format!("redis://127.0.0.1:{port}/0"))
-            .env("AUTHD_OPERATOR_SECRET_FILE", secret_arg)
-            .env("AUTHD_OPERATOR_ALLOWLIST_FILE", &allowlist)
-            .env("AUTHD_REDIS_TIMEOUT_MS", "10000")
-            .env("AUTHD_DRAIN_TIMEOUT_MS", "8000")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut logs = BufReader::new(p.0.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(logs.read_line(&mut line).unwrap() > 0, "authd serve exited");
-        if line.contains("authd serving") {
-            break line.split("\"addr\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-        }
-    };
-    // Keep reading the logs so authd never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut logs, &mut std::io::sink()));
+    let Served { authd: mut p, redis, addr, operator, allowlist: _, _dir } =
+        serve(&[("AUTHD_REDIS_TIMEOUT_MS", "10000"), ("AUTHD_DRAIN_TIMEOUT_MS", "8000")]);
     let ch = channel(&addr).await;
     let mut admin = pb::admin_service_client::AdminServiceClient::new(ch.clone());
     let tenant = admin
