@@ -519,6 +519,13 @@ async fn bad_input_table() {
     let big_labels: std::collections::HashMap<String, String> =
         (0..17).map(|i| (format!("k{i}"), "v".to_string())).collect();
     let past = Some(prost_types::Timestamp { seconds: 1, nanos: 0 });
+    // A valid CreateApiKeyRequest with one thing changed.
+    let key = |change: &dyn Fn(&mut pb::CreateApiKeyRequest)| {
+        let mut r =
+            pb::CreateApiKeyRequest { tenant_id: t.clone(), environment: 2, name: "n".into(), ..Default::default() };
+        change(&mut r);
+        r
+    };
 
     let cases: Vec<(&str, &str, Result<(), tonic::Status>)> = vec![
         (
@@ -572,85 +579,24 @@ async fn bad_input_table() {
         (
             "unspecified environment",
             "environment",
-            admin
-                .create_api_key(authed(
-                    &op,
-                    pb::CreateApiKeyRequest {
-                        tenant_id: t.clone(),
-                        environment: 0,
-                        name: "n".into(),
-                        ..Default::default()
-                    },
-                ))
-                .await
-                .map(drop),
+            admin.create_api_key(authed(&op, key(&|r| r.environment = 0))).await.map(drop),
         ),
         (
             "unknown enum value",
             "environment",
-            admin
-                .create_api_key(authed(
-                    &op,
-                    pb::CreateApiKeyRequest {
-                        tenant_id: t.clone(),
-                        environment: 7,
-                        name: "n".into(),
-                        ..Default::default()
-                    },
-                ))
-                .await
-                .map(drop),
+            admin.create_api_key(authed(&op, key(&|r| r.environment = 7))).await.map(drop),
         ),
         (
             "unknown scope",
             "scopes",
-            admin
-                .create_api_key(authed(
-                    &op,
-                    pb::CreateApiKeyRequest {
-                        tenant_id: t.clone(),
-                        environment: 2,
-                        name: "n".into(),
-                        scopes: vec!["root".into()],
-                        ..Default::default()
-                    },
-                ))
-                .await
-                .map(drop),
+            admin.create_api_key(authed(&op, key(&|r| r.scopes = vec!["root".into()]))).await.map(drop),
         ),
         (
             "expiry in the past",
             "expire_time",
-            admin
-                .create_api_key(authed(
-                    &op,
-                    pb::CreateApiKeyRequest {
-                        tenant_id: t.clone(),
-                        environment: 2,
-                        name: "n".into(),
-                        expire_time: past,
-                        ..Default::default()
-                    },
-                ))
-                .await
-                .map(drop),
+            admin.create_api_key(authed(&op, key(&|r| r.expire_time = past))).await.map(drop),
         ),
-        (
-            "empty key name",
-            "name",
-            admin
-                .create_api_key(authed(
-                    &op,
-                    pb::CreateApiKeyRequest {
-                        tenant_id: t.clone(),
-                        environment: 2,
-                        name: String::new(),
-                        ..Default::default()
-                    },
-                ))
-                .await
-                .map(drop),
-        ),
+        ("empty key name", "name", admin.create_api_key(authed(&op, key(&|r| r.name = String::new()))).await.map(drop)),
         (
             "invalid key uuid",
             "key_id",
