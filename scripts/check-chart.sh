@@ -130,6 +130,11 @@ expect_fail "Invalid type" --set introspect.cacheCapacity=lots
 expect_fail "secret.operatorSecret is required" --set secret.create=true --set secret.redisUrl=redis://r:6379
 expect_fail "needs metrics.port" --set metrics.serviceMonitor.enabled=true
 expect_fail "existingSecret must be empty" -f "$ALL_ON" --set secret.existingSecret=other
+expect_fail "authd.drainTimeoutMs must be below authd.terminationGracePeriodSeconds" --set authd.drainTimeoutMs=30000
+expect_fail "introspect.tls.secretName is required" --set introspect.tls.enabled=true
+expect_fail "authd.tls.adminClientCa.enabled needs authd.tls.enabled" --set authd.tls.adminClientCa.enabled=true
+expect_fail "authd.tls.healthPort must differ" -f "$ALL_ON" --set authd.tls.healthPort=50061
+expect_fail "Additional property adminClientCa is not allowed" --set introspect.tls.adminClientCa.enabled=true
 
 echo
 say "OK: chart checks passed in $(( $(date +%s) - start ))s"

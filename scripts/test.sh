@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): installs what a fresh Debian machine lacks
-# (redis-server, buf, helm, kubernetes-validate), then runs buf lint, the
-# Helm chart checks, rustfmt, clippy and every test.
+# (redis-server, buf, helm, kubernetes-validate), then runs buf lint, buf
+# breaking against the previous commit, the Helm chart checks, rustfmt,
+# clippy and every test.
 # Integration tests start their own redis-server on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,15 @@ fi
 
 echo "== buf lint"
 "$BUF" lint
+echo "== buf breaking (proto/ against the previous commit)"
+# HEAD~1 is the previous commit (the first parent of a merge). A fresh clone has
+# it; a first commit or a --depth 1 clone does not: say so and go on.
+if git rev-parse --verify --quiet 'HEAD~1^{commit}' >/dev/null; then
+  "$BUF" breaking --against ".git#ref=HEAD~1"
+  echo "buf breaking: no breaking change against $(git rev-parse --short HEAD~1)"
+else
+  echo "test.sh: NOTE: no previous commit here (first commit or shallow clone): buf breaking NOT run" >&2
+fi
 echo "== helm chart"
 bash scripts/check-chart.sh
 echo "== cargo fmt --check"

@@ -11,6 +11,7 @@ use cred_core::cache::CacheOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::redis::RedisOptions;
 use cred_core::store::{MemoryStore, RedisStore, Store};
+use cred_proto::serve::ServeOptions;
 use tokio::net::TcpListener;
 
 /// authd: issue, rotate, list and revoke credentials over gRPC.
@@ -57,6 +58,45 @@ struct ServeArgs {
     /// and calls in flight get this many milliseconds to finish.
     #[arg(long, env = "AUTHD_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     drain_timeout_ms: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Args)]
+struct TlsArgs {
+    /// PEM certificate chain: serve TLS (needs --tls-key-file).
+    #[arg(long, env = "AUTHD_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "AUTHD_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA for admin mTLS (needs TLS): AdminService calls also need a
+    /// client certificate it issued, besides the operator key (else
+    /// UNAUTHENTICATED). Client certificates stay optional for the other
+    /// services.
+    #[arg(long, env = "AUTHD_ADMIN_CLIENT_CA_FILE")]
+    admin_client_ca_file: Option<PathBuf>,
+    /// Also serve grpc.health.v1 alone, in plaintext, on this address: for
+    /// Kubernetes gRPC probes, which cannot speak TLS.
+    #[arg(long, env = "AUTHD_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
+}
+
+impl TlsArgs {
+    /// The TLS setting and the health listener, or the setting at fault.
+    async fn load(&self, drain: Duration) -> Result<cred_proto::serve::ServeOptions, String> {
+        let tls = cred_proto::tls::ServerTls::from_flags(
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+            self.admin_client_ca_file.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let health_listener = match self.health_listen {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| format!("--health-listen {a}: {e}"))?),
+            None => None,
+        };
+        Ok(cred_proto::serve::ServeOptions { drain, tls, health_listener })
+    }
 }
 
 #[derive(Args)]
@@ -168,6 +208,7 @@ fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
     init_logs(false);
+    let opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms)).await?;
     let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);
@@ -178,9 +219,8 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, "authd serving");
-    let drain = Duration::from_millis(a.drain_timeout_ms);
-    run(listener, a.cache.apply(Authority::new(store)), operators, drain).await
+    tracing::info!(%addr, tls = opts.tls.is_some(), "authd serving");
+    run(listener, a.cache.apply(Authority::new(store)), operators, opts).await
 }
 
 async fn dev(a: DevArgs) -> Result<(), String> {
@@ -208,20 +248,21 @@ async fn dev_with<S: Store>(
     let setup = authd::dev::bootstrap(&authority, &secret).await.map_err(|e| format!("dev setup: {e}"))?;
     let operators = OperatorAuth::new(secret, Allowlist::of([setup.operator_key_id]));
     println!("{}", authd::dev::banner(&setup, addr, store));
-    run(listener, authority, operators, authd::server::DRAIN).await
+    run(listener, authority, operators, ServeOptions::new(authd::server::DRAIN)).await
 }
 
 async fn run<S: Store>(
     listener: TcpListener,
     authority: Authority<S>,
     operators: OperatorAuth,
-    drain: Duration,
+    opts: ServeOptions,
 ) -> Result<(), String> {
+    let drain = opts.drain;
     let shutdown = async {
         cred_proto::serve::shutdown_signal().await;
         tracing::info!(?drain, "shutting down: NOT_SERVING, draining calls in flight");
     };
-    authd::server::run_with_drain(listener, authority, operators, shutdown, drain).await.map_err(|e| e.to_string())?;
+    authd::server::run_with(listener, authority, operators, shutdown, opts).await.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -10,7 +10,8 @@ use cred_proto::authd::v1::client_service_server::ClientServiceServer;
 use cred_proto::authd::v1::session_service_server::SessionServiceServer;
 use std::time::Duration;
 
-use cred_proto::serve::{ServeError, serve_and_drain, watch_health, with_reflection};
+use cred_proto::serve::{ServeError, ServeOptions, serve_and_drain_with, watch_health, with_reflection};
+use cred_proto::tls::{require_client_cert, server_builder};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
@@ -44,6 +45,19 @@ pub async fn run_with_drain<S: Store>(
     shutdown: impl Future<Output = ()> + Send,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    run_with(listener, authority, operators, shutdown, ServeOptions::new(drain)).await
+}
+
+/// [`run`], with drain, TLS and a health-only listener given. With a client
+/// CA in the TLS setting, AdminService calls also need a verified client
+/// certificate (UNAUTHENTICATED without one); the other services do not.
+pub async fn run_with<S: Store>(
+    listener: TcpListener,
+    authority: Authority<S>,
+    operators: OperatorAuth,
+    shutdown: impl Future<Output = ()> + Send,
+    opts: ServeOptions,
+) -> Result<(), ServeError> {
     if let Some(cache) = authority.api_key_cache() {
         cred_core::push::spawn(authority.store().clone(), cache.clone());
     }
@@ -63,9 +77,15 @@ pub async fn run_with_drain<S: Store>(
         async move { store.ping().await.is_ok() }
     });
 
-    let router = with_reflection(Server::builder().add_service(health_service))?
-        .add_service(AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }))
+    // Admin mTLS: a verified client certificate, checked before the key.
+    let admin_mtls = require_client_cert(opts.tls.as_ref().is_some_and(|t| t.verifies_clients()));
+    let health_only = opts.health_listener.map(|l| (Server::builder().add_service(health_service.clone()), l));
+    let router = with_reflection(server_builder(opts.tls.as_ref())?.add_service(health_service))?
+        .add_service(AdminServiceServer::with_interceptor(
+            AdminApi { authority: authority.clone(), operators },
+            admin_mtls,
+        ))
         .add_service(ClientServiceServer::new(ClientApi { authority: authority.clone() }))
         .add_service(SessionServiceServer::new(SessionApi { authority }));
-    serve_and_drain(router, listener, watch, shutdown, drain).await
+    serve_and_drain_with(router, listener, watch, shutdown, opts.drain, health_only).await
 }

@@ -267,3 +267,36 @@ async fn sigterm_drains_calls_in_flight() {
     };
     assert!(status.success(), "authd exited with {status}");
 }
+
+/// TLS settings (here given by their env vars) are checked at start, before
+/// Redis is reached: a bad one stops authd with exit 2, naming the setting.
+#[test]
+fn bad_tls_settings_stop_authd_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowlist = dir.path().join("allowlist");
+    std::fs::write(&allowlist, "").unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, "").unwrap();
+    let secret = run(&["operator-key", "secret"]);
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[("AUTHD_ADMIN_CLIENT_CA_FILE", ca.to_str().unwrap())], "--admin-client-ca-file needs server TLS"),
+        (&[("AUTHD_TLS_CERT_FILE", "/nonexistent/tls.crt")], "--tls-cert-file is set without --tls-key-file"),
+        (
+            &[("AUTHD_TLS_CERT_FILE", "/nonexistent/tls.crt"), ("AUTHD_TLS_KEY_FILE", "/nonexistent/tls.key")],
+            "--tls-cert-file /nonexistent/tls.crt",
+        ),
+    ];
+    for (env, expected) in cases {
+        let out = Command::new(AUTHD)
+            .args(["serve", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1"])
+            .arg("--operator-allowlist-file")
+            .arg(&allowlist)
+            .env("AUTHD_OPERATOR_SECRET", secret.trim())
+            .envs(env.iter().copied())
+            .output()
+            .expect("run authd");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
+        assert!(stderr.contains(expected), "{env:?}: expected {expected:?} in {stderr}");
+    }
+}

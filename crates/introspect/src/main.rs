@@ -2,11 +2,14 @@
 //! `introspect::server::run`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use cred_core::store::RedisStore;
 use cred_core::store::redis::RedisOptions;
+use cred_proto::serve::ServeOptions;
+use cred_proto::tls::ServerTls;
 use introspect::cache::CacheOptions;
 use introspect::{Verifier, VerifyOptions};
 use tokio::net::TcpListener;
@@ -58,6 +61,35 @@ struct ServeArgs {
     /// and calls in flight get this many milliseconds to finish.
     #[arg(long, env = "INTROSPECT_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     drain_timeout_ms: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Args)]
+struct TlsArgs {
+    /// PEM certificate chain: serve TLS (needs --tls-key-file).
+    #[arg(long, env = "INTROSPECT_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "INTROSPECT_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// Also serve grpc.health.v1 alone, in plaintext, on this address: for
+    /// Kubernetes gRPC probes, which cannot speak TLS.
+    #[arg(long, env = "INTROSPECT_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
+}
+
+impl TlsArgs {
+    /// The TLS setting and the health listener, or the setting at fault.
+    async fn load(&self, drain: Duration) -> Result<ServeOptions, String> {
+        let tls = ServerTls::from_flags(self.tls_cert_file.as_deref(), self.tls_key_file.as_deref(), None)
+            .map_err(|e| e.to_string())?;
+        let health_listener = match self.health_listen {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| format!("--health-listen {a}: {e}"))?),
+            None => None,
+        };
+        Ok(ServeOptions { drain, tls, health_listener })
+    }
 }
 
 #[tokio::main]
@@ -76,6 +108,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     if a.cache_capacity == 0 || a.touch_granularity_ms == 0 {
         return Err("--cache-capacity and --touch-granularity-ms must be positive".into());
     }
+    let serve_opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms)).await?;
     let store =
         RedisStore::connect(&a.redis_url, RedisOptions { response_timeout: deadline, connection_timeout: deadline })
             .await
@@ -92,13 +125,12 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     };
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, "introspect serving");
+    tracing::info!(%addr, tls = serve_opts.tls.is_some(), "introspect serving");
     let shutdown = async {
         cred_proto::serve::shutdown_signal().await;
         tracing::info!("shutting down: NOT_SERVING, draining calls in flight");
     };
-    let drain = Duration::from_millis(a.drain_timeout_ms);
-    introspect::server::run_with_drain(listener, Verifier::new(store, opts), shutdown, drain)
+    introspect::server::run_with(listener, Verifier::new(store, opts), shutdown, serve_opts)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("stopped");

@@ -7,7 +7,8 @@ use cred_core::store::Store;
 use cred_proto::introspect::v1::introspect_service_server::IntrospectServiceServer;
 use std::time::Duration;
 
-use cred_proto::serve::{ServeError, serve_and_drain, watch_health, with_reflection};
+use cred_proto::serve::{ServeError, ServeOptions, serve_and_drain_with, watch_health, with_reflection};
+use cred_proto::tls::server_builder;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
@@ -35,6 +36,16 @@ pub async fn run_with_drain<S: Store>(
     shutdown: impl Future<Output = ()> + Send,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    run_with(listener, verifier, shutdown, ServeOptions::new(drain)).await
+}
+
+/// [`run`], with drain, TLS and a health-only listener given.
+pub async fn run_with<S: Store>(
+    listener: TcpListener,
+    verifier: Verifier<S>,
+    shutdown: impl Future<Output = ()> + Send,
+    opts: ServeOptions,
+) -> Result<(), ServeError> {
     cred_core::push::spawn(verifier.store().clone(), verifier.cache().clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IntrospectServiceServer<IntrospectApi<S>>>().await;
@@ -46,7 +57,8 @@ pub async fn run_with_drain<S: Store>(
             let store = store.clone();
             async move { store.ping().await.is_ok() }
         });
-    let router = with_reflection(Server::builder().add_service(health_service))?
+    let health_only = opts.health_listener.map(|l| (Server::builder().add_service(health_service.clone()), l));
+    let router = with_reflection(server_builder(opts.tls.as_ref())?.add_service(health_service))?
         .add_service(IntrospectServiceServer::new(IntrospectApi { verifier }));
-    serve_and_drain(router, listener, watch, shutdown, drain).await
+    serve_and_drain_with(router, listener, watch, shutdown, opts.drain, health_only).await
 }

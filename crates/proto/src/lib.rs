@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod serve;
+pub mod tls;
 
 /// `authd.v1`: the credential issuing API.
 pub mod authd {

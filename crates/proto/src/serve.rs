@@ -1,6 +1,8 @@
 //! What every server of the workspace assembles the same way: server
 //! reflection (v1 for grpcurl and buf curl, v1alpha for grpcio) over every
 //! proto here and `grpc.health.v1`, and how accepted sockets are set up.
+//! [`ServeOptions`] carries what a deployment may turn on: TLS
+//! ([`crate::tls`]) and a plaintext health-only listener for probes.
 
 use std::future::Future;
 use std::time::Duration;
@@ -97,10 +99,58 @@ impl HealthWatch {
     }
 }
 
+/// What a deployment may set on a server beyond its main listener.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// How long calls in flight get to finish after shutdown.
+    pub drain: Duration,
+    /// Server TLS on the main listener; plaintext when `None`.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// A plaintext listener that serves only `grpc.health.v1`: Kubernetes'
+    /// native gRPC probes cannot speak TLS, and health carries no secret.
+    pub health_listener: Option<TcpListener>,
+}
+
+impl ServeOptions {
+    /// Plaintext, no health listener, `drain` after shutdown.
+    pub fn new(drain: Duration) -> ServeOptions {
+        ServeOptions { drain, tls: None, health_listener: None }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes; then health
 /// goes NOT_SERVING, new connections are refused, and calls in flight get at
 /// most `drain` to finish before this returns anyway.
 pub async fn serve_and_drain(
+    router: Router,
+    listener: TcpListener,
+    health: HealthWatch,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+) -> Result<(), ServeError> {
+    serve_and_drain_with(router, listener, health, shutdown, drain, None).await
+}
+
+/// [`serve_and_drain`], plus `health_only` (a router of the health service
+/// alone and its listener) served beside it until the main server returns,
+/// so probes see NOT_SERVING while calls drain.
+pub async fn serve_and_drain_with(
+    router: Router,
+    listener: TcpListener,
+    health: HealthWatch,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+    health_only: Option<(Router, TcpListener)>,
+) -> Result<(), ServeError> {
+    let probes = health_only.map(|(r, l)| tokio::spawn(r.serve_with_incoming(incoming(l))));
+    let result = serve_main(router, listener, health, shutdown, drain).await;
+    if let Some(p) = probes {
+        p.abort();
+    }
+    result
+}
+
+async fn serve_main(
     router: Router,
     listener: TcpListener,
     health: HealthWatch,

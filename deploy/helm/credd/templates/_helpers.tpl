@@ -99,6 +99,98 @@ combination fails the render with a clear message.
 {{- if and .root.Values.metrics.port (eq (int .root.Values.metrics.port) (int $v.port)) }}
 {{- fail (printf "metrics.port must differ from %s.port" .component) }}
 {{- end }}
+{{- if ge (int64 $v.drainTimeoutMs) (mul (int64 $v.terminationGracePeriodSeconds) 1000) }}
+{{- fail (printf "%s.drainTimeoutMs must be below %s.terminationGracePeriodSeconds (in ms), or the kubelet kills the pod mid-drain" .component .component) }}
+{{- end }}
+{{- if and $v.tls.enabled (not $v.tls.secretName) }}
+{{- fail (printf "%s.tls.secretName is required when %s.tls.enabled is true" .component .component) }}
+{{- end }}
+{{- if and $v.tls.enabled (or (eq (int $v.tls.healthPort) (int $v.port)) (and .root.Values.metrics.port (eq (int $v.tls.healthPort) (int .root.Values.metrics.port)))) }}
+{{- fail (printf "%s.tls.healthPort must differ from %s.port and metrics.port" .component .component) }}
+{{- end }}
+{{- if and (dig "adminClientCa" "enabled" false $v.tls) (not $v.tls.enabled) }}
+{{- fail (printf "%s.tls.adminClientCa.enabled needs %s.tls.enabled" .component .component) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Drain and TLS environment of a component: <PREFIX>_DRAIN_TIMEOUT_MS and, with
+tls.enabled, the certificate files and the plaintext health-only listener
+(the kubelet's gRPC probes cannot speak TLS).
+*/}}
+{{- define "credd.tlsEnv" -}}
+{{- $v := index .root.Values .component }}
+{{- $p := upper .component -}}
+- name: {{ $p }}_DRAIN_TIMEOUT_MS
+  value: {{ $v.drainTimeoutMs | int64 | quote }}
+{{- if $v.tls.enabled }}
+- name: {{ $p }}_TLS_CERT_FILE
+  value: /etc/credd/tls/tls.crt
+- name: {{ $p }}_TLS_KEY_FILE
+  value: /etc/credd/tls/tls.key
+- name: {{ $p }}_HEALTH_LISTEN
+  value: {{ printf "0.0.0.0:%d" ($v.tls.healthPort | int64) | quote }}
+{{- if dig "adminClientCa" "enabled" false $v.tls }}
+- name: {{ $p }}_ADMIN_CLIENT_CA_FILE
+  value: /etc/credd/client-ca/ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The port the probes use: the plaintext health-only port when TLS is on. */}}
+{{- define "credd.probePort" -}}
+{{- $v := index .root.Values .component }}
+{{- if $v.tls.enabled }}{{ $v.tls.healthPort | int64 }}{{ else }}{{ $v.port | int64 }}{{ end }}
+{{- end }}
+
+{{/* The health container port, with TLS on. */}}
+{{- define "credd.tlsPorts" -}}
+{{- $v := index .root.Values .component }}
+{{- if $v.tls.enabled -}}
+- name: health
+  containerPort: {{ $v.tls.healthPort | int64 }}
+  protocol: TCP
+{{- end }}
+{{- end }}
+
+{{/* Read-only mounts of the TLS files, with TLS on. */}}
+{{- define "credd.tlsMounts" -}}
+{{- $v := index .root.Values .component }}
+{{- if $v.tls.enabled -}}
+- name: tls
+  mountPath: /etc/credd/tls
+  readOnly: true
+{{- if dig "adminClientCa" "enabled" false $v.tls }}
+- name: client-ca
+  mountPath: /etc/credd/client-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The TLS Secret volumes, with TLS on. */}}
+{{- define "credd.tlsVolumes" -}}
+{{- $v := index .root.Values .component }}
+{{- if $v.tls.enabled -}}
+- name: tls
+  secret:
+    secretName: {{ $v.tls.secretName }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- if dig "adminClientCa" "enabled" false $v.tls }}
+- name: client-ca
+  secret:
+    secretName: {{ default $v.tls.secretName $v.tls.adminClientCa.secretName }}
+    defaultMode: 0440
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
