@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cred_core::store::{RedisStore, RedisTarget};
 use cred_core::store::redis::RedisOptions;
+use cred_core::store::{RedisStore, RedisTarget};
 use cred_proto::introspect::v1 as pb;
 use introspect::{Verifier, VerifyOptions};
 use pb::introspect_service_client::IntrospectServiceClient;

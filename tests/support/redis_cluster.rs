@@ -160,9 +160,8 @@ impl RedisCluster {
     pub fn master_of(&self, key: &str) -> u16 {
         let live = self.live_ports();
         let port = *live.first().expect("no live node");
-        let slot: u16 = query(port, &format!("CLUSTER KEYSLOT {key}"))
-            .and_then(|s| s.parse().ok())
-            .expect("CLUSTER KEYSLOT");
+        let slot: u16 =
+            query(port, &format!("CLUSTER KEYSLOT {key}")).and_then(|s| s.parse().ok()).expect("CLUSTER KEYSLOT");
         let nodes = query(port, "CLUSTER NODES").expect("CLUSTER NODES");
         nodes
             .lines()
@@ -177,6 +176,16 @@ impl RedisCluster {
                 (is_master && serves).then(|| p.parse().ok()).flatten()
             })
             .unwrap_or_else(|| panic!("no master serves slot {slot}: {nodes}"))
+    }
+
+    /// Pub/sub clients connected to the node on `port` (0 if it is down).
+    pub fn pubsub_clients(&self, port: u16) -> usize {
+        query(port, "CLIENT LIST TYPE pubsub").map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count())
+    }
+
+    /// Whether the node on `port` is a master now.
+    pub fn is_master(&self, port: u16) -> bool {
+        query(port, "INFO replication").and_then(|i| info_field(&i, "role")).is_some_and(|r| r == "master")
     }
 
     /// Kills one node with SIGKILL (no goodbye to clients or the cluster).

@@ -122,7 +122,10 @@ enum Subscriber {
     Standalone(redis::Client),
     /// The seeds (their credentials and TLS settings are reused for any
     /// node) and the longest wait for one node.
-    Cluster { seeds: Vec<ConnectionInfo>, timeout: Duration },
+    Cluster {
+        seeds: Vec<ConnectionInfo>,
+        timeout: Duration,
+    },
 }
 
 /// Redis-backed store over one multiplexed connection (to a server or a
