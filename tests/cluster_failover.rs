@@ -35,27 +35,24 @@ async fn services_ride_out_a_master_failover() {
     // cache entry too, and the final check wants push alone to do it.
     let opts = VerifyOptions { touch_granularity: Duration::from_secs(60), ..VerifyOptions::default() };
 
-    // Start introspect alone first, so the one pub/sub client in the cluster
-    // is its subscriber; restart it until that lands on a master (the
-    // subscriber picks any live node).
-    let (replica, sub_node) = {
-        let mut found = None;
-        for _ in 0..20 {
-            let r = Replica::start(&cluster.target(), opts.clone()).await;
-            let on: Vec<u16> = cluster.ports.iter().copied().filter(|&p| cluster.pubsub_clients(p) > 0).collect();
-            assert_eq!(on.len(), 1, "one subscriber, on one node: {on:?}");
-            if cluster.is_master(on[0]) {
-                found = Some((r, on[0]));
-                break;
-            }
-            drop(r);
-            assert_eventually!(
-                cluster.ports.iter().all(|&p| cluster.pubsub_clients(p) == 0),
-                Duration::from_secs(5),
-                "the dropped replica's subscription did not close"
-            );
+    // Start introspect before authd, so the cluster's pub/sub clients are
+    // introspect subscribers only; start replicas until one's subscription
+    // lands on a master (it picks any live node). Earlier replicas keep
+    // running (their push tasks live as long as the runtime).
+    let mut others = Vec::new();
+    let (replica, sub_node) = loop {
+        assert!(others.len() < 20, "no introspect subscriber landed on a master in 20 starts");
+        let before: Vec<usize> = cluster.ports.iter().map(|&p| cluster.pubsub_clients(p)).collect();
+        let r = Replica::start(&cluster.target(), opts.clone()).await;
+        let on: Vec<u16> = (cluster.ports.iter().zip(&before))
+            .filter(|&(&p, &n)| cluster.pubsub_clients(p) > n)
+            .map(|(&p, _)| p)
+            .collect();
+        assert_eq!(on.len(), 1, "the new subscriber is on one node: {on:?}");
+        if cluster.is_master(on[0]) {
+            break (r, on[0]);
         }
-        found.expect("introspect's subscriber never landed on a master in 20 starts")
+        others.push(r);
     };
     let authd = Authd::start_with(Redis::Cluster(cluster.clone())).await;
     let keys = authd.tenant(None).await;
