@@ -1,10 +1,11 @@
-//! authd end to end: real gRPC on loopback, real redis-server behind it.
+//! authd end to end: real gRPC on loopback, a real redis-server behind it,
+//! and again with a real Redis Cluster behind it (`on_every_backend!`).
 
 use std::time::{Duration, Instant};
 
 use cred_proto::authd::v1 as pb;
 use cred_tests::authd::{assert_invalid_api_key, authed};
-use cred_tests::{Authd, assert_eventually};
+use cred_tests::{Authd, Backend, assert_eventually, on_every_backend};
 use prost::Message;
 use tokio::time::sleep;
 use tonic::Code;
@@ -20,9 +21,8 @@ fn client_id(c: &Option<pb::Client>) -> String {
 
 /// The Portal flow: create a client with its first token, use it, log in
 /// again, list, revoke one, revoke all, delete.
-#[tokio::test]
-async fn session_token_lifecycle() {
-    let a = Authd::start().await;
+async fn session_token_lifecycle(backend: Backend) {
+    let a = Authd::start_on(backend).await;
     let keys = a.tenant(None).await;
     let mut clients = a.clients();
 
@@ -105,9 +105,8 @@ async fn session_token_lifecycle() {
 }
 
 /// API keys: create, list (no secret), use, revoke; scopes.
-#[tokio::test]
-async fn api_key_lifecycle_and_scopes() {
-    let a = Authd::start().await;
+async fn api_key_lifecycle_and_scopes(backend: Backend) {
+    let a = Authd::start_on(backend).await;
     let keys = a.tenant(None).await;
     let mut admin = a.admin();
     assert!(a.api_key_ok(&keys.test_key).await && a.api_key_ok(&keys.live_key).await);
@@ -172,9 +171,8 @@ async fn api_key_lifecycle_and_scopes() {
 }
 
 /// Sliding expiry with idle 2 s and max 5 s.
-#[tokio::test]
-async fn sliding_expiry() {
-    let a = Authd::start().await;
+async fn sliding_expiry(backend: Backend) {
+    let a = Authd::start_on(backend).await;
     let keys = a.tenant(Some((2, 5))).await;
     let mut clients = a.clients();
     // Before creation: the cap is then at least 5 s after `start`.
@@ -208,9 +206,8 @@ async fn sliding_expiry() {
 }
 
 /// Test client keys: never expire; refused in production.
-#[tokio::test]
-async fn test_client_keys() {
-    let a = Authd::start().await;
+async fn test_client_keys(backend: Backend) {
+    let a = Authd::start_on(backend).await;
     let keys = a.tenant(Some((1, 2))).await;
     let mut clients = a.clients();
     let t = clients
@@ -240,9 +237,8 @@ async fn test_client_keys() {
 
 /// Roll with grace: both keys work during the grace period, then only the
 /// new one; revoke with the successor.
-#[tokio::test]
-async fn roll_with_grace() {
-    let a = Authd::start().await;
+async fn roll_with_grace(backend: Backend) {
+    let a = Authd::start_on(backend).await;
     let keys = a.tenant(None).await;
     let mut admin = a.admin();
     let list = admin
@@ -315,9 +311,8 @@ async fn roll_with_grace() {
 
 /// Incident response: everything issued before the cut-off is refused;
 /// what is issued after works.
-#[tokio::test]
-async fn tenant_revoke_before() {
-    let a = Authd::start().await;
+async fn tenant_revoke_before(backend: Backend) {
+    let a = Authd::start_on(backend).await;
     let keys = a.tenant(None).await;
     let other = a.tenant(None).await;
     let mut clients = a.clients();
@@ -364,9 +359,8 @@ async fn tenant_revoke_before() {
 }
 
 /// Another tenant's or environment's client is NOT_FOUND for every RPC.
-#[tokio::test]
-async fn cross_tenant_and_environment_matrix() {
-    let a = Authd::start().await;
+async fn cross_tenant_and_environment_matrix(backend: Backend) {
+    let a = Authd::start_on(backend).await;
     let t1 = a.tenant(None).await;
     let t2 = a.tenant(None).await;
     let mut clients = a.clients();
@@ -434,9 +428,8 @@ async fn cross_tenant_and_environment_matrix() {
 }
 
 /// Every unusable credential gives UNAUTHENTICATED with reason INVALID_API_KEY.
-#[tokio::test]
-async fn every_unusable_credential_is_invalid_api_key() {
-    let a = Authd::start().await;
+async fn every_unusable_credential_is_invalid_api_key(backend: Backend) {
+    let a = Authd::start_on(backend).await;
     let keys = a.tenant(None).await;
     let c = a
         .clients()
@@ -507,9 +500,8 @@ async fn every_unusable_credential_is_invalid_api_key() {
 }
 
 /// Bad input gets INVALID_ARGUMENT naming the field, never a panic.
-#[tokio::test]
-async fn bad_input_table() {
-    let a = Authd::start().await;
+async fn bad_input_table(backend: Backend) {
+    let a = Authd::start_on(backend).await;
     let keys = a.tenant(None).await;
     let op = a.operator.clone();
     let k = keys.test_key.clone();
@@ -731,6 +723,7 @@ async fn bad_input_table() {
 /// issued tokens, nor their raw secret bytes.
 #[tokio::test]
 async fn secrets_are_shown_once_and_never_stored() {
+    // Standalone only: it dumps the one server's keyspace (KEYS *, every value).
     let a = Authd::start().await;
     let keys = a.tenant(None).await;
     let mut clients = a.clients();
@@ -844,7 +837,7 @@ async fn secrets_are_shown_once_and_never_stored() {
     assert!(audit.events.iter().all(|e| e.actor.starts_with("operator:") || e.actor.starts_with("api_key:")));
 
     // Every key and value in Redis.
-    let mut conn = a.redis.conn().await;
+    let mut conn = a.redis.server().conn().await;
     let all_keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     assert!(all_keys.len() >= 8, "expected records in Redis, found {all_keys:?}");
     let mut dump: Vec<u8> = vec![];
@@ -905,10 +898,9 @@ fn secret_forms(token: &str) -> Vec<Vec<u8>> {
 }
 
 /// grpc.health.v1 and server reflection (v1 and v1alpha) answer.
-#[tokio::test]
-async fn health_and_reflection() {
+async fn health_and_reflection(backend: Backend) {
     use tokio_stream::StreamExt;
-    let a = Authd::start().await;
+    let a = Authd::start_on(backend).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(a.channel.clone());
     for service in ["", "authd.v1.AdminService", "authd.v1.ClientService", "authd.v1.SessionService"] {
         let r =
@@ -947,10 +939,9 @@ async fn health_and_reflection() {
 
 /// authd caches API key checks; a revocation made elsewhere (another authd
 /// replica, here the store directly) reaches the cache by push.
-#[tokio::test]
-async fn api_key_cache_hears_revocations_made_elsewhere() {
+async fn api_key_cache_hears_revocations_made_elsewhere(backend: Backend) {
     use cred_core::store::Store;
-    let a = Authd::start().await;
+    let a = Authd::start_on(backend).await;
     let keys = a.tenant(None).await;
     assert!(a.api_key_ok(&keys.test_key).await, "warm the cache");
     let t = cred_core::token::Token::parse(&keys.test_key).unwrap();
@@ -962,3 +953,19 @@ async fn api_key_cache_hears_revocations_made_elsewhere() {
         "cached API key outlived its revocation"
     );
 }
+
+// Every test above but `secrets_are_shown_once_and_never_stored`, against a
+// standalone Redis and against a Redis Cluster.
+on_every_backend!(
+    session_token_lifecycle,
+    api_key_lifecycle_and_scopes,
+    sliding_expiry,
+    test_client_keys,
+    roll_with_grace,
+    tenant_revoke_before,
+    cross_tenant_and_environment_matrix,
+    every_unusable_credential_is_invalid_api_key,
+    bad_input_table,
+    health_and_reflection,
+    api_key_cache_hears_revocations_made_elsewhere,
+);

@@ -1,5 +1,6 @@
 //! introspect end to end: authd and two introspect replicas over real gRPC,
-//! one real redis-server behind them.
+//! one real redis-server behind them, and (`on_every_backend!`) a real Redis
+//! Cluster.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,7 @@ use cred_proto::authd::v1 as apb;
 use cred_proto::introspect::v1 as pb;
 use cred_tests::authd::{TenantKeys, authed};
 use cred_tests::introspect::cause;
-use cred_tests::{Authd, Replica, assert_eventually};
+use cred_tests::{Authd, Backend, Replica, assert_eventually, on_every_backend};
 use introspect::VerifyOptions;
 use tokio::time::sleep;
 use tonic::Code;
@@ -18,16 +19,16 @@ struct Stack {
     b: Replica,
 }
 
-async fn stack_with(opts: VerifyOptions) -> Stack {
-    let authd = Authd::start().await;
-    let url = authd.redis.url();
-    let a = Replica::start(&url, opts.clone()).await;
-    let b = Replica::start(&url, opts).await;
+async fn stack_with(backend: Backend, opts: VerifyOptions) -> Stack {
+    let authd = Authd::start_on(backend).await;
+    let target = authd.redis.target();
+    let a = Replica::start(&target, opts.clone()).await;
+    let b = Replica::start(&target, opts).await;
     Stack { authd, a, b }
 }
 
-async fn stack() -> Stack {
-    stack_with(VerifyOptions::default()).await
+async fn stack(backend: Backend) -> Stack {
+    stack_with(backend, VerifyOptions::default()).await
 }
 
 async fn new_client(s: &Stack, key: &str) -> apb::CreateClientResponse {
@@ -39,9 +40,8 @@ fn ids(c: &apb::CreateClientResponse) -> (String, String) {
     (c.client.as_ref().unwrap().client_id.clone(), c.session.as_ref().unwrap().session_id.clone())
 }
 
-#[tokio::test]
-async fn every_credential_kind_is_verified() {
-    let s = stack().await;
+async fn every_credential_kind_is_verified(backend: Backend) {
+    let s = stack(backend).await;
     let keys = s.authd.tenant(None).await;
     let c = new_client(&s, &keys.live_key).await;
     let (cid, sid) = ids(&c);
@@ -98,9 +98,8 @@ async fn every_credential_kind_is_verified() {
     assert_eq!(e.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn every_failure_reason() {
-    let s = stack().await;
+async fn every_failure_reason(backend: Backend) {
+    let s = stack(backend).await;
     let keys = s.authd.tenant(Some((1, 3))).await;
     let capped = s.authd.tenant(Some((1, 1))).await;
     let c = new_client(&s, &keys.test_key).await;
@@ -149,8 +148,9 @@ async fn every_failure_reason() {
 /// never lags the exact rule by more than that interval nor exceeds the cap.
 #[tokio::test]
 async fn sliding_expiry_and_coalescing() {
+    // Standalone only: INFO commandstats.
     let g = Duration::from_millis(500);
-    let s = stack_with(VerifyOptions { touch_granularity: g, ..Default::default() }).await;
+    let s = stack_with(Backend::Standalone, VerifyOptions { touch_granularity: g, ..Default::default() }).await;
     let keys = s.authd.tenant(Some((2, 5))).await;
     let c = new_client(&s, &keys.test_key).await;
     let lazy = new_client(&s, &keys.test_key).await;
@@ -162,7 +162,7 @@ async fn sliding_expiry_and_coalescing() {
         l.session.unwrap().max_expires_at.unwrap()
     };
     let start = Instant::now();
-    let touches_before = s.authd.redis.command_stats().get("evalsha").copied().unwrap_or(0);
+    let touches_before = s.authd.redis.server().command_stats().get("evalsha").copied().unwrap_or(0);
     let mut verifies = 0u64;
     // 40 verifies in about 2 s, spread over both replicas.
     while start.elapsed() < Duration::from_millis(2000) {
@@ -183,7 +183,7 @@ async fn sliding_expiry_and_coalescing() {
     }
     // Touch writes are EVALSHA calls (the commands inside a script count
     // separately in commandstats). Two replicas × (2 s / 0.5 s + 1) at most.
-    let touches = s.authd.redis.command_stats().get("evalsha").copied().unwrap_or(0) - touches_before;
+    let touches = s.authd.redis.server().command_stats().get("evalsha").copied().unwrap_or(0) - touches_before;
     assert!(touches <= 2 * 5, "{touches} touch writes for {verifies} verifies");
     assert!(touches >= 2, "no touch was written");
     assert!(verifies >= 20);
@@ -239,9 +239,8 @@ async fn refused_by_both(s: &Stack, token: &str, what: &str) {
 }
 
 /// Revocations in authd reach both replicas' caches at once.
-#[tokio::test]
-async fn revocations_reach_both_replicas() {
-    let s = stack().await;
+async fn revocations_reach_both_replicas(backend: Backend) {
+    let s = stack(backend).await;
     let keys: TenantKeys = s.authd.tenant(None).await;
     let mut clients = s.authd.clients();
 
@@ -329,14 +328,15 @@ async fn revocations_reach_both_replicas() {
 /// again once Redis is back, with no restart.
 #[tokio::test]
 async fn store_outage_fails_closed_and_recovers() {
-    let mut s = stack().await;
+    // Standalone only: SIGSTOP, SHUTDOWN and restart of the server.
+    let mut s = stack(Backend::Standalone).await;
     let keys = s.authd.tenant(None).await;
     let cached = new_client(&s, &keys.test_key).await;
     let uncached = new_client(&s, &keys.test_key).await;
     s.a.verify(&cached.token).await.unwrap();
 
     // Frozen Redis: connections open, nothing answers.
-    s.authd.redis.pause();
+    s.authd.redis.server().pause();
     let t = Instant::now();
     let e = s.a.verify(&uncached.token).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
@@ -351,7 +351,7 @@ async fn store_outage_fails_closed_and_recovers() {
         Duration::from_secs(5),
         "health still SERVING with the store frozen"
     );
-    s.authd.redis.resume();
+    s.authd.redis.server().resume();
     assert_eventually!(s.a.verify(&uncached.token).await.is_ok(), Duration::from_secs(5), "not served after resume");
     assert_eventually!(
         health(&s.a.channel, "").await == SERVING && health(&s.authd.channel, "authd.v1.AdminService").await == SERVING,
@@ -360,7 +360,7 @@ async fn store_outage_fails_closed_and_recovers() {
     );
 
     // Stopped Redis (data saved), then started again on the same port.
-    s.authd.redis.shutdown();
+    s.authd.redis.server_mut().shutdown();
     let fresh = cred_core::token::Token::mint(
         cred_core::token::TokenKind::Session,
         cred_core::model::Environment::Test,
@@ -370,7 +370,7 @@ async fn store_outage_fails_closed_and_recovers() {
     .expose();
     let e = s.b.verify(&fresh).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    s.authd.redis.restart();
+    s.authd.redis.server_mut().restart();
     assert_eventually!(s.b.verify(&uncached.token).await.is_ok(), Duration::from_secs(5), "not served after restart");
     // And the push channel comes back, so revocations propagate again.
     assert_eventually!(s.b.verifier.cache().push_connected(), Duration::from_secs(5), "push channel did not come back");
@@ -414,10 +414,11 @@ async fn health(ch: &tonic::transport::Channel, service: &str) -> i32 {
 /// Garbage and mistyped tokens cost zero store commands.
 #[tokio::test]
 async fn garbage_costs_no_store_command() {
-    let s = stack().await;
+    // Standalone only: INFO commandstats.
+    let s = stack(Backend::Standalone).await;
     let keys = s.authd.tenant(None).await;
     let c = new_client(&s, &keys.test_key).await;
-    let before = s.authd.redis.command_stats();
+    let before = s.authd.redis.server().command_stats();
     let mut refused = 0;
     for i in 0..500usize {
         let token = match i % 3 {
@@ -435,7 +436,7 @@ async fn garbage_costs_no_store_command() {
         refused += 1;
     }
     assert_eq!(refused, 500);
-    let after = s.authd.redis.command_stats();
+    let after = s.authd.redis.server().command_stats();
     let reached: u64 = after
         .iter()
         .filter(|(c, _)| !["info", "ping"].contains(&c.as_str()))
@@ -445,9 +446,8 @@ async fn garbage_costs_no_store_command() {
 }
 
 /// Health and reflection, like authd.
-#[tokio::test]
-async fn health_and_reflection() {
-    let s = stack().await;
+async fn health_and_reflection(backend: Backend) {
+    let s = stack(backend).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(s.a.channel.clone());
     let r = health
         .check(tonic_health::pb::HealthCheckRequest { service: "introspect.v1.IntrospectService".into() })
@@ -471,3 +471,12 @@ async fn health_and_reflection() {
     };
     assert!(list.service.iter().any(|s| s.name == "introspect.v1.IntrospectService"));
 }
+
+// The tests above that do not poke the server process itself, against a
+// standalone Redis and against a Redis Cluster.
+on_every_backend!(
+    every_credential_kind_is_verified,
+    every_failure_reason,
+    revocations_reach_both_replicas,
+    health_and_reflection,
+);

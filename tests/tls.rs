@@ -255,7 +255,7 @@ async fn introspect_serves_tls_and_refuses_plaintext() {
         .into_inner();
     let client_id = created.client.expect("client").client_id;
 
-    let introspect = introspect_tls(&authd.redis.url(), pki.server_tls(false)).await;
+    let introspect = introspect_tls(&authd.redis.server().url(), pki.server_tls(false)).await;
     let ch = tls_channel(introspect.addr, &pki, None).await.expect("TLS connect");
     assert_eventually!(
         matches!(health(ch.clone()).await, Ok(ServingStatus::Serving)),

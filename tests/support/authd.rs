@@ -1,5 +1,5 @@
-//! authd in process, on `127.0.0.1:0`, over a real Redis, with helpers to
-//! make authenticated calls.
+//! authd in process, on `127.0.0.1:0`, over a real Redis (standalone or a
+//! cluster), with helpers to make authenticated calls.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
-use crate::RedisServer;
+use crate::{Backend, Redis};
 
 /// A running authd and the Redis behind it.
 pub struct Authd {
@@ -30,7 +30,7 @@ pub struct Authd {
     /// The operator secret, to mint more operator keys.
     pub secret: OperatorSecret,
     pub channel: Channel,
-    pub redis: RedisServer,
+    pub redis: Redis,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -57,9 +57,18 @@ pub fn assert_invalid_api_key(s: &Status, what: &str) {
 }
 
 impl Authd {
-    /// Starts Redis and authd.
+    /// Starts a standalone Redis and authd.
     pub async fn start() -> Authd {
-        let redis = RedisServer::start();
+        Authd::start_on(Backend::Standalone).await
+    }
+
+    /// Starts authd over the backend's Redis.
+    pub async fn start_on(backend: Backend) -> Authd {
+        Authd::start_with(Redis::start(backend)).await
+    }
+
+    /// Starts authd over `redis`.
+    pub async fn start_with(redis: Redis) -> Authd {
         let store: RedisStore = redis.store().await;
         let (secret, _) = OperatorSecret::generate();
         let (id, operator) = secret.issue();

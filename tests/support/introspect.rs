@@ -1,10 +1,11 @@
-//! introspect replicas in process, on `127.0.0.1:0`, over a real Redis.
+//! introspect replicas in process, on `127.0.0.1:0`, over a real Redis
+//! (standalone or a cluster).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cred_core::store::RedisStore;
 use cred_core::store::redis::RedisOptions;
+use cred_core::store::{RedisStore, RedisTarget};
 use cred_proto::introspect::v1 as pb;
 use introspect::{Verifier, VerifyOptions};
 use pb::introspect_service_client::IntrospectServiceClient;
@@ -23,11 +24,11 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Starts a replica against `redis_url` and waits until its
-    /// invalidation channel is up.
-    pub async fn start(redis_url: &str, opts: VerifyOptions) -> Replica {
+    /// Starts a replica against `redis` and waits until its invalidation
+    /// channel is up.
+    pub async fn start(redis: &RedisTarget, opts: VerifyOptions) -> Replica {
         let ro = RedisOptions { response_timeout: opts.deadline, connection_timeout: opts.deadline };
-        let store = RedisStore::connect(redis_url, ro).await.expect("connect to test redis");
+        let store = RedisStore::open(redis, ro).await.expect("connect to test redis");
         let verifier = Verifier::new(store, opts);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("addr");

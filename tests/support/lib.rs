@@ -1,17 +1,22 @@
 //! Test support for the integration suites: a real `redis-server` on a free
-//! loopback port, an in-process authd on `127.0.0.1:0` in front of it, and
-//! small helpers for authenticated requests and error details.
+//! loopback port or a real Redis Cluster of them, an in-process authd on
+//! `127.0.0.1:0` in front of it, introspect replicas, and small helpers for
+//! authenticated requests and error details.
 //!
 //! Tests that need Redis fail loudly when `redis-server` is missing; they
 //! never skip.
 #![forbid(unsafe_code)]
 
 pub mod authd;
+pub mod backend;
 pub mod introspect;
+pub mod redis_cluster;
 pub mod redis_server;
 
 pub use authd::Authd;
+pub use backend::{Backend, Redis};
 pub use introspect::Replica;
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
 /// Polls `$cond` (an async expression returning bool) every 20 ms until it

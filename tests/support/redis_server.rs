@@ -20,7 +20,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
 }
 
@@ -61,13 +61,49 @@ fn spawn(port: u16, extra: &[String], dir: &std::path::Path) -> Option<Child> {
     None
 }
 
-fn pong(port: u16) -> bool {
+pub(crate) fn pong(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = [0u8; 7];
     s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// Sends one command (whitespace-separated words) to the server on `port`
+/// and returns its answer as text: a bulk or simple string, or an integer.
+/// `None` if it cannot connect, or on an error reply.
+pub(crate) fn query(port: u16, command: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let mut req = format!("*{}\r\n", words.len());
+    for w in &words {
+        req.push_str(&format!("${}\r\n{w}\r\n", w.len()));
+    }
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else { continue };
+        let head = std::str::from_utf8(&raw[1..end]).ok()?;
+        match raw[0] {
+            b'+' | b':' => return Some(head.to_string()),
+            b'$' => {
+                // A bulk string: `$<len>\r\n<len bytes>\r\n`.
+                let len: usize = head.parse().ok()?;
+                if raw.len() >= end + 2 + len {
+                    return Some(String::from_utf8_lossy(&raw[end + 2..end + 2 + len]).into_owned());
+                }
+            }
+            _ => return None,
+        }
+    }
 }
 
 impl RedisServer {
@@ -130,24 +166,7 @@ impl RedisServer {
 
     /// Calls per command name (`evalsha`, `hgetall`, ...) from `INFO commandstats`.
     pub fn command_stats(&self) -> std::collections::HashMap<String, u64> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to test redis");
-        s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-        s.write_all(b"INFO commandstats\r\n").expect("write");
-        // A RESP bulk string: `$<len>\r\n<len bytes>\r\n`.
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 65536];
-        let total = loop {
-            let n = s.read(&mut buf).expect("read INFO");
-            assert!(n > 0, "connection closed");
-            raw.extend_from_slice(&buf[..n]);
-            if let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
-                let len: usize = std::str::from_utf8(&raw[1..end]).expect("utf8").parse().expect("bulk length");
-                if raw.len() >= end + 2 + len {
-                    break end + 2 + len;
-                }
-            }
-        };
-        let text = String::from_utf8_lossy(&raw[..total]);
+        let text = query(self.port, "INFO commandstats").expect("INFO commandstats");
         text.lines()
             .filter_map(|l| {
                 let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use authd::auth::OperatorAuth;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use cred_core::Authority;
 use cred_core::cache::CacheOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::redis::RedisOptions;
-use cred_core::store::{MemoryStore, RedisStore, Store};
+use cred_core::store::{MemoryStore, RedisStore, RedisTarget, Store};
 use cred_proto::serve::ServeOptions;
 use tokio::net::TcpListener;
 
@@ -35,13 +35,21 @@ enum Cmd {
 }
 
 #[derive(Args)]
+// Exactly one store setting: both or neither fails at start, naming them.
+#[command(group(ArgGroup::new("redis").required(true).args(["redis_url", "redis_cluster_nodes"])))]
 struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "AUTHD_LISTEN", default_value = "0.0.0.0:50051")]
     listen: SocketAddr,
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0. Exactly one of this and
+    /// --redis-cluster-nodes.
     #[arg(long, env = "AUTHD_REDIS_URL")]
-    redis_url: String,
+    redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated, e.g.
+    /// redis://10.0.0.1:6379,redis://10.0.0.2:6379 (the rest of the cluster
+    /// is discovered from them). Exactly one of this and --redis-url.
+    #[arg(long, env = "AUTHD_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    redis_cluster_nodes: Option<Vec<String>>,
     #[command(flatten)]
     secret: SecretArgs,
     /// File of allowed operator key ids, one per line (`#` comments).
@@ -212,15 +220,25 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);
-    let store =
-        RedisStore::connect(&a.redis_url, RedisOptions { response_timeout: timeout, connection_timeout: timeout })
-            .await
-            .map_err(|e| format!("--redis-url: {e}"))?;
+    let (target, flag) = redis_target(a.redis_url, a.redis_cluster_nodes)?;
+    let store = RedisStore::open(&target, RedisOptions { response_timeout: timeout, connection_timeout: timeout })
+        .await
+        .map_err(|e| format!("{flag}: {e}"))?;
     spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = opts.tls.is_some(), "authd serving");
     run(listener, a.cache.apply(Authority::new(store)), operators, opts).await
+}
+
+/// The store's target from the two exclusive settings (clap enforces
+/// exactly one), with the flag to name in errors.
+fn redis_target(url: Option<String>, nodes: Option<Vec<String>>) -> Result<(RedisTarget, &'static str), String> {
+    match (url, nodes) {
+        (Some(url), None) => Ok((RedisTarget::Standalone(url), "--redis-url")),
+        (None, Some(nodes)) => Ok((RedisTarget::Cluster(nodes), "--redis-cluster-nodes")),
+        _ => Err("exactly one of --redis-url and --redis-cluster-nodes is required".into()),
+    }
 }
 
 async fn dev(a: DevArgs) -> Result<(), String> {

@@ -170,7 +170,19 @@ async fn offline_operator_keys_and_sighup_reload() {
     // A missing setting fails at start, naming it.
     let bad = Command::new(AUTHD).args(["serve", "--listen", "127.0.0.1:0"]).env_clear().output().unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--redis-url"));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--redis-url") && err.contains("--redis-cluster-nodes"), "{err}");
+    // Both store settings: a start error naming both.
+    let both = Command::new(AUTHD)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("AUTHD_REDIS_URL", "redis://127.0.0.1:1/0")
+        .env("AUTHD_REDIS_CLUSTER_NODES", "redis://127.0.0.1:2,redis://127.0.0.1:3")
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    let err = String::from_utf8_lossy(&both.stderr);
+    assert!(err.contains("--redis-url") && err.contains("--redis-cluster-nodes"), "{err}");
 
     let Served { authd: mut p, redis: _redis, addr, operator: token, allowlist, _dir } = serve(&[]);
     let mut admin = pb::admin_service_client::AdminServiceClient::new(channel(&addr).await);

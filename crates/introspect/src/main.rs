@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use cred_core::store::RedisStore;
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use cred_core::store::redis::RedisOptions;
+use cred_core::store::{RedisStore, RedisTarget};
 use cred_proto::serve::ServeOptions;
 use cred_proto::tls::ServerTls;
 use introspect::cache::CacheOptions;
@@ -29,13 +29,21 @@ enum Cmd {
 }
 
 #[derive(Args)]
+// Exactly one store setting: both or neither fails at start, naming them.
+#[command(group(ArgGroup::new("redis").required(true).args(["redis_url", "redis_cluster_nodes"])))]
 struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "INTROSPECT_LISTEN", default_value = "0.0.0.0:50052")]
     listen: SocketAddr,
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0. Exactly one of this and
+    /// --redis-cluster-nodes.
     #[arg(long, env = "INTROSPECT_REDIS_URL")]
-    redis_url: String,
+    redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated, e.g.
+    /// redis://10.0.0.1:6379,redis://10.0.0.2:6379 (the rest of the cluster
+    /// is discovered from them). Exactly one of this and --redis-url.
+    #[arg(long, env = "INTROSPECT_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    redis_cluster_nodes: Option<Vec<String>>,
     /// Longest wait for the store, in milliseconds, before a verify fails
     /// UNAVAILABLE (never "valid").
     #[arg(long, env = "INTROSPECT_REDIS_TIMEOUT_MS", default_value_t = 250)]
@@ -109,10 +117,10 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         return Err("--cache-capacity and --touch-granularity-ms must be positive".into());
     }
     let serve_opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms)).await?;
-    let store =
-        RedisStore::connect(&a.redis_url, RedisOptions { response_timeout: deadline, connection_timeout: deadline })
-            .await
-            .map_err(|e| format!("--redis-url: {e}"))?;
+    let (target, flag) = redis_target(a.redis_url, a.redis_cluster_nodes)?;
+    let store = RedisStore::open(&target, RedisOptions { response_timeout: deadline, connection_timeout: deadline })
+        .await
+        .map_err(|e| format!("{flag}: {e}"))?;
     let opts = VerifyOptions {
         deadline,
         touch_granularity: Duration::from_millis(a.touch_granularity_ms),
@@ -135,4 +143,14 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The store's target from the two exclusive settings (clap enforces
+/// exactly one), with the flag to name in errors.
+fn redis_target(url: Option<String>, nodes: Option<Vec<String>>) -> Result<(RedisTarget, &'static str), String> {
+    match (url, nodes) {
+        (Some(url), None) => Ok((RedisTarget::Standalone(url), "--redis-url")),
+        (None, Some(nodes)) => Ok((RedisTarget::Cluster(nodes), "--redis-cluster-nodes")),
+        _ => Err("exactly one of --redis-url and --redis-cluster-nodes is required".into()),
+    }
 }

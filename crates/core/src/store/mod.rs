@@ -22,7 +22,7 @@ pub mod memory;
 pub mod redis;
 
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{RedisStore, RedisTarget};
 
 /// A store failure. Never "not found": absence is a value, not an error.
 #[derive(Debug, Clone, thiserror::Error)]

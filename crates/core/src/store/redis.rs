@@ -23,13 +23,26 @@
 //! so every multi-key change is one script or MULTI on one slot: atomic and
 //! cluster-safe. Scripts refer to session keys they derive from the index
 //! (same hash tag, so same slot).
+//!
+//! The store runs over one standalone server or a Redis Cluster
+//! ([`RedisTarget`]); the only call that differs is
+//! [`Store::create_client_audited`], whose single round trip spans two slots
+//! and so becomes two on a cluster. Invalidations are plain PUBLISH, which a
+//! cluster broadcasts to every node: the subscriber listens on any one live
+//! node and, when that node is lost, the stream ends and the next
+//! subscription picks another one from the current topology (or the seeds).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, ErrorKind, RedisError, Script, pipe};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncCommands, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, Script, Value, pipe,
+};
 use uuid::Uuid;
 
 use super::{
@@ -55,13 +68,72 @@ impl Default for RedisOptions {
     }
 }
 
-/// Redis-backed store over one multiplexed, self-reconnecting connection
-/// (commands of all tasks are pipelined on it).
+/// Where the store's Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server: `redis://host:port/db`.
+    Standalone(String),
+    /// A Redis Cluster, by some of its nodes (`redis://host:port` each); the
+    /// rest of the topology is discovered from them.
+    Cluster(Vec<String>),
+}
+
+/// The command connection: multiplexed and self-reconnecting in both forms
+/// (commands of all tasks are pipelined on it). A cluster connection routes
+/// each command, script and pipeline by the slot of its keys, follows
+/// MOVED/ASK and refreshes the topology after a failover.
+#[derive(Clone)]
+pub enum RedisConn {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Standalone(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Standalone(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How the invalidation subscriber connects (a dedicated pub/sub connection).
+#[derive(Clone)]
+enum Subscriber {
+    Standalone(redis::Client),
+    /// The seeds (their credentials and TLS settings are reused for any
+    /// node) and the longest wait for one node.
+    Cluster {
+        seeds: Vec<ConnectionInfo>,
+        timeout: Duration,
+    },
+}
+
+/// Redis-backed store over one multiplexed connection (to a server or a
+/// cluster) plus a dedicated pub/sub connection per subscription.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    /// For dedicated connections (pub/sub).
-    client: redis::Client,
+    conn: RedisConn,
+    sub: Subscriber,
 }
 
 impl From<RedisError> for StoreError {
@@ -500,13 +572,114 @@ impl RedisStore {
             .set_connection_timeout(Some(opts.connection_timeout))
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_with_config(client.clone(), cfg).await?;
-        Ok(RedisStore { conn, client })
+        Ok(RedisStore { conn: RedisConn::Standalone(conn), sub: Subscriber::Standalone(client) })
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (`redis://host:port`
+    /// each), with the same timeouts as a standalone server: `response_timeout`
+    /// bounds a whole call, retries and redirections included.
+    pub async fn connect_cluster(nodes: &[String], opts: RedisOptions) -> StoreResult<RedisStore> {
+        if nodes.is_empty() {
+            return Err(StoreError::Unavailable("no cluster node given".into()));
+        }
+        let seeds = nodes
+            .iter()
+            .map(|n| n.as_str().into_connection_info())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+        let client = ClusterClientBuilder::new(seeds.clone())
+            .connection_timeout(opts.connection_timeout)
+            .response_timeout(opts.response_timeout)
+            // A failed node or a MOVED answer is retried (after a topology
+            // refresh) within the response timeout.
+            .retries(3)
+            .build()?;
+        let conn = client.get_async_connection().await?;
+        Ok(RedisStore {
+            conn: RedisConn::Cluster(conn),
+            sub: Subscriber::Cluster { seeds, timeout: opts.connection_timeout },
+        })
+    }
+
+    /// Connects to `target`.
+    pub async fn open(target: &RedisTarget, opts: RedisOptions) -> StoreResult<RedisStore> {
+        match target {
+            RedisTarget::Standalone(url) => RedisStore::connect(url, opts).await,
+            RedisTarget::Cluster(nodes) => RedisStore::connect_cluster(nodes, opts).await,
+        }
     }
 
     /// The underlying connection, for tests and benchmarks.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
+
+    /// A pub/sub connection subscribed to the invalidations on one live
+    /// cluster node: the nodes of the current topology not flagged failing
+    /// (from a rotating start, so replicas spread), then the seeds.
+    async fn cluster_pubsub(&self, seeds: &[ConnectionInfo], timeout: Duration) -> StoreResult<redis::aio::PubSub> {
+        let mut addrs = match self.live_nodes().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster topology; trying the seed nodes");
+                Vec::new()
+            }
+        };
+        if !addrs.is_empty() {
+            let start = now_ms().unsigned_abs() as usize % addrs.len();
+            addrs.rotate_left(start);
+        }
+        for s in seeds {
+            if let ConnectionAddr::Tcp(h, p) = s.addr()
+                && !addrs.contains(&(h.clone(), *p))
+            {
+                addrs.push((h.clone(), *p));
+            }
+        }
+        let mut last = StoreError::Unavailable("no cluster node to subscribe on".into());
+        for (host, port) in addrs {
+            let info = seeds[0].clone().set_addr(ConnectionAddr::Tcp(host.clone(), port));
+            let attempt = async {
+                let mut ps = redis::Client::open(info)?.get_async_pubsub().await?;
+                ps.subscribe(INVALIDATION_CHANNEL).await?;
+                Ok::<_, RedisError>(ps)
+            };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(ps)) => {
+                    tracing::info!(node = %format!("{host}:{port}"), "listening for invalidations");
+                    return Ok(ps);
+                }
+                Ok(Err(e)) => last = e.into(),
+                Err(_) => last = StoreError::Unavailable(format!("{host}:{port} did not answer in time")),
+            }
+        }
+        Err(last)
+    }
+
+    /// Addresses of the cluster's nodes that no one flags as failing, from
+    /// `CLUSTER NODES` (asked of any node).
+    async fn live_nodes(&self) -> StoreResult<Vec<(String, u16)>> {
+        let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut self.conn.clone()).await?;
+        Ok(parse_live_nodes(&text))
+    }
+}
+
+/// `<id> <ip:port@bus[,host]> <flags> <master> <ping> <pong> <epoch> <link> <slots…>`
+/// per line; keeps the nodes that are neither failing nor unreachable.
+fn parse_live_nodes(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (addr, flags, link) = (f.get(1)?, f.get(2)?, f.get(7)?);
+            let bad = flags.split(',').any(|x| matches!(x, "fail" | "fail?" | "handshake" | "noaddr"));
+            if bad || *link != "connected" {
+                return None;
+            }
+            let (host, port) = addr.split(['@', ',']).next()?.rsplit_once(':')?;
+            Some((host.to_string(), port.parse().ok()?))
+        })
+        .filter(|(h, p)| !h.is_empty() && *p != 0)
+        .collect()
 }
 
 impl Store for RedisStore {
@@ -618,6 +791,15 @@ impl Store for RedisStore {
     }
 
     async fn create_client_audited(&self, c: &Client, first: Option<&Session>, e: &AuditEvent) -> StoreResult<()> {
+        if let RedisConn::Cluster(_) = self.conn {
+            // The client's slot and the tenant's audit stream may live on two
+            // nodes: the write, then the audit, as the trait's default does.
+            self.create_client(c, first).await?;
+            if let Err(err) = self.append_audit(e).await {
+                tracing::warn!(%err, action = %e.action, "audit append failed");
+            }
+            return Ok(());
+        }
         // MULTI … EXEC, then XADD, in one round trip. EXEC's reply is kept so
         // that an aborted transaction fails the call.
         let mut p = pipe();
@@ -755,8 +937,14 @@ impl Store for RedisStore {
 
     async fn subscribe(&self) -> StoreResult<Invalidations> {
         use futures::StreamExt;
-        let mut ps = self.client.get_async_pubsub().await?;
-        ps.subscribe(INVALIDATION_CHANNEL).await?;
+        let ps = match &self.sub {
+            Subscriber::Standalone(client) => {
+                let mut ps = client.get_async_pubsub().await?;
+                ps.subscribe(INVALIDATION_CHANNEL).await?;
+                ps
+            }
+            Subscriber::Cluster { seeds, timeout } => self.cluster_pubsub(seeds, *timeout).await?,
+        };
         Ok(Box::pin(ps.into_on_message().filter_map(|m| async move {
             let text: String = m.get_payload().ok()?;
             let inv = Invalidation::decode(&text);
@@ -790,5 +978,22 @@ impl Store for RedisStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_live_nodes;
+
+    #[test]
+    fn live_nodes_skip_failing_and_disconnected() {
+        let text = "\
+a 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b 127.0.0.1:7001@17001,host.example master,fail - 1 1 2 disconnected 5461-10922
+c 127.0.0.1:7002@17002 master - 0 1 3 connected 10923-16383
+d 127.0.0.1:7003@17003 slave,fail? c 0 1 3 connected
+e :0@0 master,noaddr - 0 0 0 disconnected
+";
+        assert_eq!(parse_live_nodes(text), vec![("127.0.0.1".to_string(), 7000), ("127.0.0.1".to_string(), 7002)]);
     }
 }

@@ -1,0 +1,241 @@
+//! A real Redis Cluster of `redis-server` children on free loopback ports,
+//! each in its own temp dir with persistence off, joined with
+//! `redis-cli --cluster create`; killed on drop.
+//!
+//! [`RedisCluster::shared`] is one 3-master cluster per test binary (tests use
+//! unique tenants and clients, so sharing is safe; a cluster takes ~2 s to
+//! start). A static is never dropped, so every cluster also runs a watchdog
+//! shell that kills its nodes once the test process is gone.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use cred_core::store::redis::RedisOptions;
+use cred_core::store::{RedisStore, RedisTarget};
+
+use crate::redis_server::{free_port, pong, query};
+
+/// One node: its client port and process.
+struct Node {
+    port: u16,
+    child: Child,
+}
+
+/// A running cluster; dropping it kills every node.
+pub struct RedisCluster {
+    /// The client ports of every node, masters first as created.
+    pub ports: Vec<u16>,
+    nodes: Mutex<Vec<Node>>,
+    /// Kills the nodes if this process dies without dropping the cluster.
+    watchdog: Child,
+    /// Holds the nodes' directories.
+    dir: Option<tempfile::TempDir>,
+}
+
+/// Starts one cluster node; `None` if it does not answer PING (e.g. lost a
+/// port race).
+fn spawn_node(port: u16, bus: u16, node_timeout_ms: u64, dir: &std::path::Path) -> Option<Child> {
+    let conf = format!("nodes-{port}.conf");
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--cluster-enabled", "yes", "--cluster-config-file", &conf])
+        .args(["--cluster-port", &bus.to_string(), "--cluster-node-timeout", &node_timeout_ms.to_string()])
+        // A replica always takes over, however long it was cut off: the
+        // failover test kills a master and wants its replica promoted.
+        .args(["--cluster-replica-validity-factor", "0"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "cannot start redis-server ({e}). The cluster tests need a real Redis: \
+             install it (Debian: apt-get install -y redis-server) or run the README's test command"
+        ),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if pong(port) {
+            return Some(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn info_field(text: &str, field: &str) -> Option<String> {
+    text.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(|v| v.trim().to_string()))
+}
+
+impl RedisCluster {
+    /// The binary's shared cluster: 3 masters, no replicas.
+    pub fn shared() -> Arc<RedisCluster> {
+        static SHARED: OnceLock<Arc<RedisCluster>> = OnceLock::new();
+        SHARED.get_or_init(|| Arc::new(RedisCluster::start(3, 0, 5_000))).clone()
+    }
+
+    /// Starts `masters` masters with `replicas` replicas each and waits until
+    /// every node reports `cluster_state:ok` (and every replica is in sync).
+    pub fn start(masters: usize, replicas: usize, node_timeout_ms: u64) -> RedisCluster {
+        let started = Instant::now();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        for i in 0..masters * (1 + replicas) {
+            let node_dir = dir.path().join(format!("n{i}"));
+            std::fs::create_dir(&node_dir).expect("node dir");
+            let node = (0..3)
+                .find_map(|_| {
+                    let (port, bus) = (free_port(), free_port());
+                    spawn_node(port, bus, node_timeout_ms, &node_dir).map(|child| Node { port, child })
+                })
+                .expect("a cluster node did not answer PING on a loopback port after 3 attempts");
+            nodes.push(node);
+        }
+        let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        let watchdog = watchdog(&nodes, dir.path());
+        let cluster = RedisCluster { ports: ports.clone(), nodes: Mutex::new(nodes), watchdog, dir: Some(dir) };
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}); it comes with redis-server (Debian: redis-tools)"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.wait_ready(&ports, Duration::from_secs(20));
+        eprintln!("redis cluster of {} nodes up in {:?}", ports.len(), started.elapsed());
+        cluster
+    }
+
+    /// Waits until every node in `ports` sees the whole cluster as ok, and
+    /// every replica among them is in sync with its master.
+    pub fn wait_ready(&self, ports: &[u16], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = ports.iter().all(|&p| {
+                let Some(info) = query(p, "CLUSTER INFO") else { return false };
+                let ok = info_field(&info, "cluster_state").as_deref() == Some("ok")
+                    && info_field(&info, "cluster_slots_ok").as_deref() == Some("16384");
+                let Some(repl) = query(p, "INFO replication") else { return false };
+                let synced = info_field(&repl, "role").as_deref() == Some("master")
+                    || info_field(&repl, "master_link_status").as_deref() == Some("up");
+                ok && synced
+            });
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis cluster on {ports:?} not ready after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>` of every node (the seeds).
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect()
+    }
+
+    /// The store's target: every node as a seed.
+    pub fn target(&self) -> RedisTarget {
+        RedisTarget::Cluster(self.nodes())
+    }
+
+    /// A store connected to this cluster.
+    pub async fn store(&self) -> RedisStore {
+        RedisStore::connect_cluster(&self.nodes(), RedisOptions::default()).await.expect("connect to test cluster")
+    }
+
+    /// The port of the master that serves `key`'s slot now, asked of any live
+    /// node.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let live = self.live_ports();
+        let port = *live.first().expect("no live node");
+        let slot: u16 =
+            query(port, &format!("CLUSTER KEYSLOT {key}")).and_then(|s| s.parse().ok()).expect("CLUSTER KEYSLOT");
+        let nodes = query(port, "CLUSTER NODES").expect("CLUSTER NODES");
+        nodes
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let is_master = f.get(2)?.split(',').any(|x| x == "master");
+                let serves = f.get(8..)?.iter().any(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+                });
+                let (_, p) = f.get(1)?.split('@').next()?.rsplit_once(':')?;
+                (is_master && serves).then(|| p.parse().ok()).flatten()
+            })
+            .unwrap_or_else(|| panic!("no master serves slot {slot}: {nodes}"))
+    }
+
+    /// Pub/sub clients connected to the node on `port` (0 if it is down).
+    pub fn pubsub_clients(&self, port: u16) -> usize {
+        query(port, "CLIENT LIST TYPE pubsub").map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count())
+    }
+
+    /// Whether the node on `port` is a master now.
+    pub fn is_master(&self, port: u16) -> bool {
+        query(port, "INFO replication").and_then(|i| info_field(&i, "role")).is_some_and(|r| r == "master")
+    }
+
+    /// Kills one node with SIGKILL (no goodbye to clients or the cluster).
+    pub fn kill(&self, port: u16) {
+        let mut nodes = self.nodes.lock().expect("nodes");
+        let n = nodes.iter_mut().find(|n| n.port == port).unwrap_or_else(|| panic!("no node on port {port}"));
+        n.child.kill().expect("kill -9 a cluster node");
+        n.child.wait().expect("reap a cluster node");
+    }
+
+    /// Ports of the nodes still running.
+    pub fn live_ports(&self) -> Vec<u16> {
+        let mut nodes = self.nodes.lock().expect("nodes");
+        nodes.iter_mut().filter_map(|n| matches!(n.child.try_wait(), Ok(None)).then_some(n.port)).collect()
+    }
+}
+
+/// `sh` polling this process; once it is gone, kills the nodes and removes
+/// their directory. Needed for the shared (static, never dropped) cluster.
+fn watchdog(nodes: &[Node], dir: &std::path::Path) -> Child {
+    let pids: Vec<String> = nodes.iter().map(|n| n.child.id().to_string()).collect();
+    Command::new("sh")
+        .args([
+            "-c",
+            r#"parent=$1; dir=$2; shift 2
+               while kill -0 "$parent" 2>/dev/null; do sleep 0.5; done
+               kill -9 "$@" 2>/dev/null; rm -rf "$dir""#,
+            "watchdog",
+            &std::process::id().to_string(),
+            &dir.display().to_string(),
+        ])
+        .args(pids)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the cluster watchdog (sh)")
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        // The watchdog first, so it never signals a pid that was reused.
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+        if let Ok(nodes) = self.nodes.get_mut() {
+            for n in nodes.iter_mut() {
+                let _ = n.child.kill();
+                let _ = n.child.wait();
+            }
+        }
+        drop(self.dir.take());
+    }
+}
