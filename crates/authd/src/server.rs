@@ -10,6 +10,7 @@ use cred_proto::authd::v1::client_service_server::ClientServiceServer;
 use cred_proto::authd::v1::session_service_server::SessionServiceServer;
 use std::time::Duration;
 
+use cred_proto::limits::Limits;
 use cred_proto::serve::{ServeError, serve_and_drain, watch_health, with_reflection};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -44,6 +45,22 @@ pub async fn run_with_drain<S: Store>(
     shutdown: impl Future<Output = ()> + Send,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    run_with_limits(listener, authority, operators, shutdown, drain, Limits::default()).await
+}
+
+/// [`run_with_drain`], with the request limits given.
+pub async fn run_with_limits<S: Store>(
+    listener: TcpListener,
+    authority: Authority<S>,
+    operators: OperatorAuth,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+    limits: Limits,
+) -> Result<(), ServeError> {
+    let operators = match authority.failure_guard() {
+        Some(g) => operators.with_guard(g.clone()),
+        None => operators,
+    };
     if let Some(cache) = authority.api_key_cache() {
         cred_core::push::spawn(authority.store().clone(), cache.clone());
     }
@@ -63,9 +80,19 @@ pub async fn run_with_drain<S: Store>(
         async move { store.ping().await.is_ok() }
     });
 
-    let router = with_reflection(Server::builder().add_service(health_service))?
-        .add_service(AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }))
-        .add_service(ClientServiceServer::new(ClientApi { authority: authority.clone() }))
-        .add_service(SessionServiceServer::new(SessionApi { authority }));
+    let max = limits.max_request_bytes;
+    let router = with_reflection(limits.apply(Server::builder()).add_service(health_service))?
+        .add_service(
+            limits.service(
+                AdminServiceServer::new(AdminApi { authority: authority.clone(), operators })
+                    .max_decoding_message_size(max),
+            ),
+        )
+        .add_service(limits.service(
+            ClientServiceServer::new(ClientApi { authority: authority.clone() }).max_decoding_message_size(max),
+        ))
+        .add_service(
+            limits.service(SessionServiceServer::new(SessionApi { authority }).max_decoding_message_size(max)),
+        );
     serve_and_drain(router, listener, watch, shutdown, drain).await
 }

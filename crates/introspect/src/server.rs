@@ -7,6 +7,7 @@ use cred_core::store::Store;
 use cred_proto::introspect::v1::introspect_service_server::IntrospectServiceServer;
 use std::time::Duration;
 
+use cred_proto::limits::Limits;
 use cred_proto::serve::{ServeError, serve_and_drain, watch_health, with_reflection};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -35,6 +36,17 @@ pub async fn run_with_drain<S: Store>(
     shutdown: impl Future<Output = ()> + Send,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    run_with_limits(listener, verifier, shutdown, drain, Limits::default()).await
+}
+
+/// [`run_with_drain`], with the request limits given.
+pub async fn run_with_limits<S: Store>(
+    listener: TcpListener,
+    verifier: Verifier<S>,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+    limits: Limits,
+) -> Result<(), ServeError> {
     cred_core::push::spawn(verifier.store().clone(), verifier.cache().clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IntrospectServiceServer<IntrospectApi<S>>>().await;
@@ -46,7 +58,9 @@ pub async fn run_with_drain<S: Store>(
             let store = store.clone();
             async move { store.ping().await.is_ok() }
         });
-    let router = with_reflection(Server::builder().add_service(health_service))?
-        .add_service(IntrospectServiceServer::new(IntrospectApi { verifier }));
+    let api =
+        IntrospectServiceServer::new(IntrospectApi { verifier }).max_decoding_message_size(limits.max_request_bytes);
+    let router =
+        with_reflection(limits.apply(Server::builder()).add_service(health_service))?.add_service(limits.service(api));
     serve_and_drain(router, listener, watch, shutdown, drain).await
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod limits;
 pub mod serve;
 
 /// `authd.v1`: the credential issuing API.
