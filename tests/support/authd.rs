@@ -59,6 +59,12 @@ pub fn assert_invalid_api_key(s: &Status, what: &str) {
 impl Authd {
     /// Starts Redis and authd.
     pub async fn start() -> Authd {
+        Authd::start_with(|a| a).await
+    }
+
+    /// Starts Redis and authd, with `configure` applied to its Authority
+    /// (which already has the API key cache).
+    pub async fn start_with(configure: impl FnOnce(Authority<RedisStore>) -> Authority<RedisStore>) -> Authd {
         let redis = RedisServer::start();
         let store: RedisStore = redis.store().await;
         let (secret, _) = OperatorSecret::generate();
@@ -68,7 +74,7 @@ impl Authd {
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let ops = operators.clone();
-        let authority = Authority::new(store).with_api_key_cache(CacheOptions::default());
+        let authority = configure(Authority::new(store).with_api_key_cache(CacheOptions::default()));
         let cache = authority.api_key_cache().cloned().expect("cache on");
         let server = tokio::spawn(async move {
             authd::server::run(listener, authority, ops, async {
