@@ -122,6 +122,20 @@ async fn authd_guessing_one_api_key_id_is_throttled_without_store_commands() {
 }
 
 #[tokio::test]
+async fn authd_refuses_an_oversized_request_before_reading_it() {
+    let authd = Authd::start().await;
+    let keys = authd.tenant(None).await;
+    let labels = [("k".to_string(), "v".repeat(1 << 20))].into();
+    let before = authd.redis.command_stats();
+    let s =
+        authd.clients().create_client(authed(&keys.test_key, apb::CreateClientRequest { labels })).await.unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert!(s.message().contains("limit of 65536 bytes"), "{s:?}");
+    assert!(store_commands(&authd.redis, &before).is_empty(), "an oversized request reached the store");
+    assert!(authd.api_key_ok(&keys.test_key).await, "authd still serves");
+}
+
+#[tokio::test]
 async fn authd_a_guessing_peer_is_throttled_across_ids() {
     let authd = Authd::start_with(|a| a.with_failure_guard(guard(0, BUDGET))).await;
     let keys = authd.tenant(None).await;

@@ -99,7 +99,11 @@ struct LimitArgs {
 }
 
 impl LimitArgs {
+    /// The request limits; checks every limit flag.
     fn limits(&self) -> Result<Limits, String> {
+        if self.failed_auth_tracked == 0 {
+            return Err("--failed-auth-tracked: must be positive".into());
+        }
         let l = Limits {
             max_request_bytes: self.max_request_bytes,
             max_header_list_bytes: self.max_header_list_bytes,
@@ -110,15 +114,12 @@ impl LimitArgs {
         Ok(l)
     }
 
-    fn guard<S: Store>(&self, a: Authority<S>) -> Result<Authority<S>, String> {
-        if self.failed_auth_tracked == 0 {
-            return Err("--failed-auth-tracked: must be positive".into());
-        }
-        Ok(a.with_failure_guard(GuardOptions {
+    fn guard<S: Store>(&self, a: Authority<S>) -> Authority<S> {
+        a.with_failure_guard(GuardOptions {
             per_credential: NonZeroU32::new(self.failed_auth_per_credential),
             per_peer: NonZeroU32::new(self.failed_auth_per_peer),
             capacity: self.failed_auth_tracked,
-        }))
+        })
     }
 }
 
@@ -233,8 +234,8 @@ fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
     init_logs(false);
-    let secret = a.secret.load()?;
     let limits = a.limits.limits()?;
+    let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);
     let store =
@@ -246,7 +247,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "authd serving");
     let drain = Duration::from_millis(a.drain_timeout_ms);
-    let authority = a.limits.guard(a.cache.apply(Authority::new(store)))?;
+    let authority = a.limits.guard(a.cache.apply(Authority::new(store)));
     run(listener, authority, operators, drain, limits).await
 }
 
@@ -260,11 +261,11 @@ async fn dev(a: DevArgs) -> Result<(), String> {
         Some(url) => {
             let store =
                 RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
-            let authority = a.limits.guard(a.cache.apply(Authority::new(store)))?;
+            let authority = a.limits.guard(a.cache.apply(Authority::new(store)));
             dev_with(listener, addr, authority, secret, &url, limits).await
         }
         None => {
-            let authority = a.limits.guard(a.cache.apply(Authority::new(MemoryStore::new())))?;
+            let authority = a.limits.guard(a.cache.apply(Authority::new(MemoryStore::new())));
             dev_with(listener, addr, authority, secret, "in-memory", limits).await
         }
     }
