@@ -72,7 +72,7 @@ struct LimitArgs {
     #[arg(long, env = "AUTHD_MAX_REQUEST_BYTES", default_value_t = 65_536)]
     max_request_bytes: usize,
     /// Largest header list (all metadata) of a call, in bytes; a larger one
-    /// is refused by HTTP/2 (stream reset), the connection lives on.
+    /// is answered HTTP 431 (far larger: the connection is closed).
     #[arg(long, env = "AUTHD_MAX_HEADER_LIST_BYTES", default_value_t = 16_384)]
     max_header_list_bytes: u32,
     /// Most calls in flight on one connection (HTTP/2 max concurrent streams).

@@ -28,7 +28,8 @@ pub struct Limits {
     /// RESOURCE_EXHAUSTED before it is read.
     pub max_request_bytes: usize,
     /// Largest HTTP/2 header list (all metadata of a call), in bytes; hyper
-    /// refuses a larger one (the stream is reset) and the connection lives on.
+    /// answers a larger one with HTTP 431 on that stream (far larger: GOAWAY
+    /// ENHANCE_YOUR_CALM), never buffering it whole.
     pub max_header_list_bytes: u32,
     /// Most calls in flight on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS);
     /// clients queue beyond it, and extra streams are refused (REFUSED_STREAM).
