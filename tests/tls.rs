@@ -163,7 +163,8 @@ async fn listeners(tls: ServerTls) -> (SocketAddr, TcpListener, SocketAddr, Serv
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let health = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let (addr, health_addr) = (listener.local_addr().unwrap(), health.local_addr().unwrap());
-    let opts = ServeOptions { drain: Duration::from_secs(1), tls: Some(tls), health_listener: Some(health) };
+    let opts =
+        ServeOptions { tls: Some(tls), health_listener: Some(health), ..ServeOptions::new(Duration::from_secs(1)) };
     (addr, listener, health_addr, opts)
 }
 

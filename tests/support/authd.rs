@@ -69,6 +69,15 @@ impl Authd {
 
     /// Starts authd over `redis`.
     pub async fn start_with(redis: Redis) -> Authd {
+        Authd::start_configured(redis, |a| a).await
+    }
+
+    /// Starts authd over `redis`, with `configure` applied to its Authority
+    /// (which already has the API key cache).
+    pub async fn start_configured(
+        redis: Redis,
+        configure: impl FnOnce(Authority<RedisStore>) -> Authority<RedisStore>,
+    ) -> Authd {
         let store: RedisStore = redis.store().await;
         let (secret, _) = OperatorSecret::generate();
         let (id, operator) = secret.issue();
@@ -77,7 +86,7 @@ impl Authd {
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let ops = operators.clone();
-        let authority = Authority::new(store).with_api_key_cache(CacheOptions::default());
+        let authority = configure(Authority::new(store).with_api_key_cache(CacheOptions::default()));
         let cache = authority.api_key_cache().cloned().expect("cache on");
         let server = tokio::spawn(async move {
             authd::server::run(listener, authority, ops, async {

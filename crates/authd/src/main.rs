@@ -1,6 +1,7 @@
 //! The authd binary: parses flags and hands over to `authd::server::run`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,9 +9,11 @@ use authd::auth::OperatorAuth;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use cred_core::Authority;
 use cred_core::cache::CacheOptions;
+use cred_core::guard::GuardOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::redis::RedisOptions;
 use cred_core::store::{MemoryStore, RedisStore, RedisTarget, Store};
+use cred_proto::limits::Limits;
 use cred_proto::serve::ServeOptions;
 use tokio::net::TcpListener;
 
@@ -68,6 +71,8 @@ struct ServeArgs {
     drain_timeout_ms: u64,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 #[derive(Args)]
@@ -92,7 +97,7 @@ struct TlsArgs {
 
 impl TlsArgs {
     /// The TLS setting and the health listener, or the setting at fault.
-    async fn load(&self, drain: Duration) -> Result<cred_proto::serve::ServeOptions, String> {
+    async fn load(&self, drain: Duration, limits: Limits) -> Result<ServeOptions, String> {
         let tls = cred_proto::tls::ServerTls::from_flags(
             self.tls_cert_file.as_deref(),
             self.tls_key_file.as_deref(),
@@ -103,7 +108,66 @@ impl TlsArgs {
             Some(a) => Some(TcpListener::bind(a).await.map_err(|e| format!("--health-listen {a}: {e}"))?),
             None => None,
         };
-        Ok(cred_proto::serve::ServeOptions { drain, tls, health_listener })
+        Ok(ServeOptions { drain, tls, health_listener, limits })
+    }
+}
+
+/// Request limits and failed-authentication budgets (README "Limits").
+#[derive(Args)]
+struct LimitArgs {
+    /// Largest request message, in bytes; a larger one is refused
+    /// RESOURCE_EXHAUSTED before it is read (at most 4194304).
+    #[arg(long, env = "AUTHD_MAX_REQUEST_BYTES", default_value_t = 65_536)]
+    max_request_bytes: usize,
+    /// Largest header list (all metadata) of a call, in bytes; a larger one
+    /// is answered HTTP 431 (far larger: the connection is closed).
+    #[arg(long, env = "AUTHD_MAX_HEADER_LIST_BYTES", default_value_t = 16_384)]
+    max_header_list_bytes: u32,
+    /// Most calls in flight on one connection (HTTP/2 max concurrent streams).
+    #[arg(long, env = "AUTHD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    max_concurrent_streams: u32,
+    /// Longest a call may run, in milliseconds; past it the call ends
+    /// CANCELLED.
+    #[arg(long, env = "AUTHD_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Failed authentications allowed per credential id per minute (and in
+    /// a burst); past it the id's attempts get RESOURCE_EXHAUSTED with no
+    /// store command. 0: no limit.
+    #[arg(long, env = "AUTHD_FAILED_AUTH_PER_CREDENTIAL", default_value_t = 10)]
+    failed_auth_per_credential: u32,
+    /// Failed authentications allowed per peer IP address per minute (and
+    /// in a burst); past it the peer's attempts get RESOURCE_EXHAUSTED.
+    /// 0: no limit.
+    #[arg(long, env = "AUTHD_FAILED_AUTH_PER_PEER", default_value_t = 100)]
+    failed_auth_per_peer: u32,
+    /// Credential ids, and peers, whose failures are remembered (bounds the
+    /// memory of the budgets).
+    #[arg(long, env = "AUTHD_FAILED_AUTH_TRACKED", default_value_t = 100_000)]
+    failed_auth_tracked: usize,
+}
+
+impl LimitArgs {
+    /// The request limits; checks every limit flag.
+    fn limits(&self) -> Result<Limits, String> {
+        if self.failed_auth_tracked == 0 {
+            return Err("--failed-auth-tracked: must be positive".into());
+        }
+        let l = Limits {
+            max_request_bytes: self.max_request_bytes,
+            max_header_list_bytes: self.max_header_list_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        };
+        l.validate().map_err(|e| e.to_string())?;
+        Ok(l)
+    }
+
+    fn guard<S: Store>(&self, a: Authority<S>) -> Authority<S> {
+        a.with_failure_guard(GuardOptions {
+            per_credential: NonZeroU32::new(self.failed_auth_per_credential),
+            per_peer: NonZeroU32::new(self.failed_auth_per_peer),
+            capacity: self.failed_auth_tracked,
+        })
     }
 }
 
@@ -168,6 +232,8 @@ struct DevArgs {
     redis_url: Option<String>,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 #[derive(Subcommand)]
@@ -216,7 +282,8 @@ fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
     init_logs(false);
-    let opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms)).await?;
+    let limits = a.limits.limits()?;
+    let opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms), limits).await?;
     let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);
@@ -228,7 +295,8 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = opts.tls.is_some(), "authd serving");
-    run(listener, a.cache.apply(Authority::new(store)), operators, opts).await
+    let authority = a.limits.guard(a.cache.apply(Authority::new(store)));
+    run(listener, authority, operators, opts).await
 }
 
 /// The store's target from the two exclusive settings (clap enforces
@@ -246,13 +314,18 @@ async fn dev(a: DevArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (secret, _) = OperatorSecret::generate();
+    let limits = a.limits.limits()?;
     match a.redis_url {
         Some(url) => {
             let store =
                 RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
-            dev_with(listener, addr, a.cache.apply(Authority::new(store)), secret, &url).await
+            let authority = a.limits.guard(a.cache.apply(Authority::new(store)));
+            dev_with(listener, addr, authority, secret, &url, limits).await
         }
-        None => dev_with(listener, addr, a.cache.apply(Authority::new(MemoryStore::new())), secret, "in-memory").await,
+        None => {
+            let authority = a.limits.guard(a.cache.apply(Authority::new(MemoryStore::new())));
+            dev_with(listener, addr, authority, secret, "in-memory", limits).await
+        }
     }
 }
 
@@ -262,11 +335,13 @@ async fn dev_with<S: Store>(
     authority: Authority<S>,
     secret: OperatorSecret,
     store: &str,
+    limits: Limits,
 ) -> Result<(), String> {
     let setup = authd::dev::bootstrap(&authority, &secret).await.map_err(|e| format!("dev setup: {e}"))?;
     let operators = OperatorAuth::new(secret, Allowlist::of([setup.operator_key_id]));
     println!("{}", authd::dev::banner(&setup, addr, store));
-    run(listener, authority, operators, ServeOptions::new(authd::server::DRAIN)).await
+    let opts = ServeOptions { limits, ..ServeOptions::new(authd::server::DRAIN) };
+    run(listener, authority, operators, opts).await
 }
 
 async fn run<S: Store>(

@@ -58,6 +58,10 @@ pub async fn run_with<S: Store>(
     shutdown: impl Future<Output = ()> + Send,
     opts: ServeOptions,
 ) -> Result<(), ServeError> {
+    let operators = match authority.failure_guard() {
+        Some(g) => operators.with_guard(g.clone()),
+        None => operators,
+    };
     if let Some(cache) = authority.api_key_cache() {
         cred_core::push::spawn(authority.store().clone(), cache.clone());
     }
@@ -80,12 +84,20 @@ pub async fn run_with<S: Store>(
     // Admin mTLS: a verified client certificate, checked before the key.
     let admin_mtls = require_client_cert(opts.tls.as_ref().is_some_and(|t| t.verifies_clients()));
     let health_only = opts.health_listener.map(|l| (Server::builder().add_service(health_service.clone()), l));
-    let router = with_reflection(server_builder(opts.tls.as_ref())?.add_service(health_service))?
-        .add_service(AdminServiceServer::with_interceptor(
-            AdminApi { authority: authority.clone(), operators },
-            admin_mtls,
+    let (limits, max) = (opts.limits, opts.limits.max_request_bytes);
+    let router = with_reflection(limits.apply(server_builder(opts.tls.as_ref())?).add_service(health_service))?
+        .add_service(
+            limits.service(tonic::service::interceptor::InterceptedService::new(
+                AdminServiceServer::new(AdminApi { authority: authority.clone(), operators })
+                    .max_decoding_message_size(max),
+                admin_mtls,
+            )),
+        )
+        .add_service(limits.service(
+            ClientServiceServer::new(ClientApi { authority: authority.clone() }).max_decoding_message_size(max),
         ))
-        .add_service(ClientServiceServer::new(ClientApi { authority: authority.clone() }))
-        .add_service(SessionServiceServer::new(SessionApi { authority }));
+        .add_service(
+            limits.service(SessionServiceServer::new(SessionApi { authority }).max_decoding_message_size(max)),
+        );
     serve_and_drain_with(router, listener, watch, shutdown, opts.drain, health_only).await
 }

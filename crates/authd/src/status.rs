@@ -8,6 +8,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// `google.rpc.ErrorInfo.reason` of every unusable credential: SDKs see it
 /// and fetch a new token.
 pub const INVALID_API_KEY: &str = "INVALID_API_KEY";
+/// `google.rpc.ErrorInfo.reason` of a refusal by the failed-authentication
+/// budgets (`metadata.limit`: "peer" or "credential id").
+pub const THROTTLED: &str = "TOO_MANY_FAILED_AUTHENTICATIONS";
 /// `google.rpc.ErrorInfo.domain` of our errors.
 pub const ERROR_DOMAIN: &str = "authd";
 
@@ -32,6 +35,19 @@ pub fn to_status(e: Error) -> Status {
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+        // RESOURCE_EXHAUSTED, not UNAUTHENTICATED: an SDK drops a credential
+        // on INVALID_API_KEY, and this one may be the caller's good key under
+        // someone else's attack; RetryInfo says when to come back.
+        Error::Throttled(t) => {
+            tracing::info!(limit = t.spent.as_str(), retry_after_ms = t.retry_after.as_millis() as u64, "throttled");
+            let mut d = ErrorDetails::with_retry_info(Some(t.retry_after));
+            d.set_error_info(THROTTLED, ERROR_DOMAIN, [("limit".to_string(), t.spent.as_str().to_string())]);
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("too many failed authentications for this {}; retry later", t.spent.as_str()),
+                d,
+            )
+        }
         Error::Store(StoreError::Unavailable(m)) => {
             tracing::warn!(error = %m, "store unavailable");
             Status::unavailable("credential store unavailable")

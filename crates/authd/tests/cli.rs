@@ -312,3 +312,22 @@ fn bad_tls_settings_stop_authd_at_start() {
         assert!(stderr.contains(expected), "{env:?}: expected {expected:?} in {stderr}");
     }
 }
+
+#[test]
+fn bad_limits_fail_at_start_naming_the_setting() {
+    for (var, value, named) in [
+        ("AUTHD_MAX_REQUEST_BYTES", "0", "--max-request-bytes"),
+        ("AUTHD_MAX_CONCURRENT_STREAMS", "0", "--max-concurrent-streams"),
+        ("AUTHD_REQUEST_TIMEOUT_MS", "0", "--request-timeout-ms"),
+        ("AUTHD_FAILED_AUTH_TRACKED", "0", "--failed-auth-tracked"),
+    ] {
+        let out = Command::new(AUTHD)
+            .args(["serve", "--redis-url", "redis://127.0.0.1:1/0", "--operator-allowlist-file", "/nonexistent"])
+            .env(var, value)
+            .output()
+            .expect("run authd");
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{var}={value}: {err}");
+    }
+}

@@ -3,12 +3,14 @@
 //! and the audit trail. The gRPC edge only converts types and maps errors.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::cache::{Cache, CacheOptions, Entry, Record, mono_ms};
 use crate::error::{Error, InvalidReason};
+use crate::guard::{FailureGuard, GuardOptions};
 use crate::model::{
     ApiKey, AuditEvent, Client, Environment, Millis, Scope, Scopes, Session, Tenant, limits, now_ms, sliding_expiry,
 };
@@ -89,12 +91,46 @@ pub struct Authority<S> {
     /// `cred_core::push`) and invalidated at once by this process' own
     /// revocations.
     api_keys: Option<Arc<Cache>>,
+    /// Budgets of failed authentications (per credential id and peer).
+    guard: Option<Arc<FailureGuard>>,
 }
 
 impl<S: Store> Authority<S> {
     /// Operations over `store` with the documented limits.
     pub fn new(store: S) -> Authority<S> {
-        Authority { store, max_sessions: limits::SESSIONS_PER_CLIENT, api_keys: None }
+        Authority { store, max_sessions: limits::SESSIONS_PER_CLIENT, api_keys: None, guard: None }
+    }
+
+    /// Limits failed authentications: once a credential id or peer has
+    /// spent its budget, its attempts are refused (`Error::Throttled`)
+    /// without a store command, except an API key this process has cached,
+    /// which is checked against the cache (so the real key keeps working
+    /// while its id is under attack).
+    pub fn with_failure_guard(mut self, opts: GuardOptions) -> Authority<S> {
+        self.guard = Some(Arc::new(FailureGuard::new(opts)));
+        self
+    }
+
+    /// The failure budgets, if enabled (shared with operator-key checks).
+    pub fn failure_guard(&self) -> Option<&Arc<FailureGuard>> {
+        self.guard.as_ref()
+    }
+
+    /// Runs an authentication of credential `id` from `peer` under the
+    /// failure budgets: refused at once when spent, a failure recorded.
+    async fn guarded<T>(
+        &self,
+        peer: Option<IpAddr>,
+        id: Uuid,
+        auth: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let Some(g) = &self.guard else { return auth.await };
+        g.check(peer, Some(id)).map_err(Error::Throttled)?;
+        let r = auth.await;
+        if let Err(Error::InvalidCredential(_)) = &r {
+            g.failed(peer, Some(id));
+        }
+        r
     }
 
     /// Caches verified API keys (one store read saved on almost every
@@ -285,6 +321,12 @@ impl<S: Store> Authority<S> {
     /// Checks a presented API key: from the cache when enabled and fresh,
     /// else with one store read.
     pub async fn authenticate_api_key(&self, text: &str) -> Result<ApiPrincipal, Error> {
+        self.authenticate_api_key_from(text, None).await
+    }
+
+    /// [`Authority::authenticate_api_key`] for a caller at `peer`, under the
+    /// failure budgets (see [`Authority::with_failure_guard`]).
+    pub async fn authenticate_api_key_from(&self, text: &str, peer: Option<IpAddr>) -> Result<ApiPrincipal, Error> {
         let token = Token::parse(text).map_err(|_| invalid(InvalidReason::Malformed))?;
         if token.kind != TokenKind::ApiKey {
             return Err(invalid(InvalidReason::Malformed));
@@ -294,18 +336,27 @@ impl<S: Store> Authority<S> {
         if let Some(e) = self.api_keys.as_ref().and_then(|c| c.get(&key))
             && let Record::ApiKey(k) = &e.record
         {
-            check_api_key(&token, &hash, Some(k), Some(&e.tenant), false, now_ms()).map_err(invalid)?;
+            // No store command: a wrong secret counts as a failure, but a
+            // spent budget does not stop the cached real key.
+            let r = check_api_key(&token, &hash, Some(k), Some(&e.tenant), false, now_ms()).map_err(invalid);
+            if let (Err(_), Some(g)) = (&r, &self.guard) {
+                g.failed(peer, Some(token.id));
+            }
+            r?;
             return Ok(ApiPrincipal { key: (**k).clone(), tenant: (*e.tenant).clone() });
         }
-        let started = mono_ms();
-        let l = self.store.get_api_key(token.route, token.id).await?;
-        check_api_key(&token, &hash, l.key.as_ref(), l.tenant.as_ref(), l.revoked, now_ms()).map_err(invalid)?;
-        let (Some(k), Some(tenant)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
-        if let Some(c) = &self.api_keys {
-            let record = Record::ApiKey(Box::new(k.clone()));
-            c.insert(key, Arc::new(Entry::new(record, Arc::new(tenant.clone()), started, k.expires_at, 0)));
-        }
-        Ok(ApiPrincipal { key: k, tenant })
+        self.guarded(peer, token.id, async {
+            let started = mono_ms();
+            let l = self.store.get_api_key(token.route, token.id).await?;
+            check_api_key(&token, &hash, l.key.as_ref(), l.tenant.as_ref(), l.revoked, now_ms()).map_err(invalid)?;
+            let (Some(k), Some(tenant)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
+            if let Some(c) = &self.api_keys {
+                let record = Record::ApiKey(Box::new(k.clone()));
+                c.insert(key, Arc::new(Entry::new(record, Arc::new(tenant.clone()), started, k.expires_at, 0)));
+            }
+            Ok(ApiPrincipal { key: k, tenant })
+        })
+        .await
     }
 
     /// A client the principal may see: same tenant and environment, or
@@ -457,10 +508,20 @@ impl<S: Store> Authority<S> {
     /// Checks a presented session token or test client key; a success is
     /// activity and slides the session's expiry.
     pub async fn authenticate_session(&self, text: &str) -> Result<SessionPrincipal, Error> {
+        self.authenticate_session_from(text, None).await
+    }
+
+    /// [`Authority::authenticate_session`] for a caller at `peer`, under the
+    /// failure budgets (see [`Authority::with_failure_guard`]).
+    pub async fn authenticate_session_from(&self, text: &str, peer: Option<IpAddr>) -> Result<SessionPrincipal, Error> {
         let token = Token::parse(text).map_err(|_| invalid(InvalidReason::Malformed))?;
         if !matches!(token.kind, TokenKind::Session | TokenKind::TestClientKey) {
             return Err(invalid(InvalidReason::Malformed));
         }
+        self.guarded(peer, token.id, self.session_of(token)).await
+    }
+
+    async fn session_of(&self, token: Token) -> Result<SessionPrincipal, Error> {
         let l = self.store.get_session(token.route, token.id).await?;
         let tenant = match &l.client {
             Some(c) => self.store.get_tenant(c.tenant_id).await?,

@@ -64,6 +64,10 @@ pub enum Error {
     /// A documented limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Too many recent failed authentications from this peer or for this
+    /// credential id; refused before any store command.
+    #[error("too many failed authentications ({}); retry after {:?}", .0.spent.as_str(), .0.retry_after)]
+    Throttled(crate::guard::Throttled),
     /// The store failed; the request may be retried.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -10,6 +10,7 @@
 //!   by `push` (the store's invalidations) and a max age;
 //! - `store`: the store interface and its Redis and in-memory implementations;
 //! - `authority`: every credential operation, written once over any store;
+//! - `guard`: budgets of failed authentications per credential id and peer;
 //! - `verify`: the checks that make a presented credential usable or not;
 //! - `error`: the domain errors the gRPC edge maps to status codes.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@
 pub mod authority;
 pub mod cache;
 pub mod error;
+pub mod guard;
 pub mod model;
 pub mod operator;
 pub mod push;

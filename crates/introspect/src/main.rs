@@ -6,12 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
+use cred_core::guard::GuardOptions;
 use cred_core::store::redis::RedisOptions;
 use cred_core::store::{RedisStore, RedisTarget};
+use cred_proto::limits::Limits;
 use cred_proto::serve::ServeOptions;
 use cred_proto::tls::ServerTls;
 use introspect::cache::CacheOptions;
 use introspect::{Verifier, VerifyOptions};
+use std::num::NonZeroU32;
 use tokio::net::TcpListener;
 
 /// introspect: verify credentials on every request.
@@ -69,6 +72,34 @@ struct ServeArgs {
     /// and calls in flight get this many milliseconds to finish.
     #[arg(long, env = "INTROSPECT_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     drain_timeout_ms: u64,
+    /// Largest request message, in bytes; a larger one is refused
+    /// RESOURCE_EXHAUSTED before it is read (at most 4194304).
+    #[arg(long, env = "INTROSPECT_MAX_REQUEST_BYTES", default_value_t = 65_536)]
+    max_request_bytes: usize,
+    /// Largest header list (all metadata) of a call, in bytes; a larger one
+    /// is answered HTTP 431 (far larger: the connection is closed).
+    #[arg(long, env = "INTROSPECT_MAX_HEADER_LIST_BYTES", default_value_t = 16_384)]
+    max_header_list_bytes: u32,
+    /// Most calls in flight on one connection (HTTP/2 max concurrent streams).
+    #[arg(long, env = "INTROSPECT_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    max_concurrent_streams: u32,
+    /// Longest a call may run, in milliseconds; past it the call ends
+    /// CANCELLED.
+    #[arg(long, env = "INTROSPECT_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Failed verifies allowed per token id per minute (and in a burst);
+    /// past it, verifies of that id that need a store read get
+    /// RESOURCE_EXHAUSTED with no store command. 0: no limit.
+    #[arg(long, env = "INTROSPECT_FAILED_VERIFY_PER_CREDENTIAL", default_value_t = 10)]
+    failed_verify_per_credential: u32,
+    /// Failed verifies allowed per caller IP address per minute. Off (0) by
+    /// default: callers are gateways speaking for many end users.
+    #[arg(long, env = "INTROSPECT_FAILED_VERIFY_PER_PEER", default_value_t = 0)]
+    failed_verify_per_peer: u32,
+    /// Token ids, and callers, whose failures are remembered (bounds the
+    /// memory of the budgets).
+    #[arg(long, env = "INTROSPECT_FAILED_VERIFY_TRACKED", default_value_t = 100_000)]
+    failed_verify_tracked: usize,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -89,14 +120,14 @@ struct TlsArgs {
 
 impl TlsArgs {
     /// The TLS setting and the health listener, or the setting at fault.
-    async fn load(&self, drain: Duration) -> Result<ServeOptions, String> {
+    async fn load(&self, drain: Duration, limits: Limits) -> Result<ServeOptions, String> {
         let tls = ServerTls::from_flags(self.tls_cert_file.as_deref(), self.tls_key_file.as_deref(), None)
             .map_err(|e| e.to_string())?;
         let health_listener = match self.health_listen {
             Some(a) => Some(TcpListener::bind(a).await.map_err(|e| format!("--health-listen {a}: {e}"))?),
             None => None,
         };
-        Ok(ServeOptions { drain, tls, health_listener })
+        Ok(ServeOptions { drain, tls, health_listener, limits })
     }
 }
 
@@ -116,7 +147,17 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     if a.cache_capacity == 0 || a.touch_granularity_ms == 0 {
         return Err("--cache-capacity and --touch-granularity-ms must be positive".into());
     }
-    let serve_opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms)).await?;
+    if a.failed_verify_tracked == 0 {
+        return Err("--failed-verify-tracked: must be positive".into());
+    }
+    let limits = Limits {
+        max_request_bytes: a.max_request_bytes,
+        max_header_list_bytes: a.max_header_list_bytes,
+        max_concurrent_streams: a.max_concurrent_streams,
+        request_timeout: Duration::from_millis(a.request_timeout_ms),
+    };
+    limits.validate().map_err(|e| e.to_string())?;
+    let serve_opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms), limits).await?;
     let (target, flag) = redis_target(a.redis_url, a.redis_cluster_nodes)?;
     let store = RedisStore::open(&target, RedisOptions { response_timeout: deadline, connection_timeout: deadline })
         .await
@@ -130,6 +171,11 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
             max_age: Duration::from_millis(a.cache_max_age_ms),
             negative_ttl: Duration::from_millis(a.negative_ttl_ms),
         },
+        guard: Some(GuardOptions {
+            per_credential: NonZeroU32::new(a.failed_verify_per_credential),
+            per_peer: NonZeroU32::new(a.failed_verify_per_peer),
+            capacity: a.failed_verify_tracked,
+        }),
     };
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

@@ -14,6 +14,9 @@ use cred_core::cache::Record;
 
 /// `google.rpc.ErrorInfo.reason` of every unusable credential.
 pub const INVALID_API_KEY: &str = "INVALID_API_KEY";
+/// `google.rpc.ErrorInfo.reason` of a refusal by the failed-verify budgets
+/// (`metadata.limit`: "credential id" or "peer").
+pub const THROTTLED: &str = "TOO_MANY_FAILED_AUTHENTICATIONS";
 /// `google.rpc.ErrorInfo.metadata` key holding the precise reason.
 pub const CAUSE: &str = "cause";
 
@@ -31,6 +34,17 @@ pub fn to_status(e: VerifyError) -> Status {
             ErrorDetails::with_error_info(INVALID_API_KEY, "introspect", [(CAUSE.to_string(), r.as_str().to_string())]),
         ),
         VerifyError::Forbidden(m) => Status::permission_denied(m),
+        // RESOURCE_EXHAUSTED, not INVALID_API_KEY: the token may be good,
+        // and callers must not drop it; RetryInfo says when to come back.
+        VerifyError::Throttled(t) => {
+            let mut d = ErrorDetails::with_retry_info(Some(t.retry_after));
+            d.set_error_info(THROTTLED, "introspect", [("limit".to_string(), t.spent.as_str().to_string())]);
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("too many failed verifies for this {}; retry later", t.spent.as_str()),
+                d,
+            )
+        }
         VerifyError::Unavailable(m) => {
             tracing::warn!(error = %m, "verify failed closed");
             Status::unavailable("credential store unavailable")
@@ -114,9 +128,10 @@ fn response(v: Verified) -> pb::VerifyResponse {
 #[tonic::async_trait]
 impl<S: Store> IntrospectService for IntrospectApi<S> {
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+        let peer = req.remote_addr().map(|a| a.ip());
         let r = req.into_inner();
         let want = requirements(&r)?;
-        let v = self.verifier.verify(&r.token, &want).await.map_err(to_status)?;
+        let v = self.verifier.verify_from(&r.token, &want, peer).await.map_err(to_status)?;
         Ok(Response::new(response(v)))
     }
 }

@@ -2,11 +2,13 @@
 //! parse → known-bad? → cache or one store read → the shared checks →
 //! requirements → coalesced activity.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cred_core::InvalidReason;
+use cred_core::guard::{FailureGuard, GuardOptions, Throttled};
 use cred_core::model::{Environment, Millis, Scopes, now_ms, sliding_expiry};
 use cred_core::store::{Store, StoreError};
 use cred_core::token::{SecretHash, Token, TokenKind};
@@ -23,6 +25,10 @@ pub struct VerifyOptions {
     /// the stored expiry lags the exact rule by at most this much.
     pub touch_granularity: Duration,
     pub cache: CacheOptions,
+    /// Budgets of failed verifies per token id (and per caller, usually
+    /// off: introspect's callers are gateways speaking for many users);
+    /// `None`: no limit.
+    pub guard: Option<GuardOptions>,
 }
 
 impl Default for VerifyOptions {
@@ -31,6 +37,7 @@ impl Default for VerifyOptions {
             deadline: Duration::from_millis(250),
             touch_granularity: Duration::from_secs(1),
             cache: CacheOptions::default(),
+            guard: None,
         }
     }
 }
@@ -58,6 +65,10 @@ pub enum VerifyError {
     /// The store could not answer in time; never "valid".
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Too many recent failed verifies of this token id (or from this
+    /// caller): refused before any store command.
+    #[error("too many failed verifies ({})", .0.spent.as_str())]
+    Throttled(Throttled),
 }
 
 impl From<StoreError> for VerifyError {
@@ -81,6 +92,7 @@ struct Inner<S> {
     store: S,
     cache: Arc<Cache>,
     opts: VerifyOptions,
+    guard: Option<FailureGuard>,
 }
 
 /// Verifies credentials against a store, through the replica's caches.
@@ -102,7 +114,8 @@ impl<S: Store> Verifier<S> {
     /// A verifier over `store`.
     pub fn new(store: S, opts: VerifyOptions) -> Verifier<S> {
         let cache = Arc::new(Cache::new(opts.cache.clone()));
-        Verifier { inner: Arc::new(Inner { store, cache, opts }) }
+        let guard = opts.guard.map(FailureGuard::new);
+        Verifier { inner: Arc::new(Inner { store, cache, opts, guard }) }
     }
 
     /// The caches (for the push listener and tests).
@@ -115,8 +128,26 @@ impl<S: Store> Verifier<S> {
         &self.inner.store
     }
 
+    /// The failure budgets, if configured (for tests).
+    pub fn guard(&self) -> Option<&FailureGuard> {
+        self.inner.guard.as_ref()
+    }
+
     /// Verifies a presented credential.
     pub async fn verify(&self, text: &str, req: &Requirements) -> Result<Verified, VerifyError> {
+        self.verify_from(text, req, None).await
+    }
+
+    /// [`Verifier::verify`] for a caller at `peer`, under the failure
+    /// budgets: a spent budget refuses before a store read, but a cached
+    /// credential is still checked (so the real token keeps working while
+    /// its id is under attack).
+    pub async fn verify_from(
+        &self,
+        text: &str,
+        req: &Requirements,
+        peer: Option<IpAddr>,
+    ) -> Result<Verified, VerifyError> {
         // 1. Typos and garbage are refused here, with no store command.
         let token = Token::parse(text).map_err(|_| invalid(InvalidReason::Malformed))?;
         if req.env.is_some_and(|e| e != token.env) {
@@ -132,12 +163,20 @@ impl<S: Store> Verifier<S> {
         let now = now_ms();
         let entry = match self.inner.cache.get(&key) {
             Some(e) if e.expires_at.load(Ordering::Relaxed) > now => e,
-            _ => self.load(&token, &hash, key).await?,
+            _ => {
+                // A spent failure budget: no store read.
+                if let Some(g) = &self.inner.guard {
+                    g.check(peer, Some(token.id)).map_err(VerifyError::Throttled)?;
+                }
+                self.load(&token, &hash, key).await.inspect_err(|e| self.failed(e, peer, token.id))?
+            }
         };
         // 4. The checks authd makes, on the cached records.
         if let Err(r) = check(&entry, &token, &hash, now) {
             self.inner.cache.insert_negative(hash, r);
-            return Err(invalid(r));
+            let e = invalid(r);
+            self.failed(&e, peer, token.id);
+            return Err(e);
         }
         // 5. What the caller requires.
         if let Some(want) = req.scopes {
@@ -153,6 +192,13 @@ impl<S: Store> Verifier<S> {
         let expires_at =
             if req.passive { entry.expires_at.load(Ordering::Relaxed) } else { self.touch(&entry, key, now) };
         Ok(Verified { kind: token.kind, key, entry, expires_at: (expires_at != Millis::MAX).then_some(expires_at) })
+    }
+
+    /// Draws on the failure budgets for a refused credential.
+    fn failed(&self, e: &VerifyError, peer: Option<IpAddr>, id: uuid::Uuid) {
+        if let (VerifyError::Invalid(_), Some(g)) = (e, &self.inner.guard) {
+            g.failed(peer, Some(id));
+        }
     }
 
     /// Loads a credential's records in one store round trip (plus one for

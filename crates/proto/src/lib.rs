@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod limits;
 pub mod serve;
 pub mod tls;
 

@@ -2,7 +2,8 @@
 //! reflection (v1 for grpcurl and buf curl, v1alpha for grpcio) over every
 //! proto here and `grpc.health.v1`, and how accepted sockets are set up.
 //! [`ServeOptions`] carries what a deployment may turn on: TLS
-//! ([`crate::tls`]) and a plaintext health-only listener for probes.
+//! ([`crate::tls`]), a plaintext health-only listener for probes, and the
+//! request limits ([`crate::limits`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -109,12 +110,14 @@ pub struct ServeOptions {
     /// A plaintext listener that serves only `grpc.health.v1`: Kubernetes'
     /// native gRPC probes cannot speak TLS, and health carries no secret.
     pub health_listener: Option<TcpListener>,
+    /// Request size, metadata, stream and timeout limits.
+    pub limits: crate::limits::Limits,
 }
 
 impl ServeOptions {
-    /// Plaintext, no health listener, `drain` after shutdown.
+    /// Plaintext, no health listener, default limits, `drain` after shutdown.
     pub fn new(drain: Duration) -> ServeOptions {
-        ServeOptions { drain, tls: None, health_listener: None }
+        ServeOptions { drain, tls: None, health_listener: None, limits: crate::limits::Limits::default() }
     }
 }
 
