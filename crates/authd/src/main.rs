@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the gRPC API against Redis.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Zero-setup dev mode: in-memory store (or --redis-url), loopback, a
     /// ready operator key, tenant and API keys, and pasteable commands.
     Dev(DevArgs),
@@ -248,7 +248,7 @@ enum OperatorKeyCmd {
 async fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Serve(a) => serve(a).await,
+        Cmd::Serve(a) => serve(*a).await,
         Cmd::Dev(a) => dev(a).await,
         Cmd::OperatorKey(OperatorKeyCmd::Secret) => {
             println!("{}", OperatorSecret::generate().1);

@@ -48,7 +48,7 @@ pub async fn run_with_drain<S: Store>(
     run_with(listener, authority, operators, shutdown, ServeOptions::new(drain)).await
 }
 
-/// [`run`], with drain, TLS and a health-only listener given. With a client
+/// [`run`], with drain, TLS, a health-only listener and limits given. With a client
 /// CA in the TLS setting, AdminService calls also need a verified client
 /// certificate (UNAUTHENTICATED without one); the other services do not.
 pub async fn run_with<S: Store>(

@@ -39,7 +39,7 @@ pub async fn run_with_drain<S: Store>(
     run_with(listener, verifier, shutdown, ServeOptions::new(drain)).await
 }
 
-/// [`run`], with drain, TLS and a health-only listener given.
+/// [`run`], with drain, TLS, a health-only listener and limits given.
 pub async fn run_with<S: Store>(
     listener: TcpListener,
     verifier: Verifier<S>,
@@ -58,7 +58,10 @@ pub async fn run_with<S: Store>(
             async move { store.ping().await.is_ok() }
         });
     let health_only = opts.health_listener.map(|l| (Server::builder().add_service(health_service.clone()), l));
-    let router = with_reflection(server_builder(opts.tls.as_ref())?.add_service(health_service))?
-        .add_service(IntrospectServiceServer::new(IntrospectApi { verifier }));
+    let limits = opts.limits;
+    let api =
+        IntrospectServiceServer::new(IntrospectApi { verifier }).max_decoding_message_size(limits.max_request_bytes);
+    let router = with_reflection(limits.apply(server_builder(opts.tls.as_ref())?).add_service(health_service))?
+        .add_service(limits.service(api));
     serve_and_drain_with(router, listener, watch, shutdown, opts.drain, health_only).await
 }
