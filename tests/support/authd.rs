@@ -9,6 +9,7 @@ use cred_core::Authority;
 use cred_core::cache::CacheOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::RedisStore;
+use cred_core::store::redis::RedisOptions;
 use cred_proto::authd::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::client_service_client::ClientServiceClient;
@@ -59,8 +60,12 @@ pub fn assert_invalid_api_key(s: &Status, what: &str) {
 impl Authd {
     /// Starts Redis and authd.
     pub async fn start() -> Authd {
-        let redis = RedisServer::start();
-        let store: RedisStore = redis.store().await;
+        Self::start_on(RedisServer::start(), RedisOptions::default()).await
+    }
+
+    /// Starts authd on a given Redis, with given store options.
+    pub async fn start_on(redis: RedisServer, opts: RedisOptions) -> Authd {
+        let store = RedisStore::connect(&redis.url(), opts).await.expect("connect to test redis");
         let (secret, _) = OperatorSecret::generate();
         let (id, operator) = secret.issue();
         let operators = OperatorAuth::new(secret.clone(), Allowlist::of([id]));
