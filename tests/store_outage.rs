@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cred_core::cache::CacheOptions;
-use cred_core::store::redis::RedisOptions;
+use cred_core::store::redis::{RedisOptions, WaitReplicas};
+use cred_core::store::{RedisStore, Store};
+use cred_core::token::short_id;
 use cred_proto::authd::v1 as pb;
 use cred_proto::introspect::v1 as ipb;
 use cred_tests::authd::{TenantKeys, authed};
@@ -353,4 +355,71 @@ async fn kill_9_with_appendfsync_always_loses_no_acknowledged_credential() {
         lost.len()
     );
     assert!(lost.is_empty(), "{} acknowledged credentials lost: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+}
+
+/// Waits until `master` has one replica online (bounded).
+async fn replica_online(master: &RedisServer) {
+    let mut conn = master.conn().await;
+    cred_tests::assert_eventually!(
+        {
+            let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.expect("INFO");
+            info.contains("connected_slaves:1") && info.contains("state=online")
+        },
+        Duration::from_secs(10),
+        "the replica never came online"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_wait_for_a_replica_and_fail_unavailable_when_it_does_not_acknowledge() {
+    let master = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    replica_online(&master).await;
+    let wait = WaitReplicas { replicas: 1, timeout: Duration::from_millis(300) };
+    let opts = RedisOptions { wait_replicas: Some(wait), ..RedisOptions::default() };
+    let store = RedisStore::connect(&master.url(), opts.clone()).await.expect("store with WAIT");
+    let a = Authd::start_on(master, opts).await;
+
+    // With the replica acknowledging, writes succeed and are on the replica
+    // when authd answers.
+    let keys = a.tenant(None).await;
+    let (client_id, _, token) = create_client(&a.channel, &keys.test_key).await.expect("create client, replicated");
+    let mut on_replica = replica.conn().await;
+    let key = format!("c:{{{}}}", short_id(client_id.parse().expect("uuid")));
+    let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut on_replica).await.expect("EXISTS");
+    assert!(exists, "an acknowledged client is not on the replica");
+
+    // Replica frozen: a write waits the whole timeout, then fails UNAVAILABLE.
+    replica.pause();
+    let t = Instant::now();
+    let err = create_client(&a.channel, &keys.test_key).await.expect_err("a write no replica acknowledged");
+    let waited = t.elapsed();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(waited >= wait.timeout, "failed after {waited:?}, before the WAIT timeout");
+    let req = pb::CreateSessionRequest { client_id: client_id.clone() };
+    let err = a.clients().create_session(authed(&keys.test_key, req)).await.expect_err("unreplicated session");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // The store says why.
+    let t0 = cred_core::model::now_ms();
+    let tenant = cred_core::model::Tenant {
+        id: uuid::Uuid::new_v4(),
+        name: "w".into(),
+        idle_timeout_ms: 1000,
+        max_lifetime_ms: 2000,
+        created_at: t0,
+        revoked_before: None,
+    };
+    let e = store.put_tenant(&tenant).await.expect_err("unreplicated write");
+    assert!(e.to_string().contains("not replicated: 0 of 1"), "{e}");
+    // Reads do not wait for replicas (touches are not waited for either).
+    current(&a.channel, &token).await.expect("a read while the replica is frozen");
+
+    // Thawed: writes succeed again.
+    replica.resume();
+    cred_tests::assert_eventually!(
+        create_client(&a.channel, &keys.test_key).await.is_ok(),
+        Duration::from_secs(10),
+        "writes never succeeded again after the replica was resumed"
+    );
+    println!("WAIT 1 {:?}: a write with the replica frozen failed UNAVAILABLE after {waited:?}", wait.timeout);
 }

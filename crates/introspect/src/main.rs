@@ -76,10 +76,12 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     if a.cache_capacity == 0 || a.touch_granularity_ms == 0 {
         return Err("--cache-capacity and --touch-granularity-ms must be positive".into());
     }
-    let store =
-        RedisStore::connect(&a.redis_url, RedisOptions { response_timeout: deadline, connection_timeout: deadline })
-            .await
-            .map_err(|e| format!("--redis-url: {e}"))?;
+    let store = RedisStore::connect(
+        &a.redis_url,
+        RedisOptions { response_timeout: deadline, connection_timeout: deadline, ..RedisOptions::default() },
+    )
+    .await
+    .map_err(|e| format!("--redis-url: {e}"))?;
     let opts = VerifyOptions {
         deadline,
         touch_granularity: Duration::from_millis(a.touch_granularity_ms),
