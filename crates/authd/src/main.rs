@@ -177,14 +177,14 @@ fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
     init_logs(false);
-    let secret = a.secret.load()?;
-    let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
-    let timeout = Duration::from_millis(a.redis_timeout_ms);
     let wait_replicas = match (a.redis_wait_replicas, a.redis_wait_timeout_ms) {
         (0, _) => None,
         (_, 0) => return Err("--redis-wait-timeout-ms (AUTHD_REDIS_WAIT_TIMEOUT_MS) must be at least 1".into()),
         (replicas, ms) => Some(WaitReplicas { replicas, timeout: Duration::from_millis(ms) }),
     };
+    let secret = a.secret.load()?;
+    let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
+    let timeout = Duration::from_millis(a.redis_timeout_ms);
     let opts = RedisOptions { response_timeout: timeout, connection_timeout: timeout, wait_replicas };
     let store = RedisStore::connect(&a.redis_url, opts).await.map_err(|e| format!("--redis-url: {e}"))?;
     spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
