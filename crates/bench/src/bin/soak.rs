@@ -7,8 +7,9 @@
 //! session), CreateSession (a further login of a pooled client), five
 //! introspect Verify (activity), one GetCurrentSession on authd (activity:
 //! slides the idle expiry, i.e. a refresh), one RevokeSession, one
-//! DeleteClient. Mints and removals balance, so the live set stays about
-//! its initial size and the memory of every process should stay flat. A
+//! DeleteClient; while the live set is below its initial size the two
+//! removals give way to a CreateSession and a CreateClient, so the live set
+//! stays near that size and the memory of every process should stay flat. A
 //! revoked or deleted token is checked refused by authd at once and by
 //! introspect two seconds later (push propagation); an acceptance counts
 //! as an error ("wrong answer").
@@ -20,7 +21,7 @@
 #[path = "../redis_server.rs"]
 mod redis_server;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -192,12 +193,21 @@ struct Live {
     token: String,
 }
 
+/// The sessions the load may use.
+#[derive(Default)]
+struct Pool {
+    live: Vec<Live>,
+    /// Clients deleted (or being deleted): a session minted for one of them
+    /// by a racing CreateSession never joins `live`.
+    deleted: HashSet<String>,
+}
+
 /// Shared state of the load.
 struct Load {
     authd: Channel,
     introspect: Channel,
     api_key: String,
-    pool: Mutex<Vec<Live>>,
+    pool: Mutex<Pool>,
     ops: AtomicU64,
     errors: AtomicU64,
     shed: AtomicU64,
@@ -209,10 +219,10 @@ struct Load {
 impl Load {
     fn pick(&self) -> Option<Live> {
         let pool = self.pool.lock().ok()?;
-        if pool.is_empty() {
+        if pool.live.is_empty() {
             return None;
         }
-        Some(pool[self.random() % pool.len()].clone())
+        Some(pool.live[self.random() % pool.live.len()].clone())
     }
 
     fn random(&self) -> usize {
@@ -231,10 +241,21 @@ impl Load {
         }
     }
 
-    fn forget(&self, pred: impl Fn(&Live) -> bool) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.retain(|l| !pred(l));
+    fn live(&self) -> usize {
+        self.pool.lock().map_or(0, |p| p.live.len())
+    }
+
+    fn add(&self, l: Live) {
+        if let Ok(mut pool) = self.pool.lock()
+            && !pool.deleted.contains(&l.client_id)
+        {
+            pool.live.push(l);
         }
+    }
+
+    /// Whether `l` is still meant to be usable.
+    fn usable(&self, l: &Live) -> bool {
+        self.pool.lock().is_ok_and(|p| !p.deleted.contains(&l.client_id) && p.live.iter().any(|x| x.token == l.token))
     }
 
     async fn create_client(&self) {
@@ -245,10 +266,7 @@ impl Load {
                 let (Some(client), Some(s)) = (r.client, r.session) else {
                     return self.error("CreateClient", "no client or session in the answer".into());
                 };
-                let live = Live { client_id: client.client_id, session_id: s.session_id, token: r.token };
-                if let Ok(mut p) = self.pool.lock() {
-                    p.push(live);
-                }
+                self.add(Live { client_id: client.client_id, session_id: s.session_id, token: r.token });
             }
             Err(s) => self.error("CreateClient", format!("{:?}", s.code())),
         }
@@ -262,9 +280,7 @@ impl Load {
             Ok(r) => {
                 let r = r.into_inner();
                 let Some(s) = r.session else { return self.error("CreateSession", "no session".into()) };
-                if let Ok(mut p) = self.pool.lock() {
-                    p.push(Live { client_id: l.client_id, session_id: s.session_id, token: r.token });
-                }
+                self.add(Live { client_id: l.client_id, session_id: s.session_id, token: r.token });
             }
             // The client was deleted meanwhile by another task: not an error.
             Err(s) if s.code() == Code::NotFound => {}
@@ -285,11 +301,10 @@ impl Load {
         let op = if via_authd { "GetCurrentSession" } else { "Verify" };
         match r {
             Ok(()) => {}
-            // Revoked or deleted by another task since it was picked: still
-            // in the pool means the removal raced this call; recheck.
+            // Removals leave the pool before they are sent, so a refusal of
+            // a token still in the pool is a wrong answer.
             Err(s) if s.code() == Code::Unauthenticated => {
-                let still = self.pool.lock().is_ok_and(|p| p.iter().any(|x| x.token == l.token));
-                if still {
+                if self.usable(&l) {
                     self.error(op, "a live token was refused".into());
                 }
             }
@@ -299,13 +314,13 @@ impl Load {
 
     async fn revoke_session(self: &Arc<Self>) {
         let Some(l) = self.pick() else { return };
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.live.retain(|x| x.token != l.token);
+        }
         let mut c = ClientServiceClient::new(self.authd.clone());
         let req = pb::RevokeSessionRequest { client_id: l.client_id.clone(), session_id: l.session_id.clone() };
         match c.revoke_session(authed(&self.api_key, req)).await {
-            Ok(_) => {
-                self.forget(|x| x.token == l.token);
-                self.check_refused(l.token, "RevokeSession").await;
-            }
+            Ok(_) => self.check_refused(l.token, "RevokeSession").await,
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => self.error("RevokeSession", format!("{:?}", s.code())),
         }
@@ -313,12 +328,13 @@ impl Load {
 
     async fn delete_client(self: &Arc<Self>) {
         let Some(l) = self.pick() else { return };
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.deleted.insert(l.client_id.clone());
+            pool.live.retain(|x| x.client_id != l.client_id);
+        }
         let mut c = ClientServiceClient::new(self.authd.clone());
         match c.delete_client(authed(&self.api_key, pb::DeleteClientRequest { client_id: l.client_id.clone() })).await {
-            Ok(_) => {
-                self.forget(|x| x.client_id == l.client_id);
-                self.check_refused(l.token, "DeleteClient").await;
-            }
+            Ok(_) => self.check_refused(l.token, "DeleteClient").await,
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => self.error("DeleteClient", format!("{:?}", s.code())),
         }
@@ -346,12 +362,17 @@ impl Load {
     }
 
     async fn op(self: Arc<Self>, slot: u64) {
+        // A deleted client takes all its sessions: while the live set is
+        // below its initial size, the removals give way to mints.
+        let low = self.live() < PREFILL;
         match slot % 10 {
             0 => self.create_client().await,
             1 => self.create_session().await,
             2..=6 => self.use_token(false).await,
             7 => self.use_token(true).await,
+            8 if low => self.create_session().await,
             8 => self.revoke_session().await,
+            _ if low => self.create_client().await,
             _ => self.delete_client().await,
         }
         self.ops.fetch_add(1, Ordering::Relaxed);
@@ -378,7 +399,7 @@ impl Sample {
             ops: load.ops.load(Ordering::Relaxed),
             errors: load.errors.load(Ordering::Relaxed),
             shed: load.shed.load(Ordering::Relaxed),
-            live: load.pool.lock().map_or(0, |p| p.len()),
+            live: load.live(),
             rss: pids.map(rss_mib),
             used_memory: info.get("used_memory").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1048576.0,
             keys: info.get("db0").and_then(|v| v.split(',').next()).unwrap_or("keys=0").to_string(),
@@ -456,7 +477,7 @@ async fn run() -> Result<u64, BoxError> {
         authd: authd_ch,
         introspect: introspect_ch,
         api_key: api_key.into_inner().secret,
-        pool: Mutex::new(Vec::new()),
+        pool: Mutex::new(Pool::default()),
         ops: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         shed: AtomicU64::new(0),
