@@ -7,9 +7,11 @@
 //! session), CreateSession (a further login of a pooled client), five
 //! introspect Verify (activity), one GetCurrentSession on authd (activity:
 //! slides the idle expiry, i.e. a refresh), one RevokeSession, one
-//! DeleteClient; while the live set is below its initial size the two
-//! removals give way to a CreateSession and a CreateClient, so the live set
-//! stays near that size and the memory of every process should stay flat. A
+//! DeleteClient; while fewer sessions (clients) than at the start are live,
+//! the RevokeSession (DeleteClient) gives way to a CreateSession
+//! (CreateClient), so both stay near their initial number and the memory of
+//! every process should stay flat, but for Redis' records of recent
+//! revocations (kept a day past each session's cap, by design). A
 //! revoked or deleted token is checked refused by authd at once and by
 //! introspect two seconds later (push propagation); an acceptance counts
 //! as an error ("wrong answer").
@@ -193,10 +195,12 @@ struct Live {
     token: String,
 }
 
-/// The sessions the load may use.
+/// The clients and sessions the load may use.
 #[derive(Default)]
 struct Pool {
     live: Vec<Live>,
+    /// Clients not deleted (with or without live sessions).
+    clients: Vec<String>,
     /// Clients deleted (or being deleted): a session minted for one of them
     /// by a racing CreateSession never joins `live`.
     deleted: HashSet<String>,
@@ -245,6 +249,18 @@ impl Load {
         self.pool.lock().map_or(0, |p| p.live.len())
     }
 
+    fn clients(&self) -> usize {
+        self.pool.lock().map_or(0, |p| p.clients.len())
+    }
+
+    fn pick_client(&self) -> Option<String> {
+        let pool = self.pool.lock().ok()?;
+        if pool.clients.is_empty() {
+            return None;
+        }
+        Some(pool.clients[self.random() % pool.clients.len()].clone())
+    }
+
     fn add(&self, l: Live) {
         if let Ok(mut pool) = self.pool.lock()
             && !pool.deleted.contains(&l.client_id)
@@ -266,6 +282,9 @@ impl Load {
                 let (Some(client), Some(s)) = (r.client, r.session) else {
                     return self.error("CreateClient", "no client or session in the answer".into());
                 };
+                if let Ok(mut pool) = self.pool.lock() {
+                    pool.clients.push(client.client_id.clone());
+                }
                 self.add(Live { client_id: client.client_id, session_id: s.session_id, token: r.token });
             }
             Err(s) => self.error("CreateClient", format!("{:?}", s.code())),
@@ -273,14 +292,14 @@ impl Load {
     }
 
     async fn create_session(&self) {
-        let Some(l) = self.pick() else { return self.create_client().await };
+        let Some(client_id) = self.pick_client() else { return self.create_client().await };
         let mut c = ClientServiceClient::new(self.authd.clone());
-        let req = pb::CreateSessionRequest { client_id: l.client_id.clone() };
+        let req = pb::CreateSessionRequest { client_id: client_id.clone() };
         match c.create_session(authed(&self.api_key, req)).await {
             Ok(r) => {
                 let r = r.into_inner();
                 let Some(s) = r.session else { return self.error("CreateSession", "no session".into()) };
-                self.add(Live { client_id: l.client_id, session_id: s.session_id, token: r.token });
+                self.add(Live { client_id, session_id: s.session_id, token: r.token });
             }
             // The client was deleted meanwhile by another task: not an error.
             Err(s) if s.code() == Code::NotFound => {}
@@ -327,14 +346,22 @@ impl Load {
     }
 
     async fn delete_client(self: &Arc<Self>) {
-        let Some(l) = self.pick() else { return };
+        let Some(client_id) = self.pick_client() else { return };
+        // One of its live sessions, if it has any, to check afterwards.
+        let mut token = None;
         if let Ok(mut pool) = self.pool.lock() {
-            pool.deleted.insert(l.client_id.clone());
-            pool.live.retain(|x| x.client_id != l.client_id);
+            pool.deleted.insert(client_id.clone());
+            pool.clients.retain(|c| *c != client_id);
+            token = pool.live.iter().find(|x| x.client_id == client_id).map(|x| x.token.clone());
+            pool.live.retain(|x| x.client_id != client_id);
         }
         let mut c = ClientServiceClient::new(self.authd.clone());
-        match c.delete_client(authed(&self.api_key, pb::DeleteClientRequest { client_id: l.client_id.clone() })).await {
-            Ok(_) => self.check_refused(l.token, "DeleteClient").await,
+        match c.delete_client(authed(&self.api_key, pb::DeleteClientRequest { client_id })).await {
+            Ok(_) => {
+                if let Some(t) = token {
+                    self.check_refused(t, "DeleteClient").await;
+                }
+            }
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => self.error("DeleteClient", format!("{:?}", s.code())),
         }
@@ -364,15 +391,14 @@ impl Load {
     async fn op(self: Arc<Self>, slot: u64) {
         // A deleted client takes all its sessions: while the live set is
         // below its initial size, the removals give way to mints.
-        let low = self.live() < PREFILL;
         match slot % 10 {
             0 => self.create_client().await,
             1 => self.create_session().await,
             2..=6 => self.use_token(false).await,
             7 => self.use_token(true).await,
-            8 if low => self.create_session().await,
+            8 if self.live() < PREFILL => self.create_session().await,
             8 => self.revoke_session().await,
-            _ if low => self.create_client().await,
+            _ if self.clients() < PREFILL => self.create_client().await,
             _ => self.delete_client().await,
         }
         self.ops.fetch_add(1, Ordering::Relaxed);
@@ -388,7 +414,25 @@ struct Sample {
     live: usize,
     rss: [f64; 3],
     used_memory: f64,
-    keys: String,
+    /// Redis keys: all, clients (`c:`), remembered revocations (`sr:`).
+    keys: [u64; 3],
+}
+
+/// Keys matching `pattern`, by SCAN (a few ms for tens of thousands).
+async fn count_keys(url: &str, pattern: &str) -> u64 {
+    let Ok(client) = redis::Client::open(url) else { return 0 };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else { return 0 };
+    let (mut cursor, mut n) = (0u64, 0u64);
+    loop {
+        let r: Result<(u64, Vec<String>), _> =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(&mut c).await;
+        let Ok((next, keys)) = r else { return n };
+        n += keys.len() as u64;
+        if next == 0 {
+            return n;
+        }
+        cursor = next;
+    }
 }
 
 impl Sample {
@@ -402,13 +446,21 @@ impl Sample {
             live: load.live(),
             rss: pids.map(rss_mib),
             used_memory: info.get("used_memory").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1048576.0,
-            keys: info.get("db0").and_then(|v| v.split(',').next()).unwrap_or("keys=0").to_string(),
+            keys: [
+                info.get("db0")
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|k| k.strip_prefix("keys="))
+                    .and_then(|k| k.parse().ok())
+                    .unwrap_or(0),
+                count_keys(url, "c:*").await,
+                count_keys(url, "sr:*").await,
+            ],
         }
     }
 
     fn row(&self) -> String {
         format!(
-            "{:>6} {:>9} {:>6} {:>5} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>9.1}  {}",
+            "{:>6} {:>9} {:>6} {:>5} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>7} {:>7} {:>7}",
             self.at.as_secs(),
             self.ops,
             self.errors,
@@ -418,7 +470,9 @@ impl Sample {
             self.rss[1],
             self.rss[2],
             self.used_memory,
-            self.keys
+            self.keys[0],
+            self.keys[1],
+            self.keys[2]
         )
     }
 }
@@ -502,8 +556,19 @@ async fn run() -> Result<u64, BoxError> {
         redis.log_path().display()
     );
     println!(
-        "{:>6} {:>9} {:>6} {:>5} {:>6} {:>10} {:>10} {:>10} {:>9}  redis keys",
-        "t (s)", "ops", "errors", "shed", "live", "redis MiB", "authd MiB", "intro MiB", "used MiB"
+        "{:>6} {:>9} {:>6} {:>5} {:>6} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>7}",
+        "t (s)",
+        "ops",
+        "errors",
+        "shed",
+        "live",
+        "redis MiB",
+        "authd MiB",
+        "intro MiB",
+        "used MiB",
+        "keys",
+        "c:*",
+        "sr:*"
     );
     let t0 = Instant::now();
     let mut samples = vec![Sample::take(Duration::ZERO, &load, pids, &url).await];
@@ -565,7 +630,18 @@ async fn run() -> Result<u64, BoxError> {
             last.rss[i] - warm.rss[i]
         );
     }
-    println!("  redis used_memory start {:.1} MiB, end {:.1} MiB", first.used_memory, last.used_memory);
+    println!(
+        "  redis used_memory start {:.1} MiB, end {:.1} MiB; keys {} -> {} (clients {} -> {}, remembered \
+         revocations {} -> {}: kept a day past each session's cap, by design)",
+        first.used_memory,
+        last.used_memory,
+        first.keys[0],
+        last.keys[0],
+        first.keys[1],
+        last.keys[1],
+        first.keys[2],
+        last.keys[2]
+    );
     if let Ok(seen) = load.seen.lock() {
         for (what, n) in seen.iter() {
             println!("  error x{n}: {what}");
