@@ -64,8 +64,10 @@ const BUDGET: u32 = 5;
 
 #[tokio::test]
 async fn authd_guessing_one_api_key_id_is_throttled_without_store_commands() {
-    let authd =
-        Authd::start_configured(Redis::start(Backend::Standalone), |a| a.with_failure_guard(guard(BUDGET, 0))).await;
+    let authd = Authd::start_configured(Redis::start(Backend::Standalone), Default::default(), |a| {
+        a.with_failure_guard(guard(BUDGET, 0))
+    })
+    .await;
     let keys = authd.tenant(None).await;
     let mut clients = authd.clients();
     let get = |key: &str| authed(key, apb::GetClientRequest { client_id: uuid::Uuid::new_v4().to_string() });
@@ -138,8 +140,10 @@ async fn authd_refuses_an_oversized_request_before_reading_it() {
 
 #[tokio::test]
 async fn authd_a_guessing_peer_is_throttled_across_ids() {
-    let authd =
-        Authd::start_configured(Redis::start(Backend::Standalone), |a| a.with_failure_guard(guard(0, BUDGET))).await;
+    let authd = Authd::start_configured(Redis::start(Backend::Standalone), Default::default(), |a| {
+        a.with_failure_guard(guard(0, BUDGET))
+    })
+    .await;
     let keys = authd.tenant(None).await;
     assert!(authd.api_key_ok(&keys.test_key).await, "cache the real key first");
     let mut clients = authd.clients();

@@ -9,6 +9,7 @@ use cred_core::Authority;
 use cred_core::cache::CacheOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::RedisStore;
+use cred_core::store::redis::RedisOptions;
 use cred_proto::authd::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::client_service_client::ClientServiceClient;
@@ -69,16 +70,18 @@ impl Authd {
 
     /// Starts authd over `redis`.
     pub async fn start_with(redis: Redis) -> Authd {
-        Authd::start_configured(redis, |a| a).await
+        Authd::start_configured(redis, RedisOptions::default(), |a| a).await
     }
 
-    /// Starts authd over `redis`, with `configure` applied to its Authority
-    /// (which already has the API key cache).
+    /// Starts authd over `redis` with the given store options, and with
+    /// `configure` applied to its Authority (which already has the API key
+    /// cache).
     pub async fn start_configured(
         redis: Redis,
+        opts: RedisOptions,
         configure: impl FnOnce(Authority<RedisStore>) -> Authority<RedisStore>,
     ) -> Authd {
-        let store: RedisStore = redis.store().await;
+        let store = RedisStore::open(&redis.target(), opts).await.expect("connect to test redis");
         let (secret, _) = OperatorSecret::generate();
         let (id, operator) = secret.issue();
         let operators = OperatorAuth::new(secret.clone(), Allowlist::of([id]));

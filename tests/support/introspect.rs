@@ -27,7 +27,11 @@ impl Replica {
     /// Starts a replica against `redis` and waits until its invalidation
     /// channel is up.
     pub async fn start(redis: &RedisTarget, opts: VerifyOptions) -> Replica {
-        let ro = RedisOptions { response_timeout: opts.deadline, connection_timeout: opts.deadline };
+        let ro = RedisOptions {
+            response_timeout: opts.deadline,
+            connection_timeout: opts.deadline,
+            ..RedisOptions::default()
+        };
         let store = RedisStore::open(redis, ro).await.expect("connect to test redis");
         let verifier = Verifier::new(store, opts);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");

@@ -148,6 +148,13 @@ impl RedisServer {
         }
     }
 
+    /// Kills the process with SIGKILL (`kill -9`: no shutdown, no save) and
+    /// waits for it to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
     pub fn pause(&self) {
         signal(self.child.id(), "-STOP");

@@ -11,7 +11,7 @@ use cred_core::Authority;
 use cred_core::cache::CacheOptions;
 use cred_core::guard::GuardOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
-use cred_core::store::redis::RedisOptions;
+use cred_core::store::redis::{RedisOptions, WaitReplicas};
 use cred_core::store::{MemoryStore, RedisStore, RedisTarget, Store};
 use cred_proto::limits::Limits;
 use cred_proto::serve::ServeOptions;
@@ -63,6 +63,15 @@ struct ServeArgs {
     /// fails UNAVAILABLE.
     #[arg(long, env = "AUTHD_REDIS_TIMEOUT_MS", default_value_t = 500)]
     redis_timeout_ms: u64,
+    /// After every write, wait (Redis `WAIT`) until this many replicas
+    /// acknowledged it; fewer within --redis-wait-timeout-ms fails the call
+    /// UNAVAILABLE ("not replicated"). 0: do not wait.
+    #[arg(long, env = "AUTHD_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    redis_wait_replicas: u32,
+    /// Longest wait for the replicas of --redis-wait-replicas, in
+    /// milliseconds (at least 1).
+    #[arg(long, env = "AUTHD_REDIS_WAIT_TIMEOUT_MS", default_value_t = 100)]
+    redis_wait_timeout_ms: u64,
     #[command(flatten)]
     cache: CacheArgs,
     /// After SIGTERM: health goes NOT_SERVING, new connections are refused,
@@ -282,15 +291,23 @@ fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
     init_logs(false);
+    let wait_replicas = match (a.redis_wait_replicas, a.redis_wait_timeout_ms) {
+        (0, _) => None,
+        (_, 0) => return Err("--redis-wait-timeout-ms (AUTHD_REDIS_WAIT_TIMEOUT_MS) must be at least 1".into()),
+        (replicas, ms) => Some(WaitReplicas { replicas, timeout: Duration::from_millis(ms) }),
+    };
     let limits = a.limits.limits()?;
     let opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms), limits).await?;
     let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);
     let (target, flag) = redis_target(a.redis_url, a.redis_cluster_nodes)?;
-    let store = RedisStore::open(&target, RedisOptions { response_timeout: timeout, connection_timeout: timeout })
-        .await
-        .map_err(|e| format!("{flag}: {e}"))?;
+    let store = RedisStore::open(
+        &target,
+        RedisOptions { response_timeout: timeout, connection_timeout: timeout, wait_replicas },
+    )
+    .await
+    .map_err(|e| format!("{flag}: {e}"))?;
     spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

@@ -331,3 +331,16 @@ fn bad_limits_fail_at_start_naming_the_setting() {
         assert!(err.contains(named), "{var}={value}: {err}");
     }
 }
+
+#[test]
+fn a_zero_wait_timeout_fails_at_start_naming_the_setting() {
+    let out = Command::new(AUTHD)
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1/0"])
+        .args(["--operator-allowlist-file", "/nonexistent", "--redis-wait-replicas", "1"])
+        .env("AUTHD_REDIS_WAIT_TIMEOUT_MS", "0")
+        .output()
+        .expect("run authd");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--redis-wait-timeout-ms") && err.contains("AUTHD_REDIS_WAIT_TIMEOUT_MS"), "{err}");
+}

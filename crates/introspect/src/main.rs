@@ -159,9 +159,12 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     limits.validate().map_err(|e| e.to_string())?;
     let serve_opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms), limits).await?;
     let (target, flag) = redis_target(a.redis_url, a.redis_cluster_nodes)?;
-    let store = RedisStore::open(&target, RedisOptions { response_timeout: deadline, connection_timeout: deadline })
-        .await
-        .map_err(|e| format!("{flag}: {e}"))?;
+    let store = RedisStore::open(
+        &target,
+        RedisOptions { response_timeout: deadline, connection_timeout: deadline, ..RedisOptions::default() },
+    )
+    .await
+    .map_err(|e| format!("{flag}: {e}"))?;
     let opts = VerifyOptions {
         deadline,
         touch_granularity: Duration::from_millis(a.touch_granularity_ms),

@@ -60,11 +60,31 @@ pub struct RedisOptions {
     pub response_timeout: Duration,
     /// Longest wait for a (re)connection.
     pub connection_timeout: Duration,
+    /// After every write, `WAIT` for replicas to acknowledge it (`None`: do
+    /// not wait). See [`WaitReplicas`].
+    pub wait_replicas: Option<WaitReplicas>,
+}
+
+/// Replica acknowledgement of writes: after each write, `WAIT replicas
+/// timeout` on the connection that wrote. Fewer acknowledgements within the
+/// timeout fail the call `Unavailable` ("not replicated"); the write stays
+/// on the master (the caller never received the credential, or retries an
+/// idempotent revocation).
+#[derive(Debug, Clone, Copy)]
+pub struct WaitReplicas {
+    /// Replicas that must acknowledge, at least 1.
+    pub replicas: u32,
+    /// Longest wait for them, at least 1 ms (`WAIT n 0` would block forever).
+    pub timeout: Duration,
 }
 
 impl Default for RedisOptions {
     fn default() -> Self {
-        RedisOptions { response_timeout: Duration::from_millis(500), connection_timeout: Duration::from_millis(500) }
+        RedisOptions {
+            response_timeout: Duration::from_millis(500),
+            connection_timeout: Duration::from_millis(500),
+            wait_replicas: None,
+        }
     }
 }
 
@@ -134,6 +154,10 @@ enum Subscriber {
 pub struct RedisStore {
     conn: RedisConn,
     sub: Subscriber,
+    /// With replica acknowledgement on: the connection writes go through
+    /// (WAIT blocks the connection that issues it, so reads keep their own),
+    /// and what to wait for. Standalone only.
+    writer: Option<(RedisConn, WaitReplicas)>,
 }
 
 impl From<RedisError> for StoreError {
@@ -570,15 +594,55 @@ impl RedisStore {
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(opts.response_timeout))
             .set_connection_timeout(Some(opts.connection_timeout))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client.clone(), cfg).await?;
-        Ok(RedisStore { conn: RedisConn::Standalone(conn), sub: Subscriber::Standalone(client) })
+            // A lost connection is re-dialled by the next call, with at most
+            // one retry ~100-200 ms later: calls succeed again within a few
+            // hundred ms of Redis accepting connections (tests/store_outage.rs).
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_with_config(client.clone(), cfg.clone()).await?;
+        let writer = match opts.wait_replicas {
+            Some(w) if w.replicas == 0 || w.timeout.is_zero() => {
+                return Err(StoreError::Unavailable("WAIT needs at least 1 replica and a timeout of 1 ms".into()));
+            }
+            Some(w) => {
+                // The answer to WAIT may take the whole WAIT timeout.
+                let cfg = cfg.set_response_timeout(Some(opts.response_timeout + w.timeout));
+                Some((RedisConn::Standalone(ConnectionManager::new_with_config(client.clone(), cfg).await?), w))
+            }
+            None => None,
+        };
+        Ok(RedisStore { conn: RedisConn::Standalone(conn), sub: Subscriber::Standalone(client), writer })
+    }
+
+    /// The connection for a write: the writer when writes wait for replicas.
+    fn w(&self) -> RedisConn {
+        self.writer.as_ref().map_or_else(|| self.conn.clone(), |(c, _)| c.clone())
+    }
+
+    /// After a write on `conn` (from [`Self::w`]): waits for the configured
+    /// replicas to acknowledge every write of that connection so far.
+    async fn replicated(&self, conn: &mut RedisConn) -> StoreResult<()> {
+        let Some((_, w)) = &self.writer else { return Ok(()) };
+        let acked: u32 =
+            redis::cmd("WAIT").arg(w.replicas).arg(w.timeout.as_millis().max(1) as u64).query_async(conn).await?;
+        if acked < w.replicas {
+            return Err(StoreError::Unavailable(format!(
+                "not replicated: {acked} of {} replicas acknowledged within {:?}",
+                w.replicas, w.timeout
+            )));
+        }
+        Ok(())
     }
 
     /// Connects to a Redis Cluster through any of `nodes` (`redis://host:port`
     /// each), with the same timeouts as a standalone server: `response_timeout`
     /// bounds a whole call, retries and redirections included.
     pub async fn connect_cluster(nodes: &[String], opts: RedisOptions) -> StoreResult<RedisStore> {
+        if opts.wait_replicas.is_some() {
+            // WAIT would have to go to the master of each write's slot; the
+            // redis crate sends it to every master. Not offered on a cluster.
+            return Err(StoreError::Unavailable("waiting for replicas is not supported on a cluster".into()));
+        }
         if nodes.is_empty() {
             return Err(StoreError::Unavailable("no cluster node given".into()));
         }
@@ -598,6 +662,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn: RedisConn::Cluster(conn),
             sub: Subscriber::Cluster { seeds, timeout: opts.connection_timeout },
+            writer: None,
         })
     }
 
@@ -684,6 +749,7 @@ fn parse_live_nodes(text: &str) -> Vec<(String, u16)> {
 
 impl Store for RedisStore {
     async fn put_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        let mut wc = self.w();
         let mut fields = vec![
             ("n", t.name.clone()),
             ("i", t.idle_timeout_ms.to_string()),
@@ -693,7 +759,8 @@ impl Store for RedisStore {
         if let Some(r) = t.revoked_before {
             fields.push(("r", r.to_string()));
         }
-        let () = self.conn.clone().hset_multiple(tenant_key(t.id), &fields).await?;
+        let () = wc.hset_multiple(tenant_key(t.id), &fields).await?;
+        self.replicated(&mut wc).await?;
         Ok(())
     }
 
@@ -703,16 +770,19 @@ impl Store for RedisStore {
     }
 
     async fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> StoreResult<Option<Tenant>> {
+        let mut wc = self.w();
         let f: HashMap<String, Vec<u8>> = REVOKE_TENANT_BEFORE
             .key(tenant_key(id))
             .arg(before)
             .arg(Invalidation::Tenant(id).encode())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut wc)
             .await?;
+        self.replicated(&mut wc).await?;
         tenant_from(id, f)
     }
 
     async fn put_api_key(&self, k: &ApiKey) -> StoreResult<()> {
+        let mut wc = self.w();
         let key = api_key_key(k.tenant_id, k.id);
         let mut p = pipe();
         p.atomic().hset_multiple(&key, &api_key_fields(k)).ignore();
@@ -720,7 +790,8 @@ impl Store for RedisStore {
             p.cmd("PEXPIREAT").arg(&key).arg(x).ignore();
         }
         p.sadd(api_index_key(k.tenant_id), short_id(k.id)).ignore();
-        let () = p.query_async(&mut self.conn.clone()).await?;
+        let () = p.query_async(&mut wc).await?;
+        self.replicated(&mut wc).await?;
         Ok(())
     }
 
@@ -750,6 +821,7 @@ impl Store for RedisStore {
     }
 
     async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
+        let mut wc = self.w();
         let f: HashMap<String, Vec<u8>> = REVOKE_API_KEY
             .key(api_key_key(tenant, id))
             .key(api_index_key(tenant))
@@ -757,12 +829,14 @@ impl Store for RedisStore {
             .arg(short_id(id))
             .arg(now_ms())
             .arg(Invalidation::ApiKey { tenant, key: id }.encode())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut wc)
             .await?;
+        self.replicated(&mut wc).await?;
         api_key_from(tenant, id, f)
     }
 
     async fn roll_api_key(&self, old: Uuid, new: &ApiKey, old_expires_at: Millis) -> StoreResult<RollApiKey> {
+        let mut wc = self.w();
         let t = new.tenant_id;
         let mut inv = ROLL_API_KEY.key(api_key_key(t, old));
         inv.key(api_key_key(t, new.id))
@@ -774,7 +848,8 @@ impl Store for RedisStore {
         for (name, value) in api_key_fields(new) {
             inv.arg(name).arg(value);
         }
-        let r: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        let r: i64 = inv.invoke_async(&mut wc).await?;
+        self.replicated(&mut wc).await?;
         Ok(match r {
             1 => RollApiKey::Rolled,
             -1 => RollApiKey::AlreadyRolled,
@@ -783,10 +858,12 @@ impl Store for RedisStore {
     }
 
     async fn create_client(&self, c: &Client, first: Option<&Session>) -> StoreResult<()> {
+        let mut wc = self.w();
         let mut p = pipe();
         p.atomic();
         push_client_writes(&mut p, c, first)?;
-        let () = p.query_async(&mut self.conn.clone()).await?;
+        let () = p.query_async(&mut wc).await?;
+        self.replicated(&mut wc).await?;
         Ok(())
     }
 
@@ -800,6 +877,7 @@ impl Store for RedisStore {
             }
             return Ok(());
         }
+        let mut wc = self.w();
         // MULTI … EXEC, then XADD, in one round trip. EXEC's reply is kept so
         // that an aborted transaction fails the call.
         let mut p = pipe();
@@ -807,7 +885,8 @@ impl Store for RedisStore {
         push_client_writes(&mut p, c, first)?;
         p.cmd("EXEC");
         p.add_command(xadd(e)).ignore();
-        let (exec,): (redis::Value,) = p.query_async(&mut self.conn.clone()).await?;
+        let (exec,): (redis::Value,) = p.query_async(&mut wc).await?;
+        self.replicated(&mut wc).await?;
         match exec {
             redis::Value::Array(_) => Ok(()),
             other => Err(StoreError::Unavailable(format!("client write not applied: {other:?}"))),
@@ -820,6 +899,7 @@ impl Store for RedisStore {
     }
 
     async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
+        let mut wc = self.w();
         let (_, existed): (i64, i64) = REVOKE_ALL_SESSIONS
             .key(session_index_key(id))
             .key(revoked_sessions_key(id))
@@ -827,12 +907,14 @@ impl Store for RedisStore {
             .arg(session_prefix(id))
             .arg(now_ms())
             .arg(Invalidation::Client(id).encode())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut wc)
             .await?;
+        self.replicated(&mut wc).await?;
         Ok(existed == 1)
     }
 
     async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
+        let mut wc = self.w();
         let r: i64 = CREATE_SESSION
             .key(client_key(s.client_id))
             .key(session_key(s.client_id, s.id))
@@ -844,8 +926,9 @@ impl Store for RedisStore {
             .arg(max_live)
             .arg(session_prefix(s.client_id))
             .arg(session_score(s))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut wc)
             .await?;
+        self.replicated(&mut wc).await?;
         Ok(match r {
             1 => CreateSession::Created,
             -2 => CreateSession::Full,
@@ -901,6 +984,7 @@ impl Store for RedisStore {
     }
 
     async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
+        let mut wc = self.w();
         let n: i64 = REVOKE_SESSION
             .key(session_key(client, id))
             .key(session_index_key(client))
@@ -908,25 +992,30 @@ impl Store for RedisStore {
             .arg(short_id(id))
             .arg(now_ms())
             .arg(Invalidation::Session { client, session: id }.encode())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut wc)
             .await?;
+        self.replicated(&mut wc).await?;
         Ok(n == 1)
     }
 
     async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
+        let mut wc = self.w();
         let (n, _): (u32, i64) = REVOKE_ALL_SESSIONS
             .key(session_index_key(client))
             .key(revoked_sessions_key(client))
             .arg(session_prefix(client))
             .arg(now_ms())
             .arg(Invalidation::Client(client).encode())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut wc)
             .await?;
+        self.replicated(&mut wc).await?;
         Ok(n)
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {
-        let id: String = xadd(e).query_async(&mut self.conn.clone()).await?;
+        let mut wc = self.w();
+        let id: String = xadd(e).query_async(&mut wc).await?;
+        self.replicated(&mut wc).await?;
         Ok(id)
     }
 
