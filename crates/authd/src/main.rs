@@ -10,7 +10,8 @@ use cred_core::Authority;
 use cred_core::cache::CacheOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::redis::RedisOptions;
-use cred_core::store::{MemoryStore, RedisStore, Store};
+use cred_core::store::{Instrumented, MemoryStore, RedisStore, Store};
+use cred_telemetry::LogFormat;
 use tokio::net::TcpListener;
 
 /// authd: issue, rotate, list and revoke credentials over gRPC.
@@ -154,10 +155,9 @@ async fn main() {
     }
 }
 
-fn init_logs(human: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if human { b.init() } else { b.json().init() }
+/// Every store call gets a span and a latency observation.
+fn instrumented<S: Store>(store: S) -> Instrumented<S> {
+    Instrumented::new(store, cred_telemetry::metrics::store_observer())
 }
 
 fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
@@ -167,7 +167,14 @@ fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
 }
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
-    init_logs(false);
+    let telemetry = cred_telemetry::init("authd", LogFormat::Json)?;
+    let result = serve_with(a).await;
+    // The last calls' spans and a final metric collection go out before exit.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve_with(a: ServeArgs) -> Result<(), String> {
     let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);
@@ -180,11 +187,17 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "authd serving");
     let drain = Duration::from_millis(a.drain_timeout_ms);
-    run(listener, a.cache.apply(Authority::new(store)), operators, drain).await
+    run(listener, a.cache.apply(Authority::new(instrumented(store))), operators, drain).await
 }
 
 async fn dev(a: DevArgs) -> Result<(), String> {
-    init_logs(true);
+    let telemetry = cred_telemetry::init("authd", LogFormat::Human)?;
+    let result = dev_serve(a).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn dev_serve(a: DevArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (secret, _) = OperatorSecret::generate();
@@ -192,9 +205,12 @@ async fn dev(a: DevArgs) -> Result<(), String> {
         Some(url) => {
             let store =
                 RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
-            dev_with(listener, addr, a.cache.apply(Authority::new(store)), secret, &url).await
+            dev_with(listener, addr, a.cache.apply(Authority::new(instrumented(store))), secret, &url).await
         }
-        None => dev_with(listener, addr, a.cache.apply(Authority::new(MemoryStore::new())), secret, "in-memory").await,
+        None => {
+            let authority = Authority::new(instrumented(MemoryStore::new()));
+            dev_with(listener, addr, a.cache.apply(authority), secret, "in-memory").await
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 use cred_proto::serve::{ServeError, serve_and_drain, watch_health, with_reflection};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
+use cred_telemetry::RpcLayer;
 use tonic::transport::Server;
+use tower::Layer;
 
 use crate::admin::AdminApi;
 use crate::auth::OperatorAuth;
@@ -46,6 +48,7 @@ pub async fn run_with_drain<S: Store>(
 ) -> Result<(), ServeError> {
     if let Some(cache) = authority.api_key_cache() {
         cred_core::push::spawn(authority.store().clone(), cache.clone());
+        cred_telemetry::metrics::observe_cache("api_key", cache.clone());
     }
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServiceServer<AdminApi<S>>>().await;
@@ -63,9 +66,11 @@ pub async fn run_with_drain<S: Store>(
         async move { store.ping().await.is_ok() }
     });
 
+    // A span, a log line and metrics per API call (not health or reflection).
+    let rpc = RpcLayer::new();
     let router = with_reflection(Server::builder().add_service(health_service))?
-        .add_service(AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }))
-        .add_service(ClientServiceServer::new(ClientApi { authority: authority.clone() }))
-        .add_service(SessionServiceServer::new(SessionApi { authority }));
+        .add_service(rpc.layer(AdminServiceServer::new(AdminApi { authority: authority.clone(), operators })))
+        .add_service(rpc.layer(ClientServiceServer::new(ClientApi { authority: authority.clone() })))
+        .add_service(rpc.layer(SessionServiceServer::new(SessionApi { authority })));
     serve_and_drain(router, listener, watch, shutdown, drain).await
 }

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use cred_core::store::RedisStore;
+use cred_core::store::{Instrumented, RedisStore};
+use cred_telemetry::LogFormat;
 use cred_core::store::redis::RedisOptions;
 use introspect::cache::CacheOptions;
 use introspect::{Verifier, VerifyOptions};
@@ -63,9 +64,17 @@ struct ServeArgs {
 #[tokio::main]
 async fn main() {
     let Cmd::Serve(a) = Cli::parse().cmd;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
-    if let Err(e) = serve(a).await {
+    let telemetry = match cred_telemetry::init("introspect", LogFormat::Json) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("introspect: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = serve(a).await;
+    // The last calls' spans and a final metric collection go out before exit.
+    telemetry.shutdown().await;
+    if let Err(e) = result {
         eprintln!("introspect: {e}");
         std::process::exit(2);
     }
@@ -80,6 +89,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         RedisStore::connect(&a.redis_url, RedisOptions { response_timeout: deadline, connection_timeout: deadline })
             .await
             .map_err(|e| format!("--redis-url: {e}"))?;
+    let store = Instrumented::new(store, cred_telemetry::metrics::store_observer());
     let opts = VerifyOptions {
         deadline,
         touch_granularity: Duration::from_millis(a.touch_granularity_ms),

@@ -10,7 +10,9 @@ use std::time::Duration;
 use cred_proto::serve::{ServeError, serve_and_drain, watch_health, with_reflection};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
+use cred_telemetry::RpcLayer;
 use tonic::transport::Server;
+use tower::Layer;
 
 use crate::service::IntrospectApi;
 use crate::verifier::Verifier;
@@ -36,6 +38,7 @@ pub async fn run_with_drain<S: Store>(
     drain: Duration,
 ) -> Result<(), ServeError> {
     cred_core::push::spawn(verifier.store().clone(), verifier.cache().clone());
+    cred_telemetry::metrics::observe_cache("verify", verifier.cache().clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IntrospectServiceServer<IntrospectApi<S>>>().await;
     // NOT_SERVING while the store does not answer (cached answers are still
@@ -47,6 +50,7 @@ pub async fn run_with_drain<S: Store>(
             async move { store.ping().await.is_ok() }
         });
     let router = with_reflection(Server::builder().add_service(health_service))?
-        .add_service(IntrospectServiceServer::new(IntrospectApi { verifier }));
+        // A span, a log line and metrics per verify.
+        .add_service(RpcLayer::new().layer(IntrospectServiceServer::new(IntrospectApi { verifier })));
     serve_and_drain(router, listener, watch, shutdown, drain).await
 }

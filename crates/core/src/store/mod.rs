@@ -18,9 +18,11 @@ use uuid::Uuid;
 
 use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant};
 
+pub mod instrumented;
 pub mod memory;
 pub mod redis;
 
+pub use instrumented::{Instrumented, StoreObserver};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
