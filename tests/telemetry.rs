@@ -4,9 +4,10 @@
 //! exporters flushed on SIGTERM, and the JSON logs: one line per RPC, no
 //! secret anywhere, nothing complaining when no collector is configured.
 //!
-//! Runs `target/<profile>/authd` and `.../introspect`, which `cargo test
-//! --workspace` (or `cargo build --bins`) builds; a missing binary fails the
-//! test, naming the command. Needs `redis-server` (fails loudly without it).
+//! Runs `target/<profile>/authd` and `.../introspect`: `cargo test` does not
+//! build another package's binaries, so run `cargo build --workspace --bins`
+//! first (`scripts/test.sh` does); a missing binary fails the test, naming
+//! the command. Needs `redis-server` (fails loudly without it).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build it first (cargo build -p {name} --bins)", path.display());
+    assert!(path.exists(), "{} is missing: build it first (cargo build --workspace --bins)", path.display());
     path
 }
 
@@ -392,7 +393,8 @@ async fn spans_and_metrics_reach_a_real_otlp_receiver_and_carry_no_secret() {
         .unwrap()
         .into_inner()
         .secret;
-    let created = c.clients.create_client(req(&key, tp, pb::CreateClientRequest::default())).await.unwrap().into_inner();
+    let created =
+        c.clients.create_client(req(&key, tp, pb::CreateClientRequest::default())).await.unwrap().into_inner();
     let (client_id, cst) = (created.client.unwrap().client_id, created.token);
     let second = c
         .clients
@@ -439,10 +441,9 @@ async fn spans_and_metrics_reach_a_real_otlp_receiver_and_carry_no_secret() {
     ] {
         let spans = rx.spans(service);
         for name in rpcs {
-            let rpc = spans
-                .iter()
-                .find(|s| s.name == *name)
-                .unwrap_or_else(|| panic!("{service}: no span {name} among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()));
+            let rpc = spans.iter().find(|s| s.name == *name).unwrap_or_else(|| {
+                panic!("{service}: no span {name} among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
+            });
             assert_eq!(hex(&rpc.trace_id), trace_id, "{name}: the caller's trace continues");
             assert_eq!(hex(&rpc.parent_span_id), parent, "{name}: parent is the caller's span");
             assert_eq!(rpc.kind, SERVER, "{name}");
@@ -483,8 +484,8 @@ async fn spans_and_metrics_reach_a_real_otlp_receiver_and_carry_no_secret() {
     assert!(rx.counter("introspect", "cred.cache.hits", &[("cache", "verify")]) >= 1);
     assert!(rx.counter("introspect", "cred.cache.misses", &[("cache", "verify")]) >= 2);
     assert!(rx.counter("introspect", "cred.invalidations.received", &[("cache", "verify")]) >= 1);
-    let touches = rx.counter("introspect", "cred.touches.written", &[])
-        + rx.counter("introspect", "cred.touches.coalesced", &[]);
+    let touches =
+        rx.counter("introspect", "cred.touches.written", &[]) + rx.counter("introspect", "cred.touches.coalesced", &[]);
     assert!(touches >= 3, "every valid session verify is a touch, written or coalesced");
     for service in ["authd", "introspect"] {
         let store = rx.metric(service, "cred.store.duration");
@@ -582,11 +583,13 @@ async fn every_flow_logs_one_json_line_per_rpc_and_no_secret() {
     let e = c.verify.verify(req("", None, verify_req("garbage"))).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     want_introspect.push(("Verify", Code::Unauthenticated, false));
-    let scoped = ipb::VerifyRequest { token: cst.clone(), required_scopes: vec!["clients.read".into()], ..Default::default() };
+    let scoped =
+        ipb::VerifyRequest { token: cst.clone(), required_scopes: vec!["clients.read".into()], ..Default::default() };
     let e = c.verify.verify(req("", None, scoped)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     want_introspect.push(("Verify", Code::PermissionDenied, false));
-    let bad = ipb::VerifyRequest { token: cst.clone(), required_scopes: vec!["NOT A SCOPE".into()], ..Default::default() };
+    let bad =
+        ipb::VerifyRequest { token: cst.clone(), required_scopes: vec!["NOT A SCOPE".into()], ..Default::default() };
     let e = c.verify.verify(req("", None, bad)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     want_introspect.push(("Verify", Code::InvalidArgument, false));

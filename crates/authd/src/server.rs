@@ -11,9 +11,9 @@ use cred_proto::authd::v1::session_service_server::SessionServiceServer;
 use std::time::Duration;
 
 use cred_proto::serve::{ServeError, serve_and_drain, watch_health, with_reflection};
+use cred_telemetry::RpcLayer;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use cred_telemetry::RpcLayer;
 use tonic::transport::Server;
 use tower::Layer;
 

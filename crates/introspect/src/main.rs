@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use cred_core::store::redis::RedisOptions;
 use cred_core::store::{Instrumented, RedisStore};
 use cred_telemetry::LogFormat;
-use cred_core::store::redis::RedisOptions;
 use introspect::cache::CacheOptions;
 use introspect::{Verifier, VerifyOptions};
 use tokio::net::TcpListener;

@@ -8,9 +8,9 @@ use cred_proto::introspect::v1::introspect_service_server::IntrospectServiceServ
 use std::time::Duration;
 
 use cred_proto::serve::{ServeError, serve_and_drain, watch_health, with_reflection};
+use cred_telemetry::RpcLayer;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use cred_telemetry::RpcLayer;
 use tonic::transport::Server;
 use tower::Layer;
 

@@ -128,7 +128,9 @@ pub fn observe_cache(name: &'static str, cache: Arc<Cache>) {
         let cache = cache.clone();
         m.u64_observable_counter(metric)
             .with_description(description)
-            .with_callback(move |o| o.observe(pick(cache.stats()).load(Ordering::Relaxed), &[KeyValue::new("cache", name)]))
+            .with_callback(move |o| {
+                o.observe(pick(cache.stats()).load(Ordering::Relaxed), &[KeyValue::new("cache", name)])
+            })
             .build();
     }
 }

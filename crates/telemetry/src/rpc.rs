@@ -226,7 +226,10 @@ mod tests {
     #[test]
     fn every_api_method_is_named() {
         let m = methods().get("/authd.v1.AdminService/CreateTenant").expect("CreateTenant");
-        assert_eq!((m.full, m.service, m.method), ("authd.v1.AdminService/CreateTenant", "authd.v1.AdminService", "CreateTenant"));
+        assert_eq!(
+            (m.full, m.service, m.method),
+            ("authd.v1.AdminService/CreateTenant", "authd.v1.AdminService", "CreateTenant")
+        );
         let v = methods().get("/introspect.v1.IntrospectService/Verify").expect("Verify");
         assert_eq!(v.service, "introspect.v1.IntrospectService");
     }

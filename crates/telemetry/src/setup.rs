@@ -57,7 +57,8 @@ impl Export {
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(off);
         }
-        for p in ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"]
+        for p in
+            ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"]
         {
             if let Some(v) = var(p).filter(|v| v.trim() != "grpc") {
                 return Err(format!("{p}={v}: only grpc (OTLP/gRPC) is supported"));
@@ -145,9 +146,8 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Strin
 /// `service` as the name when neither gives one.
 fn resource(service: &'static str) -> Resource {
     let r = Resource::builder().build();
-    let named = r
-        .get(&Key::from_static_str("service.name"))
-        .is_some_and(|v| !v.as_str().starts_with("unknown_service"));
+    let named =
+        r.get(&Key::from_static_str("service.name")).is_some_and(|v| !v.as_str().starts_with("unknown_service"));
     if named { r } else { Resource::builder().with_service_name(service).build() }
 }
 

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{
-    ApiKeyLookup, CreateSession, Invalidations, RollApiKey, SessionLookup, Store, StoreResult,
-};
+use super::{ApiKeyLookup, CreateSession, Invalidations, RollApiKey, SessionLookup, Store, StoreResult};
 use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant};
 
 /// Told the duration and outcome of every store call.
@@ -92,7 +90,11 @@ impl<S: Store> Store for Instrumented<S> {
     fn get_tenant(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send {
         self.call("get_tenant", self.inner.get_tenant(id))
     }
-    fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send {
+    fn revoke_tenant_before(
+        &self,
+        id: Uuid,
+        before: Millis,
+    ) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send {
         self.call("revoke_tenant_before", self.inner.revoke_tenant_before(id, before))
     }
     fn put_api_key(&self, k: &ApiKey) -> impl Future<Output = StoreResult<()>> + Send {
