@@ -126,8 +126,15 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Strin
     if let Some(p) = &traces {
         // Only this workspace's spans (RPCs and store calls) become OTLP
         // spans; log events stay in the logs.
+        // No busy/idle timing, thread or source attributes, and no OTel
+        // context activation on every enter: nothing here reads them, and
+        // each costs on every call.
         let otel = tracing_opentelemetry::layer()
             .with_tracer(p.tracer(service))
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_context_activation(false)
             .with_filter(filter_fn(|m| m.is_span() && m.target().starts_with("cred::")));
         layers.push(otel.boxed());
     }
