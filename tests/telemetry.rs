@@ -655,3 +655,43 @@ async fn every_flow_logs_one_json_line_per_rpc_and_no_secret() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_sdk_disabled_exports_nothing_and_bad_otel_settings_fail_at_start() {
+    let redis = RedisServer::start();
+    let op = operator();
+    let (rx, endpoint) = Receiver::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+        ("OTEL_SDK_DISABLED", "true".to_string()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "10".to_string()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100".to_string()),
+    ];
+    let (mut authd, aaddr, mut introspect, iaddr) = start(&redis, &op, &env);
+    let mut c = clients(&aaddr, &iaddr).await;
+    let t =
+        c.admin.create_tenant(req(&op.token, None, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }));
+    t.await.unwrap();
+    let e = c.verify.verify(req("", None, verify_req("garbage"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(authd.terminate(), Some(0));
+    assert_eq!(introspect.terminate(), Some(0));
+    assert_eq!(rpc_lines(&authd).len(), 1, "logs still work");
+    assert!(rx.traces.lock().unwrap().is_empty() && rx.metrics.lock().unwrap().is_empty(), "exported while disabled");
+
+    // A setting this build cannot honour stops the binary at start, named.
+    for (bin_name, var, value) in
+        [("introspect", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("authd", "OTEL_TRACES_EXPORTER", "zipkin")]
+    {
+        let mut cmd = Command::new(bin(bin_name));
+        cmd.env_clear().args(["serve", "--listen", "127.0.0.1:0"]);
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint).env(var, value);
+        cmd.env("INTROSPECT_REDIS_URL", redis.url()).env("AUTHD_REDIS_URL", redis.url());
+        cmd.env("AUTHD_OPERATOR_SECRET_FILE", op.dir.path().join("secret"));
+        cmd.env("AUTHD_OPERATOR_ALLOWLIST_FILE", op.dir.path().join("allowlist"));
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bin_name} with {var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{bin_name}: the message names {var}: {stderr}");
+    }
+}
