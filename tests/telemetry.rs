@@ -524,7 +524,7 @@ fn rpc_lines(p: &Proc) -> Vec<(String, i64, u64, Option<String>)> {
                 f["method"].as_str().expect("method").to_string(),
                 f["code"].as_i64().expect("code"),
                 f["latency_us"].as_u64().expect("latency_us"),
-                v["span"]["tenant.id"].as_str().map(str::to_string),
+                f["tenant_id"].as_str().map(str::to_string),
             )
         })
         .collect()

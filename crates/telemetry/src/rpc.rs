@@ -4,6 +4,12 @@
 //! `traceparent`; a log line when the response is ready; the request
 //! metrics.
 //!
+//! Cheap on the hot path: the span exists only for the OpenTelemetry layer
+//! (the log layer sees events only, so it formats no span fields), and the
+//! tenant travels in a thread-local slot that [`RpcFuture`] swaps in around
+//! each poll of the handler (a copied `Uuid`, no allocation), not through
+//! `Span::record`.
+//!
 //! It wraps each API service (not health or reflection, which probes call
 //! every few seconds). Method names come from a table built once from the
 //! workspace's descriptor set, so a request costs a hash lookup, not a
@@ -11,8 +17,8 @@
 //! tonic puts a handler's error there (trailers-only response); a response
 //! without it carries a message, i.e. OK, for these unary RPCs.
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -23,19 +29,21 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use prost::Message;
 use tracing::Instrument;
-use tracing::field::Empty;
 use tracing::instrument::Instrumented;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use uuid::Uuid;
 
 use crate::metrics::RpcMetrics;
 
-/// The span field a handler fills with the tenant's id.
-pub const TENANT_FIELD: &str = "tenant.id";
+thread_local! {
+    /// The tenant of the RPC being polled on this thread, if known yet.
+    static TENANT: Cell<Option<Uuid>> = const { Cell::new(None) };
+}
 
-/// Records the tenant of the current RPC on its span (so on its log line
-/// and its OTLP span). Call from a handler, outside store calls.
-pub fn record_tenant(id: impl Display) {
-    tracing::Span::current().record(TENANT_FIELD, tracing::field::display(id));
+/// Records the tenant of the current RPC (for its log line and its span).
+/// Call from a handler wrapped by [`RpcLayer`]; elsewhere it is ignored.
+pub fn record_tenant(id: Uuid) {
+    TENANT.with(|t| t.set(Some(id)));
 }
 
 /// A method of the API, named once for the process' life.
@@ -48,6 +56,9 @@ pub struct Method {
     /// `Method`.
     pub method: &'static str,
 }
+
+/// The span attribute naming the call's tenant.
+pub const TENANT_ATTRIBUTE: &str = "tenant.id";
 
 const UNKNOWN: Method = Method { full: "unknown", service: "unknown", method: "unknown" };
 
@@ -152,9 +163,6 @@ where
             rpc.system = "grpc",
             rpc.service = m.service,
             rpc.method = m.method,
-            rpc.grpc.status_code = Empty,
-            tenant.id = Empty,
-            otel.status_code = Empty,
         );
         if crate::setup::traces_on() && req.headers().contains_key("traceparent") {
             let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
@@ -165,7 +173,13 @@ where
             let _entered = span.enter();
             self.inner.call(req)
         };
-        RpcFuture { inner: fut.instrument(span), method: m, started: Instant::now(), metrics: self.metrics.clone() }
+        RpcFuture {
+            inner: fut.instrument(span),
+            method: m,
+            started: Instant::now(),
+            tenant: None,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -176,6 +190,8 @@ pin_project_lite::pin_project! {
         inner: Instrumented<F>,
         method: &'static Method,
         started: Instant,
+        // The tenant recorded so far (moved in and out of `TENANT` around polls).
+        tenant: Option<Uuid>,
         metrics: RpcMetrics,
     }
 }
@@ -188,7 +204,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let out = ready!(this.inner.as_mut().poll(cx));
+        let outer = TENANT.with(|t| t.replace(*this.tenant));
+        let polled = this.inner.as_mut().poll(cx);
+        *this.tenant = TENANT.with(|t| t.replace(outer));
+        let out = ready!(polled);
         let code = match &out {
             Ok(resp) => resp
                 .headers()
@@ -200,18 +219,24 @@ where
             Err(_) => 2,
         };
         let elapsed = this.started.elapsed();
-        let m = *this.method;
-        let span = this.inner.span();
-        span.record("rpc.grpc.status_code", code);
-        if server_error(code) {
-            span.record("otel.status_code", "ERROR");
+        let (m, tenant) = (*this.method, *this.tenant);
+        if crate::setup::traces_on() {
+            // Straight to the OTLP span: the log layer never formats these.
+            let span = this.inner.span();
+            span.set_attribute("rpc.grpc.status_code", i64::from(code));
+            if let Some(t) = tenant {
+                span.set_attribute(TENANT_ATTRIBUTE, t.to_string());
+            }
+            if server_error(code) {
+                span.set_status(opentelemetry::trace::Status::error(""));
+            }
         }
-        let _entered = span.enter();
         tracing::info!(
             target: "cred::rpc",
             method = m.full,
             code,
             latency_us = elapsed.as_micros() as u64,
+            tenant_id = tenant.map(tracing::field::display),
             "rpc"
         );
         this.metrics.record(m.service, m.method, code, elapsed);

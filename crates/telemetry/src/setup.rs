@@ -17,7 +17,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -122,7 +122,10 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Strin
         }
         LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
     };
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![logs.with_filter(env).boxed()];
+    // The log layer sees events only: formatting span fields on every call
+    // would cost more than the line itself (spans are for the collector).
+    let events = env.and(filter_fn(|m| m.is_event()));
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![logs.with_filter(events).boxed()];
     if let Some(p) = &traces {
         // Only this workspace's spans (RPCs and store calls) become OTLP
         // spans; log events stay in the logs.
