@@ -50,5 +50,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build --bins (tests/telemetry.rs runs the real binaries)"
+cargo build --workspace --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked

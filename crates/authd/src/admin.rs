@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::OperatorAuth;
 use crate::convert::{self, uuid};
 use crate::status::to_status;
+use cred_telemetry::record_tenant;
 
 /// Default audit page.
 const AUDIT_PAGE_DEFAULT: usize = 100;
@@ -19,6 +20,13 @@ const AUDIT_PAGE_DEFAULT: usize = 100;
 pub struct AdminApi<S> {
     pub authority: Authority<S>,
     pub operators: OperatorAuth,
+}
+
+/// Parses the request's `tenant_id` and records it on the RPC's span.
+fn tenant_id(text: &str) -> Result<uuid::Uuid, Status> {
+    let id = uuid("tenant_id", text).map_err(to_status)?;
+    record_tenant(id);
+    Ok(id)
 }
 
 #[tonic::async_trait]
@@ -32,12 +40,13 @@ impl<S: Store> AdminService for AdminApi<S> {
         let idle = convert::duration_ms("idle_timeout", r.idle_timeout).map_err(to_status)?;
         let max = convert::duration_ms("max_lifetime", r.max_lifetime).map_err(to_status)?;
         let t = self.authority.create_tenant(&actor, r.name, idle, max).await.map_err(to_status)?;
+        record_tenant(t.id);
         Ok(Response::new(pb::CreateTenantResponse { tenant: Some(convert::tenant(t)) }))
     }
 
     async fn get_tenant(&self, req: Request<pb::GetTenantRequest>) -> Result<Response<pb::GetTenantResponse>, Status> {
         self.operators.check(&req).map_err(to_status)?;
-        let id = uuid("tenant_id", &req.get_ref().tenant_id).map_err(to_status)?;
+        let id = tenant_id(&req.get_ref().tenant_id)?;
         let t = self.authority.get_tenant(id).await.map_err(to_status)?;
         Ok(Response::new(pb::GetTenantResponse { tenant: Some(convert::tenant(t)) }))
     }
@@ -49,7 +58,7 @@ impl<S: Store> AdminService for AdminApi<S> {
         let actor = self.operators.check(&req).map_err(to_status)?;
         let r = req.into_inner();
         let new = NewApiKey {
-            tenant_id: uuid("tenant_id", &r.tenant_id).map_err(to_status)?,
+            tenant_id: tenant_id(&r.tenant_id)?,
             env: convert::env("environment", r.environment).map_err(to_status)?,
             name: r.name,
             scopes: Scopes::parse(r.scopes.iter().map(String::as_str)).map_err(to_status)?,
@@ -67,7 +76,7 @@ impl<S: Store> AdminService for AdminApi<S> {
         req: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         self.operators.check(&req).map_err(to_status)?;
-        let tenant = uuid("tenant_id", &req.get_ref().tenant_id).map_err(to_status)?;
+        let tenant = tenant_id(&req.get_ref().tenant_id)?;
         let keys = self.authority.list_api_keys(tenant).await.map_err(to_status)?;
         Ok(Response::new(pb::ListApiKeysResponse { api_keys: keys.into_iter().map(convert::api_key).collect() }))
     }
@@ -78,7 +87,7 @@ impl<S: Store> AdminService for AdminApi<S> {
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         let actor = self.operators.check(&req).map_err(to_status)?;
         let r = req.into_inner();
-        let tenant = uuid("tenant_id", &r.tenant_id).map_err(to_status)?;
+        let tenant = tenant_id(&r.tenant_id)?;
         let key = uuid("key_id", &r.key_id).map_err(to_status)?;
         let revoked =
             self.authority.revoke_api_key(&actor, tenant, key, r.include_successor).await.map_err(to_status)?;
@@ -91,7 +100,7 @@ impl<S: Store> AdminService for AdminApi<S> {
     ) -> Result<Response<pb::RollApiKeyResponse>, Status> {
         let actor = self.operators.check(&req).map_err(to_status)?;
         let r = req.into_inner();
-        let tenant = uuid("tenant_id", &r.tenant_id).map_err(to_status)?;
+        let tenant = tenant_id(&r.tenant_id)?;
         let key = uuid("key_id", &r.key_id).map_err(to_status)?;
         let grace = convert::duration_ms("grace_period", r.grace_period).map_err(to_status)?.unwrap_or(0);
         let rolled = self.authority.roll_api_key(&actor, tenant, key, grace).await.map_err(to_status)?;
@@ -108,7 +117,7 @@ impl<S: Store> AdminService for AdminApi<S> {
     ) -> Result<Response<pb::RevokeTenantCredentialsResponse>, Status> {
         let actor = self.operators.check(&req).map_err(to_status)?;
         let r = req.into_inner();
-        let tenant = uuid("tenant_id", &r.tenant_id).map_err(to_status)?;
+        let tenant = tenant_id(&r.tenant_id)?;
         let before = convert::timestamp_ms("issued_before", r.issued_before).map_err(to_status)?;
         let t = self.authority.revoke_tenant_before(&actor, tenant, before).await.map_err(to_status)?;
         Ok(Response::new(pb::RevokeTenantCredentialsResponse { tenant: Some(convert::tenant(t)) }))
@@ -120,7 +129,7 @@ impl<S: Store> AdminService for AdminApi<S> {
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         self.operators.check(&req).map_err(to_status)?;
         let r = req.into_inner();
-        let tenant = uuid("tenant_id", &r.tenant_id).map_err(to_status)?;
+        let tenant = tenant_id(&r.tenant_id)?;
         let after = (!r.after_event_id.is_empty()).then_some(r.after_event_id.as_str());
         let limit = if r.page_size == 0 { AUDIT_PAGE_DEFAULT } else { r.page_size as usize };
         let events = self.authority.list_audit(tenant, after, limit).await.map_err(to_status)?;

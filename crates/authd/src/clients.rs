@@ -19,7 +19,9 @@ pub struct ClientApi<S> {
 impl<S: Store> ClientApi<S> {
     async fn principal<T>(&self, req: &Request<T>) -> Result<ApiPrincipal, Status> {
         let token = bearer(req).map_err(to_status)?;
-        self.authority.authenticate_api_key_from(token, peer(req)).await.map_err(to_status)
+        let p = self.authority.authenticate_api_key_from(token, peer(req)).await.map_err(to_status)?;
+        cred_telemetry::record_tenant(p.tenant.id);
+        Ok(p)
     }
 }
 

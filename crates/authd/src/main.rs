@@ -12,9 +12,10 @@ use cred_core::cache::CacheOptions;
 use cred_core::guard::GuardOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::redis::{RedisOptions, WaitReplicas};
-use cred_core::store::{MemoryStore, RedisStore, RedisTarget, Store};
+use cred_core::store::{Instrumented, MemoryStore, RedisStore, RedisTarget, Store};
 use cred_proto::limits::Limits;
 use cred_proto::serve::ServeOptions;
+use cred_telemetry::LogFormat;
 use tokio::net::TcpListener;
 
 /// authd: issue, rotate, list and revoke credentials over gRPC.
@@ -277,10 +278,9 @@ async fn main() {
     }
 }
 
-fn init_logs(human: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if human { b.init() } else { b.json().init() }
+/// Every store call gets a span and a latency observation.
+fn instrumented<S: Store>(store: S) -> Instrumented<S> {
+    Instrumented::new(store, cred_telemetry::metrics::store_observer())
 }
 
 fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
@@ -290,7 +290,14 @@ fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
 }
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
-    init_logs(false);
+    let telemetry = cred_telemetry::init("authd", LogFormat::Json)?;
+    let result = serve_with(a).await;
+    // The last calls' spans and a final metric collection go out before exit.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve_with(a: ServeArgs) -> Result<(), String> {
     let wait_replicas = match (a.redis_wait_replicas, a.redis_wait_timeout_ms) {
         (0, _) => None,
         (_, 0) => return Err("--redis-wait-timeout-ms (AUTHD_REDIS_WAIT_TIMEOUT_MS) must be at least 1".into()),
@@ -312,7 +319,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = opts.tls.is_some(), "authd serving");
-    let authority = a.limits.guard(a.cache.apply(Authority::new(store)));
+    let authority = a.limits.guard(a.cache.apply(Authority::new(instrumented(store))));
     run(listener, authority, operators, opts).await
 }
 
@@ -327,7 +334,13 @@ fn redis_target(url: Option<String>, nodes: Option<Vec<String>>) -> Result<(Redi
 }
 
 async fn dev(a: DevArgs) -> Result<(), String> {
-    init_logs(true);
+    let telemetry = cred_telemetry::init("authd", LogFormat::Human)?;
+    let result = dev_serve(a).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn dev_serve(a: DevArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (secret, _) = OperatorSecret::generate();
@@ -336,11 +349,11 @@ async fn dev(a: DevArgs) -> Result<(), String> {
         Some(url) => {
             let store =
                 RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
-            let authority = a.limits.guard(a.cache.apply(Authority::new(store)));
+            let authority = a.limits.guard(a.cache.apply(Authority::new(instrumented(store))));
             dev_with(listener, addr, authority, secret, &url, limits).await
         }
         None => {
-            let authority = a.limits.guard(a.cache.apply(Authority::new(MemoryStore::new())));
+            let authority = a.limits.guard(a.cache.apply(Authority::new(instrumented(MemoryStore::new()))));
             dev_with(listener, addr, authority, secret, "in-memory", limits).await
         }
     }

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use cred_proto::serve::{ServeError, ServeOptions, serve_and_drain_with, watch_health, with_reflection};
 use cred_proto::tls::{require_client_cert, server_builder};
+use cred_telemetry::RpcLayer;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
+use tower::Layer;
 
 use crate::admin::AdminApi;
 use crate::auth::OperatorAuth;
@@ -64,6 +66,7 @@ pub async fn run_with<S: Store>(
     };
     if let Some(cache) = authority.api_key_cache() {
         cred_core::push::spawn(authority.store().clone(), cache.clone());
+        cred_telemetry::metrics::observe_cache("api_key", cache.clone());
     }
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServiceServer<AdminApi<S>>>().await;
@@ -85,19 +88,25 @@ pub async fn run_with<S: Store>(
     let admin_mtls = require_client_cert(opts.tls.as_ref().is_some_and(|t| t.verifies_clients()));
     let health_only = opts.health_listener.map(|l| (Server::builder().add_service(health_service.clone()), l));
     let (limits, max) = (opts.limits, opts.limits.max_request_bytes);
-    let router = with_reflection(limits.apply(server_builder(opts.tls.as_ref())?).add_service(health_service))?
-        .add_service(
-            limits.service(tonic::service::interceptor::InterceptedService::new(
-                AdminServiceServer::new(AdminApi { authority: authority.clone(), operators })
-                    .max_decoding_message_size(max),
-                admin_mtls,
-            )),
-        )
-        .add_service(limits.service(
-            ClientServiceServer::new(ClientApi { authority: authority.clone() }).max_decoding_message_size(max),
-        ))
-        .add_service(
-            limits.service(SessionServiceServer::new(SessionApi { authority }).max_decoding_message_size(max)),
-        );
+    // A span, a log line and metrics per API call (not health or reflection),
+    // outside the size limit so that its refusals are counted too.
+    let rpc = RpcLayer::new();
+    let router =
+        with_reflection(limits.apply(server_builder(opts.tls.as_ref())?).add_service(health_service))?
+            .add_service(
+                rpc.layer(
+                    limits.service(tonic::service::interceptor::InterceptedService::new(
+                        AdminServiceServer::new(AdminApi { authority: authority.clone(), operators })
+                            .max_decoding_message_size(max),
+                        admin_mtls,
+                    )),
+                ),
+            )
+            .add_service(rpc.layer(limits.service(
+                ClientServiceServer::new(ClientApi { authority: authority.clone() }).max_decoding_message_size(max),
+            )))
+            .add_service(rpc.layer(
+                limits.service(SessionServiceServer::new(SessionApi { authority }).max_decoding_message_size(max)),
+            ));
     serve_and_drain_with(router, listener, watch, shutdown, opts.drain, health_only).await
 }

@@ -24,6 +24,7 @@ impl<S: Store> SessionService for SessionApi<S> {
     ) -> Result<Response<pb::GetCurrentSessionResponse>, Status> {
         let token = bearer(&req).map_err(to_status)?;
         let p = self.authority.authenticate_session_from(token, peer(&req)).await.map_err(to_status)?;
+        cred_telemetry::record_tenant(p.tenant.id);
         Ok(Response::new(pb::GetCurrentSessionResponse {
             client: Some(convert::client(p.client)),
             session: Some(convert::session(p.session)),

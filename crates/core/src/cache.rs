@@ -147,6 +147,35 @@ pub struct Cache {
     flushed_at: AtomicU64,
     /// Whether the invalidation channel is up.
     push_connected: AtomicBool,
+    /// What the caches did, for metrics.
+    stats: CacheStats,
+}
+
+/// Running totals of what a replica's caches did, read by the telemetry
+/// crate's observable instruments: a relaxed add each, so the verify path
+/// neither allocates nor locks for metrics.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Lookups that found a fresh entry.
+    pub hits: AtomicU64,
+    /// Lookups that found nothing usable (the caller reads the store).
+    pub misses: AtomicU64,
+    /// Tokens refused from the negative cache, with no store read.
+    pub negative_hits: AtomicU64,
+    /// Invalidations received by push.
+    pub invalidations: AtomicU64,
+    /// Activity writes sent to the store.
+    pub touches_written: AtomicU64,
+    /// Activity that needed no write (coalesced into a recent one).
+    pub touches_coalesced: AtomicU64,
+}
+
+impl CacheStats {
+    /// Adds one to `counter`.
+    #[inline]
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Most ids remembered as invalidated before the caches are flushed instead.
@@ -163,8 +192,14 @@ impl Cache {
             last_invalidation: AtomicU64::new(0),
             flushed_at: AtomicU64::new(0),
             push_connected: AtomicBool::new(false),
+            stats: CacheStats::default(),
             opts,
         }
+    }
+
+    /// What the caches did so far.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
     }
 
     /// The options in force.
@@ -189,6 +224,12 @@ impl Cache {
 
     /// A fresh, still valid cached entry.
     pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
+        let e = self.lookup(key);
+        CacheStats::bump(if e.is_some() { &self.stats.hits } else { &self.stats.misses });
+        e
+    }
+
+    fn lookup(&self, key: &Key) -> Option<Arc<Entry>> {
         let e = self.entries.get(key)?;
         let now = mono_ms();
         if !self.fresh(e.confirmed_at.load(Ordering::Relaxed), now) {
@@ -236,7 +277,11 @@ impl Cache {
     /// Why this token was refused recently, if it was.
     pub fn negative(&self, hash: &SecretHash) -> Option<InvalidReason> {
         let (r, at) = self.negative.get(hash)?;
-        (mono_ms().saturating_sub(at) < self.opts.negative_ttl.as_millis() as u64).then_some(r)
+        let live = mono_ms().saturating_sub(at) < self.opts.negative_ttl.as_millis() as u64;
+        if live {
+            CacheStats::bump(&self.stats.negative_hits);
+        }
+        live.then_some(r)
     }
 
     /// Remembers a refusal. Dead credentials stay dead, so this is safe for
@@ -247,6 +292,7 @@ impl Cache {
 
     /// Applies a pushed invalidation.
     pub fn invalidate(&self, inv: Invalidation) {
+        CacheStats::bump(&self.stats.invalidations);
         let now = mono_ms();
         let ids: &[Uuid] = match &inv {
             Invalidation::Session { client, session } => {

@@ -8,7 +8,8 @@
 //! - `operator`: operator keys, sealed offline with the server secret;
 //! - `cache`: bounded in-process caches of verified credentials, kept fresh
 //!   by `push` (the store's invalidations) and a max age;
-//! - `store`: the store interface and its Redis and in-memory implementations;
+//! - `store`: the store interface, its Redis and in-memory implementations,
+//!   and `Instrumented`, a wrapper giving every call a `tracing` span;
 //! - `authority`: every credential operation, written once over any store;
 //! - `guard`: budgets of failed authentications per credential id and peer;
 //! - `verify`: the checks that make a presented credential usable or not;

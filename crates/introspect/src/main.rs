@@ -8,10 +8,11 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use cred_core::guard::GuardOptions;
 use cred_core::store::redis::RedisOptions;
-use cred_core::store::{RedisStore, RedisTarget};
+use cred_core::store::{Instrumented, RedisStore, RedisTarget};
 use cred_proto::limits::Limits;
 use cred_proto::serve::ServeOptions;
 use cred_proto::tls::ServerTls;
+use cred_telemetry::LogFormat;
 use introspect::cache::CacheOptions;
 use introspect::{Verifier, VerifyOptions};
 use std::num::NonZeroU32;
@@ -134,9 +135,17 @@ impl TlsArgs {
 #[tokio::main]
 async fn main() {
     let Cmd::Serve(a) = Cli::parse().cmd;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
-    if let Err(e) = serve(a).await {
+    let telemetry = match cred_telemetry::init("introspect", LogFormat::Json) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("introspect: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = serve(a).await;
+    // The last calls' spans and a final metric collection go out before exit.
+    telemetry.shutdown().await;
+    if let Err(e) = result {
         eprintln!("introspect: {e}");
         std::process::exit(2);
     }
@@ -165,6 +174,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("{flag}: {e}"))?;
+    let store = Instrumented::new(store, cred_telemetry::metrics::store_observer());
     let opts = VerifyOptions {
         deadline,
         touch_granularity: Duration::from_millis(a.touch_granularity_ms),

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use cred_proto::serve::{ServeError, ServeOptions, serve_and_drain_with, watch_health, with_reflection};
 use cred_proto::tls::server_builder;
+use cred_telemetry::RpcLayer;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
+use tower::Layer;
 
 use crate::service::IntrospectApi;
 use crate::verifier::Verifier;
@@ -47,6 +49,7 @@ pub async fn run_with<S: Store>(
     opts: ServeOptions,
 ) -> Result<(), ServeError> {
     cred_core::push::spawn(verifier.store().clone(), verifier.cache().clone());
+    cred_telemetry::metrics::observe_cache("verify", verifier.cache().clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IntrospectServiceServer<IntrospectApi<S>>>().await;
     // NOT_SERVING while the store does not answer (cached answers are still
@@ -62,6 +65,7 @@ pub async fn run_with<S: Store>(
     let api =
         IntrospectServiceServer::new(IntrospectApi { verifier }).max_decoding_message_size(limits.max_request_bytes);
     let router = with_reflection(limits.apply(server_builder(opts.tls.as_ref())?).add_service(health_service))?
-        .add_service(limits.service(api));
+        // A span, a log line and metrics per verify.
+        .add_service(RpcLayer::new().layer(limits.service(api)));
     serve_and_drain_with(router, listener, watch, shutdown, opts.drain, health_only).await
 }

@@ -11,6 +11,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::verifier::{Requirements, Verified, Verifier, VerifyError};
 use cred_core::cache::Record;
+use cred_telemetry::metrics::verify_outcome;
+use cred_telemetry::record_tenant;
 
 /// `google.rpc.ErrorInfo.reason` of every unusable credential.
 pub const INVALID_API_KEY: &str = "INVALID_API_KEY";
@@ -130,8 +132,22 @@ impl<S: Store> IntrospectService for IntrospectApi<S> {
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
         let peer = req.remote_addr().map(|a| a.ip());
         let r = req.into_inner();
-        let want = requirements(&r)?;
-        let v = self.verifier.verify_from(&r.token, &want, peer).await.map_err(to_status)?;
-        Ok(Response::new(response(v)))
+        let want = requirements(&r).inspect_err(|_| verify_outcome("BAD_REQUEST"))?;
+        match self.verifier.verify_from(&r.token, &want, peer).await {
+            Ok(v) => {
+                record_tenant(v.entry.tenant.id);
+                verify_outcome("VALID");
+                Ok(Response::new(response(v)))
+            }
+            Err(e) => {
+                verify_outcome(match &e {
+                    VerifyError::Invalid(reason) => reason.as_str(),
+                    VerifyError::Forbidden(_) => "FORBIDDEN",
+                    VerifyError::Unavailable(_) => "UNAVAILABLE",
+                    VerifyError::Throttled(_) => "THROTTLED",
+                });
+                Err(to_status(e))
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use cred_core::store::{Store, StoreError};
 use cred_core::token::{SecretHash, Token, TokenKind};
 use cred_core::verify::{SessionView, check_api_key, check_session, check_session_view};
 
-use cred_core::cache::{Cache, CacheOptions, CachedSession, Entry, Key, Record, mono_ms};
+use cred_core::cache::{Cache, CacheOptions, CacheStats, CachedSession, Entry, Key, Record, mono_ms};
 
 /// How a replica verifies.
 #[derive(Debug, Clone)]
@@ -272,10 +272,13 @@ impl<S: Store> Verifier<S> {
         };
         let g = self.inner.opts.touch_granularity.as_millis() as Millis;
         let last = entry.last_write.load(Ordering::Relaxed);
+        let stats = self.inner.cache.stats();
         if now - last < g || entry.last_write.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
         {
+            CacheStats::bump(&stats.touches_coalesced);
             return expires;
         }
+        CacheStats::bump(&stats.touches_written);
         let (this, entry) = (self.clone(), entry.clone());
         tokio::spawn(async move {
             let write = this.inner.store.touch_session(key.0, key.1, now, idle);

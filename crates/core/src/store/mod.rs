@@ -1,5 +1,6 @@
 //! The store interface and its two implementations: Redis (production) and
-//! in memory (dev mode, unit tests). Both keep the same semantics, checked by
+//! in memory (dev mode, unit tests); `instrumented` wraps either with a span
+//! and a latency observation per call. Both keep the same semantics, checked by
 //! one conformance suite (`tests/store_conformance.rs`).
 //!
 //! Semantics every store keeps:
@@ -18,9 +19,11 @@ use uuid::Uuid;
 
 use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant};
 
+pub mod instrumented;
 pub mod memory;
 pub mod redis;
 
+pub use instrumented::{Instrumented, StoreObserver};
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, RedisTarget};
 

@@ -124,7 +124,10 @@ pub async fn start_introspect(
         let log = logs.join(format!("{name}.{attempt}.log"));
         let mut cmd = Command::new(bin);
         cmd.arg("serve").args(["--listen", &addr.to_string(), "--redis-url", redis_url]).args(extra);
-        cmd.env("RUST_LOG", "warn");
+        // Quiet by default; RUST_LOG=info measures with the per-call log lines on.
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
         let t0 = Instant::now();
         let proc = spawn(cmd, name, addr, &log)?;
         match wait_serving(proc, t0).await {

@@ -1,0 +1,23 @@
+//! Logs, traces and metrics of authd and introspect, set up the same way for
+//! both: the binaries call [`init`] first and [`Telemetry::shutdown`] last;
+//! the servers wrap their services in [`RpcLayer`].
+//!
+//! Layout, one sentence a module:
+//! - `setup`: the subscriber (JSON or human logs on stderr, plus the
+//!   OpenTelemetry layer) and the OTLP/gRPC providers, configured by the
+//!   standard `OTEL_*` variables, with their shutdown guard;
+//! - `rpc`: the tower layer giving every RPC a span (parent taken from the
+//!   caller's `traceparent`), a log line and its request metrics;
+//! - `metrics`: the instruments, including observable ones over
+//!   `cred_core`'s atomic counters, and the store latency histogram.
+//!
+//! Nothing here ever records a token or a secret: spans and log lines carry
+//! method names, status codes, latencies and tenant ids only.
+#![forbid(unsafe_code)]
+
+pub mod metrics;
+pub mod rpc;
+pub mod setup;
+
+pub use rpc::{RpcLayer, record_tenant};
+pub use setup::{LogFormat, Telemetry, init};

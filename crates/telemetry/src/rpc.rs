@@ -1,0 +1,261 @@
+//! The per-RPC tower layer: a span (`rpc.system`, `rpc.service`,
+//! `rpc.method`, `rpc.grpc.status_code`, `tenant.id` once a handler knows
+//! it), whose parent is the caller's span when the request carries a W3C
+//! `traceparent`; a log line when the response is ready; the request
+//! metrics.
+//!
+//! Cheap on the hot path: the span exists only for the OpenTelemetry layer
+//! (the log layer sees events only, so it formats no span fields), and the
+//! tenant travels in a thread-local slot that [`RpcFuture`] swaps in around
+//! each poll of the handler (a copied `Uuid`, no allocation), not through
+//! `Span::record`.
+//!
+//! It wraps each API service (not health or reflection, which probes call
+//! every few seconds). Method names come from a table built once from the
+//! workspace's descriptor set, so a request costs a hash lookup, not a
+//! string allocation. The status code is read from the response headers:
+//! tonic puts a handler's error there (trailers-only response); a response
+//! without it carries a message, i.e. OK, for these unary RPCs.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use prost::Message;
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use uuid::Uuid;
+
+use crate::metrics::RpcMetrics;
+
+thread_local! {
+    /// The tenant of the RPC being polled on this thread, if known yet.
+    static TENANT: Cell<Option<Uuid>> = const { Cell::new(None) };
+}
+
+/// Records the tenant of the current RPC (for its log line and its span).
+/// Call from a handler wrapped by [`RpcLayer`]; elsewhere it is ignored.
+pub fn record_tenant(id: Uuid) {
+    TENANT.with(|t| t.set(Some(id)));
+}
+
+/// A method of the API, named once for the process' life.
+#[derive(Debug)]
+pub struct Method {
+    /// `package.Service/Method`: the span name.
+    pub full: &'static str,
+    /// `package.Service`.
+    pub service: &'static str,
+    /// `Method`.
+    pub method: &'static str,
+}
+
+/// The span attribute naming the call's tenant.
+pub const TENANT_ATTRIBUTE: &str = "tenant.id";
+
+const UNKNOWN: Method = Method { full: "unknown", service: "unknown", method: "unknown" };
+
+/// Every method of the workspace's protos, by request path.
+fn methods() -> &'static HashMap<&'static str, Method> {
+    static TABLE: OnceLock<HashMap<&'static str, Method>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        let mut table = HashMap::new();
+        // The descriptor set is compiled in; a decode failure would only
+        // leave every method named "unknown".
+        let set = prost_types::FileDescriptorSet::decode(cred_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            for svc in file.service {
+                let service = leak(format!("{package}.{}", svc.name.unwrap_or_default()));
+                for m in svc.method {
+                    let method = leak(m.name.unwrap_or_default());
+                    let full = leak(format!("{service}/{method}"));
+                    table.insert(leak(format!("/{full}")), Method { full, service, method });
+                }
+            }
+        }
+        table
+    })
+}
+
+/// Whether a status code is a server-side failure (OpenTelemetry's gRPC
+/// conventions): the span is then marked as an error.
+fn server_error(code: i32) -> bool {
+    // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+/// Gives every RPC of the wrapped service a span, a log line and metrics.
+#[derive(Clone, Default)]
+pub struct RpcLayer {
+    metrics: RpcMetrics,
+}
+
+impl RpcLayer {
+    /// A layer recording into the current meter provider: build it after
+    /// [`crate::init`].
+    pub fn new() -> RpcLayer {
+        methods();
+        RpcLayer { metrics: RpcMetrics::new() }
+    }
+}
+
+impl<S> tower::Layer<S> for RpcLayer {
+    type Service = Rpc<S>;
+
+    fn layer(&self, inner: S) -> Rpc<S> {
+        Rpc { inner, metrics: self.metrics.clone() }
+    }
+}
+
+/// A service wrapped by [`RpcLayer`].
+#[derive(Clone)]
+pub struct Rpc<S> {
+    inner: S,
+    metrics: RpcMetrics,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Rpc<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// `traceparent` (and `tracestate`) from the request headers.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Rpc<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RpcFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let m = methods().get(req.uri().path()).unwrap_or(&UNKNOWN);
+        let span = tracing::info_span!(
+            target: "cred::rpc",
+            parent: None,
+            "rpc",
+            otel.name = m.full,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = m.service,
+            rpc.method = m.method,
+        );
+        if crate::setup::traces_on() && req.headers().contains_key("traceparent") {
+            let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
+            // Fails only if the span is disabled, and then there is nothing to link.
+            let _ = span.set_parent(parent);
+        }
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        RpcFuture {
+            inner: fut.instrument(span),
+            method: m,
+            started: Instant::now(),
+            tenant: None,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The wrapped call; records the outcome when the response is ready.
+    pub struct RpcFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        method: &'static Method,
+        started: Instant,
+        // The tenant recorded so far (moved in and out of `TENANT` around polls).
+        tenant: Option<Uuid>,
+        metrics: RpcMetrics,
+    }
+}
+
+impl<F, R, E> Future for RpcFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let outer = TENANT.with(|t| t.replace(*this.tenant));
+        let polled = this.inner.as_mut().poll(cx);
+        *this.tenant = TENANT.with(|t| t.replace(outer));
+        let out = ready!(polled);
+        let code = match &out {
+            Ok(resp) => resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or(0),
+            // The transport failed the call: UNKNOWN.
+            Err(_) => 2,
+        };
+        let elapsed = this.started.elapsed();
+        let (m, tenant) = (*this.method, *this.tenant);
+        if crate::setup::traces_on() {
+            // Straight to the OTLP span: the log layer never formats these.
+            let span = this.inner.span();
+            span.set_attribute("rpc.grpc.status_code", i64::from(code));
+            if let Some(t) = tenant {
+                span.set_attribute(TENANT_ATTRIBUTE, t.to_string());
+            }
+            if server_error(code) {
+                span.set_status(opentelemetry::trace::Status::error(""));
+            }
+        }
+        tracing::info!(
+            target: "cred::rpc",
+            method = m.full,
+            code,
+            latency_us = elapsed.as_micros() as u64,
+            tenant_id = tenant.map(tracing::field::display),
+            "rpc"
+        );
+        this.metrics.record(m.service, m.method, code, elapsed);
+        Poll::Ready(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_api_method_is_named() {
+        let m = methods().get("/authd.v1.AdminService/CreateTenant").expect("CreateTenant");
+        assert_eq!(
+            (m.full, m.service, m.method),
+            ("authd.v1.AdminService/CreateTenant", "authd.v1.AdminService", "CreateTenant")
+        );
+        let v = methods().get("/introspect.v1.IntrospectService/Verify").expect("Verify");
+        assert_eq!(v.service, "introspect.v1.IntrospectService");
+    }
+}

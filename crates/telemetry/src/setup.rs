@@ -1,0 +1,218 @@
+//! The subscriber and the OTLP providers.
+//!
+//! Export is on when a collector is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`
+//! or its per-signal `..._TRACES_ENDPOINT` / `..._METRICS_ENDPOINT`) and
+//! `OTEL_SDK_DISABLED` is not `true`; otherwise no exporter is built, so
+//! nothing is sent and nothing complains. `OTEL_TRACES_EXPORTER` /
+//! `OTEL_METRICS_EXPORTER` = `none` turn one signal off. Everything else
+//! (service name, resource attributes, sampler, export interval, headers,
+//! timeouts) is read by the OpenTelemetry SDK itself from the standard
+//! variables.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Key, global};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// How log lines look on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable lines (dev mode).
+    Human,
+}
+
+/// Whether spans are exported: the RPC layer only parses `traceparent` then.
+static TRACES_ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are being exported.
+pub fn traces_on() -> bool {
+    TRACES_ON.load(Ordering::Relaxed)
+}
+
+/// Which signals to export, from the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Export {
+    pub traces: bool,
+    pub metrics: bool,
+}
+
+impl Export {
+    /// Reads the `OTEL_*` switches; a value this build cannot honour fails,
+    /// naming the variable.
+    pub fn from_env() -> Result<Export, String> {
+        Export::from_vars(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Export, String> {
+        let off = Export { traces: false, metrics: false };
+        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Ok(off);
+        }
+        for p in
+            ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"]
+        {
+            if let Some(v) = var(p).filter(|v| v.trim() != "grpc") {
+                return Err(format!("{p}={v}: only grpc (OTLP/gRPC) is supported"));
+            }
+        }
+        let exporter = |name: &str| match var(name).as_deref().map(str::trim) {
+            None | Some("otlp") => Ok(true),
+            Some("none") => Ok(false),
+            Some(v) => Err(format!("{name}={v}: only otlp or none is supported")),
+        };
+        let any = var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+        Ok(Export {
+            traces: exporter("OTEL_TRACES_EXPORTER")? && (any || var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()),
+            metrics: exporter("OTEL_METRICS_EXPORTER")?
+                && (any || var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()),
+        })
+    }
+}
+
+/// The running providers; [`Telemetry::shutdown`] flushes them.
+#[must_use = "call shutdown() before exit, or the last spans and metrics are lost"]
+pub struct Telemetry {
+    /// Exports spans in batches; `None` when traces are off.
+    traces: Option<SdkTracerProvider>,
+    /// Exports metrics periodically; `None` when metrics are off.
+    metrics: Option<SdkMeterProvider>,
+}
+
+/// Sets up logs on stderr and, when a collector is configured, OTLP export
+/// of spans and metrics. `service` is the default `service.name`
+/// (`OTEL_SERVICE_NAME` wins). Call once, early, inside the tokio runtime
+/// (the gRPC exporter's channel lives on it).
+pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, String> {
+    let export = Export::from_env()?;
+    let resource = resource(service);
+    let traces = if export.traces {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT (traces): {e}"))?;
+        // The sampler comes from OTEL_TRACES_SAMPLER(_ARG): the SDK's default config reads them.
+        Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.clone()).build())
+    } else {
+        None
+    };
+    let metrics = if export.metrics {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT (metrics): {e}"))?;
+        // The interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
+        Some(SdkMeterProvider::builder().with_periodic_exporter(exporter).with_resource(resource).build())
+    } else {
+        None
+    };
+
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = match format {
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().with_span_list(false).boxed()
+        }
+        LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+    };
+    // The log layer sees events only: formatting span fields on every call
+    // would cost more than the line itself (spans are for the collector).
+    let events = env.and(filter_fn(|m| m.is_event()));
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![logs.with_filter(events).boxed()];
+    if let Some(p) = &traces {
+        // Only this workspace's spans (RPCs and store calls) become OTLP
+        // spans; log events stay in the logs.
+        // No busy/idle timing, thread or source attributes, and no OTel
+        // context activation on every enter: nothing here reads them, and
+        // each costs on every call.
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service))
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_context_activation(false)
+            .with_filter(filter_fn(|m| m.is_span() && m.target().starts_with("cred::")));
+        layers.push(otel.boxed());
+    }
+    tracing_subscriber::registry().with(layers).try_init().map_err(|e| format!("logging setup: {e}"))?;
+
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(m) = &metrics {
+        global::set_meter_provider(m.clone());
+    }
+    TRACES_ON.store(traces.is_some(), Ordering::Relaxed);
+    tracing::debug!(traces = export.traces, metrics = export.metrics, "telemetry export");
+    Ok(Telemetry { traces, metrics })
+}
+
+/// The SDK's resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), with
+/// `service` as the name when neither gives one.
+fn resource(service: &'static str) -> Resource {
+    let r = Resource::builder().build();
+    let named =
+        r.get(&Key::from_static_str("service.name")).is_some_and(|v| !v.as_str().starts_with("unknown_service"));
+    if named { r } else { Resource::builder().with_service_name(service).build() }
+}
+
+impl Telemetry {
+    /// Whether anything is exported.
+    pub fn exporting(&self) -> bool {
+        self.traces.is_some() || self.metrics.is_some()
+    }
+
+    /// Flushes and stops the exporters: the spans of the last calls and a
+    /// final metric collection are sent before this returns.
+    pub async fn shutdown(self) {
+        TRACES_ON.store(false, Ordering::Relaxed);
+        // The SDK's shutdown blocks until its export thread is done; keep it
+        // off the runtime's threads, which drive the exporter's connection.
+        let done = tokio::task::spawn_blocking(move || {
+            if let Some(t) = self.traces
+                && let Err(e) = t.shutdown()
+            {
+                tracing::warn!(error = %e, "trace export shutdown");
+            }
+            if let Some(m) = self.metrics
+                && let Err(e) = m.shutdown()
+            {
+                tracing::warn!(error = %e, "metric export shutdown");
+            }
+        });
+        let _ = done.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(vars: &[(&str, &str)]) -> Result<Export, String> {
+        Export::from_vars(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn export_follows_the_standard_variables() {
+        let on = Export { traces: true, metrics: true };
+        let off = Export { traces: false, metrics: false };
+        assert_eq!(export(&[]), Ok(off), "no collector configured: nothing exported");
+        assert_eq!(export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")]), Ok(on));
+        let ep = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+        assert_eq!(export(&[ep, ("OTEL_SDK_DISABLED", "true")]), Ok(off));
+        assert_eq!(export(&[ep, ("OTEL_TRACES_EXPORTER", "none")]), Ok(Export { traces: false, metrics: true }));
+        assert_eq!(
+            export(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://127.0.0.1:4317")]),
+            Ok(Export { traces: false, metrics: true })
+        );
+        let e = export(&[ep, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).unwrap_err();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
+        let e = export(&[ep, ("OTEL_METRICS_EXPORTER", "prometheus")]).unwrap_err();
+        assert!(e.contains("OTEL_METRICS_EXPORTER"), "{e}");
+    }
+}

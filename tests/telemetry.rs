@@ -1,0 +1,697 @@
+//! Telemetry of the real binaries: spans and metrics exported over OTLP/gRPC
+//! to a real receiver (opentelemetry-proto's collector services, in this
+//! process), trace context continued from the caller's `traceparent`, the
+//! exporters flushed on SIGTERM, and the JSON logs: one line per RPC, no
+//! secret anywhere, nothing complaining when no collector is configured.
+//!
+//! Runs `target/<profile>/authd` and `.../introspect`: `cargo test` does not
+//! build another package's binaries, so run `cargo build --workspace --bins`
+//! first (`scripts/test.sh` does); a missing binary fails the test, naming
+//! the command. Needs `redis-server` (fails loudly without it).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cred_proto::authd::v1 as pb;
+use cred_proto::introspect::v1 as ipb;
+use cred_tests::RedisServer;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use tonic::Code;
+
+// ---------------------------------------------------------------- binaries
+
+/// A binary of this workspace, next to the test executable's `deps/`.
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build it first (cargo build --workspace --bins)", path.display());
+    path
+}
+
+/// A child process, killed on drop, its stderr collected line by line.
+struct Proc {
+    child: Child,
+    /// Every stderr line so far.
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn binary");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (pipe, lines) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Proc { child, stderr }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The address from the "... serving" log line.
+    fn wait_serving(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for l in self.lines() {
+                let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+                if v["fields"]["message"].as_str().is_some_and(|m| m.ends_with(" serving")) {
+                    return v["fields"]["addr"].as_str().expect("addr").to_string();
+                }
+            }
+            if let Some(s) = self.child.try_wait().unwrap() {
+                panic!("exited with {s} before serving:\n{}", self.lines().join("\n"));
+            }
+            assert!(Instant::now() < deadline, "not serving within 20 s:\n{}", self.lines().join("\n"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit code (bounded wait).
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return s.code();
+            }
+            assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// An operator secret and key, made offline by the binary.
+struct Operator {
+    dir: tempfile::TempDir,
+    secret: String,
+    token: String,
+}
+
+fn operator() -> Operator {
+    let authd = bin("authd");
+    let run = |args: &[&str]| {
+        let out = Command::new(&authd).args(args).output().unwrap();
+        assert!(out.status.success(), "authd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = run(&["operator-key", "secret"]).trim().to_string();
+    std::fs::write(dir.path().join("secret"), &secret).unwrap();
+    let new = run(&["operator-key", "new", "--operator-secret-file", dir.path().join("secret").to_str().unwrap()]);
+    let field = |label: &str| new.lines().find_map(|l| l.strip_prefix(label)).unwrap().trim().to_string();
+    std::fs::write(dir.path().join("allowlist"), format!("{}\n", field("key id:"))).unwrap();
+    Operator { token: field("token:"), secret, dir }
+}
+
+/// Starts authd and introspect against `redis`, with `env` on top of a
+/// cleared environment (so no stray OTEL_* from the caller).
+fn start(redis: &RedisServer, op: &Operator, env: &[(&str, String)]) -> (Proc, String, Proc, String) {
+    let mut a = Command::new(bin("authd"));
+    a.env_clear()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("AUTHD_REDIS_URL", redis.url())
+        .env("AUTHD_OPERATOR_SECRET_FILE", op.dir.path().join("secret"))
+        .env("AUTHD_OPERATOR_ALLOWLIST_FILE", op.dir.path().join("allowlist"))
+        .env("AUTHD_DRAIN_TIMEOUT_MS", "2000")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut i = Command::new(bin("introspect"));
+    i.env_clear()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("INTROSPECT_REDIS_URL", redis.url())
+        .env("INTROSPECT_DRAIN_TIMEOUT_MS", "2000")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let (mut authd, mut introspect) = (Proc::spawn(a), Proc::spawn(i));
+    let (aa, ia) = (authd.wait_serving(), introspect.wait_serving());
+    (authd, aa, introspect, ia)
+}
+
+// ---------------------------------------------------------------- clients
+
+/// A request with a bearer token and, if given, a W3C traceparent.
+fn req<T>(token: &str, traceparent: Option<&str>, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if !token.is_empty() {
+        r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    if let Some(tp) = traceparent {
+        r.metadata_mut().insert("traceparent", tp.parse().unwrap());
+    }
+    r
+}
+
+async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+struct Clients {
+    admin: pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+    clients: pb::client_service_client::ClientServiceClient<tonic::transport::Channel>,
+    sessions: pb::session_service_client::SessionServiceClient<tonic::transport::Channel>,
+    verify: ipb::introspect_service_client::IntrospectServiceClient<tonic::transport::Channel>,
+}
+
+async fn clients(authd: &str, introspect: &str) -> Clients {
+    let ch = channel(authd).await;
+    Clients {
+        admin: pb::admin_service_client::AdminServiceClient::new(ch.clone()),
+        clients: pb::client_service_client::ClientServiceClient::new(ch.clone()),
+        sessions: pb::session_service_client::SessionServiceClient::new(ch),
+        verify: ipb::introspect_service_client::IntrospectServiceClient::new(channel(introspect).await),
+    }
+}
+
+fn verify_req(token: &str) -> ipb::VerifyRequest {
+    ipb::VerifyRequest { token: token.into(), ..Default::default() }
+}
+
+/// Every secret a flow saw: whole tokens, their 256-bit secret parts (the
+/// 44 characters before the 6-character checksum), the operator secret.
+fn secrets(op: &Operator, tokens: &[&str]) -> Vec<String> {
+    let mut out = vec![op.secret.clone(), op.token.clone()];
+    for t in tokens {
+        assert!(t.len() > 60, "not a token: {t}");
+        out.push(t.to_string());
+        out.push(t[t.len() - 50..t.len() - 6].to_string());
+    }
+    out
+}
+
+// ---------------------------------------------------------------- receiver
+
+/// An OTLP/gRPC receiver: keeps every export request, decoded and encoded.
+#[derive(Clone, Default)]
+struct Receiver {
+    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        r: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.traces.lock().unwrap().push(r.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        r: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.metrics.lock().unwrap().push(r.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+impl Receiver {
+    async fn start() -> (Receiver, String) {
+        let rx = Receiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(rx.clone()))
+            .add_service(MetricsServiceServer::new(rx.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        (rx, format!("http://{addr}"))
+    }
+
+    /// Every span exported by `service`.
+    fn spans(&self, service: &str) -> Vec<Span> {
+        let mut out = vec![];
+        for r in self.traces.lock().unwrap().iter() {
+            for rs in &r.resource_spans {
+                let res = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+                if str_attr(res, "service.name") == Some(service) {
+                    out.extend(rs.scope_spans.iter().flat_map(|s| s.spans.iter().cloned()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The data of every metric named `name` exported by `service`.
+    fn metric(&self, service: &str, name: &str) -> Vec<metric::Data> {
+        let mut out = vec![];
+        for r in self.metrics.lock().unwrap().iter() {
+            for rm in &r.resource_metrics {
+                let res = rm.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+                if str_attr(res, "service.name") != Some(service) {
+                    continue;
+                }
+                for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                    if m.name == name {
+                        out.extend(m.data.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A counter's total over the data points with all of `attrs`, in its
+    /// latest export (the values are cumulative).
+    fn counter(&self, service: &str, name: &str, attrs: &[(&str, &str)]) -> i64 {
+        let mut best = 0;
+        for d in self.metric(service, name) {
+            let metric::Data::Sum(s) = d else { panic!("{name} is not a sum") };
+            let total = s
+                .data_points
+                .iter()
+                .filter(|p| attrs.iter().all(|(k, v)| attr_text(&p.attributes, k).as_deref() == Some(*v)))
+                .map(|p| match p.value {
+                    Some(number_data_point::Value::AsInt(i)) => i,
+                    Some(number_data_point::Value::AsDouble(f)) => f as i64,
+                    None => 0,
+                })
+                .sum();
+            best = best.max(total);
+        }
+        best
+    }
+
+    /// Every byte exported, re-encoded as it came over the wire.
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = vec![];
+        for r in self.traces.lock().unwrap().iter() {
+            out.extend(r.encode_to_vec());
+        }
+        for r in self.metrics.lock().unwrap().iter() {
+            out.extend(r.encode_to_vec());
+        }
+        out
+    }
+}
+
+fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+/// An attribute as text, whatever its type.
+fn attr_text(attrs: &[KeyValue], key: &str) -> Option<String> {
+    let v: &AnyValue = attrs.iter().find(|kv| kv.key == key)?.value.as_ref()?;
+    Some(match v.value.as_ref()? {
+        any_value::Value::StringValue(s) => s.clone(),
+        any_value::Value::IntValue(i) => i.to_string(),
+        any_value::Value::BoolValue(b) => b.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------- tests
+
+/// SERVER span kind in OTLP.
+const SERVER: i32 = 2;
+
+// Multi-threaded: the receiver keeps serving while the test thread waits for
+// the processes to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_reach_a_real_otlp_receiver_and_carry_no_secret() {
+    let redis = RedisServer::start();
+    let op = operator();
+    let (rx, endpoint) = Receiver::start().await;
+    // Export only at shutdown (long batch delay and interval): what arrives
+    // proves the SIGTERM flush.
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_string()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "600000".to_string()),
+    ];
+    let (mut authd, aaddr, mut introspect, iaddr) = start(&redis, &op, &env);
+    let mut c = clients(&aaddr, &iaddr).await;
+
+    // The caller's trace: every call below continues it.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let tp = format!("00-{trace_id}-{parent}-01");
+    let tp = Some(tp.as_str());
+
+    let tenant = c
+        .admin
+        .create_tenant(req(&op.token, tp, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .tenant_id;
+    let key = c
+        .admin
+        .create_api_key(req(
+            &op.token,
+            tp,
+            pb::CreateApiKeyRequest {
+                tenant_id: tenant.clone(),
+                environment: pb::Environment::Test.into(),
+                name: "k".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let created =
+        c.clients.create_client(req(&key, tp, pb::CreateClientRequest::default())).await.unwrap().into_inner();
+    let (client_id, cst) = (created.client.unwrap().client_id, created.token);
+    let second = c
+        .clients
+        .create_session(req(&key, tp, pb::CreateSessionRequest { client_id: client_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let (session2, cst2) = (second.session.unwrap().session_id, second.token);
+
+    let v = c.verify.verify(req("", tp, verify_req(&cst))).await.unwrap().into_inner();
+    assert_eq!(v.tenant_id, tenant);
+    c.verify.verify(req("", tp, verify_req(&cst))).await.unwrap();
+    c.verify.verify(req("", tp, verify_req(&cst2))).await.unwrap();
+    let e = c.verify.verify(req("", tp, verify_req("garbage"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // A revocation reaches introspect by push: the cached answer turns.
+    c.clients
+        .revoke_session(req(&key, tp, pb::RevokeSessionRequest { client_id, session_id: session2 }))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.verify.verify(req("", None, verify_req(&cst2))).await.is_ok() {
+        assert!(Instant::now() < deadline, "the revocation never reached introspect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    assert!(rx.spans("authd").is_empty(), "spans arrived before shutdown; the flush test proves nothing");
+    assert_eq!(authd.terminate(), Some(0), "authd exit:\n{}", authd.lines().join("\n"));
+    assert_eq!(introspect.terminate(), Some(0), "introspect exit:\n{}", introspect.lines().join("\n"));
+
+    // Spans: the RPC span's parent is the caller's span; store calls are its children.
+    for (service, rpcs) in [
+        (
+            "authd",
+            &[
+                "authd.v1.AdminService/CreateTenant",
+                "authd.v1.AdminService/CreateApiKey",
+                "authd.v1.ClientService/CreateClient",
+                "authd.v1.ClientService/CreateSession",
+                "authd.v1.ClientService/RevokeSession",
+            ][..],
+        ),
+        ("introspect", &["introspect.v1.IntrospectService/Verify"][..]),
+    ] {
+        let spans = rx.spans(service);
+        for name in rpcs {
+            let rpc = spans.iter().find(|s| s.name == *name).unwrap_or_else(|| {
+                panic!("{service}: no span {name} among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
+            });
+            assert_eq!(hex(&rpc.trace_id), trace_id, "{name}: the caller's trace continues");
+            assert_eq!(hex(&rpc.parent_span_id), parent, "{name}: parent is the caller's span");
+            assert_eq!(rpc.kind, SERVER, "{name}");
+            let (service_name, method) = name.split_once('/').unwrap();
+            assert_eq!(str_attr(&rpc.attributes, "rpc.system"), Some("grpc"), "{name}");
+            assert_eq!(str_attr(&rpc.attributes, "rpc.service"), Some(service_name), "{name}");
+            assert_eq!(str_attr(&rpc.attributes, "rpc.method"), Some(method), "{name}");
+            assert_eq!(attr_text(&rpc.attributes, "rpc.grpc.status_code").as_deref(), Some("0"), "{name}");
+            assert_eq!(str_attr(&rpc.attributes, "tenant.id"), Some(tenant.as_str()), "{name}: tenant id");
+        }
+        // Every store call made inside an RPC is a child of that RPC's span.
+        let rpc_ids: Vec<_> = spans.iter().filter(|s| s.kind == SERVER).map(|s| s.span_id.clone()).collect();
+        let store: Vec<_> = spans.iter().filter(|s| str_attr(&s.attributes, "db.operation.name").is_some()).collect();
+        for name in rpcs.iter().filter(|n| !n.ends_with("/Verify")) {
+            let rpc = spans.iter().find(|s| s.name == *name).unwrap();
+            assert!(
+                store.iter().any(|s| s.parent_span_id == rpc.span_id && s.trace_id == rpc.trace_id),
+                "{name}: no store child span"
+            );
+        }
+        assert!(store.iter().any(|s| rpc_ids.contains(&s.parent_span_id)), "{service}: no store span under an RPC");
+    }
+    let verifies: Vec<_> = rx.spans("introspect").into_iter().filter(|s| s.name.ends_with("/Verify")).collect();
+    let miss = &verifies[0];
+    let children: Vec<_> =
+        rx.spans("introspect").into_iter().filter(|s| s.parent_span_id == miss.span_id).map(|s| s.name).collect();
+    assert!(children.iter().any(|n| n == "get_session"), "the first verify read the store: {children:?}");
+    let refused = verifies.iter().find(|s| attr_text(&s.attributes, "rpc.grpc.status_code").as_deref() == Some("16"));
+    assert!(refused.is_some(), "the garbage token's verify is UNAUTHENTICATED (16)");
+
+    // Metrics.
+    let ok = [("rpc.method", "CreateTenant"), ("rpc.grpc.status_code", "0"), ("rpc.system", "grpc")];
+    assert_eq!(rx.counter("authd", "rpc.server.requests", &ok), 1);
+    assert!(rx.counter("introspect", "rpc.server.requests", &[("rpc.method", "Verify")]) >= 4);
+    assert_eq!(rx.counter("introspect", "cred.verify.outcomes", &[("outcome", "MALFORMED")]), 1);
+    assert!(rx.counter("introspect", "cred.verify.outcomes", &[("outcome", "VALID")]) >= 3);
+    assert!(rx.counter("introspect", "cred.verify.outcomes", &[("outcome", "REVOKED")]) >= 1);
+    assert!(rx.counter("introspect", "cred.cache.hits", &[("cache", "verify")]) >= 1);
+    assert!(rx.counter("introspect", "cred.cache.misses", &[("cache", "verify")]) >= 2);
+    assert!(rx.counter("introspect", "cred.invalidations.received", &[("cache", "verify")]) >= 1);
+    let touches =
+        rx.counter("introspect", "cred.touches.written", &[]) + rx.counter("introspect", "cred.touches.coalesced", &[]);
+    assert!(touches >= 3, "every valid session verify is a touch, written or coalesced");
+    for service in ["authd", "introspect"] {
+        let store = rx.metric(service, "cred.store.duration");
+        let count: u64 = store
+            .iter()
+            .map(|d| match d {
+                metric::Data::Histogram(h) => h.data_points.iter().map(|p| p.count).sum::<u64>(),
+                _ => panic!("cred.store.duration is not a histogram"),
+            })
+            .sum();
+        assert!(count >= 1, "{service}: no store latency recorded");
+    }
+
+    // No secret anywhere in what was exported.
+    let bytes = rx.bytes();
+    assert!(bytes.len() > 1000, "hardly anything exported");
+    for s in secrets(&op, &[&key, &cst, &cst2]) {
+        assert!(!contains(&bytes, s.as_bytes()), "a secret was exported: {}..", &s[..8]);
+    }
+}
+
+/// One parsed JSON log line.
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"))
+}
+
+/// The per-RPC lines: (method, code, latency_us, tenant).
+fn rpc_lines(p: &Proc) -> Vec<(String, i64, u64, Option<String>)> {
+    p.lines()
+        .iter()
+        .map(|l| json(l))
+        .filter(|v| v["fields"]["message"] == "rpc")
+        .map(|v| {
+            let f = &v["fields"];
+            (
+                f["method"].as_str().expect("method").to_string(),
+                f["code"].as_i64().expect("code"),
+                f["latency_us"].as_u64().expect("latency_us"),
+                f["tenant_id"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_flow_logs_one_json_line_per_rpc_and_no_secret() {
+    let redis = RedisServer::start();
+    let op = operator();
+    // No collector configured: nothing exported, nothing complains.
+    let (mut authd, aaddr, mut introspect, iaddr) = start(&redis, &op, &[]);
+    let mut c = clients(&aaddr, &iaddr).await;
+    let o = op.token.as_str();
+    // (method, code, tenant expected on the line) of every call, in order.
+    let mut want_authd: Vec<(&str, Code, bool)> = vec![];
+    let mut want_introspect: Vec<(&str, Code, bool)> = vec![];
+
+    let t = c.admin.create_tenant(req(o, None, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }));
+    let tenant = t.await.unwrap().into_inner().tenant.unwrap().tenant_id;
+    want_authd.push(("CreateTenant", Code::Ok, true));
+    c.admin.get_tenant(req(o, None, pb::GetTenantRequest { tenant_id: tenant.clone() })).await.unwrap();
+    want_authd.push(("GetTenant", Code::Ok, true));
+    let new_key = |name: &str| pb::CreateApiKeyRequest {
+        tenant_id: tenant.clone(),
+        environment: pb::Environment::Test.into(),
+        name: name.into(),
+        ..Default::default()
+    };
+    let issued = c.admin.create_api_key(req(o, None, new_key("k"))).await.unwrap().into_inner();
+    let (key, key_id) = (issued.secret, issued.api_key.unwrap().key_id);
+    want_authd.push(("CreateApiKey", Code::Ok, true));
+    c.admin.list_api_keys(req(o, None, pb::ListApiKeysRequest { tenant_id: tenant.clone() })).await.unwrap();
+    want_authd.push(("ListApiKeys", Code::Ok, true));
+    let created = c.clients.create_client(req(&key, None, pb::CreateClientRequest::default())).await.unwrap();
+    let created = created.into_inner();
+    let (client_id, cst) = (created.client.unwrap().client_id, created.token);
+    want_authd.push(("CreateClient", Code::Ok, true));
+    let s2 = c.clients.create_session(req(&key, None, pb::CreateSessionRequest { client_id: client_id.clone() }));
+    let s2 = s2.await.unwrap().into_inner();
+    let (session2, cst2) = (s2.session.unwrap().session_id, s2.token);
+    want_authd.push(("CreateSession", Code::Ok, true));
+    let test = c.clients.create_test_client(req(&key, None, pb::CreateTestClientRequest::default())).await.unwrap();
+    let tck = test.into_inner().token;
+    want_authd.push(("CreateTestClient", Code::Ok, true));
+    c.clients.get_client(req(&key, None, pb::GetClientRequest { client_id: client_id.clone() })).await.unwrap();
+    want_authd.push(("GetClient", Code::Ok, true));
+    c.clients.list_sessions(req(&key, None, pb::ListSessionsRequest { client_id: client_id.clone() })).await.unwrap();
+    want_authd.push(("ListSessions", Code::Ok, true));
+    c.sessions.get_current_session(req(&cst, None, pb::GetCurrentSessionRequest {})).await.unwrap();
+    want_authd.push(("GetCurrentSession", Code::Ok, true));
+
+    for t in [&cst, &cst2, &tck, &key] {
+        c.verify.verify(req("", None, verify_req(t))).await.unwrap();
+        want_introspect.push(("Verify", Code::Ok, true));
+    }
+    let e = c.verify.verify(req("", None, verify_req("garbage"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    want_introspect.push(("Verify", Code::Unauthenticated, false));
+    let scoped =
+        ipb::VerifyRequest { token: cst.clone(), required_scopes: vec!["clients.read".into()], ..Default::default() };
+    let e = c.verify.verify(req("", None, scoped)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    want_introspect.push(("Verify", Code::PermissionDenied, false));
+    let bad =
+        ipb::VerifyRequest { token: cst.clone(), required_scopes: vec!["NOT A SCOPE".into()], ..Default::default() };
+    let e = c.verify.verify(req("", None, bad)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    want_introspect.push(("Verify", Code::InvalidArgument, false));
+
+    let revoke = pb::RevokeSessionRequest { client_id: client_id.clone(), session_id: session2 };
+    c.clients.revoke_session(req(&key, None, revoke)).await.unwrap();
+    want_authd.push(("RevokeSession", Code::Ok, true));
+    let e = c.sessions.get_current_session(req(&cst2, None, pb::GetCurrentSessionRequest {})).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    want_authd.push(("GetCurrentSession", Code::Unauthenticated, false));
+    let rolled = pb::RollApiKeyRequest { tenant_id: tenant.clone(), key_id, grace_period: None };
+    let rolled = c.admin.roll_api_key(req(o, None, rolled)).await.unwrap().into_inner();
+    let (key2, key2_id) = (rolled.secret, rolled.api_key.unwrap().key_id);
+    want_authd.push(("RollApiKey", Code::Ok, true));
+    let audit = pb::ListAuditEventsRequest { tenant_id: tenant.clone(), ..Default::default() };
+    c.admin.list_audit_events(req(o, None, audit)).await.unwrap();
+    want_authd.push(("ListAuditEvents", Code::Ok, true));
+    let all = pb::RevokeAllSessionsRequest { client_id: client_id.clone() };
+    c.clients.revoke_all_sessions(req(&key2, None, all)).await.unwrap();
+    want_authd.push(("RevokeAllSessions", Code::Ok, true));
+    c.clients.delete_client(req(&key2, None, pb::DeleteClientRequest { client_id })).await.unwrap();
+    want_authd.push(("DeleteClient", Code::Ok, true));
+    let rk = pb::RevokeApiKeyRequest { tenant_id: tenant.clone(), key_id: key2_id, include_successor: false };
+    c.admin.revoke_api_key(req(o, None, rk)).await.unwrap();
+    want_authd.push(("RevokeApiKey", Code::Ok, true));
+    let rt = pb::RevokeTenantCredentialsRequest { tenant_id: tenant.clone(), ..Default::default() };
+    c.admin.revoke_tenant_credentials(req(o, None, rt)).await.unwrap();
+    want_authd.push(("RevokeTenantCredentials", Code::Ok, true));
+    // Failures.
+    let e = c.clients.create_client(req("garbage", None, pb::CreateClientRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    want_authd.push(("CreateClient", Code::Unauthenticated, false));
+    let e = c.admin.get_tenant(req(o, None, pb::GetTenantRequest { tenant_id: "nope".into() })).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    want_authd.push(("GetTenant", Code::InvalidArgument, false));
+    let e = c.admin.create_tenant(req("", None, pb::CreateTenantRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    want_authd.push(("CreateTenant", Code::Unauthenticated, false));
+
+    assert_eq!(authd.terminate(), Some(0));
+    assert_eq!(introspect.terminate(), Some(0));
+
+    for (name, p, want) in [("authd", &authd, &want_authd), ("introspect", &introspect, &want_introspect)] {
+        let got = rpc_lines(p);
+        assert_eq!(got.len(), want.len(), "{name}: one line per RPC:\n{}", p.lines().join("\n"));
+        for ((method, code, _latency, tenant_on_line), (want_method, want_code, want_tenant)) in got.iter().zip(want) {
+            assert!(method.ends_with(&format!("/{want_method}")), "{name}: {method} for {want_method}");
+            assert_eq!(*code, *want_code as i64, "{name}: {method}");
+            if *want_tenant {
+                assert_eq!(tenant_on_line.as_deref(), Some(tenant.as_str()), "{name}: {method} names the tenant");
+            } else {
+                assert_eq!(*tenant_on_line, None, "{name}: {method}: no tenant known");
+            }
+        }
+        // Nothing complains without a collector (or at all, in these flows).
+        for l in p.lines() {
+            let level = json(&l)["level"].as_str().unwrap_or_default().to_string();
+            assert!(level == "INFO" || level == "DEBUG", "{name}: {l}");
+        }
+        let all = p.lines().join("\n");
+        for s in secrets(&op, &[&key, &key2, &cst, &cst2, &tck]) {
+            assert!(!all.contains(&s), "{name} logged a secret: {}..", &s[..8]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_sdk_disabled_exports_nothing_and_bad_otel_settings_fail_at_start() {
+    let redis = RedisServer::start();
+    let op = operator();
+    let (rx, endpoint) = Receiver::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+        ("OTEL_SDK_DISABLED", "true".to_string()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "10".to_string()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100".to_string()),
+    ];
+    let (mut authd, aaddr, mut introspect, iaddr) = start(&redis, &op, &env);
+    let mut c = clients(&aaddr, &iaddr).await;
+    let t =
+        c.admin.create_tenant(req(&op.token, None, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }));
+    t.await.unwrap();
+    let e = c.verify.verify(req("", None, verify_req("garbage"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(authd.terminate(), Some(0));
+    assert_eq!(introspect.terminate(), Some(0));
+    assert_eq!(rpc_lines(&authd).len(), 1, "logs still work");
+    assert!(rx.traces.lock().unwrap().is_empty() && rx.metrics.lock().unwrap().is_empty(), "exported while disabled");
+
+    // A setting this build cannot honour stops the binary at start, named.
+    for (bin_name, var, value) in
+        [("introspect", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("authd", "OTEL_TRACES_EXPORTER", "zipkin")]
+    {
+        let mut cmd = Command::new(bin(bin_name));
+        cmd.env_clear().args(["serve", "--listen", "127.0.0.1:0"]);
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint).env(var, value);
+        cmd.env("INTROSPECT_REDIS_URL", redis.url()).env("AUTHD_REDIS_URL", redis.url());
+        cmd.env("AUTHD_OPERATOR_SECRET_FILE", op.dir.path().join("secret"));
+        cmd.env("AUTHD_OPERATOR_ALLOWLIST_FILE", op.dir.path().join("allowlist"));
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bin_name} with {var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{bin_name}: the message names {var}: {stderr}");
+    }
+}
