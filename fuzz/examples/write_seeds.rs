@@ -46,12 +46,20 @@ fn main() {
     let a = |rpc: u8, name: &str, m: &dyn Fn() -> Vec<u8>| write("authd_admin", name, &[&[rpc][..], &m()].concat());
     let t = || "@tenant".to_string();
     a(0, "create_tenant", &|| {
-        pb::CreateTenantRequest { name: "acme".into(), idle_timeout: Some(day), max_lifetime: Some(Duration { seconds: 7 * 86_400, nanos: 0 }) }
-            .encode_to_vec()
+        pb::CreateTenantRequest {
+            name: "acme".into(),
+            idle_timeout: Some(day),
+            max_lifetime: Some(Duration { seconds: 7 * 86_400, nanos: 0 }),
+        }
+        .encode_to_vec()
     });
     a(0, "create_tenant_bad", &|| {
-        pb::CreateTenantRequest { name: "a\u{7}".into(), idle_timeout: Some(Duration { seconds: -1, nanos: 5 }), max_lifetime: None }
-            .encode_to_vec()
+        pb::CreateTenantRequest {
+            name: "a\u{7}".into(),
+            idle_timeout: Some(Duration { seconds: -1, nanos: 5 }),
+            max_lifetime: None,
+        }
+        .encode_to_vec()
     });
     a(1, "get_tenant", &|| pb::GetTenantRequest { tenant_id: t() }.encode_to_vec());
     a(2, "create_api_key", &|| {
@@ -72,11 +80,15 @@ fn main() {
         pb::RollApiKeyRequest { tenant_id: t(), key_id: "@key".into(), grace_period: Some(day) }.encode_to_vec()
     });
     a(6, "revoke_tenant", &|| {
-        pb::RevokeTenantCredentialsRequest { tenant_id: t(), issued_before: Some(Timestamp { seconds: 1_700_000_000, nanos: 0 }) }
-            .encode_to_vec()
+        pb::RevokeTenantCredentialsRequest {
+            tenant_id: t(),
+            issued_before: Some(Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+        }
+        .encode_to_vec()
     });
     a(7, "list_audit", &|| {
-        pb::ListAuditEventsRequest { tenant_id: t(), after_event_id: "1700000000000-0".into(), page_size: 10 }.encode_to_vec()
+        pb::ListAuditEventsRequest { tenant_id: t(), after_event_id: "1700000000000-0".into(), page_size: 10 }
+            .encode_to_vec()
     });
     a(0xd1, "get_tenant_no_bearer", &|| pb::GetTenantRequest { tenant_id: t() }.encode_to_vec());
 
@@ -92,7 +104,11 @@ fn main() {
     c(4, "list_sessions", pb::ListSessionsRequest { client_id: cid() }.encode_to_vec());
     c(5, "revoke_all", pb::RevokeAllSessionsRequest { client_id: cid() }.encode_to_vec());
     c(6, "delete_client", pb::DeleteClientRequest { client_id: cid() }.encode_to_vec());
-    c(7, "revoke_session", pb::RevokeSessionRequest { client_id: cid(), session_id: "@session".into() }.encode_to_vec());
+    c(
+        7,
+        "revoke_session",
+        pb::RevokeSessionRequest { client_id: cid(), session_id: "@session".into() }.encode_to_vec(),
+    );
     c(0xe8, "current_session", pb::GetCurrentSessionRequest {}.encode_to_vec());
     c(0xc4, "list_sessions_scoped", pb::ListSessionsRequest { client_id: cid() }.encode_to_vec());
 

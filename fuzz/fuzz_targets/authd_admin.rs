@@ -67,7 +67,9 @@ fn create_tenant(w: &World, r: pb::CreateTenantRequest, bearer: Option<&str>, un
     let mut e = expect(&["name", "idle_timeout", "max_lifetime"], &[], unauth);
     let idle = oracle::duration_ms(r.idle_timeout.as_ref());
     let max = oracle::duration_ms(r.max_lifetime.as_ref());
-    e.bad_if(idle.is_err(), "idle_timeout").bad_if(max.is_err(), "max_lifetime").bad_if(!oracle::name_ok(&r.name), "name");
+    e.bad_if(idle.is_err(), "idle_timeout")
+        .bad_if(max.is_err(), "max_lifetime")
+        .bad_if(!oracle::name_ok(&r.name), "name");
     let mut policy = None;
     if let (Ok(i), Ok(m)) = (idle, max) {
         match oracle::policy(i, m) {
@@ -116,14 +118,18 @@ fn create_api_key(w: &World, mut r: pb::CreateApiKeyRequest, bearer: Option<&str
         let k = resp.api_key.expect("api_key");
         assert!(same_id(&k.tenant_id, &req.tenant_id));
         assert_eq!((k.environment, &k.name), (req.environment, &req.name));
-        let mut want: Vec<&str> = oracle::SCOPES.iter().copied().filter(|s| req.scopes.iter().any(|r| r == s)).collect();
+        let mut want: Vec<&str> =
+            oracle::SCOPES.iter().copied().filter(|s| req.scopes.iter().any(|r| r == s)).collect();
         want.dedup();
         assert_eq!(k.scopes, want);
         assert_eq!(k.expire_time.as_ref().map(ms), exp.expect("valid"));
         let t = Token::parse(&resp.secret).expect("the issued secret parses");
         assert_eq!(t.kind, TokenKind::ApiKey);
         assert_eq!(Some(t.env), oracle::env_of(req.environment));
-        assert_eq!((t.route.to_string(), t.id.to_string()), (Uuid::parse_str(&req.tenant_id).expect("ok").to_string(), k.key_id));
+        assert_eq!(
+            (t.route.to_string(), t.id.to_string()),
+            (Uuid::parse_str(&req.tenant_id).expect("ok").to_string(), k.key_id)
+        );
     }
 }
 

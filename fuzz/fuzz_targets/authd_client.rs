@@ -145,9 +145,9 @@ fn one_id(w: &World, rpc: Rpc, mut client_id: String, who: Bearer) {
             .check(block_on(w.clients.revoke_all_sessions(request(pb::RevokeAllSessionsRequest { client_id: c }, b))))
             .map(|r| assert!(r.revoked_count <= 1, "the fixture's clients hold one session each"))
             .is_some(),
-        Rpc::Delete => e
-            .check(block_on(w.clients.delete_client(request(pb::DeleteClientRequest { client_id: c }, b))))
-            .is_some(),
+        Rpc::Delete => {
+            e.check(block_on(w.clients.delete_client(request(pb::DeleteClientRequest { client_id: c }, b)))).is_some()
+        }
     };
     assert!(!(ok && lacks_scope), "succeeded without {scope}");
     // Another tenant's or an unknown client: never found (the fixture has one tenant).

@@ -30,9 +30,11 @@ fuzz_target!(|data: &[u8]| {
     let (real, mutated) = resolve(&w, &mut r.token);
     let decoded = oracle::decode_token(&r.token);
 
-    let mut e = Expect::new(&["required_environment", "required_scopes"], &[Code::Unauthenticated, Code::PermissionDenied]);
+    let mut e =
+        Expect::new(&["required_environment", "required_scopes"], &[Code::Unauthenticated, Code::PermissionDenied]);
     let env_ok = (0..=2).contains(&r.required_environment);
-    e.bad_if(!env_ok, "required_environment").bad_if(env_ok && !oracle::scopes_ok(&r.required_scopes), "required_scopes");
+    e.bad_if(!env_ok, "required_environment")
+        .bad_if(env_ok && !oracle::scopes_ok(&r.required_scopes), "required_scopes");
     let bad = !e.bad.is_empty();
     let req = r.clone();
     let result = block_on(w.introspect.verify(request(r, None)));

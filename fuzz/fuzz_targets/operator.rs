@@ -53,7 +53,8 @@ fn text(s: &str) {
     let lines: Vec<&str> = s.lines().map(|l| l.split('#').next().unwrap_or("").trim()).collect();
     match Allowlist::parse(s) {
         Ok(a) => {
-            let ids: Vec<Uuid> = lines.iter().filter(|l| !l.is_empty()).map(|l| Uuid::parse_str(l).expect("ok")).collect();
+            let ids: Vec<Uuid> =
+                lines.iter().filter(|l| !l.is_empty()).map(|l| Uuid::parse_str(l).expect("ok")).collect();
             assert!(ids.iter().all(|id| a.contains(*id)));
             assert!(a.len() <= ids.len());
         }

@@ -52,7 +52,11 @@ impl Expect {
             }
             Err(s) if s.code() == Code::InvalidArgument => {
                 let f = status::invalid_field(&s, self.fields);
-                assert!(self.undecided || self.bad.contains(&f), "{f} refused but oracle found bad {:?}: {s:?}", self.bad);
+                assert!(
+                    self.undecided || self.bad.contains(&f),
+                    "{f} refused but oracle found bad {:?}: {s:?}",
+                    self.bad
+                );
                 None
             }
             Err(s) => {

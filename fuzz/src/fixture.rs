@@ -71,7 +71,8 @@ impl World {
         let operators = OperatorAuth::new(op, Allowlist::of([op_id]));
         block_on(async {
             let t = authority.create_tenant(ACTOR, "fuzz".into(), None, None).await.expect("tenant");
-            let new_key = |env, scopes| NewApiKey { tenant_id: t.id, env, name: "fuzz".into(), scopes, expires_at: None };
+            let new_key =
+                |env, scopes| NewApiKey { tenant_id: t.id, env, name: "fuzz".into(), scopes, expires_at: None };
             let k = authority.create_api_key(ACTOR, new_key(Environment::Test, Scopes::default())).await.expect("key");
             let scoped = Scopes::parse(["sessions.read"]).expect("scope");
             let sk = authority.create_api_key(ACTOR, new_key(Environment::Production, scoped)).await.expect("key");
