@@ -75,7 +75,7 @@ fn structured(u: &mut Unstructured<'_>) -> Result<()> {
     // One changed character: refused (AEAD tag, or not canonical base64).
     let i = u.choose_index(tok.len())?;
     let c: char = u.arbitrary()?;
-    if tok[i..].chars().next() != Some(c) {
+    if !tok[i..].starts_with(c) {
         let mut m = String::with_capacity(tok.len() + 4);
         m.push_str(&tok[..i]);
         m.push(c);

@@ -59,7 +59,7 @@ fn structured(u: &mut Unstructured<'_>) -> Result<()> {
     // up to 32 bits; a changed checksum decodes to another value).
     let i = u.choose_index(text.len())?;
     let c: char = u.arbitrary()?;
-    if text[i..].chars().next() != Some(c) {
+    if !text[i..].starts_with(c) {
         let mut m = String::with_capacity(text.len() + 4);
         m.push_str(&text[..i]);
         m.push(c);

@@ -136,20 +136,24 @@ pub fn name_ok(s: &str) -> bool {
     (1..=64).contains(&s.chars().count()) && !s.chars().any(char::is_control)
 }
 
+/// A field the rules refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bad;
+
 /// A Duration field in ms; `Err` if negative, malformed or too long.
-pub fn duration_ms(d: Option<&prost_types::Duration>) -> Result<Option<i64>, ()> {
+pub fn duration_ms(d: Option<&prost_types::Duration>) -> Result<Option<i64>, Bad> {
     let Some(d) = d else { return Ok(None) };
     if d.seconds < 0 || !(0..1_000_000_000).contains(&d.nanos) {
-        return Err(());
+        return Err(Bad);
     }
-    d.seconds.checked_mul(1000).and_then(|ms| ms.checked_add(i64::from(d.nanos) / 1_000_000)).map(Some).ok_or(())
+    d.seconds.checked_mul(1000).and_then(|ms| ms.checked_add(i64::from(d.nanos) / 1_000_000)).map(Some).ok_or(Bad)
 }
 
 /// A Timestamp field in ms; `Err` outside years 1970–9999 or malformed.
-pub fn timestamp_ms(t: Option<&prost_types::Timestamp>) -> Result<Option<i64>, ()> {
+pub fn timestamp_ms(t: Option<&prost_types::Timestamp>) -> Result<Option<i64>, Bad> {
     let Some(t) = t else { return Ok(None) };
     if !(0..1_000_000_000).contains(&t.nanos) || !(0..=253_402_300_799).contains(&t.seconds) {
-        return Err(());
+        return Err(Bad);
     }
     Ok(Some(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
 }
