@@ -2,7 +2,7 @@
 # The test command (README): installs what a fresh Debian machine lacks
 # (redis-server, buf, helm, kubernetes-validate), then runs buf lint, buf
 # breaking against the previous commit, the Helm chart checks, rustfmt,
-# clippy and every test.
+# clippy, every test and a short fuzz run.
 # Integration tests start their own redis-server on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,9 +48,12 @@ echo "== helm chart"
 bash scripts/check-chart.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build --bins (tests/telemetry.rs runs the real binaries)"
 cargo build --workspace --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== cargo fuzz (15 s per target; installs cargo-fuzz into .tools/cargo when missing)"
+bash scripts/fuzz.sh 15

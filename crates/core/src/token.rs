@@ -163,6 +163,11 @@ impl Token {
         if body.len() != BODY_LEN {
             return Err(ParseError::Length);
         }
+        // The slicing below is by byte offset: a multi-byte character would
+        // split (a panic; found by `fuzz/` target `token`). Base62 is ASCII.
+        if !body.is_ascii() {
+            return Err(ParseError::Encoding);
+        }
         let covered = text.len() - CRC_LEN;
         let crc = decode_b62(&text[covered..])?;
         if crc != u128::from(crc32fast::hash(&text.as_bytes()[..covered])) {
@@ -268,6 +273,19 @@ mod tests {
                     assert!(Token::parse(&changed).is_err(), "accepted {changed}");
                 }
             }
+        }
+    }
+
+    /// Right prefix and byte length, but a multi-byte character where the
+    /// checksum starts: refused, not a panic (a fuzzing find).
+    #[test]
+    fn non_ascii_body_is_refused() {
+        let text = Token::mint(TokenKind::Session, Environment::Test, rng::uuid(), rng::uuid()).expose();
+        for at in [0, BODY_LEN - CRC_LEN - 1, BODY_LEN - 2] {
+            let i = "cst_test_".len() + at;
+            let changed = format!("{}\u{e9}{}", &text[..i], &text[i + 2..]);
+            assert_eq!(changed.len(), text.len());
+            assert_eq!(Token::parse(&changed), Err(ParseError::Encoding));
         }
     }
 
