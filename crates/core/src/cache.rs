@@ -181,6 +181,9 @@ impl CacheStats {
 /// Most ids remembered as invalidated before the caches are flushed instead.
 const INVALIDATED_MAX: usize = 1_000_000;
 
+/// How often [`Cache::sweep`] runs.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 impl Cache {
     /// Empty caches.
     pub fn new(opts: CacheOptions) -> Cache {
@@ -314,15 +317,36 @@ impl Cache {
             map.insert(*id, now);
         }
         self.last_invalidation.store(now, Ordering::Release);
-        let max_age = self.opts.max_age.as_millis() as u64;
         if map.len() > INVALIDATED_MAX / 2 {
-            map.retain(|_, t| now.saturating_sub(*t) <= max_age);
+            self.prune_invalidated(&mut map, now);
         }
         if map.len() > INVALIDATED_MAX {
             map.clear();
             drop(map);
             self.flush();
         }
+    }
+
+    /// Drops what can no longer be served: entries, tenants and refusals past
+    /// their max age (a bounded LRU would otherwise keep them, dead weight,
+    /// until evicted: memory would climb to the capacity under churn), and
+    /// invalidations older than any entry they could concern. Run every
+    /// [`SWEEP_INTERVAL`] by [`crate::push::spawn`].
+    pub fn sweep(&self) {
+        let now = mono_ms();
+        let (max_age, negative_ttl) = (self.opts.max_age.as_millis() as u64, self.opts.negative_ttl.as_millis() as u64);
+        self.entries.retain(|_, e| now.saturating_sub(e.confirmed_at.load(Ordering::Relaxed)) < max_age);
+        self.tenants.retain(|_, (_, at)| now.saturating_sub(*at) < max_age);
+        self.negative.retain(|_, (_, at)| now.saturating_sub(*at) < negative_ttl);
+        let mut map = self.invalidated.lock().unwrap_or_else(|p| p.into_inner());
+        self.prune_invalidated(&mut map, now);
+    }
+
+    /// An invalidation older than the max age concerns no servable entry
+    /// (every entry loaded before it is stale by age).
+    fn prune_invalidated(&self, map: &mut HashMap<Uuid, u64>, now: u64) {
+        let max_age = self.opts.max_age.as_millis() as u64;
+        map.retain(|_, t| now.saturating_sub(*t) <= max_age);
     }
 
     /// Forgets everything (the push channel was lost and came back, so some
@@ -425,6 +449,31 @@ mod tests {
         assert!(c.get(&key).is_some());
         std::thread::sleep(Duration::from_millis(40));
         assert!(c.get(&key).is_none());
+    }
+
+    #[test]
+    fn a_sweep_drops_stale_entries_refusals_and_old_invalidations() {
+        let c = Cache::new(CacheOptions {
+            max_age: Duration::from_millis(30),
+            negative_ttl: Duration::from_millis(30),
+            ..Default::default()
+        });
+        for _ in 0..100 {
+            let (key, e) = entry(rng::uuid(), mono_ms());
+            c.insert(key, e);
+            c.invalidate(Invalidation::Client(rng::uuid()));
+        }
+        c.insert_negative(SecretHash([7; 16]), InvalidReason::Revoked);
+        c.sweep();
+        assert_eq!(c.len(), 100, "fresh entries stay");
+        std::thread::sleep(Duration::from_millis(40));
+        let (key, e) = entry(rng::uuid(), mono_ms());
+        c.insert(key, e);
+        c.sweep();
+        assert_eq!(c.len(), 1, "only the fresh entry is left");
+        assert_eq!(c.negative.len(), 0);
+        assert_eq!(c.invalidated.lock().unwrap().len(), 0);
+        assert!(c.get(&key).is_some());
     }
 
     #[test]
