@@ -9,6 +9,7 @@
 
 pub mod authd;
 pub mod backend;
+pub mod binaries;
 pub mod introspect;
 pub mod redis_cluster;
 pub mod redis_server;
