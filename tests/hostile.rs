@@ -138,6 +138,39 @@ async fn authd_refuses_an_oversized_request_before_reading_it() {
     assert!(authd.api_key_ok(&keys.test_key).await, "authd still serves");
 }
 
+/// Logged-out users behind one address present many dead credentials: those
+/// refusals draw on each credential's own budget, not on the peer's, so the
+/// address is never locked out for them.
+#[tokio::test]
+async fn dead_credentials_do_not_spend_the_peer_budget() {
+    let authd = Authd::start_configured(Redis::start(Backend::Standalone), Default::default(), |a| {
+        a.with_failure_guard(guard(BUDGET, BUDGET))
+    })
+    .await;
+    let keys = authd.tenant(None).await;
+    let mut clients = authd.clients();
+    let mut dead = Vec::new();
+    for _ in 0..4 * BUDGET {
+        let c = clients
+            .create_client(authed(&keys.test_key, apb::CreateClientRequest::default()))
+            .await
+            .expect("create client")
+            .into_inner();
+        let req = apb::DeleteClientRequest { client_id: c.client.expect("client").client_id };
+        clients.delete_client(authed(&keys.test_key, req)).await.expect("delete client");
+        dead.push(c.token);
+    }
+    for token in &dead {
+        assert!(!authd.session_ok(token).await, "a deleted client's session is refused as invalid, not throttled");
+    }
+    let live = clients
+        .create_client(authed(&keys.test_key, apb::CreateClientRequest::default()))
+        .await
+        .expect("create client")
+        .into_inner();
+    assert!(authd.session_ok(&live.token).await, "the same peer still authenticates a live session");
+}
+
 #[tokio::test]
 async fn authd_a_guessing_peer_is_throttled_across_ids() {
     let authd = Authd::start_configured(Redis::start(Backend::Standalone), Default::default(), |a| {

@@ -127,8 +127,8 @@ impl<S: Store> Authority<S> {
         let Some(g) = &self.guard else { return auth.await };
         g.check(peer, Some(id)).map_err(Error::Throttled)?;
         let r = auth.await;
-        if let Err(Error::InvalidCredential(_)) = &r {
-            g.failed(peer, Some(id));
+        if let Err(Error::InvalidCredential(reason)) = &r {
+            g.refused(peer, id, *reason);
         }
         r
     }
@@ -338,11 +338,11 @@ impl<S: Store> Authority<S> {
         {
             // No store command: a wrong secret counts as a failure, but a
             // spent budget does not stop the cached real key.
-            let r = check_api_key(&token, &hash, Some(k), Some(&e.tenant), false, now_ms()).map_err(invalid);
-            if let (Err(_), Some(g)) = (&r, &self.guard) {
-                g.failed(peer, Some(token.id));
+            let r = check_api_key(&token, &hash, Some(k), Some(&e.tenant), false, now_ms());
+            if let (Err(reason), Some(g)) = (&r, &self.guard) {
+                g.refused(peer, token.id, *reason);
             }
-            r?;
+            r.map_err(invalid)?;
             return Ok(ApiPrincipal { key: (**k).clone(), tenant: (*e.tenant).clone() });
         }
         self.guarded(peer, token.id, async {

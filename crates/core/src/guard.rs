@@ -22,6 +22,7 @@ use quick_cache::sync::Cache as Lru;
 use uuid::Uuid;
 
 use crate::cache::mono_ms;
+use crate::error::InvalidReason;
 
 /// How many failures each key may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +151,17 @@ impl FailureGuard {
         if let (Some(b), Some(id)) = (&self.credentials, id) {
             b.fail(&id);
         }
+    }
+
+    /// Records that credential `id` was refused for `reason`. A dead
+    /// credential (revoked, expired, of another environment) is what honest
+    /// callers present after a logout or a timeout, many of them behind one
+    /// address: it draws on its own id's budget only. An unknown id or a
+    /// wrong secret, which is what guessing looks like, draws on the peer's
+    /// budget too.
+    pub fn refused(&self, peer: Option<IpAddr>, id: Uuid, reason: InvalidReason) {
+        let guess = matches!(reason, InvalidReason::Unknown | InvalidReason::Malformed);
+        self.failed(if guess { peer } else { None }, Some(id));
     }
 
     /// Keys tracked (credential ids, peers), for tests and metrics.

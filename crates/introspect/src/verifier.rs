@@ -196,8 +196,8 @@ impl<S: Store> Verifier<S> {
 
     /// Draws on the failure budgets for a refused credential.
     fn failed(&self, e: &VerifyError, peer: Option<IpAddr>, id: uuid::Uuid) {
-        if let (VerifyError::Invalid(_), Some(g)) = (e, &self.inner.guard) {
-            g.failed(peer, Some(id));
+        if let (VerifyError::Invalid(reason), Some(g)) = (e, &self.inner.guard) {
+            g.refused(peer, id, *reason);
         }
     }
 
