@@ -71,17 +71,29 @@ struct Slot {
     limiter: DefaultDirectRateLimiter,
     /// `mono_ms` before which this key is refused (0: not refused).
     blocked_until: AtomicU64,
+    /// `mono_ms` of the last failure: a minute later the budget is whole
+    /// again and the slot is no different from none.
+    last_failure: AtomicU64,
 }
+
+/// A budget is whole again this long after its last failure (quotas are per
+/// minute, bursts as large).
+const REFILLED_MS: u64 = 60_000;
+/// How often, at most, whole budgets are dropped (on a failure).
+const SWEEP_MS: u64 = 10_000;
 
 /// One map of budgets.
 struct Budgets<K> {
     slots: Lru<K, Arc<Slot>>,
     quota: Quota,
+    /// When whole budgets were last dropped: without it, memory would climb
+    /// to the capacity under ordinary churn (every refused dead credential).
+    swept_at: AtomicU64,
 }
 
 impl<K: Eq + std::hash::Hash + Clone> Budgets<K> {
     fn new(per_minute: NonZeroU32, capacity: usize) -> Budgets<K> {
-        Budgets { slots: Lru::new(capacity.max(1)), quota: Quota::per_minute(per_minute) }
+        Budgets { slots: Lru::new(capacity.max(1)), quota: Quota::per_minute(per_minute), swept_at: AtomicU64::new(0) }
     }
 
     fn blocked(&self, k: &K, now: u64) -> Option<Duration> {
@@ -95,15 +107,33 @@ impl<K: Eq + std::hash::Hash + Clone> Budgets<K> {
             Ok::<_, std::convert::Infallible>(Arc::new(Slot {
                 limiter: RateLimiter::direct(quota),
                 blocked_until: AtomicU64::new(0),
+                last_failure: AtomicU64::new(0),
             }))
         });
         let Ok(slot) = slot;
+        let now = mono_ms();
+        slot.last_failure.store(now, Ordering::Relaxed);
+        self.sweep(now);
         if let Err(not_until) = slot.limiter.check() {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             // At least 1 ms, so the block is visible at once.
             let until = mono_ms() + (wait.as_millis() as u64).max(1);
             slot.blocked_until.fetch_max(until, Ordering::Relaxed);
         }
+    }
+
+    /// Drops whole, unblocked budgets, at most every [`SWEEP_MS`].
+    fn sweep(&self, now: u64) {
+        let last = self.swept_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < SWEEP_MS
+            || self.swept_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        self.slots.retain(|_, s| {
+            now.saturating_sub(s.last_failure.load(Ordering::Relaxed)) < REFILLED_MS
+                || s.blocked_until.load(Ordering::Relaxed) > now
+        });
     }
 
     fn len(&self) -> usize {
@@ -198,6 +228,24 @@ mod tests {
         assert!(t.retry_after > Duration::from_secs(15) && t.retry_after <= Duration::from_secs(20), "{t:?}");
         assert!(g.check(None, Some(other)).is_ok(), "budgets are per id");
         assert!(g.check(Some([127, 0, 0, 1].into()), None).is_ok(), "no peer budget configured");
+    }
+
+    #[test]
+    fn whole_budgets_are_dropped() {
+        let b: Budgets<Uuid> = Budgets::new(NonZeroU32::new(3).unwrap(), 100);
+        for _ in 0..10 {
+            b.fail(&Uuid::new_v4());
+        }
+        let spent = Uuid::new_v4();
+        for _ in 0..4 {
+            b.fail(&spent);
+        }
+        assert!(b.blocked(&spent, mono_ms()).is_some());
+        let now = mono_ms();
+        b.sweep(now + SWEEP_MS);
+        assert_eq!(b.len(), 11, "nothing is whole within a minute");
+        b.sweep(now + 2 * SWEEP_MS + REFILLED_MS);
+        assert_eq!(b.len(), 0, "a minute after the last failure every budget is whole");
     }
 
     #[test]
