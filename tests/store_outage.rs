@@ -403,7 +403,9 @@ async fn writes_wait_for_a_replica_and_fail_unavailable_when_it_does_not_acknowl
     let master = RedisServer::start();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
     replica_online(&master).await;
-    let wait = WaitReplicas { replicas: 1, timeout: Duration::from_millis(300) };
+    // Generous: on a loaded 2-core machine a live replica's ack took over
+    // 300 ms once (seen in CI); the frozen case waits this long per write.
+    let wait = WaitReplicas { replicas: 1, timeout: Duration::from_millis(1500) };
     let opts = RedisOptions { wait_replicas: Some(wait), ..RedisOptions::default() };
     let store = RedisStore::connect(&master.url(), opts.clone()).await.expect("store with WAIT");
     let a = Authd::start_configured(Redis::Server(master), opts, |a| a).await;
