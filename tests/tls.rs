@@ -13,8 +13,8 @@ use cred_core::Authority;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_proto::authd::v1 as pb;
 use cred_proto::introspect::v1 as ipb;
-use cred_proto::serve::ServeOptions;
-use cred_proto::tls::ServerTls;
+use cred_serve::serve::ServeOptions;
+use cred_serve::tls::ServerTls;
 use cred_tests::authd::authed;
 use cred_tests::{Authd, RedisServer, assert_eventually};
 use introspect::{Verifier, VerifyOptions};
@@ -180,7 +180,7 @@ async fn authd_tls(redis: &RedisServer, tls: ServerTls) -> (Running, String) {
         let shutdown = async {
             let _ = stopped.await;
         };
-        authd::server::run_with(listener, authority, operators, shutdown, opts).await.expect("authd serves");
+        authd::server::run(listener, authority, operators, opts, shutdown).await.expect("authd serves");
     });
     (Running { addr, health_addr, stop: Some(stop) }, operator)
 }
@@ -194,7 +194,7 @@ async fn introspect_tls(redis_url: &str, tls: ServerTls) -> Running {
         let shutdown = async {
             let _ = stopped.await;
         };
-        introspect::server::run_with(listener, verifier, shutdown, opts).await.expect("introspect serves");
+        introspect::server::run(listener, verifier, opts, shutdown).await.expect("introspect serves");
     });
     Running { addr, health_addr, stop: Some(stop) }
 }
@@ -327,7 +327,7 @@ async fn admin_rpcs_need_a_client_certificate_and_the_operator_key() {
     assert!(!c.into_inner().token.is_empty());
 }
 
-fn err_of(r: Result<Option<ServerTls>, cred_proto::tls::TlsError>) -> String {
+fn err_of(r: Result<Option<ServerTls>, cred_serve::tls::TlsError>) -> String {
     r.expect_err("a bad TLS setting was accepted").to_string()
 }
 

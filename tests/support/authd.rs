@@ -92,7 +92,7 @@ impl Authd {
         let authority = configure(Authority::new(store).with_api_key_cache(CacheOptions::default()));
         let cache = authority.api_key_cache().cloned().expect("cache on");
         let server = tokio::spawn(async move {
-            authd::server::run(listener, authority, ops, async {
+            authd::server::run(listener, authority, ops, cred_serve::serve::ServeOptions::default(), async {
                 let _ = stopped.await;
             })
             .await

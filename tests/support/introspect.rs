@@ -39,7 +39,7 @@ impl Replica {
         let (stop, stopped) = oneshot::channel::<()>();
         let v = verifier.clone();
         tokio::spawn(async move {
-            introspect::server::run(listener, v, async {
+            introspect::server::run(listener, v, cred_serve::serve::ServeOptions::default(), async {
                 let _ = stopped.await;
             })
             .await

@@ -6,6 +6,7 @@ use cred_core::model::Scopes;
 use cred_core::store::Store;
 use cred_proto::authd::v1 as pb;
 use cred_proto::authd::v1::admin_service_server::AdminService;
+use cred_proto::convert::{millis, timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::auth::OperatorAuth;
@@ -62,7 +63,7 @@ impl<S: Store> AdminService for AdminApi<S> {
             env: convert::env("environment", r.environment).map_err(to_status)?,
             name: r.name,
             scopes: Scopes::parse(r.scopes.iter().map(String::as_str)).map_err(to_status)?,
-            expires_at: convert::timestamp_ms("expire_time", r.expire_time).map_err(to_status)?,
+            expires_at: millis("expire_time", r.expire_time).map_err(to_status)?,
         };
         let issued = self.authority.create_api_key(&actor, new).await.map_err(to_status)?;
         Ok(Response::new(pb::CreateApiKeyResponse {
@@ -107,7 +108,7 @@ impl<S: Store> AdminService for AdminApi<S> {
         Ok(Response::new(pb::RollApiKeyResponse {
             api_key: Some(convert::api_key(rolled.new.record)),
             secret: rolled.new.token,
-            old_key_expire_time: Some(convert::ts(rolled.old_expires_at)),
+            old_key_expire_time: Some(timestamp(rolled.old_expires_at)),
         }))
     }
 
@@ -118,7 +119,7 @@ impl<S: Store> AdminService for AdminApi<S> {
         let actor = self.operators.check(&req).map_err(to_status)?;
         let r = req.into_inner();
         let tenant = tenant_id(&r.tenant_id)?;
-        let before = convert::timestamp_ms("issued_before", r.issued_before).map_err(to_status)?;
+        let before = millis("issued_before", r.issued_before).map_err(to_status)?;
         let t = self.authority.revoke_tenant_before(&actor, tenant, before).await.map_err(to_status)?;
         Ok(Response::new(pb::RevokeTenantCredentialsResponse { tenant: Some(convert::tenant(t)) }))
     }

@@ -1,10 +1,12 @@
-//! Wire ↔ domain conversions. Prost types go no further than this module
-//! and the service files; every field is validated here or in the domain,
-//! and a bad one is an error naming it.
+//! Wire ↔ domain conversions of authd's messages (those both services make,
+//! `Timestamp` and `Environment`, are `cred_proto::convert`'s). Prost types
+//! go no further than this module and the service files; every field is
+//! validated here or in the domain, and a bad one is an error naming it.
 
 use cred_core::Error;
 use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Millis, Session, Tenant};
 use cred_proto::authd::v1 as pb;
+use cred_proto::convert::timestamp as ts;
 use uuid::Uuid;
 
 /// Parses a UUID field.
@@ -17,18 +19,10 @@ pub fn uuid(field: &'static str, s: &str) -> Result<Uuid, Error> {
 
 /// Parses an environment field; UNSPECIFIED and unknown values are refused.
 pub fn env(field: &'static str, v: i32) -> Result<Environment, Error> {
-    match pb::Environment::try_from(v) {
-        Ok(pb::Environment::Production) => Ok(Environment::Production),
-        Ok(pb::Environment::Test) => Ok(Environment::Test),
-        _ => Err(Error::invalid(field, "must be ENVIRONMENT_PRODUCTION or ENVIRONMENT_TEST")),
-    }
-}
-
-fn env_to_pb(e: Environment) -> pb::Environment {
-    match e {
-        Environment::Production => pb::Environment::Production,
-        Environment::Test => pb::Environment::Test,
-    }
+    pb::Environment::try_from(v)
+        .ok()
+        .and_then(Option::from)
+        .ok_or_else(|| Error::invalid(field, "must be ENVIRONMENT_PRODUCTION or ENVIRONMENT_TEST"))
 }
 
 /// An optional Duration field in milliseconds; negative or malformed ones are
@@ -43,20 +37,6 @@ pub fn duration_ms(field: &'static str, d: Option<prost_types::Duration>) -> Res
         .and_then(|ms| ms.checked_add(i64::from(d.nanos / 1_000_000)))
         .map(Some)
         .ok_or_else(|| Error::invalid(field, "is too long"))
-}
-
-/// An optional Timestamp field in milliseconds since the epoch.
-pub fn timestamp_ms(field: &'static str, t: Option<prost_types::Timestamp>) -> Result<Option<Millis>, Error> {
-    let Some(t) = t else { return Ok(None) };
-    if !(0..1_000_000_000).contains(&t.nanos) || !(0..=253_402_300_799).contains(&t.seconds) {
-        return Err(Error::invalid(field, "must be a valid timestamp between 1970 and 9999"));
-    }
-    Ok(Some(t.seconds * 1000 + i64::from(t.nanos / 1_000_000)))
-}
-
-/// Milliseconds since the epoch as a Timestamp.
-pub fn ts(ms: Millis) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
 fn dur(ms: Millis) -> prost_types::Duration {
@@ -78,7 +58,7 @@ pub fn api_key(k: ApiKey) -> pb::ApiKey {
     pb::ApiKey {
         key_id: k.id.to_string(),
         tenant_id: k.tenant_id.to_string(),
-        environment: env_to_pb(k.env).into(),
+        environment: pb::Environment::from(k.env).into(),
         name: k.name,
         scopes: k.scopes.names().into_iter().map(str::to_string).collect(),
         create_time: Some(ts(k.created_at)),
@@ -91,7 +71,7 @@ pub fn client(c: Client) -> pb::Client {
     pb::Client {
         client_id: c.id.to_string(),
         tenant_id: c.tenant_id.to_string(),
-        environment: env_to_pb(c.env).into(),
+        environment: pb::Environment::from(c.env).into(),
         labels: c.labels.into_iter().collect(),
         create_time: Some(ts(c.created_at)),
     }
@@ -132,6 +112,5 @@ mod tests {
         assert_eq!(env("environment", 2).unwrap(), Environment::Test);
         assert!(duration_ms("grace_period", Some(prost_types::Duration { seconds: -1, nanos: 0 })).is_err());
         assert_eq!(duration_ms("x", Some(prost_types::Duration { seconds: 2, nanos: 5_000_000 })).unwrap(), Some(2005));
-        assert_eq!(timestamp_ms("t", Some(ts(1_700_000_000_123))).unwrap(), Some(1_700_000_000_123));
     }
 }

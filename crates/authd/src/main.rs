@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use authd::auth::OperatorAuth;
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use cred_core::Authority;
 use cred_core::cache::CacheOptions;
 use cred_core::guard::GuardOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::redis::{RedisOptions, WaitReplicas};
-use cred_core::store::{Instrumented, MemoryStore, RedisStore, RedisTarget, Store};
-use cred_proto::limits::Limits;
-use cred_proto::serve::ServeOptions;
+use cred_core::store::{Instrumented, MemoryStore, RedisStore, Store};
+use cred_serve::args::{HealthArgs, LimitArgs, RedisArgs, TlsArgs, env_prefix, serve_options};
+use cred_serve::limits::Limits;
+use cred_serve::serve::ServeOptions;
 use cred_telemetry::LogFormat;
 use tokio::net::TcpListener;
 
@@ -39,21 +40,12 @@ enum Cmd {
 }
 
 #[derive(Args)]
-// Exactly one store setting: both or neither fails at start, naming them.
-#[command(group(ArgGroup::new("redis").required(true).args(["redis_url", "redis_cluster_nodes"])))]
 struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "AUTHD_LISTEN", default_value = "0.0.0.0:50051")]
     listen: SocketAddr,
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0. Exactly one of this and
-    /// --redis-cluster-nodes.
-    #[arg(long, env = "AUTHD_REDIS_URL")]
-    redis_url: Option<String>,
-    /// Redis Cluster seed nodes, comma-separated, e.g.
-    /// redis://10.0.0.1:6379,redis://10.0.0.2:6379 (the rest of the cluster
-    /// is discovered from them). Exactly one of this and --redis-url.
-    #[arg(long, env = "AUTHD_REDIS_CLUSTER_NODES", value_delimiter = ',')]
-    redis_cluster_nodes: Option<Vec<String>>,
+    #[command(flatten)]
+    redis: RedisArgs,
     #[command(flatten)]
     secret: SecretArgs,
     /// File of allowed operator key ids, one per line (`#` comments).
@@ -81,65 +73,23 @@ struct ServeArgs {
     drain_timeout_ms: u64,
     #[command(flatten)]
     tls: TlsArgs,
-    #[command(flatten)]
-    limits: LimitArgs,
-}
-
-#[derive(Args)]
-struct TlsArgs {
-    /// PEM certificate chain: serve TLS (needs --tls-key-file).
-    #[arg(long, env = "AUTHD_TLS_CERT_FILE")]
-    tls_cert_file: Option<PathBuf>,
-    /// PEM private key of --tls-cert-file.
-    #[arg(long, env = "AUTHD_TLS_KEY_FILE")]
-    tls_key_file: Option<PathBuf>,
     /// PEM CA for admin mTLS (needs TLS): AdminService calls also need a
     /// client certificate it issued, besides the operator key (else
     /// UNAUTHENTICATED). Client certificates stay optional for the other
     /// services.
     #[arg(long, env = "AUTHD_ADMIN_CLIENT_CA_FILE")]
     admin_client_ca_file: Option<PathBuf>,
-    /// Also serve grpc.health.v1 alone, in plaintext, on this address: for
-    /// Kubernetes gRPC probes, which cannot speak TLS.
-    #[arg(long, env = "AUTHD_HEALTH_LISTEN")]
-    health_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    health: HealthArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    budgets: BudgetArgs,
 }
 
-impl TlsArgs {
-    /// The TLS setting and the health listener, or the setting at fault.
-    async fn load(&self, drain: Duration, limits: Limits) -> Result<ServeOptions, String> {
-        let tls = cred_proto::tls::ServerTls::from_flags(
-            self.tls_cert_file.as_deref(),
-            self.tls_key_file.as_deref(),
-            self.admin_client_ca_file.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
-        let health_listener = match self.health_listen {
-            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| format!("--health-listen {a}: {e}"))?),
-            None => None,
-        };
-        Ok(ServeOptions { drain, tls, health_listener, limits })
-    }
-}
-
-/// Request limits and failed-authentication budgets (README "Limits").
+/// Failed-authentication budgets (README "Limits").
 #[derive(Args)]
-struct LimitArgs {
-    /// Largest request message, in bytes; a larger one is refused
-    /// RESOURCE_EXHAUSTED before it is read (at most 4194304).
-    #[arg(long, env = "AUTHD_MAX_REQUEST_BYTES", default_value_t = 65_536)]
-    max_request_bytes: usize,
-    /// Largest header list (all metadata) of a call, in bytes; a larger one
-    /// is answered HTTP 431 (far larger: the connection is closed).
-    #[arg(long, env = "AUTHD_MAX_HEADER_LIST_BYTES", default_value_t = 16_384)]
-    max_header_list_bytes: u32,
-    /// Most calls in flight on one connection (HTTP/2 max concurrent streams).
-    #[arg(long, env = "AUTHD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
-    max_concurrent_streams: u32,
-    /// Longest a call may run, in milliseconds; past it the call ends
-    /// CANCELLED.
-    #[arg(long, env = "AUTHD_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
-    request_timeout_ms: u64,
+struct BudgetArgs {
     /// Failed authentications allowed per credential id per minute (and in
     /// a burst); past it the id's attempts get RESOURCE_EXHAUSTED with no
     /// store command. 0: no limit.
@@ -156,20 +106,13 @@ struct LimitArgs {
     failed_auth_tracked: usize,
 }
 
-impl LimitArgs {
-    /// The request limits; checks every limit flag.
-    fn limits(&self) -> Result<Limits, String> {
+impl BudgetArgs {
+    /// The request limits of `limits`; checks every limit flag.
+    fn limits(&self, limits: &LimitArgs) -> Result<Limits, String> {
         if self.failed_auth_tracked == 0 {
             return Err("--failed-auth-tracked: must be positive".into());
         }
-        let l = Limits {
-            max_request_bytes: self.max_request_bytes,
-            max_header_list_bytes: self.max_header_list_bytes,
-            max_concurrent_streams: self.max_concurrent_streams,
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
-        };
-        l.validate().map_err(|e| e.to_string())?;
-        Ok(l)
+        limits.limits()
     }
 
     fn guard<S: Store>(&self, a: Authority<S>) -> Authority<S> {
@@ -244,6 +187,8 @@ struct DevArgs {
     cache: CacheArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    budgets: BudgetArgs,
 }
 
 #[derive(Subcommand)]
@@ -256,7 +201,11 @@ enum OperatorKeyCmd {
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    // The shared flags get authd's env var names (AUTHD_MAX_REQUEST_BYTES, ...).
+    let cmd = Cli::command()
+        .mut_subcommand("serve", |c| env_prefix(c, "AUTHD"))
+        .mut_subcommand("dev", |c| env_prefix(c, "AUTHD"));
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(*a).await,
         Cmd::Dev(a) => dev(a).await,
@@ -303,12 +252,13 @@ async fn serve_with(a: ServeArgs) -> Result<(), String> {
         (_, 0) => return Err("--redis-wait-timeout-ms (AUTHD_REDIS_WAIT_TIMEOUT_MS) must be at least 1".into()),
         (replicas, ms) => Some(WaitReplicas { replicas, timeout: Duration::from_millis(ms) }),
     };
-    let limits = a.limits.limits()?;
-    let opts = a.tls.load(Duration::from_millis(a.drain_timeout_ms), limits).await?;
+    let limits = a.budgets.limits(&a.limits)?;
+    let drain = Duration::from_millis(a.drain_timeout_ms);
+    let opts = serve_options(&a.tls, a.admin_client_ca_file.as_deref(), &a.health, drain, limits).await?;
     let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);
-    let (target, flag) = redis_target(a.redis_url, a.redis_cluster_nodes)?;
+    let (target, flag) = a.redis.target()?;
     let store = RedisStore::open(
         &target,
         RedisOptions { response_timeout: timeout, connection_timeout: timeout, wait_replicas },
@@ -319,18 +269,8 @@ async fn serve_with(a: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = opts.tls.is_some(), "authd serving");
-    let authority = a.limits.guard(a.cache.apply(Authority::new(instrumented(store))));
+    let authority = a.budgets.guard(a.cache.apply(Authority::new(instrumented(store))));
     run(listener, authority, operators, opts).await
-}
-
-/// The store's target from the two exclusive settings (clap enforces
-/// exactly one), with the flag to name in errors.
-fn redis_target(url: Option<String>, nodes: Option<Vec<String>>) -> Result<(RedisTarget, &'static str), String> {
-    match (url, nodes) {
-        (Some(url), None) => Ok((RedisTarget::Standalone(url), "--redis-url")),
-        (None, Some(nodes)) => Ok((RedisTarget::Cluster(nodes), "--redis-cluster-nodes")),
-        _ => Err("exactly one of --redis-url and --redis-cluster-nodes is required".into()),
-    }
 }
 
 async fn dev(a: DevArgs) -> Result<(), String> {
@@ -344,16 +284,16 @@ async fn dev_serve(a: DevArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (secret, _) = OperatorSecret::generate();
-    let limits = a.limits.limits()?;
+    let limits = a.budgets.limits(&a.limits)?;
     match a.redis_url {
         Some(url) => {
             let store =
                 RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
-            let authority = a.limits.guard(a.cache.apply(Authority::new(instrumented(store))));
+            let authority = a.budgets.guard(a.cache.apply(Authority::new(instrumented(store))));
             dev_with(listener, addr, authority, secret, &url, limits).await
         }
         None => {
-            let authority = a.limits.guard(a.cache.apply(Authority::new(instrumented(MemoryStore::new()))));
+            let authority = a.budgets.guard(a.cache.apply(Authority::new(instrumented(MemoryStore::new()))));
             dev_with(listener, addr, authority, secret, "in-memory", limits).await
         }
     }
@@ -370,7 +310,7 @@ async fn dev_with<S: Store>(
     let setup = authd::dev::bootstrap(&authority, &secret).await.map_err(|e| format!("dev setup: {e}"))?;
     let operators = OperatorAuth::new(secret, Allowlist::of([setup.operator_key_id]));
     println!("{}", authd::dev::banner(&setup, addr, store));
-    let opts = ServeOptions { limits, ..ServeOptions::new(authd::server::DRAIN) };
+    let opts = ServeOptions { limits, ..ServeOptions::default() };
     run(listener, authority, operators, opts).await
 }
 
@@ -382,10 +322,10 @@ async fn run<S: Store>(
 ) -> Result<(), String> {
     let drain = opts.drain;
     let shutdown = async {
-        cred_proto::serve::shutdown_signal().await;
+        cred_serve::serve::shutdown_signal().await;
         tracing::info!(?drain, "shutting down: NOT_SERVING, draining calls in flight");
     };
-    authd::server::run_with(listener, authority, operators, shutdown, opts).await.map_err(|e| e.to_string())?;
+    authd::server::run(listener, authority, operators, opts, shutdown).await.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }

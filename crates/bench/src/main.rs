@@ -325,7 +325,7 @@ async fn figure_a(url: &str, admin: &mut MultiplexedConnection, port: u16) -> Re
         let _ = addr_tx.send(listener.local_addr().map_err(|e| format!("authd address: {e}"))?);
         let operators = OperatorAuth::new(secret, Allowlist::of([operator_id]));
         let authority = Authority::new(store).with_api_key_cache(authd_cache_options());
-        authd::server::run(listener, authority, operators, async move {
+        authd::server::run(listener, authority, operators, cred_serve::serve::ServeOptions::default(), async move {
             let _ = stopped.await;
         })
         .await
@@ -653,7 +653,7 @@ fn authd_note() -> String {
     format!(
         "in-process on its own runtime ({AUTHD_THREADS} threads), as the authd binary runs it: API key cache on \
          (capacity {}, max age {} s; push listener started by authd::server::run), TCP_NODELAY on accepted \
-         connections (cred_proto::serve::incoming)",
+         connections (cred_serve::serve::incoming)",
         c.capacity,
         c.max_age.as_secs()
     )

@@ -55,6 +55,10 @@ pub enum Error {
     /// The credential lacks a scope.
     #[error("API key lacks scope {0}")]
     PermissionDenied(&'static str),
+    /// A usable credential that is not what the caller required (introspect's
+    /// required scopes); the message says what is missing.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// No such object visible to the caller.
     #[error("{0} not found")]
     NotFound(&'static str),

@@ -2,17 +2,18 @@
 //! parse → known-bad? → cache or one store read → the shared checks →
 //! requirements → coalesced activity.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cred_core::InvalidReason;
-use cred_core::guard::{FailureGuard, GuardOptions, Throttled};
+use cred_core::guard::{FailureGuard, GuardOptions};
 use cred_core::model::{Environment, Millis, Scopes, now_ms, sliding_expiry};
 use cred_core::store::{Store, StoreError};
 use cred_core::token::{SecretHash, Token, TokenKind};
 use cred_core::verify::{SessionView, check_api_key, check_session, check_session_view};
+use cred_core::{Error, InvalidReason};
 
 use cred_core::cache::{Cache, CacheOptions, CacheStats, CachedSession, Entry, Key, Record, mono_ms};
 
@@ -53,39 +54,60 @@ pub struct Requirements {
     pub passive: bool,
 }
 
-/// Why a verify did not succeed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum VerifyError {
-    /// The credential is unusable.
-    #[error("invalid credential ({0})")]
-    Invalid(InvalidReason),
-    /// Valid, but lacks what the caller required.
-    #[error("{0}")]
-    Forbidden(&'static str),
-    /// The store could not answer in time; never "valid".
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Too many recent failed verifies of this token id (or from this
-    /// caller): refused before any store command.
-    #[error("too many failed verifies ({})", .0.spent.as_str())]
-    Throttled(Throttled),
-}
-
-impl From<StoreError> for VerifyError {
-    fn from(e: StoreError) -> Self {
-        VerifyError::Unavailable(e.to_string())
-    }
-}
-
-/// A successful verify.
+/// A successful verify: who the credential is, as the answer needs it (a
+/// copy, not the cache's entry, so callers see no cache internals).
 #[derive(Debug)]
 pub struct Verified {
+    /// Session, test client key or API key.
     pub kind: TokenKind,
     /// The credential's ids: (client, session) or (tenant, API key).
     pub key: Key,
-    pub entry: Arc<Entry>,
+    /// The tenant that owns it.
+    pub tenant_id: uuid::Uuid,
+    /// Its environment.
+    pub env: Environment,
+    /// An API key's scopes (empty: every scope); empty for sessions.
+    pub scopes: Scopes,
+    /// The client's labels (sessions); empty, and unallocated, for API keys
+    /// and unlabelled clients.
+    pub labels: HashMap<String, String>,
+    /// When it was made.
+    pub created_at: Millis,
     /// Expiry after this use (`None`: never).
     pub expires_at: Option<Millis>,
+    /// A session's hard cap (`None` for test client keys and API keys).
+    pub cap: Option<Millis>,
+}
+
+impl Verified {
+    /// The answer of a verify of `key` that found `entry`.
+    fn of(kind: TokenKind, key: Key, entry: &Entry, expires_at: Option<Millis>) -> Verified {
+        let tenant_id = entry.tenant.id;
+        match &entry.record {
+            Record::Session(s) => Verified {
+                kind,
+                key,
+                tenant_id,
+                env: s.env,
+                scopes: Scopes::default(),
+                labels: s.labels.iter().flat_map(|l| l.iter()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                created_at: s.created_at,
+                expires_at,
+                cap: s.cap,
+            },
+            Record::ApiKey(k) => Verified {
+                kind,
+                key,
+                tenant_id,
+                env: k.env,
+                scopes: k.scopes,
+                labels: HashMap::new(),
+                created_at: k.created_at,
+                expires_at,
+                cap: None,
+            },
+        }
+    }
 }
 
 struct Inner<S> {
@@ -106,8 +128,8 @@ impl<S> Clone for Verifier<S> {
     }
 }
 
-fn invalid(r: InvalidReason) -> VerifyError {
-    VerifyError::Invalid(r)
+fn invalid(r: InvalidReason) -> Error {
+    Error::InvalidCredential(r)
 }
 
 impl<S: Store> Verifier<S> {
@@ -134,7 +156,7 @@ impl<S: Store> Verifier<S> {
     }
 
     /// Verifies a presented credential.
-    pub async fn verify(&self, text: &str, req: &Requirements) -> Result<Verified, VerifyError> {
+    pub async fn verify(&self, text: &str, req: &Requirements) -> Result<Verified, Error> {
         self.verify_from(text, req, None).await
     }
 
@@ -142,12 +164,7 @@ impl<S: Store> Verifier<S> {
     /// budgets: a spent budget refuses before a store read, but a cached
     /// credential is still checked (so the real token keeps working while
     /// its id is under attack).
-    pub async fn verify_from(
-        &self,
-        text: &str,
-        req: &Requirements,
-        peer: Option<IpAddr>,
-    ) -> Result<Verified, VerifyError> {
+    pub async fn verify_from(&self, text: &str, req: &Requirements, peer: Option<IpAddr>) -> Result<Verified, Error> {
         // 1. Typos and garbage are refused here, with no store command.
         let token = Token::parse(text).map_err(|_| invalid(InvalidReason::Malformed))?;
         if req.env.is_some_and(|e| e != token.env) {
@@ -166,7 +183,7 @@ impl<S: Store> Verifier<S> {
             _ => {
                 // A spent failure budget: no store read.
                 if let Some(g) = &self.inner.guard {
-                    g.check(peer, Some(token.id)).map_err(VerifyError::Throttled)?;
+                    g.check(peer, Some(token.id)).map_err(Error::Throttled)?;
                 }
                 self.load(&token, &hash, key).await.inspect_err(|e| self.failed(e, peer, token.id))?
             }
@@ -182,28 +199,28 @@ impl<S: Store> Verifier<S> {
         if let Some(want) = req.scopes {
             match &entry.record {
                 Record::ApiKey(k) if k.scopes.allows_all(want) => {}
-                Record::ApiKey(_) => return Err(VerifyError::Forbidden("the API key lacks a required scope")),
+                Record::ApiKey(_) => return Err(Error::Forbidden("the API key lacks a required scope")),
                 Record::Session(_) => {
-                    return Err(VerifyError::Forbidden("scopes were required of a session token"));
+                    return Err(Error::Forbidden("scopes were required of a session token"));
                 }
             }
         }
         // 6. Activity slides the expiry; writes are coalesced.
         let expires_at =
             if req.passive { entry.expires_at.load(Ordering::Relaxed) } else { self.touch(&entry, key, now) };
-        Ok(Verified { kind: token.kind, key, entry, expires_at: (expires_at != Millis::MAX).then_some(expires_at) })
+        Ok(Verified::of(token.kind, key, &entry, (expires_at != Millis::MAX).then_some(expires_at)))
     }
 
     /// Draws on the failure budgets for a refused credential.
-    fn failed(&self, e: &VerifyError, peer: Option<IpAddr>, id: uuid::Uuid) {
-        if let (VerifyError::Invalid(reason), Some(g)) = (e, &self.inner.guard) {
+    fn failed(&self, e: &Error, peer: Option<IpAddr>, id: uuid::Uuid) {
+        if let (Error::InvalidCredential(reason), Some(g)) = (e, &self.inner.guard) {
             g.refused(peer, id, *reason);
         }
     }
 
     /// Loads a credential's records in one store round trip (plus one for
     /// its tenant when that is not cached), within the deadline.
-    async fn load(&self, token: &Token, hash: &SecretHash, key: Key) -> Result<Arc<Entry>, VerifyError> {
+    async fn load(&self, token: &Token, hash: &SecretHash, key: Key) -> Result<Arc<Entry>, Error> {
         let started = mono_ms();
         let load = async {
             let now = now_ms();
@@ -234,8 +251,8 @@ impl<S: Store> Verifier<S> {
             }
         };
         let entry = match tokio::time::timeout(self.inner.opts.deadline, load).await {
-            Err(_) => return Err(VerifyError::Unavailable("store deadline exceeded".into())),
-            Ok(Err(VerifyError::Invalid(r))) => {
+            Err(_) => return Err(StoreError::Unavailable("store deadline exceeded".into()).into()),
+            Ok(Err(Error::InvalidCredential(r))) => {
                 self.inner.cache.insert_negative(*hash, r);
                 return Err(invalid(r));
             }
@@ -245,7 +262,7 @@ impl<S: Store> Verifier<S> {
         Ok(entry)
     }
 
-    async fn tenant(&self, id: uuid::Uuid, started: u64) -> Result<Option<Arc<cred_core::model::Tenant>>, VerifyError> {
+    async fn tenant(&self, id: uuid::Uuid, started: u64) -> Result<Option<Arc<cred_core::model::Tenant>>, Error> {
         if let Some(t) = self.inner.cache.tenant(id) {
             return Ok(Some(t));
         }
@@ -349,10 +366,10 @@ mod tests {
         let real = Token::parse(&cst).unwrap();
         let forged = Token::mint(real.kind, real.env, real.route, real.id).expose();
         let req = Requirements::default();
-        assert!(matches!(v.verify(&forged, &req).await, Err(VerifyError::Invalid(InvalidReason::Unknown))));
+        assert!(matches!(v.verify(&forged, &req).await, Err(Error::InvalidCredential(InvalidReason::Unknown))));
         assert!(v.verify(&cst, &req).await.is_ok(), "refusal of a forged secret was cached by id");
         // And with the real one cached, the forged one is still refused.
-        assert!(matches!(v.verify(&forged, &req).await, Err(VerifyError::Invalid(InvalidReason::Unknown))));
+        assert!(matches!(v.verify(&forged, &req).await, Err(Error::InvalidCredential(InvalidReason::Unknown))));
     }
 
     #[tokio::test]
@@ -364,13 +381,13 @@ mod tests {
         }
         let req = Requirements::default();
         let ok = v.verify(&cst, &req).await.unwrap();
-        assert!(matches!(ok.entry.record, Record::Session(_)));
+        assert_eq!(ok.kind, TokenKind::Session);
         assert!(v.verify(&key, &req).await.is_ok());
         auth.store().revoke_session(ok.key.0, ok.key.1).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             match v.verify(&cst, &req).await {
-                Err(VerifyError::Invalid(InvalidReason::Revoked)) => break,
+                Err(Error::InvalidCredential(InvalidReason::Revoked)) => break,
                 Ok(_) => assert!(std::time::Instant::now() < deadline, "revocation never reached the cache"),
                 Err(e) => panic!("{e:?}"),
             }
@@ -396,10 +413,10 @@ mod tests {
     async fn requirements() {
         let (_, v, key, cst) = setup().await;
         let prod = Requirements { env: Some(Environment::Production), ..Default::default() };
-        assert!(matches!(v.verify(&key, &prod).await, Err(VerifyError::Invalid(InvalidReason::EnvMismatch))));
+        assert!(matches!(v.verify(&key, &prod).await, Err(Error::InvalidCredential(InvalidReason::EnvMismatch))));
         let scoped = Requirements { scopes: Some(Scopes::parse(["clients.read"]).unwrap()), ..Default::default() };
         assert!(v.verify(&key, &scoped).await.is_ok(), "a key without scopes holds all");
-        assert!(matches!(v.verify(&cst, &scoped).await, Err(VerifyError::Forbidden(_))));
-        assert!(matches!(v.verify("x", &scoped).await, Err(VerifyError::Invalid(InvalidReason::Malformed))));
+        assert!(matches!(v.verify(&cst, &scoped).await, Err(Error::Forbidden(_))));
+        assert!(matches!(v.verify("x", &scoped).await, Err(Error::InvalidCredential(InvalidReason::Malformed))));
     }
 }

@@ -1,15 +1,19 @@
 //! The wire contract of authd and introspect: prost/tonic types
 //! generated from `proto/` at build time, the encoded descriptor set for
-//! server reflection, and the codec every generated service uses.
+//! server reflection, the codec every generated service uses, and the
+//! conversions between wire and domain types that both services need.
 //!
-//! Nothing here knows of the domain; conversions live at each service's gRPC
-//! edge.
+//! Layout, one sentence a module (a module uses only those below it):
+//! - `convert`: `Timestamp` ↔ `Millis` and wire ↔ domain `Environment`,
+//!   written once beside the generated types;
+//! - `authd::v1`, `introspect::v1`: the generated modules (`build.rs`);
+//! - `codec`: prost's codec, with an undecodable request INVALID_ARGUMENT.
+//!
+//! Serving (TLS, limits, health, drain) is `cred-serve`'s.
 #![forbid(unsafe_code)]
 
 pub mod codec;
-pub mod limits;
-pub mod serve;
-pub mod tls;
+pub mod convert;
 
 /// `authd.v1`: the credential issuing API.
 pub mod authd {

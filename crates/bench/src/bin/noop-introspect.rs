@@ -3,8 +3,8 @@
 //! Serves `introspect.v1.IntrospectService/Verify` with the same stack as the
 //! real `introspect` binary (tonic `Server`, the same generated service and
 //! codec, `grpc.health.v1`, reflection v1 + v1alpha through
-//! `cred_proto::serve::with_reflection`, a multi-threaded tokio runtime,
-//! `TCP_NODELAY` on accepted connections through `cred_proto::serve::incoming`,
+//! `cred_serve::serve::with_reflection`, a multi-threaded tokio runtime,
+//! `TCP_NODELAY` on accepted connections through `cred_serve::serve::incoming`,
 //! `serve_with_incoming_shutdown`) and answers every request with one fixed `VerifyResponse` shaped like a
 //! real session answer, doing nothing else. The same h2load body drives both.
 //!
@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 use cred_proto::introspect::v1 as pb;
 use cred_proto::introspect::v1::introspect_service_server::{IntrospectService, IntrospectServiceServer};
-use cred_proto::serve::{incoming, with_reflection};
+use cred_serve::serve::{incoming, with_reflection};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
@@ -74,7 +74,7 @@ async fn main() {
     let router = with_reflection(Server::builder().add_service(health_service))
         .unwrap_or_else(|e| fail(&e.to_string()))
         .add_service(IntrospectServiceServer::new(Noop { answer: fixed_answer() }));
-    if let Err(e) = router.serve_with_incoming_shutdown(incoming(listener), cred_proto::serve::shutdown_signal()).await
+    if let Err(e) = router.serve_with_incoming_shutdown(incoming(listener), cred_serve::serve::shutdown_signal()).await
     {
         fail(&format!("transport: {e}"));
     }

@@ -258,9 +258,15 @@ impl Env {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("authd: {e}"))?;
             let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string())?);
             let operators = OperatorAuth::new(secret, Allowlist::of([operator_id]));
-            authd::server::run(listener, Authority::new(store), operators, async move {
-                let _ = stopped.await;
-            })
+            authd::server::run(
+                listener,
+                Authority::new(store),
+                operators,
+                cred_serve::serve::ServeOptions::default(),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
             .await
             .map_err(|e| format!("authd stopped: {e}"))
         });

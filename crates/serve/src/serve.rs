@@ -1,17 +1,27 @@
 //! What every server of the workspace assembles the same way: server
 //! reflection (v1 for grpcurl and buf curl, v1alpha for grpcio) over every
-//! proto here and `grpc.health.v1`, and how accepted sockets are set up.
-//! [`ServeOptions`] carries what a deployment may turn on: TLS
-//! ([`crate::tls`]), a plaintext health-only listener for probes, and the
-//! request limits ([`crate::limits`]).
+//! proto and `grpc.health.v1`, health that follows the store, how accepted
+//! sockets are set up, and drain on shutdown. [`ServeOptions`] carries what
+//! a deployment may turn on: TLS ([`crate::tls`]), a plaintext health-only
+//! listener for probes, and the request limits ([`crate::limits`]);
+//! [`Assembly`] puts one service's API beside all that and serves it.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
+use cred_telemetry::RpcLayer;
 use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::codegen::Service;
+use tonic::server::NamedService;
+use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+use crate::limits::Limits;
+use crate::tls::{ServerTls, server_builder};
 
 /// Why a server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +36,7 @@ pub enum ServeError {
 pub fn with_reflection(router: Router) -> Result<Router, ServeError> {
     let builder = || {
         tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(cred_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     Ok(router.add_service(builder().build_v1()?).add_service(builder().build_v1alpha()?))
@@ -60,7 +70,7 @@ pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Keeps `grpc.health.v1` in step with the store: every [`HEALTH_INTERVAL`],
 /// `probe` decides whether `services` (and the server as a whole, "") are
 /// SERVING or NOT_SERVING, until [`HealthWatch::stop`].
-pub fn watch_health<F, Fut>(health: HealthReporter, services: Vec<&'static str>, probe: F) -> HealthWatch
+fn watch_health<F, Fut>(health: HealthReporter, services: Vec<&'static str>, probe: F) -> HealthWatch
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send,
@@ -84,7 +94,7 @@ where
 }
 
 /// The running health watcher of a server.
-pub struct HealthWatch {
+struct HealthWatch {
     task: tokio::task::JoinHandle<()>,
     health: HealthReporter,
     services: Vec<&'static str>,
@@ -92,7 +102,7 @@ pub struct HealthWatch {
 
 impl HealthWatch {
     /// Stops watching and reports NOT_SERVING for good (shutting down).
-    pub async fn stop(self) {
+    async fn stop(self) {
         self.task.abort();
         for s in self.services.iter().copied().chain([""]) {
             self.health.set_service_status(s, ServingStatus::NotServing).await;
@@ -100,44 +110,129 @@ impl HealthWatch {
     }
 }
 
+/// How long calls in flight may take to finish after shutdown, by default.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
 /// What a deployment may set on a server beyond its main listener.
 #[derive(Debug)]
 pub struct ServeOptions {
     /// How long calls in flight get to finish after shutdown.
     pub drain: Duration,
     /// Server TLS on the main listener; plaintext when `None`.
-    pub tls: Option<crate::tls::ServerTls>,
+    pub tls: Option<ServerTls>,
     /// A plaintext listener that serves only `grpc.health.v1`: Kubernetes'
     /// native gRPC probes cannot speak TLS, and health carries no secret.
     pub health_listener: Option<TcpListener>,
     /// Request size, metadata, stream and timeout limits.
-    pub limits: crate::limits::Limits,
+    pub limits: Limits,
 }
 
 impl ServeOptions {
     /// Plaintext, no health listener, default limits, `drain` after shutdown.
     pub fn new(drain: Duration) -> ServeOptions {
-        ServeOptions { drain, tls: None, health_listener: None, limits: crate::limits::Limits::default() }
+        ServeOptions { drain, tls: None, health_listener: None, limits: Limits::default() }
+    }
+}
+
+impl Default for ServeOptions {
+    /// [`ServeOptions::new`] with [`DRAIN`].
+    fn default() -> Self {
+        ServeOptions::new(DRAIN)
+    }
+}
+
+/// One service's server being put together: health and reflection on the
+/// TLS- and limit-configured builder, then the API services, each behind
+/// the size limit and one [`RpcLayer`] (a span, a log line and metrics per
+/// call; outside the size limit, so that its refusals are counted too).
+pub struct Assembly {
+    /// Health, reflection and the services added so far.
+    router: Router,
+    /// The services whose health follows the store.
+    names: Vec<&'static str>,
+    /// What the deployment set.
+    limits: Limits,
+    /// How long calls in flight get after shutdown.
+    drain: Duration,
+    /// The plaintext health-only listener and its router, if any.
+    health_only: Option<(Router, TcpListener)>,
+    /// Where health is reported.
+    health: HealthReporter,
+    /// The telemetry layer every API service goes behind.
+    rpc: RpcLayer,
+}
+
+impl Assembly {
+    /// The server of `opts`, with health and reflection and no API yet.
+    pub fn new(opts: ServeOptions) -> Result<Assembly, ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut builder = opts.limits.apply(server_builder(opts.tls.as_ref())?);
+        let health_only = opts.health_listener.map(|l| (Server::builder().add_service(health_service.clone()), l));
+        let router = with_reflection(builder.add_service(health_service))?;
+        Ok(Assembly {
+            router,
+            names: Vec::new(),
+            limits: opts.limits,
+            drain: opts.drain,
+            health_only,
+            health,
+            rpc: RpcLayer::new(),
+        })
+    }
+
+    /// Largest request message: a generated server's
+    /// `max_decoding_message_size`, as a backstop under the size limit.
+    pub fn max_request_bytes(&self) -> usize {
+        self.limits.max_request_bytes
+    }
+
+    /// Adds an API service, behind the size limit and the telemetry layer;
+    /// its health follows the store.
+    pub fn add<S, B>(mut self, svc: S) -> Assembly
+    where
+        S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError>,
+    {
+        self.names.push(S::NAME);
+        self.router = self.router.add_service(tower::Layer::layer(&self.rpc, self.limits.service(svc)));
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains (see
+    /// `serve_and_drain`). The services and the server as a whole are
+    /// SERVING while `probe` (the store answers) says so.
+    pub async fn serve<F, Fut>(
+        self,
+        listener: TcpListener,
+        probe: F,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError>
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = bool> + Send,
+    {
+        for name in &self.names {
+            self.health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        let watch = watch_health(self.health, self.names, probe);
+        serve_and_drain(self.router, listener, watch, shutdown, self.drain, self.health_only).await
     }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; then health
 /// goes NOT_SERVING, new connections are refused, and calls in flight get at
-/// most `drain` to finish before this returns anyway.
-pub async fn serve_and_drain(
-    router: Router,
-    listener: TcpListener,
-    health: HealthWatch,
-    shutdown: impl Future<Output = ()> + Send,
-    drain: Duration,
-) -> Result<(), ServeError> {
-    serve_and_drain_with(router, listener, health, shutdown, drain, None).await
-}
-
-/// [`serve_and_drain`], plus `health_only` (a router of the health service
-/// alone and its listener) served beside it until the main server returns,
-/// so probes see NOT_SERVING while calls drain.
-pub async fn serve_and_drain_with(
+/// most `drain` to finish before this returns anyway. `health_only` (a
+/// router of the health service alone and its listener) is served beside it
+/// until the main server returns, so probes see NOT_SERVING while calls
+/// drain.
+async fn serve_and_drain(
     router: Router,
     listener: TcpListener,
     health: HealthWatch,

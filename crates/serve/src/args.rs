@@ -1,0 +1,174 @@
+//! The flags both binaries take, written once as clap `Args` to flatten
+//! into each binary's own: request limits, the Redis target, server TLS and
+//! the health-only listener. Their env vars carry the binary's prefix
+//! (`AUTHD_MAX_REQUEST_BYTES`, `INTROSPECT_MAX_REQUEST_BYTES`): a derive
+//! attribute cannot take a parameter, so [`env_prefix`] names them when
+//! the command is built.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Command};
+use cred_core::store::RedisTarget;
+use tokio::net::TcpListener;
+
+use crate::limits::Limits;
+use crate::serve::ServeOptions;
+use crate::tls::ServerTls;
+
+/// Gives every long flag of `cmd` without an env var the env var
+/// `<PREFIX>_<FLAG>` (`--max-request-bytes` → `AUTHD_MAX_REQUEST_BYTES`).
+/// Flags declared with their own `env` keep it.
+pub fn env_prefix(cmd: Command, prefix: &str) -> Command {
+    cmd.mut_args(|a| match a.get_long() {
+        Some(long) if a.get_env().is_none() && !matches!(long, "help" | "version") => {
+            let env = format!("{prefix}_{}", long.to_uppercase().replace('-', "_"));
+            a.env(env)
+        }
+        _ => a,
+    })
+}
+
+/// Request limits (README "Limits").
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Largest request message, in bytes; a larger one is refused
+    /// RESOURCE_EXHAUSTED before it is read (at most 4194304).
+    #[arg(long, default_value_t = 65_536)]
+    pub max_request_bytes: usize,
+    /// Largest header list (all metadata) of a call, in bytes; a larger one
+    /// is answered HTTP 431 (far larger: the connection is closed).
+    #[arg(long, default_value_t = 16_384)]
+    pub max_header_list_bytes: u32,
+    /// Most calls in flight on one connection (HTTP/2 max concurrent streams).
+    #[arg(long, default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+    /// Longest a call may run, in milliseconds; past it the call ends
+    /// CANCELLED.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl LimitArgs {
+    /// The request limits; an error names the flag at fault.
+    pub fn limits(&self) -> Result<Limits, String> {
+        let l = Limits {
+            max_request_bytes: self.max_request_bytes,
+            max_header_list_bytes: self.max_header_list_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        };
+        l.validate().map_err(|e| e.to_string())?;
+        Ok(l)
+    }
+}
+
+/// Where the store is: exactly one of the two (both or neither fails at
+/// start, naming them).
+#[derive(Args, Debug, Clone)]
+#[group(id = "redis", required = true, multiple = false)]
+pub struct RedisArgs {
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0. Exactly one of this and
+    /// --redis-cluster-nodes.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated, e.g.
+    /// redis://10.0.0.1:6379,redis://10.0.0.2:6379 (the rest of the cluster
+    /// is discovered from them). Exactly one of this and --redis-url.
+    #[arg(long, value_delimiter = ',')]
+    pub redis_cluster_nodes: Option<Vec<String>>,
+}
+
+impl RedisArgs {
+    /// The store's target, with the flag to name in its errors.
+    pub fn target(self) -> Result<(RedisTarget, &'static str), String> {
+        match (self.redis_url, self.redis_cluster_nodes) {
+            (Some(url), None) => Ok((RedisTarget::Standalone(url), "--redis-url")),
+            (None, Some(nodes)) => Ok((RedisTarget::Cluster(nodes), "--redis-cluster-nodes")),
+            _ => Err("exactly one of --redis-url and --redis-cluster-nodes is required".into()),
+        }
+    }
+}
+
+/// Server TLS on the main listener.
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// PEM certificate chain: serve TLS (needs --tls-key-file).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// The plaintext health-only listener.
+#[derive(Args, Debug, Clone)]
+pub struct HealthArgs {
+    /// Also serve grpc.health.v1 alone, in plaintext, on this address: for
+    /// Kubernetes gRPC probes, which cannot speak TLS.
+    #[arg(long)]
+    pub health_listen: Option<SocketAddr>,
+}
+
+/// The serving options of the flags: TLS (with `client_ca`, the admin mTLS
+/// CA, when the service has one) and the health listener, bound now; or
+/// the setting at fault.
+pub async fn serve_options(
+    tls: &TlsArgs,
+    client_ca: Option<&Path>,
+    health: &HealthArgs,
+    drain: Duration,
+    limits: Limits,
+) -> Result<ServeOptions, String> {
+    let tls = ServerTls::from_flags(tls.tls_cert_file.as_deref(), tls.tls_key_file.as_deref(), client_ca)
+        .map_err(|e| e.to_string())?;
+    let health_listener = match health.health_listen {
+        Some(a) => Some(TcpListener::bind(a).await.map_err(|e| format!("--health-listen {a}: {e}"))?),
+        None => None,
+    };
+    Ok(ServeOptions { drain, tls, health_listener, limits })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        limits: LimitArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Declared with its own env var, which stays.
+        #[arg(long, env = "OWN_NAME", default_value_t = 1)]
+        own: u32,
+    }
+
+    #[test]
+    fn env_vars_carry_the_prefix() {
+        use clap::CommandFactory;
+        let cmd = env_prefix(Cli::command(), "SVC");
+        let env = |id: &str| {
+            let a = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+            a.get_env().map(|e| e.to_string_lossy().into_owned())
+        };
+        assert_eq!(env("max_request_bytes").as_deref(), Some("SVC_MAX_REQUEST_BYTES"));
+        assert_eq!(env("redis_cluster_nodes").as_deref(), Some("SVC_REDIS_CLUSTER_NODES"));
+        assert_eq!(env("own").as_deref(), Some("OWN_NAME"));
+        let m = cmd.try_get_matches_from(["x", "--redis-url", "redis://h", "--max-request-bytes", "7"]).unwrap();
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        assert_eq!(cli.limits.limits().unwrap().max_request_bytes, 7);
+        assert!(matches!(cli.redis.target().unwrap(), (RedisTarget::Standalone(_), "--redis-url")));
+    }
+
+    #[test]
+    fn exactly_one_store_setting() {
+        use clap::CommandFactory;
+        let cmd = || env_prefix(Cli::command(), "SVC");
+        assert!(cmd().try_get_matches_from(["x"]).is_err());
+        assert!(cmd().try_get_matches_from(["x", "--redis-url", "a", "--redis-cluster-nodes", "b"]).is_err());
+    }
+}

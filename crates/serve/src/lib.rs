@@ -1,0 +1,23 @@
+//! cred-serve: the gRPC edge authd and introspect share, so that each
+//! binary's `server.rs` only names its services and its `main.rs` only its
+//! own flags. It knows no domain logic beyond the one status table.
+//!
+//! Layout, one sentence a module (a module uses only those below it):
+//! - `args`: the shared flags as clap `Args` (limits, Redis target, TLS,
+//!   health listener), with each binary's env var prefix;
+//! - `serve`: reflection, health that follows the store, drain on shutdown,
+//!   the health-only listener, and `Assembly`, which puts a service's API
+//!   behind the limits and the telemetry layer and serves it;
+//! - `tls`: server TLS from PEM files, checked at start with errors naming
+//!   the flag, and the client-certificate interceptor of admin mTLS;
+//! - `limits`: request size, metadata, stream and timeout limits, and the
+//!   wrapper that refuses an oversized message from its length prefix;
+//! - `status`: the one table from `cred_core::Error` to `tonic::Status`,
+//!   with what the services really differ in as an `Edge` parameter.
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod limits;
+pub mod serve;
+pub mod status;
+pub mod tls;
