@@ -46,9 +46,9 @@ pub async fn run<S: Store>(
     let clients = ClientServiceServer::new(ClientApi { authority: authority.clone() });
     let store = authority.store().clone();
     let sessions = SessionServiceServer::new(SessionApi { authority });
-    edge.add(InterceptedService::new(admin.max_decoding_message_size(max), admin_mtls))
-        .add(clients.max_decoding_message_size(max))
-        .add(sessions.max_decoding_message_size(max))
+    edge.api(InterceptedService::new(admin.max_decoding_message_size(max), admin_mtls))
+        .api(clients.max_decoding_message_size(max))
+        .api(sessions.max_decoding_message_size(max))
         // NOT_SERVING while the store does not answer.
         .serve(
             listener,

@@ -32,5 +32,5 @@ pub async fn run<S: Store>(
         let store = store.clone();
         async move { store.ping().await.is_ok() }
     };
-    edge.add(api).serve(listener, probe, shutdown).await
+    edge.api(api).serve(listener, probe, shutdown).await
 }

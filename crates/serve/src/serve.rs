@@ -188,7 +188,7 @@ impl Assembly {
 
     /// Adds an API service, behind the size limit and the telemetry layer;
     /// its health follows the store.
-    pub fn add<S, B>(mut self, svc: S) -> Assembly
+    pub fn api<S, B>(mut self, svc: S) -> Assembly
     where
         S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
             + NamedService
