@@ -56,6 +56,7 @@ impl Default for Limits {
 pub struct LimitError {
     /// The flag that is wrong.
     pub setting: &'static str,
+    /// What is wrong with it.
     pub message: &'static str,
 }
 
@@ -100,7 +101,9 @@ impl Limits {
 /// A service whose request messages may not exceed a size.
 #[derive(Debug, Clone)]
 pub struct SizeLimited<S> {
+    /// The generated service.
     inner: S,
+    /// Largest request message, in bytes.
     max: usize,
 }
 
@@ -129,10 +132,13 @@ where
 /// A request body read through the gRPC framing (1 flag byte, 4 length
 /// bytes, message), failing as soon as a prefix announces too much.
 struct Framed {
+    /// The request body as it arrives.
     inner: Body,
+    /// Largest message, in bytes.
     max: usize,
-    /// The prefix being read, and how many of its bytes arrived.
+    /// The prefix being read.
     header: [u8; 5],
+    /// How many bytes of `header` arrived.
     seen: usize,
     /// Message bytes still to pass before the next prefix.
     left: u64,

@@ -95,8 +95,11 @@ where
 
 /// The running health watcher of a server.
 struct HealthWatch {
+    /// The probing loop.
     task: tokio::task::JoinHandle<()>,
+    /// Where the statuses go.
     health: HealthReporter,
+    /// The services reported (besides the server as a whole, "").
     services: Vec<&'static str>,
 }
 
