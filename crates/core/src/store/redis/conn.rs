@@ -1,0 +1,306 @@
+//! How the Redis store connects: options, targets, the command connection
+//! (standalone or cluster, one type), the WAIT writer, and the dedicated
+//! pub/sub connection of the invalidation subscriber.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+
+use crate::model::now_ms;
+use crate::store::{INVALIDATION_CHANNEL, StoreError, StoreResult};
+
+/// How the Redis store connects.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Longest wait for one command's answer; past it the call fails
+    /// UNAVAILABLE (fail closed).
+    pub response_timeout: Duration,
+    /// Longest wait for a (re)connection.
+    pub connection_timeout: Duration,
+    /// After every write, `WAIT` for replicas to acknowledge it (`None`: do
+    /// not wait). See [`WaitReplicas`].
+    pub wait_replicas: Option<WaitReplicas>,
+}
+
+/// Replica acknowledgement of writes: after each write, `WAIT replicas
+/// timeout` on the connection that wrote. Fewer acknowledgements within the
+/// timeout fail the call `Unavailable` ("not replicated"); the write stays
+/// on the master (the caller never received the credential, or retries an
+/// idempotent revocation).
+#[derive(Debug, Clone, Copy)]
+pub struct WaitReplicas {
+    /// Replicas that must acknowledge, at least 1.
+    pub replicas: u32,
+    /// Longest wait for them, at least 1 ms (`WAIT n 0` would block forever).
+    pub timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            response_timeout: Duration::from_millis(500),
+            connection_timeout: Duration::from_millis(500),
+            wait_replicas: None,
+        }
+    }
+}
+
+/// Where the store's Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server: `redis://host:port/db`.
+    Standalone(String),
+    /// A Redis Cluster, by some of its nodes (`redis://host:port` each); the
+    /// rest of the topology is discovered from them.
+    Cluster(Vec<String>),
+}
+
+/// The command connection: multiplexed and self-reconnecting in both forms
+/// (commands of all tasks are pipelined on it). A cluster connection routes
+/// each command, script and pipeline by the slot of its keys, follows
+/// MOVED/ASK and refreshes the topology after a failover.
+#[derive(Clone)]
+pub enum RedisConn {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Standalone(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Standalone(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How the invalidation subscriber connects (a dedicated pub/sub connection).
+#[derive(Clone)]
+pub(super) enum Subscriber {
+    Standalone(redis::Client),
+    /// The seeds (their credentials and TLS settings are reused for any
+    /// node) and the longest wait for one node.
+    Cluster {
+        seeds: Vec<ConnectionInfo>,
+        timeout: Duration,
+    },
+}
+
+/// The connections of one store.
+#[derive(Clone)]
+pub(super) struct Connections {
+    /// Commands of every task, pipelined.
+    pub(super) conn: RedisConn,
+    /// Where subscriptions connect.
+    pub(super) sub: Subscriber,
+    /// With replica acknowledgement on: the connection writes go through
+    /// (WAIT blocks the connection that issues it, so reads keep their own),
+    /// and what to wait for. Standalone only.
+    pub(super) writer: Option<(RedisConn, WaitReplicas)>,
+}
+
+impl Connections {
+    /// Connects to a standalone Redis (`redis://host:port/db`).
+    pub(super) async fn connect(url: &str, opts: RedisOptions) -> StoreResult<Connections> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(opts.response_timeout))
+            .set_connection_timeout(Some(opts.connection_timeout))
+            // A lost connection is re-dialled by the next call, with at most
+            // one retry ~100-200 ms later: calls succeed again within a few
+            // hundred ms of Redis accepting connections (tests/store_outage.rs).
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_with_config(client.clone(), cfg.clone()).await?;
+        let writer = match opts.wait_replicas {
+            Some(w) if w.replicas == 0 || w.timeout.is_zero() => {
+                return Err(StoreError::Unavailable("WAIT needs at least 1 replica and a timeout of 1 ms".into()));
+            }
+            Some(w) => {
+                // The answer to WAIT may take the whole WAIT timeout.
+                let cfg = cfg.set_response_timeout(Some(opts.response_timeout + w.timeout));
+                Some((RedisConn::Standalone(ConnectionManager::new_with_config(client.clone(), cfg).await?), w))
+            }
+            None => None,
+        };
+        Ok(Connections { conn: RedisConn::Standalone(conn), sub: Subscriber::Standalone(client), writer })
+    }
+
+    /// The connection for a write: the writer when writes wait for replicas.
+    pub(super) fn w(&self) -> RedisConn {
+        self.writer.as_ref().map_or_else(|| self.conn.clone(), |(c, _)| c.clone())
+    }
+
+    /// After a write on `conn` (from [`Self::w`]): waits for the configured
+    /// replicas to acknowledge every write of that connection so far.
+    pub(super) async fn replicated(&self, conn: &mut RedisConn) -> StoreResult<()> {
+        let Some((_, w)) = &self.writer else { return Ok(()) };
+        let acked: u32 =
+            redis::cmd("WAIT").arg(w.replicas).arg(w.timeout.as_millis().max(1) as u64).query_async(conn).await?;
+        if acked < w.replicas {
+            return Err(StoreError::Unavailable(format!(
+                "not replicated: {acked} of {} replicas acknowledged within {:?}",
+                w.replicas, w.timeout
+            )));
+        }
+        Ok(())
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (`redis://host:port`
+    /// each), with the same timeouts as a standalone server: `response_timeout`
+    /// bounds a whole call, retries and redirections included.
+    pub(super) async fn connect_cluster(nodes: &[String], opts: RedisOptions) -> StoreResult<Connections> {
+        if opts.wait_replicas.is_some() {
+            // WAIT would have to go to the master of each write's slot; the
+            // redis crate sends it to every master. Not offered on a cluster.
+            return Err(StoreError::Unavailable("waiting for replicas is not supported on a cluster".into()));
+        }
+        if nodes.is_empty() {
+            return Err(StoreError::Unavailable("no cluster node given".into()));
+        }
+        let seeds = nodes
+            .iter()
+            .map(|n| n.as_str().into_connection_info())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+        let client = ClusterClientBuilder::new(seeds.clone())
+            .connection_timeout(opts.connection_timeout)
+            .response_timeout(opts.response_timeout)
+            // A failed node or a MOVED answer is retried (after a topology
+            // refresh) within the response timeout.
+            .retries(3)
+            .build()?;
+        let conn = client.get_async_connection().await?;
+        Ok(Connections {
+            conn: RedisConn::Cluster(conn),
+            sub: Subscriber::Cluster { seeds, timeout: opts.connection_timeout },
+            writer: None,
+        })
+    }
+
+    /// Connects to `target`.
+    pub(super) async fn open(target: &RedisTarget, opts: RedisOptions) -> StoreResult<Connections> {
+        match target {
+            RedisTarget::Standalone(url) => Connections::connect(url, opts).await,
+            RedisTarget::Cluster(nodes) => Connections::connect_cluster(nodes, opts).await,
+        }
+    }
+
+    /// A pub/sub connection subscribed to the invalidations.
+    pub(super) async fn pubsub(&self) -> StoreResult<PubSub> {
+        match &self.sub {
+            Subscriber::Standalone(client) => {
+                let mut ps = client.get_async_pubsub().await?;
+                ps.subscribe(INVALIDATION_CHANNEL).await?;
+                Ok(ps)
+            }
+            Subscriber::Cluster { seeds, timeout } => self.cluster_pubsub(seeds, *timeout).await,
+        }
+    }
+
+    /// A pub/sub connection subscribed to the invalidations on one live
+    /// cluster node: the nodes of the current topology not flagged failing
+    /// (from a rotating start, so replicas spread), then the seeds.
+    async fn cluster_pubsub(&self, seeds: &[ConnectionInfo], timeout: Duration) -> StoreResult<PubSub> {
+        let mut addrs = match self.live_nodes().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster topology; trying the seed nodes");
+                Vec::new()
+            }
+        };
+        if !addrs.is_empty() {
+            let start = now_ms().unsigned_abs() as usize % addrs.len();
+            addrs.rotate_left(start);
+        }
+        for s in seeds {
+            if let ConnectionAddr::Tcp(h, p) = s.addr()
+                && !addrs.contains(&(h.clone(), *p))
+            {
+                addrs.push((h.clone(), *p));
+            }
+        }
+        let mut last = StoreError::Unavailable("no cluster node to subscribe on".into());
+        for (host, port) in addrs {
+            let info = seeds[0].clone().set_addr(ConnectionAddr::Tcp(host.clone(), port));
+            let attempt = async {
+                let mut ps = redis::Client::open(info)?.get_async_pubsub().await?;
+                ps.subscribe(INVALIDATION_CHANNEL).await?;
+                Ok::<_, RedisError>(ps)
+            };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(ps)) => {
+                    tracing::info!(node = %format!("{host}:{port}"), "listening for invalidations");
+                    return Ok(ps);
+                }
+                Ok(Err(e)) => last = e.into(),
+                Err(_) => last = StoreError::Unavailable(format!("{host}:{port} did not answer in time")),
+            }
+        }
+        Err(last)
+    }
+
+    /// Addresses of the cluster's nodes that no one flags as failing, from
+    /// `CLUSTER NODES` (asked of any node).
+    async fn live_nodes(&self) -> StoreResult<Vec<(String, u16)>> {
+        let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut self.conn.clone()).await?;
+        Ok(parse_live_nodes(&text))
+    }
+}
+
+/// `<id> <ip:port@bus[,host]> <flags> <master> <ping> <pong> <epoch> <link> <slots…>`
+/// per line; keeps the nodes that are neither failing nor unreachable.
+fn parse_live_nodes(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (addr, flags, link) = (f.get(1)?, f.get(2)?, f.get(7)?);
+            let bad = flags.split(',').any(|x| matches!(x, "fail" | "fail?" | "handshake" | "noaddr"));
+            if bad || *link != "connected" {
+                return None;
+            }
+            let (host, port) = addr.split(['@', ',']).next()?.rsplit_once(':')?;
+            Some((host.to_string(), port.parse().ok()?))
+        })
+        .filter(|(h, p)| !h.is_empty() && *p != 0)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_live_nodes;
+
+    #[test]
+    fn live_nodes_skip_failing_and_disconnected() {
+        let text = "\
+a 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b 127.0.0.1:7001@17001,host.example master,fail - 1 1 2 disconnected 5461-10922
+c 127.0.0.1:7002@17002 master - 0 1 3 connected 10923-16383
+d 127.0.0.1:7003@17003 slave,fail? c 0 1 3 connected
+e :0@0 master,noaddr - 0 0 0 disconnected
+";
+        assert_eq!(parse_live_nodes(text), vec![("127.0.0.1".to_string(), 7000), ("127.0.0.1".to_string(), 7002)]);
+    }
+}

@@ -1,0 +1,64 @@
+//! Every Redis key name of the store, and the layout they make.
+//!
+//! Key layout (ids in their 22-character base62 form, `{…}` a hash tag):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `t:{T}` | hash | tenant T: `n` name, `i` idle ms, `m` max ms, `c` created, `r` revoked-before |
+//! | `k:{T}:K` | hash | API key K of T: `e` env, `n` name, `s` scopes, `c` created, `x` expiry, `r` successor, `h` hash; TTL = expiry |
+//! | `ki:{T}` | set | ids of T's API keys (pruned on list) |
+//! | `a:{T}` | stream | T's audit trail, capped |
+//! | `c:{C}` | hash | client C: `t` tenant, `e` env, `c` created, `l` labels (JSON) |
+//! | `s:{C}:S` | string | session S of C, 40 bytes: hash (16) ‖ created ‖ cap (0 = test key) ‖ last use, each i64 big-endian; TTL = expiry |
+//! | `si:{C}` | sorted set | C's session ids scored by cap (+inf for a test key); TTL = the largest cap + 1 day |
+//! | `sr:{C}` | sorted set | C's revoked session ids, scored by how long to remember them |
+//! | `kr:{T}` | sorted set | T's revoked API key ids, scored by how long to remember them |
+//!
+//! `si` outlives its members' caps by a day so that a verify can tell
+//! "expired at the cap" and "expired idle" from "unknown"; `sr` and `kr` tell
+//! "revoked". Every revocation also PUBLISHes an [`Invalidation`] on
+//! [`INVALIDATION_CHANNEL`] from the same script, so caches hear of it.
+//!
+//! A tenant's records share the slot of `{T}`, a client's the slot of `{C}`,
+//! so every multi-key change is one script or MULTI on one slot: atomic and
+//! cluster-safe. Scripts refer to session keys they derive from the index
+//! (same hash tag, so same slot).
+
+use uuid::Uuid;
+
+use crate::token::short_id;
+
+pub(super) fn tenant_key(t: Uuid) -> String {
+    format!("t:{{{}}}", short_id(t))
+}
+pub(super) fn api_key_key(t: Uuid, k: Uuid) -> String {
+    format!("k:{{{}}}:{}", short_id(t), short_id(k))
+}
+pub(super) fn api_index_key(t: Uuid) -> String {
+    format!("ki:{{{}}}", short_id(t))
+}
+pub(super) fn audit_key(t: Uuid) -> String {
+    format!("a:{{{}}}", short_id(t))
+}
+pub(super) fn client_key(c: Uuid) -> String {
+    format!("c:{{{}}}", short_id(c))
+}
+pub(super) fn session_prefix(c: Uuid) -> String {
+    format!("s:{{{}}}:", short_id(c))
+}
+pub(super) fn session_key(c: Uuid, s: Uuid) -> String {
+    format!("s:{{{}}}:{}", short_id(c), short_id(s))
+}
+pub(super) fn session_index_key(c: Uuid) -> String {
+    format!("si:{{{}}}", short_id(c))
+}
+pub(super) fn revoked_sessions_key(c: Uuid) -> String {
+    format!("sr:{{{}}}", short_id(c))
+}
+pub(super) fn revoked_api_keys_key(t: Uuid) -> String {
+    format!("kr:{{{}}}", short_id(t))
+}
+/// Prefix of T's API key keys (the list script appends each id).
+pub(super) fn api_key_prefix(t: Uuid) -> String {
+    format!("k:{{{}}}:", short_id(t))
+}

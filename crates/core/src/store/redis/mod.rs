@@ -1,0 +1,394 @@
+//! The Redis store: `RedisStore` and its `Store` impl, reading like the trait.
+//!
+//! Layout, one sentence a module (each imports only from those below it):
+//! - `scripts`: the Lua scripts, one file each under `scripts/`;
+//! - `records`: field codecs between domain records and Redis values;
+//! - `keys`: every key name, and the key layout table;
+//! - `conn`: options, targets, connections and the subscriber's pub/sub.
+//!
+//! `si` outlives its members' caps by a day so that a verify can tell
+//! "expired at the cap" and "expired idle" from "unknown"; `sr` and `kr` tell
+//! "revoked". Every revocation also PUBLISHes an [`Invalidation`] on
+//! [`INVALIDATION_CHANNEL`] from the same script, so caches hear of it.
+//!
+//! A tenant's records share the slot of `{T}`, a client's the slot of `{C}`,
+//! so every multi-key change is one script or MULTI on one slot: atomic and
+//! cluster-safe. Scripts refer to session keys they derive from the index
+//! (same hash tag, so same slot).
+//!
+//! The store runs over one standalone server or a Redis Cluster
+//! ([`RedisTarget`]); the only call that differs is
+//! [`Store::create_client_audited`], whose single round trip spans two slots
+//! and so becomes two on a cluster. Invalidations are plain PUBLISH, which a
+//! cluster broadcasts to every node: the subscriber listens on any one live
+//! node and, when that node is lost, the stream ends and the next
+//! subscription picks another one from the current topology (or the seeds).
+
+mod conn;
+mod keys;
+mod records;
+mod scripts;
+
+use std::collections::HashMap;
+
+use redis::{AsyncCommands, pipe};
+use uuid::Uuid;
+
+use super::{
+    ApiKeyLookup, CreateSession, Invalidation, Invalidations, RollApiKey, SessionLookup, Store, StoreError, StoreResult,
+};
+use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant, now_ms};
+use crate::token::{parse_short_id, short_id};
+use conn::Connections;
+pub use conn::{RedisConn, RedisOptions, RedisTarget, WaitReplicas};
+use keys::*;
+use records::*;
+use scripts::*;
+
+/// Redis-backed store over one multiplexed connection (to a server or a
+/// cluster) plus a dedicated pub/sub connection per subscription.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// The command, writer and subscription connections.
+    c: Connections,
+}
+
+impl RedisStore {
+    /// Connects to a standalone Redis (`redis://host:port/db`).
+    pub async fn connect(url: &str, opts: RedisOptions) -> StoreResult<RedisStore> {
+        Ok(RedisStore { c: Connections::connect(url, opts).await? })
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (`redis://host:port`
+    /// each), with the same timeouts as a standalone server: `response_timeout`
+    /// bounds a whole call, retries and redirections included.
+    pub async fn connect_cluster(nodes: &[String], opts: RedisOptions) -> StoreResult<RedisStore> {
+        Ok(RedisStore { c: Connections::connect_cluster(nodes, opts).await? })
+    }
+
+    /// Connects to `target`.
+    pub async fn open(target: &RedisTarget, opts: RedisOptions) -> StoreResult<RedisStore> {
+        Ok(RedisStore { c: Connections::open(target, opts).await? })
+    }
+
+    /// The underlying connection, for tests and benchmarks.
+    pub fn connection(&self) -> RedisConn {
+        self.c.conn.clone()
+    }
+}
+
+impl Store for RedisStore {
+    async fn put_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        let mut wc = self.c.w();
+        let mut fields = vec![
+            ("n", t.name.clone()),
+            ("i", t.idle_timeout_ms.to_string()),
+            ("m", t.max_lifetime_ms.to_string()),
+            ("c", t.created_at.to_string()),
+        ];
+        if let Some(r) = t.revoked_before {
+            fields.push(("r", r.to_string()));
+        }
+        let () = wc.hset_multiple(tenant_key(t.id), &fields).await?;
+        self.c.replicated(&mut wc).await?;
+        Ok(())
+    }
+
+    async fn get_tenant(&self, id: Uuid) -> StoreResult<Option<Tenant>> {
+        let f: HashMap<String, Vec<u8>> = self.c.conn.clone().hgetall(tenant_key(id)).await?;
+        tenant_from(id, f)
+    }
+
+    async fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> StoreResult<Option<Tenant>> {
+        let mut wc = self.c.w();
+        let f: HashMap<String, Vec<u8>> = REVOKE_TENANT_BEFORE
+            .key(tenant_key(id))
+            .arg(before)
+            .arg(Invalidation::Tenant(id).encode())
+            .invoke_async(&mut wc)
+            .await?;
+        self.c.replicated(&mut wc).await?;
+        tenant_from(id, f)
+    }
+
+    async fn put_api_key(&self, k: &ApiKey) -> StoreResult<()> {
+        let mut wc = self.c.w();
+        let key = api_key_key(k.tenant_id, k.id);
+        let mut p = pipe();
+        p.atomic().hset_multiple(&key, &api_key_fields(k)).ignore();
+        if let Some(x) = k.expires_at {
+            p.cmd("PEXPIREAT").arg(&key).arg(x).ignore();
+        }
+        p.sadd(api_index_key(k.tenant_id), short_id(k.id)).ignore();
+        let () = p.query_async(&mut wc).await?;
+        self.c.replicated(&mut wc).await?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyLookup> {
+        let (k, t, r): (Hash, Hash, Option<f64>) = pipe()
+            .hgetall(api_key_key(tenant, id))
+            .hgetall(tenant_key(tenant))
+            .zscore(revoked_api_keys_key(tenant), short_id(id))
+            .query_async(&mut self.c.conn.clone())
+            .await?;
+        Ok(ApiKeyLookup { key: api_key_from(tenant, id, k)?, tenant: tenant_from(tenant, t)?, revoked: r.is_some() })
+    }
+
+    async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
+        let rows: Vec<(String, HashMap<String, Vec<u8>>)> = LIST_API_KEYS
+            .key(api_index_key(tenant))
+            .arg(api_key_prefix(tenant))
+            .invoke_async(&mut self.c.conn.clone())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (kid, f) in rows {
+            let id = parse_short_id(&kid).ok_or_else(|| corrupt("api key index"))?;
+            out.extend(api_key_from(tenant, id, f)?);
+        }
+        out.sort_by_key(|k| (k.created_at, k.id));
+        Ok(out)
+    }
+
+    async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
+        let mut wc = self.c.w();
+        let f: HashMap<String, Vec<u8>> = REVOKE_API_KEY
+            .key(api_key_key(tenant, id))
+            .key(api_index_key(tenant))
+            .key(revoked_api_keys_key(tenant))
+            .arg(short_id(id))
+            .arg(now_ms())
+            .arg(Invalidation::ApiKey { tenant, key: id }.encode())
+            .invoke_async(&mut wc)
+            .await?;
+        self.c.replicated(&mut wc).await?;
+        api_key_from(tenant, id, f)
+    }
+
+    async fn roll_api_key(&self, old: Uuid, new: &ApiKey, old_expires_at: Millis) -> StoreResult<RollApiKey> {
+        let mut wc = self.c.w();
+        let t = new.tenant_id;
+        let mut inv = ROLL_API_KEY.key(api_key_key(t, old));
+        inv.key(api_key_key(t, new.id))
+            .key(api_index_key(t))
+            .arg(short_id(new.id))
+            .arg(old_expires_at)
+            .arg(new.expires_at.unwrap_or(0))
+            .arg(Invalidation::ApiKey { tenant: t, key: old }.encode());
+        for (name, value) in api_key_fields(new) {
+            inv.arg(name).arg(value);
+        }
+        let r: i64 = inv.invoke_async(&mut wc).await?;
+        self.c.replicated(&mut wc).await?;
+        Ok(match r {
+            1 => RollApiKey::Rolled,
+            -1 => RollApiKey::AlreadyRolled,
+            _ => RollApiKey::NotFound,
+        })
+    }
+
+    async fn create_client(&self, c: &Client, first: Option<&Session>) -> StoreResult<()> {
+        let mut wc = self.c.w();
+        let mut p = pipe();
+        p.atomic();
+        push_client_writes(&mut p, c, first)?;
+        let () = p.query_async(&mut wc).await?;
+        self.c.replicated(&mut wc).await?;
+        Ok(())
+    }
+
+    async fn create_client_audited(&self, c: &Client, first: Option<&Session>, e: &AuditEvent) -> StoreResult<()> {
+        if let RedisConn::Cluster(_) = self.c.conn {
+            // The client's slot and the tenant's audit stream may live on two
+            // nodes: the write, then the audit, as the trait's default does.
+            self.create_client(c, first).await?;
+            if let Err(err) = self.append_audit(e).await {
+                tracing::warn!(%err, action = %e.action, "audit append failed");
+            }
+            return Ok(());
+        }
+        let mut wc = self.c.w();
+        // MULTI … EXEC, then XADD, in one round trip. EXEC's reply is kept so
+        // that an aborted transaction fails the call.
+        let mut p = pipe();
+        p.cmd("MULTI").ignore();
+        push_client_writes(&mut p, c, first)?;
+        p.cmd("EXEC");
+        p.add_command(xadd(e)).ignore();
+        let (exec,): (redis::Value,) = p.query_async(&mut wc).await?;
+        self.c.replicated(&mut wc).await?;
+        match exec {
+            redis::Value::Array(_) => Ok(()),
+            other => Err(StoreError::Unavailable(format!("client write not applied: {other:?}"))),
+        }
+    }
+
+    async fn get_client(&self, id: Uuid) -> StoreResult<Option<Client>> {
+        let f: HashMap<String, Vec<u8>> = self.c.conn.clone().hgetall(client_key(id)).await?;
+        client_from(id, f)
+    }
+
+    async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
+        let mut wc = self.c.w();
+        let (_, existed): (i64, i64) = REVOKE_ALL_SESSIONS
+            .key(session_index_key(id))
+            .key(revoked_sessions_key(id))
+            .key(client_key(id))
+            .arg(session_prefix(id))
+            .arg(now_ms())
+            .arg(Invalidation::Client(id).encode())
+            .invoke_async(&mut wc)
+            .await?;
+        self.c.replicated(&mut wc).await?;
+        Ok(existed == 1)
+    }
+
+    async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
+        let mut wc = self.c.w();
+        let r: i64 = CREATE_SESSION
+            .key(client_key(s.client_id))
+            .key(session_key(s.client_id, s.id))
+            .key(session_index_key(s.client_id))
+            .arg(short_id(s.id))
+            .arg(now_ms())
+            .arg(session_value(s))
+            .arg(s.expires_at.unwrap_or(0))
+            .arg(max_live)
+            .arg(session_prefix(s.client_id))
+            .arg(session_score(s))
+            .invoke_async(&mut wc)
+            .await?;
+        self.c.replicated(&mut wc).await?;
+        Ok(match r {
+            1 => CreateSession::Created,
+            -2 => CreateSession::Full,
+            _ => CreateSession::NoClient,
+        })
+    }
+
+    async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<SessionLookup> {
+        let key = session_key(client, id);
+        let sid = short_id(id);
+        let (c, v, exp, cap, revoked): (Hash, Option<Vec<u8>>, i64, Option<f64>, Option<f64>) = pipe()
+            .hgetall(client_key(client))
+            .get(&key)
+            .cmd("PEXPIRETIME")
+            .arg(&key)
+            .zscore(session_index_key(client), &sid)
+            .zscore(revoked_sessions_key(client), &sid)
+            .query_async(&mut self.c.conn.clone())
+            .await?;
+        let session = session_from(client, id, v, exp)?;
+        let gone = if session.is_some() { None } else { gone(cap, revoked.is_some(), now_ms()) };
+        Ok(SessionLookup { client: client_from(client, c)?, session, gone })
+    }
+
+    async fn touch_session(&self, client: Uuid, id: Uuid, now: Millis, idle_ms: Millis) -> StoreResult<Option<Millis>> {
+        let r: i64 = TOUCH_SESSION
+            .key(session_key(client, id))
+            .arg(now)
+            .arg(idle_ms)
+            .invoke_async(&mut self.c.conn.clone())
+            .await?;
+        Ok(match r {
+            -2 => None,
+            -1 => Some(Millis::MAX),
+            e => Some(e),
+        })
+    }
+
+    async fn list_sessions(&self, client: Uuid) -> StoreResult<Vec<Session>> {
+        let rows: Vec<(String, Vec<u8>, i64)> = LIST_SESSIONS
+            .key(session_index_key(client))
+            .arg(session_prefix(client))
+            .arg(now_ms())
+            .invoke_async(&mut self.c.conn.clone())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (sid, v, exp) in rows {
+            let id = parse_short_id(&sid).ok_or_else(|| corrupt("session index"))?;
+            out.extend(session_from(client, id, Some(v), exp)?);
+        }
+        out.sort_by_key(|s| (s.created_at, s.id));
+        Ok(out)
+    }
+
+    async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
+        let mut wc = self.c.w();
+        let n: i64 = REVOKE_SESSION
+            .key(session_key(client, id))
+            .key(session_index_key(client))
+            .key(revoked_sessions_key(client))
+            .arg(short_id(id))
+            .arg(now_ms())
+            .arg(Invalidation::Session { client, session: id }.encode())
+            .invoke_async(&mut wc)
+            .await?;
+        self.c.replicated(&mut wc).await?;
+        Ok(n == 1)
+    }
+
+    async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
+        let mut wc = self.c.w();
+        let (n, _): (u32, i64) = REVOKE_ALL_SESSIONS
+            .key(session_index_key(client))
+            .key(revoked_sessions_key(client))
+            .arg(session_prefix(client))
+            .arg(now_ms())
+            .arg(Invalidation::Client(client).encode())
+            .invoke_async(&mut wc)
+            .await?;
+        self.c.replicated(&mut wc).await?;
+        Ok(n)
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {
+        let mut wc = self.c.w();
+        let id: String = xadd(e).query_async(&mut wc).await?;
+        self.c.replicated(&mut wc).await?;
+        Ok(id)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let () = redis::cmd("PING").query_async(&mut self.c.conn.clone()).await.map(|_: String| ())?;
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> StoreResult<Invalidations> {
+        use futures::StreamExt;
+        let ps = self.c.pubsub().await?;
+        Ok(Box::pin(ps.into_on_message().filter_map(|m| async move {
+            let text: String = m.get_payload().ok()?;
+            let inv = Invalidation::decode(&text);
+            if inv.is_none() {
+                tracing::warn!(message = %text, "ignoring a malformed invalidation");
+            }
+            inv
+        })))
+    }
+
+    async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+        let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
+        let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(audit_key(tenant))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.c.conn.clone())
+            .await?;
+        rows.into_iter()
+            .map(|(id, f)| {
+                let get = |k: &str| f.get(k).cloned().ok_or_else(|| corrupt(k));
+                Ok(AuditEvent {
+                    id,
+                    time: get("tm")?.parse().map_err(|_| corrupt("tm"))?,
+                    actor: get("ac")?,
+                    action: get("an")?,
+                    tenant_id: tenant,
+                    subjects: get("s")?.split_whitespace().map(str::to_string).collect(),
+                })
+            })
+            .collect()
+    }
+}

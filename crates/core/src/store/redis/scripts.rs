@@ -1,0 +1,85 @@
+//! The Lua scripts of the Redis store, one readable file each under
+//! `scripts/`. Constants are spliced in once, at first use, where a script
+//! names them (`__REMEMBER_MS__`, `__REMEMBER_REVOKED_MS__`,
+//! `__INVALIDATION_CHANNEL__`); the revoking scripts start with
+//! `remember.lua`.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use crate::store::{INVALIDATION_CHANNEL, REMEMBER_MS, REMEMBER_REVOKED_MS};
+
+/// The shared `remember(key, member, cap, now)` function.
+const REMEMBER: &str = include_str!("scripts/remember.lua");
+
+/// A script's text with its constants spliced in.
+fn splice(lua: &str) -> String {
+    lua.replace("__REMEMBER_MS__", &REMEMBER_MS.to_string())
+        .replace("__REMEMBER_REVOKED_MS__", &REMEMBER_REVOKED_MS.to_string())
+        .replace("__INVALIDATION_CHANNEL__", INVALIDATION_CHANNEL)
+}
+
+/// A script as it is sent to Redis, optionally after `remember.lua`.
+fn load(lua: &str, remember: bool) -> Script {
+    Script::new(&splice(&if remember { format!("{REMEMBER}{lua}") } else { lua.to_string() }))
+}
+
+/// A new session, if the client exists and has room.
+pub(super) static CREATE_SESSION: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/create_session.lua"), false));
+
+/// Slides a live session's expiry forward (never revives, never past the cap).
+pub(super) static TOUCH_SESSION: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/touch_session.lua"), false));
+
+/// A client's live sessions with their values and expiries.
+pub(super) static LIST_SESSIONS: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/list_sessions.lua"), false));
+
+/// Deletes one session, remembers it as revoked, publishes.
+pub(super) static REVOKE_SESSION: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/revoke_session.lua"), true));
+
+/// Deletes every session of a client (and optionally the client), publishes.
+pub(super) static REVOKE_ALL_SESSIONS: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/revoke_all_sessions.lua"), true));
+
+/// A tenant's API keys, pruning dead index members.
+pub(super) static LIST_API_KEYS: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/list_api_keys.lua"), false));
+
+/// Deletes an API key, remembers it as revoked, publishes.
+pub(super) static REVOKE_API_KEY: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/revoke_api_key.lua"), true));
+
+/// Rolls an API key: successor, old key's grace expiry, publishes.
+pub(super) static ROLL_API_KEY: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/roll_api_key.lua"), false));
+
+/// Moves a tenant's revoked-before forward, publishes.
+pub(super) static REVOKE_TENANT_BEFORE: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/revoke_tenant_before.lua"), false));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_spliced() {
+        for lua in [
+            REMEMBER,
+            include_str!("scripts/create_session.lua"),
+            include_str!("scripts/touch_session.lua"),
+            include_str!("scripts/list_sessions.lua"),
+            include_str!("scripts/revoke_session.lua"),
+            include_str!("scripts/revoke_all_sessions.lua"),
+            include_str!("scripts/list_api_keys.lua"),
+            include_str!("scripts/revoke_api_key.lua"),
+            include_str!("scripts/roll_api_key.lua"),
+            include_str!("scripts/revoke_tenant_before.lua"),
+        ] {
+            assert!(!splice(lua).contains("__"), "{lua}");
+        }
+    }
+}
