@@ -46,6 +46,8 @@ else
 fi
 echo "== helm chart"
 bash scripts/check-chart.sh
+echo "== layers (no file imports from a module above it in its crate's layout paragraph)"
+bash scripts/check-layers.sh crates/core crates/serve crates/proto crates/telemetry crates/authd crates/introspect
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check

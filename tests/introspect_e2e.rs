@@ -169,7 +169,7 @@ async fn sliding_expiry_and_coalescing() {
         let r = if verifies.is_multiple_of(2) { &s.a } else { &s.b };
         let v = r.verify(&c.token).await.unwrap_or_else(|e| panic!("refused after {:?}: {e:?}", start.elapsed()));
         verifies += 1;
-        let now = cred_core::model::now_ms();
+        let now = cred_core::clock::now_ms();
         let exp = v.expire_time.unwrap();
         let exp_ms = exp.seconds * 1000 + i64::from(exp.nanos) / 1_000_000;
         assert!(exp_ms <= cap_ms, "expiry beyond the cap");

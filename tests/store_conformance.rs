@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant, now_ms};
+use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Scopes, Session, Tenant};
+
+use cred_core::clock::{Millis, now_ms};
+use cred_core::model::SecretHash;
 use cred_core::rng;
 use cred_core::store::{CreateSession, Gone, Invalidation, MemoryStore, RollApiKey, Store};
-use cred_core::token::SecretHash;
 use futures::StreamExt;
 use tokio::time::sleep;
 use uuid::Uuid;

@@ -430,7 +430,7 @@ async fn writes_wait_for_a_replica_and_fail_unavailable_when_it_does_not_acknowl
     let err = a.clients().create_session(authed(&keys.test_key, req)).await.expect_err("unreplicated session");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     // The store says why.
-    let t0 = cred_core::model::now_ms();
+    let t0 = cred_core::clock::now_ms();
     let tenant = cred_core::model::Tenant {
         id: uuid::Uuid::new_v4(),
         name: "w".into(),

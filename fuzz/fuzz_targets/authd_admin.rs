@@ -10,7 +10,7 @@
 #![no_main]
 
 use authd::admin::AdminApi;
-use cred_core::model::now_ms;
+use cred_core::clock::now_ms;
 use cred_core::store::MemoryStore;
 use cred_core::token::{Token, TokenKind};
 use cred_fuzz::check::{Expect, ms};

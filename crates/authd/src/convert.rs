@@ -4,7 +4,8 @@
 //! validated here or in the domain, and a bad one is an error naming it.
 
 use cred_core::Error;
-use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Millis, Session, Tenant};
+use cred_core::clock::Millis;
+use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Session, Tenant};
 use cred_proto::authd::v1 as pb;
 use cred_proto::convert::timestamp as ts;
 use uuid::Uuid;

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::cache::{Cache, CacheOptions, Entry, Record, mono_ms};
+use crate::cache::{Cache, CacheOptions, Entry, Record};
+
+use crate::clock::mono_ms;
+use crate::clock::{Millis, now_ms};
 use crate::error::{Error, InvalidReason};
 use crate::guard::{FailureGuard, GuardOptions};
-use crate::model::{
-    ApiKey, AuditEvent, Client, Environment, Millis, Scope, Scopes, Session, Tenant, limits, now_ms, sliding_expiry,
-};
+use crate::model::{ApiKey, AuditEvent, Client, Environment, Scope, Scopes, Session, Tenant, limits, sliding_expiry};
 use crate::store::{CreateSession, Invalidation, RollApiKey, Store};
 use crate::token::{Token, TokenKind};
 use crate::verify::{check_api_key, check_session};

@@ -6,13 +6,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::InvalidReason;
-use crate::model::{ApiKey, Client, Environment, Millis, Session, Tenant};
+use crate::clock::{Millis, mono_ms};
+use crate::error::InvalidReason;
+use crate::model::SecretHash;
+use crate::model::{ApiKey, Client, Environment, Session, Tenant};
 use crate::store::Invalidation;
-use crate::token::SecretHash;
 use quick_cache::sync::Cache as Lru;
 use uuid::Uuid;
 
@@ -38,12 +39,6 @@ impl Default for CacheOptions {
             negative_ttl: Duration::from_secs(5),
         }
     }
-}
-
-/// Milliseconds on this process' monotonic clock.
-pub fn mono_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// What a cache keeps of a session: only what a verify reads again. Its

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::store::StoreError;
+use std::time::Duration;
 
 /// Why a presented credential cannot be used. Outward callers only ever
 /// learn "invalid"; introspect tells its internal callers this reason.
@@ -43,6 +43,42 @@ impl fmt::Display for InvalidReason {
     }
 }
 
+/// A store failure. Never "not found": absence is a value, not an error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something this code did not write.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What spent its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    Credential,
+    Peer,
+}
+
+impl Spent {
+    /// The name used in errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Spent::Credential => "credential id",
+            Spent::Peer => "peer",
+        }
+    }
+}
+
+/// A refusal: too many recent failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    pub spent: Spent,
+    /// When one more attempt will be let through.
+    pub retry_after: Duration,
+}
+
 /// Everything a domain operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,7 +107,7 @@ pub enum Error {
     /// Too many recent failed authentications from this peer or for this
     /// credential id; refused before any store command.
     #[error("too many failed authentications ({}); retry after {:?}", .0.spent.as_str(), .0.retry_after)]
-    Throttled(crate::guard::Throttled),
+    Throttled(Throttled),
     /// The store failed; the request may be retried.
     #[error(transparent)]
     Store(#[from] StoreError),

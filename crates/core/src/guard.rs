@@ -21,8 +21,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use quick_cache::sync::Cache as Lru;
 use uuid::Uuid;
 
-use crate::cache::mono_ms;
-use crate::error::InvalidReason;
+use crate::clock::mono_ms;
+use crate::error::{InvalidReason, Spent, Throttled};
 
 /// How many failures each key may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,31 +39,6 @@ impl Default for GuardOptions {
     fn default() -> Self {
         GuardOptions { per_credential: NonZeroU32::new(10), per_peer: NonZeroU32::new(100), capacity: 100_000 }
     }
-}
-
-/// What spent its budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spent {
-    Credential,
-    Peer,
-}
-
-impl Spent {
-    /// The name used in errors.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Spent::Credential => "credential id",
-            Spent::Peer => "peer",
-        }
-    }
-}
-
-/// A refusal: too many recent failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Throttled {
-    pub spent: Spent,
-    /// When one more attempt will be let through.
-    pub retry_after: Duration,
 }
 
 /// One key's budget.

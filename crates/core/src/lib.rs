@@ -1,23 +1,28 @@
 //! The credential domain of authd and introspect, with no knowledge of gRPC.
 //!
-//! Layout, one sentence a module:
-//! - `token`: the self-identifying, checksummed token format and its hash;
-//! - `rng`: a per-thread ChaCha20 CSPRNG seeded from the OS;
-//! - `model`: tenants, API keys, clients, sessions, audit events, limits,
-//!   and the sliding-expiry rule;
-//! - `operator`: operator keys, sealed offline with the server secret;
+//! Layout, one sentence a module, from the top floor down: each file imports
+//! only from files listed below it.
+//! - `authority`: every credential operation, written once over any store;
+//! - `verify`: the checks that make a presented credential usable or not;
+//! - `guard`: budgets of failed authentications per credential id and peer;
+//! - `push`: the store's invalidations, applied to a cache;
 //! - `cache`: bounded in-process caches of verified credentials, kept fresh
-//!   by `push` (the store's invalidations) and a max age;
+//!   by `push` and a max age;
 //! - `store`: the store interface, its Redis and in-memory implementations,
 //!   and `Instrumented`, a wrapper giving every call a `tracing` span;
-//! - `authority`: every credential operation, written once over any store;
-//! - `guard`: budgets of failed authentications per credential id and peer;
-//! - `verify`: the checks that make a presented credential usable or not;
-//! - `error`: the domain errors the gRPC edge maps to status codes.
+//! - `operator`: operator keys, sealed offline with the server secret;
+//! - `token`: the self-identifying, checksummed token format and its hash;
+//! - `model`: tenants, API keys, clients, sessions, audit events, limits,
+//!   the stored secret hash, and the sliding-expiry rule;
+//! - `error`: the domain errors (store failures and throttling included)
+//!   the gRPC edge maps to status codes;
+//! - `rng`: a per-thread ChaCha20 CSPRNG seeded from the OS;
+//! - `clock`: wall-clock and monotonic milliseconds (the ground floor).
 #![forbid(unsafe_code)]
 
 pub mod authority;
 pub mod cache;
+pub mod clock;
 pub mod error;
 pub mod guard;
 pub mod model;

@@ -17,10 +17,9 @@
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::model::Environment;
+use crate::model::{Environment, SecretHash};
 use crate::rng;
 
 /// What a token is for.
@@ -54,26 +53,6 @@ pub struct Secret([u8; 32]);
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
-    }
-}
-
-/// SHA-256 of a token secret, truncated to 128 bits: the only form in which
-/// a secret is stored. The secret has 256 bits of entropy, so a fast hash is
-/// enough (no dictionary to slow down), and 128 bits of it leave a preimage
-/// search at 2^128 while saving 16 bytes on every stored session.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SecretHash(pub [u8; 16]);
-
-impl fmt::Debug for SecretHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretHash(..)")
-    }
-}
-
-impl SecretHash {
-    /// Constant-time comparison.
-    pub fn matches(&self, other: &SecretHash) -> bool {
-        self.0.ct_eq(&other.0).into()
     }
 }
 

@@ -4,10 +4,12 @@
 
 use uuid::Uuid;
 
+use crate::clock::Millis;
 use crate::error::InvalidReason;
-use crate::model::{ApiKey, Client, Environment, Millis, Session, Tenant};
+use crate::model::SecretHash;
+use crate::model::{ApiKey, Client, Environment, Session, Tenant};
 use crate::store::Gone;
-use crate::token::{SecretHash, Token, TokenKind};
+use crate::token::{Token, TokenKind};
 
 /// Checks an API key token against its records.
 pub fn check_api_key(

@@ -8,14 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use cred_core::clock::{Millis, now_ms};
+use cred_core::error::StoreError;
 use cred_core::guard::{FailureGuard, GuardOptions};
-use cred_core::model::{Environment, Millis, Scopes, now_ms, sliding_expiry};
-use cred_core::store::{Store, StoreError};
-use cred_core::token::{SecretHash, Token, TokenKind};
+use cred_core::model::SecretHash;
+use cred_core::model::{Environment, Scopes, sliding_expiry};
+use cred_core::store::Store;
+use cred_core::token::{Token, TokenKind};
 use cred_core::verify::{SessionView, check_api_key, check_session, check_session_view};
 use cred_core::{Error, InvalidReason};
 
-use cred_core::cache::{Cache, CacheOptions, CacheStats, CachedSession, Entry, Key, Record, mono_ms};
+use cred_core::cache::{Cache, CacheOptions, CacheStats, CachedSession, Entry, Key, Record};
+
+use cred_core::clock::mono_ms;
 
 /// How a replica verifies.
 #[derive(Debug, Clone)]

@@ -4,7 +4,8 @@
 //! foreign here).
 
 use cred_core::Error;
-use cred_core::model::{Environment, Millis};
+use cred_core::clock::Millis;
+use cred_core::model::Environment;
 
 use crate::authd::v1 as authd;
 use crate::introspect::v1 as introspect;

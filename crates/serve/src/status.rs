@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use cred_core::Error;
-use cred_core::store::StoreError;
+use cred_core::error::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 

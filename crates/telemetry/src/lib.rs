@@ -2,12 +2,13 @@
 //! both: the binaries call [`init`] first and [`Telemetry::shutdown`] last;
 //! the servers wrap their services in [`RpcLayer`].
 //!
-//! Layout, one sentence a module:
+//! Layout, one sentence a module, top floor first (each imports only from
+//! those below it):
+//! - `rpc`: the tower layer giving every RPC a span (parent taken from the
+//!   caller's `traceparent`), a log line and its request metrics;
 //! - `setup`: the subscriber (JSON or human logs on stderr, plus the
 //!   OpenTelemetry layer) and the OTLP/gRPC providers, configured by the
 //!   standard `OTEL_*` variables, with their shutdown guard;
-//! - `rpc`: the tower layer giving every RPC a span (parent taken from the
-//!   caller's `traceparent`), a log line and its request metrics;
 //! - `metrics`: the instruments, including observable ones over
 //!   `cred_core`'s atomic counters, and the store latency histogram.
 //!

@@ -13,7 +13,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{ApiKeyLookup, CreateSession, Invalidations, RollApiKey, SessionLookup, Store, StoreResult};
-use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant};
+use crate::clock::Millis;
+use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant};
 
 /// Told the duration and outcome of every store call.
 pub trait StoreObserver: Send + Sync + 'static {

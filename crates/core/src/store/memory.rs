@@ -15,7 +15,8 @@ use super::{
     AUDIT_MAX_LEN, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, REMEMBER_MS, REMEMBER_REVOKED_MS,
     RollApiKey, SessionLookup, Store, StoreResult,
 };
-use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant, now_ms};
+use crate::clock::{Millis, now_ms};
+use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant};
 
 /// Writes between two full sweeps of dead entries.
 const SWEEP_EVERY: u32 = 1024;

@@ -17,7 +17,10 @@ use std::pin::Pin;
 use futures::Stream;
 use uuid::Uuid;
 
-use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant};
+use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant};
+
+use crate::clock::Millis;
+pub(crate) use crate::error::StoreError;
 
 pub mod instrumented;
 pub mod memory;
@@ -26,17 +29,6 @@ pub mod redis;
 pub use instrumented::{Instrumented, StoreObserver};
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, RedisTarget};
-
-/// A store failure. Never "not found": absence is a value, not an error.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot be reached or did not answer in time.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The store answered with something this code did not write.
-    #[error("store data is corrupt: {0}")]
-    Corrupt(String),
-}
 
 /// Result of [`Store::create_session`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 
 use authd::auth::OperatorAuth;
 use cred_core::Authority;
-use cred_core::model::{Client, Environment, Session, Tenant, now_ms, sliding_expiry};
+use cred_core::clock::now_ms;
+use cred_core::model::{Client, Environment, Session, Tenant, sliding_expiry};
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::rng;
 use cred_core::store::redis::RedisOptions;

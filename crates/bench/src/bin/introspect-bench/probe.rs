@@ -6,8 +6,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cred_core::cache::{Cache, CacheOptions, CachedSession, Entry, Record, mono_ms};
-use cred_core::model::{Client, Environment, Session, Tenant, limits, now_ms};
+use cred_core::cache::{Cache, CacheOptions, CachedSession, Entry, Record};
+
+use cred_core::clock::mono_ms;
+use cred_core::clock::now_ms;
+use cred_core::model::{Client, Environment, Session, Tenant, limits};
 use cred_core::rng;
 use cred_core::token::{Token, TokenKind};
 

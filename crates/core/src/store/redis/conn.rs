@@ -9,8 +9,9 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
-use crate::model::now_ms;
-use crate::store::{INVALIDATION_CHANNEL, StoreError, StoreResult};
+use crate::clock::now_ms;
+use crate::error::StoreError;
+use crate::store::{INVALIDATION_CHANNEL, StoreResult};
 
 /// How the Redis store connects.
 #[derive(Debug, Clone)]

@@ -37,7 +37,8 @@ use uuid::Uuid;
 use super::{
     ApiKeyLookup, CreateSession, Invalidation, Invalidations, RollApiKey, SessionLookup, Store, StoreError, StoreResult,
 };
-use crate::model::{ApiKey, AuditEvent, Client, Millis, Session, Tenant, now_ms};
+use crate::clock::{Millis, now_ms};
+use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant};
 use crate::token::{parse_short_id, short_id};
 use conn::Connections;
 pub use conn::{RedisConn, RedisOptions, RedisTarget, WaitReplicas};

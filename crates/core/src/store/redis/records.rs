@@ -7,9 +7,12 @@ use redis::{ErrorKind, RedisError};
 use uuid::Uuid;
 
 use super::keys::{audit_key, client_key, session_index_key, session_key};
-use crate::model::{ApiKey, AuditEvent, Client, Environment, Millis, Scopes, Session, Tenant};
-use crate::store::{AUDIT_MAX_LEN, Gone, REMEMBER_MS, StoreError, StoreResult};
-use crate::token::{SecretHash, parse_short_id, short_id};
+use crate::clock::Millis;
+use crate::error::StoreError;
+use crate::model::SecretHash;
+use crate::model::{ApiKey, AuditEvent, Client, Environment, Scopes, Session, Tenant};
+use crate::store::{AUDIT_MAX_LEN, Gone, REMEMBER_MS, StoreResult};
+use crate::token::{parse_short_id, short_id};
 
 impl From<RedisError> for StoreError {
     fn from(e: RedisError) -> Self {
