@@ -12,6 +12,7 @@ pub mod backend;
 pub mod binaries;
 pub mod introspect;
 pub mod redis_cluster;
+mod redis_process;
 pub mod redis_server;
 
 pub use authd::Authd;
