@@ -23,6 +23,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A child process, killed on drop, its stderr collected line by line.
 pub struct Proc {
+    /// The process, for signals and its exit status.
     pub child: Child,
     /// Every stderr line so far.
     stderr: Arc<Mutex<Vec<String>>>,
@@ -37,7 +38,16 @@ impl Drop for Proc {
 
 impl Proc {
     pub fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn binary");
+        Self::spawn_inner(cmd.stdout(Stdio::null()))
+    }
+
+    /// As `spawn`, with stdout piped and left in `child.stdout` for the caller.
+    pub fn spawn_with_stdout(mut cmd: Command) -> Proc {
+        Self::spawn_inner(cmd.stdout(Stdio::piped()))
+    }
+
+    fn spawn_inner(cmd: &mut Command) -> Proc {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn binary");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (pipe, lines) = (child.stderr.take().unwrap(), stderr.clone());
         std::thread::spawn(move || {
@@ -68,6 +78,18 @@ impl Proc {
             assert!(Instant::now() < deadline, "not serving within 20 s:\n{}", self.lines().join("\n"));
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Resident set size in KiB, from /proc (via `procfs`).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        let status = procfs::process::Process::new(pid).and_then(|p| p.status()).expect("proc status");
+        status.vmrss.expect("VmRSS")
     }
 
     /// SIGTERM, then the exit code (bounded wait).

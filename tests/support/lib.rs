@@ -1,7 +1,9 @@
 //! Test support for the integration suites: a real `redis-server` on a free
 //! loopback port or a real Redis Cluster of them, an in-process authd on
 //! `127.0.0.1:0` in front of it, introspect replicas, and small helpers for
-//! authenticated requests and error details.
+//! authenticated requests and error details; and the real binaries as
+//! child processes (`binaries`). One module spawns `redis-server` for both
+//! the standalone server and the cluster.
 //!
 //! Tests that need Redis fail loudly when `redis-server` is missing; they
 //! never skip.
@@ -12,6 +14,7 @@ pub mod backend;
 pub mod binaries;
 pub mod introspect;
 pub mod redis_cluster;
+mod redis_process;
 pub mod redis_server;
 
 pub use authd::Authd;

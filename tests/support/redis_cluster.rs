@@ -14,19 +14,14 @@ use std::time::{Duration, Instant};
 use cred_core::store::redis::RedisOptions;
 use cred_core::store::{RedisStore, RedisTarget};
 
-use crate::redis_server::{free_port, pong, query};
-
-/// One node: its client port and process.
-struct Node {
-    port: u16,
-    child: Child,
-}
+use crate::redis_process::{RedisProcess, free_port, query};
 
 /// A running cluster; dropping it kills every node.
 pub struct RedisCluster {
     /// The client ports of every node, masters first as created.
     pub ports: Vec<u16>,
-    nodes: Mutex<Vec<Node>>,
+    /// Every node, killed on drop or by `kill`.
+    nodes: Mutex<Vec<RedisProcess>>,
     /// Kills the nodes if this process dies without dropping the cluster.
     watchdog: Child,
     /// Holds the nodes' directories.
@@ -35,39 +30,20 @@ pub struct RedisCluster {
 
 /// Starts one cluster node; `None` if it does not answer PING (e.g. lost a
 /// port race).
-fn spawn_node(port: u16, bus: u16, node_timeout_ms: u64, dir: &std::path::Path) -> Option<Child> {
+fn spawn_node(port: u16, bus: u16, node_timeout_ms: u64, dir: &std::path::Path) -> Option<RedisProcess> {
     let conf = format!("nodes-{port}.conf");
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--cluster-enabled", "yes", "--cluster-config-file", &conf])
-        .args(["--cluster-port", &bus.to_string(), "--cluster-node-timeout", &node_timeout_ms.to_string()])
+    let (bus, timeout) = (bus.to_string(), node_timeout_ms.to_string());
+    let args = [
+        ["--cluster-enabled", "yes"],
+        ["--cluster-config-file", &conf],
+        ["--cluster-port", &bus],
+        ["--cluster-node-timeout", &timeout],
         // A replica always takes over, however long it was cut off: the
         // failover test kills a master and wants its replica promoted.
-        .args(["--cluster-replica-validity-factor", "0"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "cannot start redis-server ({e}). The cluster tests need a real Redis: \
-             install it (Debian: apt-get install -y redis-server) or run the README's test command"
-        ),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if pong(port) {
-            return Some(child);
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+        ["--cluster-replica-validity-factor", "0"],
+    ];
+    let args: Vec<String> = args.concat().into_iter().map(String::from).collect();
+    RedisProcess::spawn(port, &args, dir)
 }
 
 fn info_field(text: &str, field: &str) -> Option<String> {
@@ -93,7 +69,7 @@ impl RedisCluster {
             let node = (0..3)
                 .find_map(|_| {
                     let (port, bus) = (free_port(), free_port());
-                    spawn_node(port, bus, node_timeout_ms, &node_dir).map(|child| Node { port, child })
+                    spawn_node(port, bus, node_timeout_ms, &node_dir)
                 })
                 .expect("a cluster node did not answer PING on a loopback port after 3 attempts");
             nodes.push(node);
@@ -199,13 +175,13 @@ impl RedisCluster {
     /// Ports of the nodes still running.
     pub fn live_ports(&self) -> Vec<u16> {
         let mut nodes = self.nodes.lock().expect("nodes");
-        nodes.iter_mut().filter_map(|n| matches!(n.child.try_wait(), Ok(None)).then_some(n.port)).collect()
+        nodes.iter_mut().filter_map(|n| n.running().then_some(n.port)).collect()
     }
 }
 
 /// `sh` polling this process; once it is gone, kills the nodes and removes
 /// their directory. Needed for the shared (static, never dropped) cluster.
-fn watchdog(nodes: &[Node], dir: &std::path::Path) -> Child {
+fn watchdog(nodes: &[RedisProcess], dir: &std::path::Path) -> Child {
     let pids: Vec<String> = nodes.iter().map(|n| n.child.id().to_string()).collect();
     Command::new("sh")
         .args([
@@ -230,11 +206,9 @@ impl Drop for RedisCluster {
         // The watchdog first, so it never signals a pid that was reused.
         let _ = self.watchdog.kill();
         let _ = self.watchdog.wait();
+        // Then the nodes (killed on drop), before their directory goes.
         if let Ok(nodes) = self.nodes.get_mut() {
-            for n in nodes.iter_mut() {
-                let _ = n.child.kill();
-                let _ = n.child.wait();
-            }
+            nodes.clear();
         }
         drop(self.dir.take());
     }

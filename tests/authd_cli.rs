@@ -2,31 +2,16 @@
 //! printed, operator keys made offline are accepted by `serve`, and SIGHUP
 //! reloads the allowlist. Needs `redis-server` (fails loudly without it).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cred_proto::authd::v1 as pb;
+use cred_tests::RedisServer;
+use cred_tests::authd::authed;
+use cred_tests::binaries::{Proc, bin};
 use tonic::Code;
-
-const AUTHD: &str = env!("CARGO_BIN_EXE_authd");
-
-/// Kills the child on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
 
 async fn channel(addr: &str) -> tonic::transport::Channel {
     tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
@@ -42,15 +27,10 @@ fn field<'a>(banner: &'a str, label: &str) -> &'a str {
 
 #[tokio::test]
 async fn dev_mode_banner_works_as_printed() {
-    let mut p = Proc(
-        Command::new(AUTHD)
-            .args(["dev", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run authd dev"),
-    );
-    let mut out = BufReader::new(p.0.stdout.take().unwrap());
+    let mut cmd = Command::new(bin("authd"));
+    cmd.args(["dev", "--listen", "127.0.0.1:0"]);
+    let mut p = Proc::spawn_with_stdout(cmd);
+    let mut out = BufReader::new(p.child.stdout.take().unwrap());
     let mut banner = String::new();
     while !banner.contains("buf curl --protocol") {
         let mut line = String::new();
@@ -82,35 +62,8 @@ async fn dev_mode_banner_works_as_printed() {
         .expect("operator key works");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_redis(dir: &std::path::Path) -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is needed for this test (Debian: apt-get install -y redis-server)");
-    let p = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let mut buf = [0u8; 7];
-            if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
-                return (p, port);
-            }
-        }
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn run(args: &[&str]) -> String {
-    let out = Command::new(AUTHD).args(args).output().expect("run authd");
+    let out = Command::new(bin("authd")).args(args).output().expect("run authd");
     assert!(out.status.success(), "authd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -121,10 +74,12 @@ struct Served {
     /// The authd process.
     authd: Proc,
     /// Its Redis, frozen and thawed by the drain test.
-    redis: Proc,
+    redis: RedisServer,
+    /// Where authd serves.
     addr: String,
     /// The operator key's token.
     operator: String,
+    /// The allowlist file, rewritten by the reload test.
     allowlist: std::path::PathBuf,
     /// Holds the files for as long as the test runs.
     _dir: tempfile::TempDir,
@@ -132,7 +87,7 @@ struct Served {
 
 fn serve(extra_env: &[(&str, &str)]) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let (redis, port) = start_redis(dir.path());
+    let redis = RedisServer::start();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, run(&["operator-key", "secret"])).unwrap();
     let secret_arg = secret_file.to_str().unwrap();
@@ -141,39 +96,26 @@ fn serve(extra_env: &[(&str, &str)]) -> Served {
     let operator = new.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string();
     let allowlist = dir.path().join("operators");
     std::fs::write(&allowlist, format!("# ops\n{key_id}\n")).unwrap();
-    let mut authd = Proc(
-        Command::new(AUTHD)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("AUTHD_REDIS_URL", format!("redis://127.0.0.1:{port}/0"))
-            .env("AUTHD_OPERATOR_SECRET_FILE", secret_arg)
-            .env("AUTHD_OPERATOR_ALLOWLIST_FILE", &allowlist)
-            .envs(extra_env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut logs = BufReader::new(authd.0.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(logs.read_line(&mut line).unwrap() > 0, "authd serve exited");
-        if line.contains("authd serving") {
-            break line.split("\"addr\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-        }
-    };
-    // Keep reading the logs so authd never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut logs, &mut std::io::sink()));
+    let mut cmd = Command::new(bin("authd"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("AUTHD_REDIS_URL", redis.url())
+        .env("AUTHD_OPERATOR_SECRET_FILE", secret_arg)
+        .env("AUTHD_OPERATOR_ALLOWLIST_FILE", &allowlist)
+        .envs(extra_env.iter().copied());
+    let mut authd = Proc::spawn(cmd);
+    let addr = authd.wait_serving();
     Served { authd, redis, addr, operator, allowlist, _dir: dir }
 }
 
 #[tokio::test]
 async fn offline_operator_keys_and_sighup_reload() {
     // A missing setting fails at start, naming it.
-    let bad = Command::new(AUTHD).args(["serve", "--listen", "127.0.0.1:0"]).env_clear().output().unwrap();
+    let bad = Command::new(bin("authd")).args(["serve", "--listen", "127.0.0.1:0"]).env_clear().output().unwrap();
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("--redis-url") && err.contains("--redis-cluster-nodes"), "{err}");
     // Both store settings: a start error naming both.
-    let both = Command::new(AUTHD)
+    let both = Command::new(bin("authd"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_clear()
         .env("AUTHD_REDIS_URL", "redis://127.0.0.1:1/0")
@@ -192,7 +134,7 @@ async fn offline_operator_keys_and_sighup_reload() {
 
     // Remove the key from the allowlist and reload.
     std::fs::write(&allowlist, "# nobody\n").unwrap();
-    let pid = p.0.id().to_string();
+    let pid = p.child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -209,7 +151,7 @@ async fn offline_operator_keys_and_sighup_reload() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let e = admin.get_tenant(authed(&token, get)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    assert!(p.0.try_wait().unwrap().is_none(), "authd exited on a bad allowlist");
+    assert!(p.child.try_wait().unwrap().is_none(), "authd exited on a bad allowlist");
 }
 
 /// SIGTERM: new connections are refused, the calls in flight finish, and
@@ -246,8 +188,7 @@ async fn sigterm_drains_calls_in_flight() {
     // Warm the API-key cache, so the held calls wait only on their write.
     clients.clone().create_client(authed(&key, pb::CreateClientRequest::default())).await.unwrap();
 
-    let redis_pid = redis.0.id().to_string();
-    assert!(Command::new("kill").args(["-STOP", &redis_pid]).status().unwrap().success());
+    redis.pause();
     let in_flight: Vec<_> = (0..8)
         .map(|_| {
             let (mut c, key) = (clients.clone(), key.clone());
@@ -255,7 +196,7 @@ async fn sigterm_drains_calls_in_flight() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = p.0.id().to_string();
+    let pid = p.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     // New connections are refused once authd has stopped accepting.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -263,15 +204,15 @@ async fn sigterm_drains_calls_in_flight() {
         assert!(Instant::now() < deadline, "authd still accepts connections after SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(p.0.try_wait().unwrap().is_none(), "authd exited with calls in flight");
-    assert!(Command::new("kill").args(["-CONT", &redis_pid]).status().unwrap().success());
+    assert!(p.child.try_wait().unwrap().is_none(), "authd exited with calls in flight");
+    redis.resume();
     for call in in_flight {
         let r = call.await.unwrap();
         assert!(r.is_ok(), "a call in flight at SIGTERM failed: {r:?}");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(s) = p.0.try_wait().unwrap() {
+        if let Some(s) = p.child.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "authd did not exit after draining");
@@ -299,7 +240,7 @@ fn bad_tls_settings_stop_authd_at_start() {
         ),
     ];
     for (env, expected) in cases {
-        let out = Command::new(AUTHD)
+        let out = Command::new(bin("authd"))
             .args(["serve", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1"])
             .arg("--operator-allowlist-file")
             .arg(&allowlist)
@@ -321,7 +262,7 @@ fn bad_limits_fail_at_start_naming_the_setting() {
         ("AUTHD_REQUEST_TIMEOUT_MS", "0", "--request-timeout-ms"),
         ("AUTHD_FAILED_AUTH_TRACKED", "0", "--failed-auth-tracked"),
     ] {
-        let out = Command::new(AUTHD)
+        let out = Command::new(bin("authd"))
             .args(["serve", "--redis-url", "redis://127.0.0.1:1/0", "--operator-allowlist-file", "/nonexistent"])
             .env(var, value)
             .output()
@@ -334,7 +275,7 @@ fn bad_limits_fail_at_start_naming_the_setting() {
 
 #[test]
 fn a_zero_wait_timeout_fails_at_start_naming_the_setting() {
-    let out = Command::new(AUTHD)
+    let out = Command::new(bin("authd"))
         .args(["serve", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1/0"])
         .args(["--operator-allowlist-file", "/nonexistent", "--redis-wait-replicas", "1"])
         .env("AUTHD_REDIS_WAIT_TIMEOUT_MS", "0")

@@ -1,13 +1,12 @@
 //! The introspect binary under hostile input: oversized and malformed
 //! messages (raw HTTP/2, since a gRPC client would not send them), huge
 //! metadata, thousands of connections, and a call past the request timeout.
-//! Each case gets a clear status, the process' RSS (from /proc) stays
+//! Each case gets a clear status, the process' RSS (from /proc, via `procfs`) stays
 //! bounded, and a normal verify works afterwards. Needs `redis-server`
 //! (fails loudly without it).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,60 +15,35 @@ use cred_core::authority::NewApiKey;
 use cred_core::model::{Environment, Scopes};
 use cred_proto::introspect::v1 as pb;
 use cred_tests::RedisServer;
+use cred_tests::binaries::{Proc, bin};
 use pb::introspect_service_client::IntrospectServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const INTROSPECT: &str = env!("CARGO_BIN_EXE_introspect");
 const VERIFY: &str = "/introspect.v1.IntrospectService/Verify";
 
-/// A running introspect binary (killed on drop).
-struct Proc {
-    child: Child,
+/// A running introspect binary (killed on drop) and its address.
+struct Introspect {
+    /// The process.
+    proc: Proc,
+    /// Where it serves.
     addr: SocketAddr,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn start(redis: &RedisServer, env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(INTROSPECT)
-            .arg("serve")
+impl Introspect {
+    fn start(redis: &RedisServer, env: &[(&str, &str)]) -> Introspect {
+        let mut cmd = Command::new(bin("introspect"));
+        cmd.arg("serve")
             .env("INTROSPECT_LISTEN", "127.0.0.1:0")
             .env("INTROSPECT_REDIS_URL", redis.url())
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run introspect");
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let addr = loop {
-            let mut line = String::new();
-            assert!(err.read_line(&mut line).unwrap() > 0, "introspect exited before serving");
-            if line.contains("introspect serving") {
-                let at = line.find("127.0.0.1:").expect("address in the log line");
-                let a: String =
-                    line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-                break a.parse().expect("socket address");
-            }
-        };
-        // Keep draining the logs so the process never blocks on them.
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        Proc { child, addr }
+            .envs(env.iter().copied());
+        let mut proc = Proc::spawn(cmd);
+        let addr = proc.wait_serving().parse().expect("socket address");
+        Introspect { proc, addr }
     }
 
-    /// Resident set size, from /proc.
     fn rss_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        self.proc.rss_kib()
     }
 
     async fn channel(&self) -> Channel {
@@ -77,7 +51,7 @@ impl Proc {
     }
 
     fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.proc.alive()
     }
 }
 
@@ -154,7 +128,7 @@ const MIB: u64 = 1024;
 async fn hostile_input_gets_clear_errors_bounded_memory_and_the_service_stays_up() {
     let redis = RedisServer::start();
     let key = api_key(&redis).await;
-    let mut p = Proc::start(&redis, &[]);
+    let mut p = Introspect::start(&redis, &[]);
     let ch = p.channel().await;
     verify(&ch, &key).await.expect("a normal verify");
     let rss0 = p.rss_kib();
@@ -257,7 +231,8 @@ async fn hostile_input_gets_clear_errors_bounded_memory_and_the_service_stays_up
 async fn a_call_past_the_request_timeout_is_cancelled() {
     let redis = RedisServer::start();
     let key = api_key(&redis).await;
-    let p = Proc::start(&redis, &[("INTROSPECT_REQUEST_TIMEOUT_MS", "300"), ("INTROSPECT_REDIS_TIMEOUT_MS", "5000")]);
+    let p =
+        Introspect::start(&redis, &[("INTROSPECT_REQUEST_TIMEOUT_MS", "300"), ("INTROSPECT_REDIS_TIMEOUT_MS", "5000")]);
     let ch = p.channel().await;
     // The store hangs; the 5 s store deadline would answer UNAVAILABLE, the
     // 300 ms request timeout ends the call first.
@@ -278,7 +253,7 @@ fn bad_limits_fail_at_start_naming_the_setting() {
         ("INTROSPECT_REQUEST_TIMEOUT_MS", "0", "--request-timeout-ms"),
         ("INTROSPECT_FAILED_VERIFY_TRACKED", "0", "--failed-verify-tracked"),
     ] {
-        let out = Command::new(INTROSPECT)
+        let out = Command::new(bin("introspect"))
             .args(["serve", "--redis-url", "redis://127.0.0.1:1/0"])
             .env(var, value)
             .output()
