@@ -1,12 +1,13 @@
 //! A private `redis-server` for one benchmark run: loopback only, a free
 //! port, no persistence, in a temporary directory, killed on drop.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::process::free_port;
 
 /// Environment variable naming the `redis-server` binary to run.
 pub const BINARY_VAR: &str = "CRED_BENCH_REDIS_SERVER";
@@ -37,7 +38,7 @@ impl RedisServer {
     }
 
     async fn try_start(bin: &str) -> Result<RedisServer, Start> {
-        let port = free_port().map_err(|e| Start::Fatal(format!("finding a free port: {e}")))?;
+        let port = free_port().map_err(Start::Fatal)?;
         let dir = tempfile::tempdir().map_err(|e| Start::Fatal(format!("temp dir: {e}")))?;
         let log = dir.path().join("redis.log");
         let child = Command::new(bin)
@@ -94,6 +95,11 @@ impl RedisServer {
         self.port
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Where its log goes.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("redis.log")
@@ -112,10 +118,6 @@ enum Start {
     Retry(String),
     /// No point retrying.
     Fatal(String),
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 async fn ping(url: &str) -> bool {

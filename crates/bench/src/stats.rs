@@ -1,4 +1,4 @@
-//! Percentiles and small formatting helpers.
+//! Percentiles, medians and the number formats the tables print.
 
 /// Nearest-rank percentile of a sorted slice (`NaN` if empty).
 pub fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -18,6 +18,11 @@ pub fn median(v: &[f64]) -> f64 {
     s.sort_by(f64::total_cmp);
     let n = s.len();
     if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+}
+
+/// Median of unsorted integers.
+pub fn median_u64(v: &[u64]) -> f64 {
+    median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>())
 }
 
 /// Microseconds as a short human string.

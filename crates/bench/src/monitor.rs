@@ -12,8 +12,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::BoxError;
-
 /// One executed command.
 #[derive(Debug, Clone)]
 pub struct Line {
@@ -54,7 +52,7 @@ pub struct Monitor {
 
 impl Monitor {
     /// Connects and starts capturing.
-    pub async fn start(port: u16) -> Result<Monitor, BoxError> {
+    pub async fn start(port: u16) -> Result<Monitor, String> {
         let mut s = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("MONITOR connection: {e}"))?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         s.write_all(b"MONITOR\r\n").await.map_err(|e| format!("MONITOR: {e}"))?;
@@ -87,7 +85,7 @@ impl Monitor {
 
     /// Sends `ECHO <marker>` on `admin` and waits (bounded) until MONITOR
     /// shows it: every command executed before is then captured.
-    pub async fn mark(&self, admin: &mut MultiplexedConnection, marker: &str) -> Result<(), BoxError> {
+    pub async fn mark(&self, admin: &mut MultiplexedConnection, marker: &str) -> Result<(), String> {
         let _: String = redis::cmd("ECHO").arg(marker).query_async(admin).await.map_err(|e| format!("ECHO: {e}"))?;
         for _ in 0..500 {
             if self.lines.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().any(|l| is_marker(l, marker)) {
