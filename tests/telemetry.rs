@@ -431,6 +431,8 @@ fn rpc_lines(p: &Proc) -> Vec<(String, i64, u64, Option<String>)> {
 
 #[tokio::test]
 async fn every_flow_logs_one_json_line_per_rpc_and_no_secret() {
+    // authd: one line per call. introspect: one per refusal (a fast OK is
+    // at DEBUG).
     let redis = RedisServer::start();
     let op = operator();
     // No collector configured: nothing exported, nothing complains.
@@ -475,9 +477,10 @@ async fn every_flow_logs_one_json_line_per_rpc_and_no_secret() {
     c.sessions.get_current_session(req(&cst, None, pb::GetCurrentSessionRequest {})).await.unwrap();
     want_authd.push(("GetCurrentSession", Code::Ok, true));
 
+    // introspect logs a fast OK verify at DEBUG only (off under the default
+    // RUST_LOG): `introspect_logs_every_verify_when_asked` checks those lines.
     for t in [&cst, &cst2, &tck, &key] {
         c.verify.verify(req("", None, verify_req(t))).await.unwrap();
-        want_introspect.push(("Verify", Code::Ok, true));
     }
     let e = c.verify.verify(req("", None, verify_req("garbage"))).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
@@ -552,6 +555,50 @@ async fn every_flow_logs_one_json_line_per_rpc_and_no_secret() {
         for s in secrets(&op, &[&key, &key2, &cst, &cst2, &tck]) {
             assert!(!all.contains(&s), "{name} logged a secret: {}..", &s[..8]);
         }
+    }
+}
+
+/// `RUST_LOG=info,cred::rpc=debug` turns on introspect's line for every
+/// verify, OK ones at DEBUG with the tenant; refusals stay at INFO.
+#[tokio::test]
+async fn introspect_logs_every_verify_when_asked() {
+    let redis = RedisServer::start();
+    let op = operator();
+    let (mut authd, aaddr, mut introspect, iaddr) =
+        start(&redis, &op, &[("RUST_LOG", "info,cred::rpc=debug".to_string())]);
+    let mut c = clients(&aaddr, &iaddr).await;
+    let o = op.token.as_str();
+    let t = c.admin.create_tenant(req(o, None, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }));
+    let tenant = t.await.unwrap().into_inner().tenant.unwrap().tenant_id;
+    let new_key = pb::CreateApiKeyRequest {
+        tenant_id: tenant.clone(),
+        environment: pb::Environment::Test.into(),
+        name: "k".into(),
+        ..Default::default()
+    };
+    let key = c.admin.create_api_key(req(o, None, new_key)).await.unwrap().into_inner().secret;
+    let cst = c.clients.create_client(req(&key, None, pb::CreateClientRequest::default())).await.unwrap();
+    let cst = cst.into_inner().token;
+    for t in [&cst, &key] {
+        c.verify.verify(req("", None, verify_req(t))).await.unwrap();
+    }
+    let e = c.verify.verify(req("", None, verify_req("garbage"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(authd.terminate(), Some(0));
+    assert_eq!(introspect.terminate(), Some(0));
+
+    let lines: Vec<serde_json::Value> =
+        introspect.lines().iter().map(|l| json(l)).filter(|v| v["fields"]["message"] == "rpc").collect();
+    let got: Vec<(&str, i64, Option<&str>)> = lines
+        .iter()
+        .map(|v| {
+            (v["level"].as_str().unwrap(), v["fields"]["code"].as_i64().unwrap(), v["fields"]["tenant_id"].as_str())
+        })
+        .collect();
+    let t = Some(tenant.as_str());
+    assert_eq!(got, [("DEBUG", 0, t), ("DEBUG", 0, t), ("INFO", Code::Unauthenticated as i64, None)], "{lines:?}");
+    for v in &lines {
+        assert_eq!(v["fields"]["method"], "introspect.v1.IntrospectService/Verify");
     }
 }
 

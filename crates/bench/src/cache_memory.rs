@@ -68,7 +68,16 @@ pub async fn figure_e(env: &mut Env, sum: &mut Summary) -> Result<(), String> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let m = process::start_introspect(&env.introspect_bin, "introspect-M", &env.url, &extra, &env.dir).await?.proc;
+    let m = process::start_introspect(
+        &env.introspect_bin,
+        "introspect-M",
+        &env.url,
+        &extra,
+        env.rust_log.as_deref(),
+        &env.dir,
+    )
+    .await?
+    .proc;
     let mut clients = Vec::new();
     for _ in 0..VERIFY_CONNECTIONS {
         let mut c = m.client().await?;

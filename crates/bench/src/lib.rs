@@ -5,8 +5,8 @@
 //! floor) only parse flags and print; each figure is one module here.
 //!
 //! Layout, top floor first (a module uses only those below it):
-//! - `mint`, `session_memory`, `verify_throughput`, `cold_round_trips`, `warm_commands`, `revocation`, `cache_memory`, `start_time`, `soak`:
-//!   one figure each (cred-bench's A and B, introspect-bench's a to f, the
+//! - `mint`, `session_memory`, `verify_throughput`, `cold_round_trips`, `warm_commands`, `revocation`, `cache_memory`, `start_time`, `instructions`, `soak`:
+//!   one figure each (cred-bench's A and B, introspect-bench's a to g, the
 //!   soak);
 //! - `verify_env`, `summary`: introspect-bench's shared setting (authd,
 //!   replicas A and B, the no-op) and its summary table with verdicts;
@@ -26,6 +26,7 @@ pub mod cache_memory;
 pub mod cold_round_trips;
 pub mod drive;
 pub mod h2load;
+pub mod instructions;
 pub mod mint;
 pub mod monitor;
 pub mod proc_stats;

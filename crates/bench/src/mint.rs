@@ -631,7 +631,7 @@ impl FigureA {
         let _ = writeln!(
             o,
             "\nCPU per successful call, µs (authd: its runtime's threads; h2load: the child process, CPU time once \
-         reaped; load: this process's tonic client or raw store caller; redis: INFO cpu), and cores busy over \
+         reaped; load: this process's tonic client or raw store caller; redis: its /proc CPU time), and cores busy over \
          the phase: ours (the columns' total), and everything else on the machine (/proc/stat minus ours: other \
          users' builds); {} cores here:",
             std::thread::available_parallelism().map_or(0, |n| n.get())

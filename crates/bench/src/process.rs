@@ -33,6 +33,20 @@ impl Proc {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
 
+    /// Sends SIGTERM and waits (bounded by `within`) for the exit status:
+    /// what a server does on a graceful stop.
+    pub async fn terminate(mut self, within: Duration) -> Result<std::process::ExitStatus, String> {
+        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+        if !sent.is_ok_and(|s| s.success()) {
+            return Err(format!("kill -TERM {} failed", self.pid));
+        }
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.name)),
+            Err(_) => Err(format!("{} did not exit within {within:?} of SIGTERM", self.name)),
+        }
+    }
+
     /// Whether it exited, with its log, as an error.
     fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
@@ -123,13 +137,16 @@ pub struct Started {
 }
 
 /// Starts `bin serve --listen 127.0.0.1:<free> --redis-url <url> <extra>`
-/// and waits until `grpc.health.v1.Health/Check` answers SERVING for the
-/// verify service. Retries on another port if the port was taken.
+/// with the shipped log level (`RUST_LOG` unset) unless `rust_log` names
+/// one, stderr to a file as users run it, and waits until
+/// `grpc.health.v1.Health/Check` answers SERVING for the verify service.
+/// Retries on another port if the port was taken.
 pub async fn start_introspect(
     bin: &Path,
     name: &str,
     redis_url: &str,
     extra: &[String],
+    rust_log: Option<&str>,
     logs: &Path,
 ) -> Result<Started, String> {
     let mut last = String::new();
@@ -139,13 +156,13 @@ pub async fn start_introspect(
         let log = logs.join(format!("{name}.{attempt}.log"));
         let mut cmd = Command::new(bin);
         cmd.arg("serve").args(["--listen", &addr.to_string(), "--redis-url", redis_url]).args(extra);
-        // Quiet by default; RUST_LOG=info measures with the per-call log lines on.
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn");
-        }
+        match rust_log {
+            Some(level) => cmd.env("RUST_LOG", level),
+            None => cmd.env_remove("RUST_LOG"),
+        };
         let t0 = Instant::now();
         let proc = spawn(cmd, name, addr, &log)?;
-        match wait_serving(proc, t0).await {
+        match wait_serving(proc, t0, START_LIMIT).await {
             Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
@@ -153,15 +170,21 @@ pub async fn start_introspect(
     Err(last)
 }
 
-/// Starts the no-op server on a free port and waits until it is SERVING.
-pub async fn start_noop(bin: &Path, logs: &Path) -> Result<Proc, String> {
+/// Starts `noop-introspect` (`--bare` if `bare`) on a free port, with the
+/// shipped log level, and waits until it is SERVING.
+pub async fn start_noop(bin: &Path, bare: bool, logs: &Path) -> Result<Proc, String> {
+    let name = if bare { "noop-introspect --bare" } else { "noop-introspect" };
     let mut last = String::new();
     for attempt in 0..3 {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut cmd = Command::new(bin);
-        cmd.args(["--listen", &addr.to_string()]);
-        let proc = spawn(cmd, "noop-introspect", addr, &logs.join(format!("noop.{attempt}.log")))?;
-        match wait_serving(proc, Instant::now()).await {
+        cmd.args(["--listen", &addr.to_string()]).env_remove("RUST_LOG");
+        if bare {
+            cmd.arg("--bare");
+        }
+        let log = logs.join(format!("{}.{attempt}.log", if bare { "bare" } else { "noop" }));
+        let proc = spawn(cmd, name, addr, &log)?;
+        match wait_serving(proc, Instant::now(), START_LIMIT).await {
             Ok(s) => return Ok(s.proc),
             Err(e) => last = e,
         }
@@ -187,15 +210,15 @@ pub fn spawn(mut cmd: Command, name: &str, addr: SocketAddr, log: &Path) -> Resu
 /// ~0.25 ms (tokio's timer rounds this up to its 1 ms tick; a pure spin would
 /// take one of the two cores from the process being measured), then health
 /// checks back to back on the open connection.
-async fn wait_serving(mut proc: Proc, t0: Instant) -> Result<Started, String> {
+pub async fn wait_serving(mut proc: Proc, t0: Instant, limit: Duration) -> Result<Started, String> {
     let req = || HealthCheckRequest { service: VERIFY_SERVICE.to_string() };
     let uri = format!("http://{}", proc.addr);
     loop {
         if let Some(e) = proc.exited() {
             return Err(e);
         }
-        if t0.elapsed() > START_LIMIT {
-            return Err(format!("{} not SERVING within {START_LIMIT:?}; log:\n{}", proc.name, tail(&proc.log)));
+        if t0.elapsed() > limit {
+            return Err(format!("{} not SERVING within {limit:?}; log:\n{}", proc.name, tail(&proc.log)));
         }
         let ep = Endpoint::from_shared(uri.clone()).map_err(|e| e.to_string())?;
         let ch = match ep.tcp_nodelay(true).timeout(Duration::from_secs(5)).connect().await {
@@ -217,7 +240,7 @@ async fn wait_serving(mut proc: Proc, t0: Instant) -> Result<Started, String> {
                 // The connection broke: reconnect.
                 Err(_) => break,
             }
-            if t0.elapsed() > START_LIMIT {
+            if t0.elapsed() > limit {
                 break;
             }
         }

@@ -42,12 +42,12 @@ use crate::process::{Proc, free_port, sibling, spawn};
 use crate::redis_info::{self, admin_connection, count_keys};
 use crate::redis_server::RedisServer;
 
-/// `bin serve --listen 127.0.0.1:<free> <args>`, quiet (`RUST_LOG=warn`),
-/// its log in `logs`.
+/// `bin serve --listen 127.0.0.1:<free> <args>` at the shipped log level
+/// (`RUST_LOG` unset), its log in `logs`.
 fn start(bin: &Path, args: &[String], logs: &Path, name: &str) -> Result<Proc, String> {
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let mut cmd = Command::new(bin);
-    cmd.arg("serve").args(["--listen", &format!("{addr}")]).args(args).env("RUST_LOG", "warn");
+    cmd.arg("serve").args(["--listen", &format!("{addr}")]).args(args).env_remove("RUST_LOG");
     spawn(cmd, name, addr, &logs.join(format!("{name}.log")))
 }
 

@@ -42,9 +42,15 @@ pub async fn figure_f(env: &mut Env, sum: &mut Summary) -> Result<(), String> {
                 tokio::time::sleep(Duration::from_micros(250)).await;
             }
         });
-        let s =
-            process::start_introspect(&env.introspect_bin, &format!("introspect-start{i}"), &env.url, &[], &env.dir)
-                .await?;
+        let s = process::start_introspect(
+            &env.introspect_bin,
+            &format!("introspect-start{i}"),
+            &env.url,
+            &[],
+            env.rust_log.as_deref(),
+            &env.dir,
+        )
+        .await?;
         let spawned_at = Instant::now() - s.to_serving;
         let sub = match tokio::time::timeout(Duration::from_secs(11), watch).await {
             Ok(Ok(Ok((at, _)))) => Some(at.saturating_duration_since(spawned_at)),

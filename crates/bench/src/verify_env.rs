@@ -1,7 +1,9 @@
 //! What introspect-bench's figures share: a private Redis, authd in process
 //! (over real gRPC), a tenant with a test API key and one hot client session
 //! token (CST), the h2load body that verifies it, two `introspect` replicas
-//! (A and B) and `noop-introspect`, as separate processes.
+//! (A and B, default flags and log level unless `--rust-log`, stderr to a
+//! file) and the two floors, `noop-introspect --bare` and `noop-introspect`
+//! (the same stack), as separate processes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,6 +39,9 @@ pub struct Env {
     pub introspect_bin: PathBuf,
     /// Figure e's cached credentials.
     pub credentials: usize,
+    /// `RUST_LOG` of every introspect started; `None`: unset, the shipped
+    /// default.
+    pub rust_log: Option<String>,
     pub authd: Channel,
     pub api_key: String,
     pub operator: String,
@@ -46,6 +51,9 @@ pub struct Env {
     pub body: PathBuf,
     pub a: Proc,
     pub b: Proc,
+    /// The floor: a bare tonic server answering Verify.
+    pub bare: Proc,
+    /// The same stack as introspect answering Verify with a fixed response.
     pub noop: Proc,
     authd_server: InProcessAuthd,
 }
@@ -60,6 +68,7 @@ impl Env {
         noop_bin: PathBuf,
         dir: &Path,
         credentials: usize,
+        rust_log: Option<String>,
     ) -> Result<Env, String> {
         let url = redis.url();
         let mut admin = admin_connection(&url).await?;
@@ -93,9 +102,11 @@ impl Env {
         std::fs::write(&body, grpc_frame(&req.encode_to_vec())).map_err(|e| format!("{}: {e}", body.display()))?;
 
         let subscribers = numsub(&mut admin, INVALIDATION_CHANNEL).await?;
-        let noop = process::start_noop(&noop_bin, dir).await?;
-        let a = process::start_introspect(&introspect_bin, "introspect-A", &url, &[], dir).await?.proc;
-        let b = process::start_introspect(&introspect_bin, "introspect-B", &url, &[], dir).await?.proc;
+        let bare = process::start_noop(&noop_bin, true, dir).await?;
+        let noop = process::start_noop(&noop_bin, false, dir).await?;
+        let level = rust_log.as_deref();
+        let a = process::start_introspect(&introspect_bin, "introspect-A", &url, &[], level, dir).await?.proc;
+        let b = process::start_introspect(&introspect_bin, "introspect-B", &url, &[], level, dir).await?.proc;
         // SERVING does not wait for the invalidation subscription: wait for it here.
         let t = Instant::now();
         while numsub(&mut admin, INVALIDATION_CHANNEL).await? < subscribers + 2 {
@@ -105,9 +116,19 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         println!(
-            "noop-introspect pid {} on {}; introspect A pid {} on {}; introspect B pid {} on {} (default flags: \
-             touch granularity 1 s, cache max age 30 s); both subscribed to {INVALIDATION_CHANNEL}",
-            noop.pid, noop.addr, a.pid, a.addr, b.pid, b.addr
+            "noop-introspect --bare pid {} on {}; noop-introspect (same stack) pid {} on {}; introspect A pid {} on \
+             {}; introspect B pid {} on {} (default flags: touch granularity 1 s, cache max age 30 s; RUST_LOG {}; \
+             stderr to files in {}); both subscribed to {INVALIDATION_CHANNEL}",
+            bare.pid,
+            bare.addr,
+            noop.pid,
+            noop.addr,
+            a.pid,
+            a.addr,
+            b.pid,
+            b.addr,
+            level.map_or("unset (the shipped default)".to_string(), |l| format!("={l}")),
+            dir.display()
         );
         Ok(Env {
             url,
@@ -117,6 +138,7 @@ impl Env {
             dir: dir.to_path_buf(),
             introspect_bin,
             credentials,
+            rust_log,
             authd,
             api_key,
             operator,
@@ -125,6 +147,7 @@ impl Env {
             body,
             a,
             b,
+            bare,
             noop,
             authd_server,
         })
@@ -133,7 +156,7 @@ impl Env {
     /// Stops authd and every process it started.
     pub async fn stop(self) {
         let _ = self.authd_server.stop(Duration::from_secs(5)).await;
-        for p in [self.a, self.b, self.noop] {
+        for p in [self.a, self.b, self.bare, self.noop] {
             p.stop().await;
         }
     }

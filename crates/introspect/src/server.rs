@@ -6,6 +6,7 @@ use std::future::Future;
 use cred_core::store::Store;
 use cred_proto::introspect::v1::introspect_service_server::IntrospectServiceServer;
 use cred_serve::serve::{Assembly, ServeError, ServeOptions};
+use cred_telemetry::CallLog;
 use tokio::net::TcpListener;
 
 use crate::service::IntrospectApi;
@@ -22,7 +23,9 @@ pub async fn run<S: Store>(
 ) -> Result<(), ServeError> {
     cred_core::push::spawn(verifier.store().clone(), verifier.cache().clone());
     cred_telemetry::metrics::observe_cache("verify", verifier.cache().clone());
-    let edge = Assembly::new(opts)?;
+    // A line per refusal, error or slow call; a fast OK at DEBUG (the
+    // per-request hot path: a line per verify is opt-in).
+    let edge = Assembly::new(opts)?.call_log(CallLog::Notable);
     let store = verifier.store().clone();
     let api =
         IntrospectServiceServer::new(IntrospectApi { verifier }).max_decoding_message_size(edge.max_request_bytes());

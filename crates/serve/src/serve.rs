@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
-use cred_telemetry::RpcLayer;
+use cred_telemetry::{CallLog, RpcLayer};
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::codegen::Service;
@@ -181,6 +181,12 @@ impl Assembly {
             health,
             rpc: RpcLayer::new(),
         })
+    }
+
+    /// Which calls of the API services log at INFO (every call unless set).
+    pub fn call_log(mut self, log: CallLog) -> Assembly {
+        self.rpc = self.rpc.with_call_log(log);
+        self
     }
 
     /// Largest request message: a generated server's

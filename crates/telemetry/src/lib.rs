@@ -5,7 +5,8 @@
 //! Layout, one sentence a module, top floor first (each imports only from
 //! those below it):
 //! - `rpc`: the tower layer giving every RPC a span (parent taken from the
-//!   caller's `traceparent`), a log line and its request metrics;
+//!   caller's `traceparent`), a log line (every call, or the notable ones)
+//!   and its request metrics;
 //! - `setup`: the subscriber (JSON or human logs on stderr, plus the
 //!   OpenTelemetry layer) and the OTLP/gRPC providers, configured by the
 //!   standard `OTEL_*` variables, with their shutdown guard;
@@ -20,5 +21,5 @@ pub mod metrics;
 pub mod rpc;
 pub mod setup;
 
-pub use rpc::{RpcLayer, record_tenant};
+pub use rpc::{CallLog, RpcLayer, record_tenant};
 pub use setup::{LogFormat, Telemetry, init};

@@ -4,6 +4,14 @@
 //! `traceparent`; a log line when the response is ready; the request
 //! metrics.
 //!
+//! Which calls log at INFO is the service's [`CallLog`]: authd logs every
+//! call (each is a state change or an operator's read, and costs a Redis
+//! round trip beside which the line is small); introspect, on every
+//! request's path, logs what an operator must see (refusals, errors, slow
+//! calls) at INFO and a fast OK at DEBUG, so `RUST_LOG=info,cred::rpc=debug`
+//! opts into a line per verify, as Envoy's access log is opt-in. A disabled
+//! DEBUG line costs one atomic load.
+//!
 //! Cheap on the hot path: the span exists only for the OpenTelemetry layer
 //! (the log layer sees events only, so it formats no span fields), and the
 //! tenant travels in a thread-local slot that [`RpcFuture`] swaps in around
@@ -23,7 +31,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -93,18 +101,38 @@ fn server_error(code: i32) -> bool {
     matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
+/// Which calls of a service log their line at INFO.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CallLog {
+    /// Every call.
+    #[default]
+    Every,
+    /// Calls that did not answer OK, and calls slower than [`SLOW_CALL`];
+    /// the others at DEBUG.
+    Notable,
+}
+
+/// A call at least this slow logs at INFO whatever its [`CallLog`].
+pub const SLOW_CALL: Duration = Duration::from_millis(100);
+
 /// Gives every RPC of the wrapped service a span, a log line and metrics.
 #[derive(Clone, Default)]
 pub struct RpcLayer {
     metrics: RpcMetrics,
+    log: CallLog,
 }
 
 impl RpcLayer {
-    /// A layer recording into the current meter provider: build it after
-    /// [`crate::init`].
+    /// A layer recording into the current meter provider, logging every
+    /// call: build it after [`crate::init`].
     pub fn new() -> RpcLayer {
         methods();
-        RpcLayer { metrics: RpcMetrics::new() }
+        RpcLayer { metrics: RpcMetrics::new(), log: CallLog::Every }
+    }
+
+    /// The same, logging at INFO only the calls `log` names.
+    pub fn with_call_log(self, log: CallLog) -> RpcLayer {
+        RpcLayer { log, ..self }
     }
 }
 
@@ -112,7 +140,7 @@ impl<S> tower::Layer<S> for RpcLayer {
     type Service = Rpc<S>;
 
     fn layer(&self, inner: S) -> Rpc<S> {
-        Rpc { inner, metrics: self.metrics.clone() }
+        Rpc { inner, metrics: self.metrics.clone(), log: self.log }
     }
 }
 
@@ -121,6 +149,7 @@ impl<S> tower::Layer<S> for RpcLayer {
 pub struct Rpc<S> {
     inner: S,
     metrics: RpcMetrics,
+    log: CallLog,
 }
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for Rpc<S> {
@@ -179,6 +208,7 @@ where
             started: Instant::now(),
             tenant: None,
             metrics: self.metrics.clone(),
+            log: self.log,
         }
     }
 }
@@ -193,6 +223,7 @@ pin_project_lite::pin_project! {
         // The tenant recorded so far (moved in and out of `TENANT` around polls).
         tenant: Option<Uuid>,
         metrics: RpcMetrics,
+        log: CallLog,
     }
 }
 
@@ -231,14 +262,23 @@ where
                 span.set_status(opentelemetry::trace::Status::error(""));
             }
         }
-        tracing::info!(
-            target: "cred::rpc",
-            method = m.full,
-            code,
-            latency_us = elapsed.as_micros() as u64,
-            tenant_id = tenant.map(tracing::field::display),
-            "rpc"
-        );
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "cred::rpc",
+                    method = m.full,
+                    code,
+                    latency_us = elapsed.as_micros() as u64,
+                    tenant_id = tenant.map(tracing::field::display),
+                    "rpc"
+                )
+            };
+        }
+        if *this.log == CallLog::Notable && code == 0 && elapsed < SLOW_CALL {
+            line!(debug);
+        } else {
+            line!(info);
+        }
         this.metrics.record(m.service, m.method, code, elapsed);
         Poll::Ready(out)
     }
@@ -246,7 +286,59 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tower::{Layer, Service, ServiceExt};
+    use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+
     use super::*;
+
+    /// The levels of the `cred::rpc` lines the code under test logs.
+    #[derive(Clone, Default)]
+    struct Levels(Arc<Mutex<Vec<tracing::Level>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Levels {
+        fn on_event(&self, e: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+            if e.metadata().target() == "cred::rpc" {
+                self.0.lock().unwrap().push(*e.metadata().level());
+            }
+        }
+    }
+
+    /// One call through `layer` to a service answering `grpc-status`
+    /// `code` after `delay`; the level its line was logged at.
+    async fn line_level(layer: RpcLayer, code: &'static str, delay: Duration) -> tracing::Level {
+        let levels = Levels::default();
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(levels.clone()));
+        let svc = tower::service_fn(move |_req: http::Request<()>| async move {
+            tokio::time::sleep(delay).await;
+            let mut resp = http::Response::new(());
+            if code != "0" {
+                resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static(code));
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+        let mut svc = layer.layer(svc);
+        let req = http::Request::builder().uri("/introspect.v1.IntrospectService/Verify").body(()).unwrap();
+        svc.ready().await.unwrap().call(req).await.unwrap();
+        let got = levels.0.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "one line per call: {got:?}");
+        got[0]
+    }
+
+    #[tokio::test]
+    async fn notable_calls_log_at_info_and_a_fast_ok_at_debug() {
+        use tracing::Level;
+        let every = RpcLayer::default();
+        let notable = RpcLayer::default().with_call_log(CallLog::Notable);
+        let fast = Duration::ZERO;
+        assert_eq!(line_level(every.clone(), "0", fast).await, Level::INFO);
+        assert_eq!(line_level(every, "16", fast).await, Level::INFO);
+        assert_eq!(line_level(notable.clone(), "0", fast).await, Level::DEBUG);
+        assert_eq!(line_level(notable.clone(), "16", fast).await, Level::INFO, "a refusal");
+        assert_eq!(line_level(notable.clone(), "14", fast).await, Level::INFO, "an error");
+        assert_eq!(line_level(notable, "0", SLOW_CALL).await, Level::INFO, "a slow OK");
+    }
 
     #[test]
     fn every_api_method_is_named() {

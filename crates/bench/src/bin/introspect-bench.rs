@@ -10,7 +10,9 @@
 //! - d. revocation propagation to both replicas over 1,000 revocations
 //!   (`revocation`), then a. again;
 //! - e. memory per cached credential with 1,000,000 cached (`cache_memory`);
-//! - f. process start to SERVING (`start_time`).
+//! - f. process start to SERVING (`start_time`);
+//! - g. instructions per warm verify under callgrind, beside the two no-ops
+//!   (`instructions`).
 //!
 //! The setting they share (Redis, authd in process, replicas A and B, the
 //! no-op) is `verify_env`. Every phase is bounded in time and count; the run
@@ -28,7 +30,9 @@ use cred_bench::redis_info::{self, admin_connection};
 use cred_bench::redis_server::RedisServer;
 use cred_bench::summary::{Summary, report};
 use cred_bench::verify_env::Env;
-use cred_bench::{cold_round_trips, h2load, process, revocation, start_time, verify_throughput, warm_commands};
+use cred_bench::{
+    cold_round_trips, h2load, instructions, process, revocation, start_time, verify_throughput, warm_commands,
+};
 
 fn main() {
     let started = Instant::now();
@@ -50,22 +54,27 @@ struct Config {
     only: String,
     /// Figure e's cached credentials.
     credentials: usize,
+    /// `RUST_LOG` for every introspect started (unset: the shipped default).
+    rust_log: Option<String>,
 }
 
-const USAGE: &str = "usage: introspect-bench [--only LETTERS] [--credentials N]\n  \
-    --only LETTERS     run only these figures, e.g. --only ab (default abcdef)\n  \
-    --credentials N    figure e's cached credentials (default 1000000)";
+const USAGE: &str = "usage: introspect-bench [--only LETTERS] [--credentials N] [--rust-log FILTER]\n  \
+    --only LETTERS     run only these figures, e.g. --only ab (default abcdefg)\n  \
+    --credentials N    figure e's cached credentials (default 1000000)\n  \
+    --rust-log FILTER  RUST_LOG of every introspect started (default: unset, the shipped level; \
+    `info,cred::rpc=debug` logs every verify)";
 
 fn parse_args(args: &[String]) -> Result<Config, String> {
-    let mut c = Config { only: "abcdef".into(), credentials: MEMORY_CREDENTIALS };
+    let mut c = Config { only: "abcdefg".into(), credentials: MEMORY_CREDENTIALS, rust_log: None };
     let mut args = args.iter().cloned();
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
-            ("--only", Some(v)) if !v.is_empty() && v.chars().all(|c| "abcdef".contains(c)) => c.only = v,
+            ("--only", Some(v)) if !v.is_empty() && v.chars().all(|c| "abcdefg".contains(c)) => c.only = v,
             ("--credentials", Some(v)) => {
                 c.credentials =
                     v.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("--credentials {v}\n{USAGE}"))?
             }
+            ("--rust-log", Some(v)) => c.rust_log = Some(v),
             _ => return Err(format!("bad argument {a:?}\n{USAGE}")),
         }
     }
@@ -101,7 +110,7 @@ async fn run() -> Result<(), String> {
     // child (kill_on_drop); Redis is killed when `redis` drops.
     tokio::select! {
         r = async {
-            let env = Env::start(&redis, introspect_bin, noop_bin, dir.path(), config.credentials).await?;
+            let env = Env::start(&redis, introspect_bin, noop_bin, dir.path(), config.credentials, config.rust_log.clone()).await?;
             figures(env, &config.only).await
         } => r,
         () = cred_serve::serve::shutdown_signal() => {
@@ -145,6 +154,11 @@ async fn figures(mut env: Env, only: &str) -> Result<(), String> {
         let t = Instant::now();
         let r = start_time::figure_f(&mut env, &mut sum).await;
         report("f", t, &r, &mut sum);
+    }
+    if wanted('g') {
+        let t = Instant::now();
+        let r = instructions::figure_g(&mut env, &mut sum).await;
+        report("g", t, &r, &mut sum);
     }
     if wanted('e') {
         let t = Instant::now();

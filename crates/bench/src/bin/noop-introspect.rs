@@ -1,22 +1,30 @@
-//! noop-introspect: the floor under introspect's verify throughput.
+//! noop-introspect: the floors under introspect's verify throughput. It
+//! answers every `introspect.v1.IntrospectService/Verify` with one fixed
+//! `VerifyResponse` shaped like a real session answer, doing nothing else,
+//! on one of two stacks:
 //!
-//! Serves `introspect.v1.IntrospectService/Verify` with the same stack as the
-//! real `introspect` binary (tonic `Server`, the same generated service and
-//! codec, `grpc.health.v1`, reflection v1 + v1alpha through
-//! `cred_serve::serve::with_reflection`, a multi-threaded tokio runtime,
-//! `TCP_NODELAY` on accepted connections through `cred_serve::serve::incoming`,
-//! `serve_with_incoming_shutdown`) and answers every request with one fixed `VerifyResponse` shaped like a
-//! real session answer, doing nothing else. The same h2load body drives both.
+//! - `--bare`: a bare tonic `Server` with the Verify service, `grpc.health.v1`
+//!   (the bench waits for SERVING) and reflection, `TCP_NODELAY` on accepted
+//!   connections; no limits, no telemetry, no log. The floor the targets are
+//!   measured against.
+//! - default, "the same stack": assembled exactly as introspect assembles its
+//!   API (`cred_serve::serve::Assembly` with the default limits, the RPC
+//!   telemetry layer with introspect's call log, health, reflection, drain),
+//!   after the same `cred_telemetry::init` (JSON logs on stderr under the
+//!   default `RUST_LOG`). introspect minus the verify itself.
 //!
-//! Usage: `noop-introspect [--listen 127.0.0.1:0]`. Prints `listening on
-//! <addr>` on stdout once bound; stops on SIGTERM or Ctrl-C.
+//! The same h2load body drives all of them.
+//!
+//! Usage: `noop-introspect [--listen 127.0.0.1:0] [--bare]`. Prints `listening
+//! on <addr>` on stdout once bound; stops on SIGTERM or Ctrl-C.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 
 use cred_proto::introspect::v1 as pb;
 use cred_proto::introspect::v1::introspect_service_server::{IntrospectService, IntrospectServiceServer};
-use cred_serve::serve::{incoming, with_reflection};
+use cred_serve::serve::{Assembly, ServeOptions, incoming, shutdown_signal, with_reflection};
+use cred_telemetry::{CallLog, LogFormat};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
@@ -54,29 +62,45 @@ fn fixed_answer() -> pb::VerifyResponse {
 #[tokio::main]
 async fn main() {
     let mut listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut bare = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--listen", Some(v)) => match v.parse() {
-                Ok(addr) => listen = addr,
-                Err(e) => fail(&format!("--listen {v}: {e}")),
+        match a.as_str() {
+            "--bare" => bare = true,
+            "--listen" => match args.next().map(|v| v.parse::<SocketAddr>()) {
+                Some(Ok(addr)) => listen = addr,
+                other => fail(&format!("--listen needs an address ({other:?})")),
             },
-            _ => fail(&format!("unknown argument {a:?}; usage: noop-introspect [--listen ADDR]")),
+            _ => fail(&format!("unknown argument {a:?}; usage: noop-introspect [--listen ADDR] [--bare]")),
         }
     }
     let listener = TcpListener::bind(listen).await.unwrap_or_else(|e| fail(&format!("--listen {listen}: {e}")));
     let addr = listener.local_addr().unwrap_or_else(|e| fail(&format!("local address: {e}")));
     println!("listening on {addr}");
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<IntrospectServiceServer<Noop>>().await;
-    // As introspect's server.rs assembles it.
-    let router = with_reflection(Server::builder().add_service(health_service))
-        .unwrap_or_else(|e| fail(&e.to_string()))
-        .add_service(IntrospectServiceServer::new(Noop { answer: fixed_answer() }));
-    if let Err(e) = router.serve_with_incoming_shutdown(incoming(listener), cred_serve::serve::shutdown_signal()).await
-    {
-        fail(&format!("transport: {e}"));
+    let api = IntrospectServiceServer::new(Noop { answer: fixed_answer() });
+    if bare {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<IntrospectServiceServer<Noop>>().await;
+        let router = with_reflection(Server::builder().add_service(health_service))
+            .unwrap_or_else(|e| fail(&e.to_string()))
+            .add_service(api);
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming(listener), shutdown_signal()).await {
+            fail(&format!("transport: {e}"));
+        }
+        return;
+    }
+    let telemetry = cred_telemetry::init("noop-introspect", LogFormat::Json).unwrap_or_else(|e| fail(&e));
+    // As introspect's server.rs assembles it; the store probe always answers.
+    let served = match Assembly::new(ServeOptions::default()) {
+        Ok(edge) => {
+            let api = api.max_decoding_message_size(edge.max_request_bytes());
+            edge.call_log(CallLog::Notable).api(api).serve(listener, || async { true }, shutdown_signal()).await
+        }
+        Err(e) => Err(e),
+    };
+    telemetry.shutdown().await;
+    if let Err(e) = served {
+        fail(&format!("serve: {e}"));
     }
 }
 
