@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Issue 3's introspect figures: builds the release binaries the benchmark
+# introspect's figures: builds the release binaries the benchmark
 # spawns (introspect, noop-introspect, introspect-bench), then runs it.
-# Needs redis-server (7.x) and h2load (Debian: nghttp2-client) on PATH.
+# Needs redis-server (7.x), h2load (Debian: nghttp2-client) and valgrind on PATH.
 # Everything runs on loopback, is bounded in time and count, and stops by
 # itself (about 4-6 minutes on 2 cores). Output: figures as they are
 # measured, then a summary table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for tool in redis-server h2load; do
+for tool in redis-server h2load valgrind; do
   command -v "$tool" >/dev/null || { echo "introspect-bench.sh: $tool not found on PATH" >&2; exit 1; }
 done
 cargo build --release -p introspect -p cred-bench
