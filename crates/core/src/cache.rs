@@ -82,10 +82,10 @@ pub struct Entry {
     /// When the load that produced this entry started: an invalidation after
     /// it makes the entry stale.
     pub loaded_at: u64,
-    /// When a hit last found no invalidation since `loaded_at`: hits after
-    /// it with no newer invalidation skip the invalidation record (and its
-    /// lock) altogether.
-    checked_at: AtomicU64,
+    /// The invalidation generation a hit last checked this entry against
+    /// (0: never): while it is still the cache's generation, no invalidation
+    /// happened since, and hits skip the invalidation record and its lock.
+    checked_gen: AtomicU64,
     /// When the store last confirmed the record (load or touch): the max-age
     /// clock.
     pub confirmed_at: AtomicU64,
@@ -110,7 +110,7 @@ impl Entry {
             tenant,
             loaded_at,
             confirmed_at: AtomicU64::new(loaded_at),
-            checked_at: AtomicU64::new(loaded_at),
+            checked_gen: AtomicU64::new(0),
             expires_at: AtomicI64::new(expires_at.unwrap_or(Millis::MAX)),
             last_write: AtomicI64::new(last_used),
         }
@@ -138,6 +138,14 @@ pub struct Cache {
     invalidated: Mutex<HashMap<Uuid, u64>>,
     /// The latest invalidation time: entries loaded after it skip the map.
     last_invalidation: AtomicU64,
+    /// Bumped, inside the `invalidated` lock, after every invalidation is
+    /// recorded. A hit reads it before checking the record: an invalidation
+    /// the check did not see bumps it afterwards, so the entry's
+    /// `checked_gen` no longer matches and the next hit checks again. (A
+    /// timestamp cannot do this: a check and an invalidation may share a
+    /// millisecond, or a check may read the clock after the invalidation
+    /// did and still take the lock before it.)
+    generation: AtomicU64,
     /// The last flush: anything loaded before it is stale.
     flushed_at: AtomicU64,
     /// Whether the invalidation channel is up.
@@ -188,6 +196,7 @@ impl Cache {
             negative: Lru::new(opts.negative_capacity.max(1)),
             invalidated: Mutex::new(HashMap::new()),
             last_invalidation: AtomicU64::new(0),
+            generation: AtomicU64::new(1),
             flushed_at: AtomicU64::new(0),
             push_connected: AtomicBool::new(false),
             stats: CacheStats::default(),
@@ -234,8 +243,9 @@ impl Cache {
             self.entries.remove(key);
             return None;
         }
-        if e.checked_at.load(Ordering::Acquire) > self.last_invalidation.load(Ordering::Acquire)
-            && e.loaded_at > self.flushed_at.load(Ordering::Acquire)
+        // Read before the check: see `generation`.
+        let generation = self.generation.load(Ordering::Acquire);
+        if e.checked_gen.load(Ordering::Acquire) == generation && e.loaded_at > self.flushed_at.load(Ordering::Acquire)
         {
             return Some(e);
         }
@@ -243,7 +253,7 @@ impl Cache {
             self.entries.remove(key);
             return None;
         }
-        e.checked_at.fetch_max(now, Ordering::AcqRel);
+        e.checked_gen.fetch_max(generation, Ordering::AcqRel);
         Some(e)
     }
 
@@ -311,7 +321,9 @@ impl Cache {
         for id in ids {
             map.insert(*id, now);
         }
-        self.last_invalidation.store(now, Ordering::Release);
+        // Never backwards: two invalidations may store out of order.
+        self.last_invalidation.fetch_max(now, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if map.len() > INVALIDATED_MAX / 2 {
             self.prune_invalidated(&mut map, now);
         }
@@ -350,7 +362,7 @@ impl Cache {
         self.entries.clear();
         self.tenants.clear();
         // Refusals stay valid: nothing dead comes back.
-        self.flushed_at.store(mono_ms(), Ordering::Release);
+        self.flushed_at.fetch_max(mono_ms(), Ordering::AcqRel);
     }
 
     /// Records whether the invalidation channel is up.
@@ -382,6 +394,11 @@ mod tests {
     use super::*;
 
     fn entry(tenant: Uuid, loaded_at: u64) -> (Key, Arc<Entry>) {
+        entry_at((tenant, rng::uuid()), loaded_at)
+    }
+
+    /// An API key entry at `key` (tenant, key id).
+    fn entry_at((tenant, key_id): Key, loaded_at: u64) -> (Key, Arc<Entry>) {
         let t = Tenant {
             id: tenant,
             name: "t".into(),
@@ -391,7 +408,7 @@ mod tests {
             revoked_before: None,
         };
         let k = ApiKey {
-            id: rng::uuid(),
+            id: key_id,
             tenant_id: tenant,
             env: Environment::Test,
             name: "k".into(),
@@ -434,6 +451,57 @@ mod tests {
         assert!(c.get(&key).is_some(), "fast path");
         c.invalidate(Invalidation::Tenant(tenant));
         assert!(c.get(&key).is_none());
+    }
+
+    /// Readers hammer an entry while it is invalidated: once `invalidate`
+    /// has returned, no lookup may return it. The trials cross many
+    /// millisecond boundaries, where a timestamp-based check loses races.
+    #[test]
+    fn no_entry_survives_an_invalidation_racing_readers() {
+        use std::sync::atomic::AtomicUsize;
+        const TRIALS: usize = 100_000;
+        const READERS: usize = 6;
+        let c = Arc::new(Cache::new(CacheOptions::default()));
+        let keys: Arc<Vec<Key>> = Arc::new((0..TRIALS).map(|_| (rng::uuid(), rng::uuid())).collect());
+        // The trial under way, and the last one whose invalidate returned.
+        let (current, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(usize::MAX)));
+        let (stop, stale) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| {
+                let (c, keys, current, done) = (c.clone(), keys.clone(), current.clone(), done.clone());
+                let (stop, stale) = (stop.clone(), stale.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let i = current.load(Ordering::Acquire);
+                        // Read before the lookup: a lookup that starts after
+                        // invalidate returned must miss.
+                        let invalidated = done.load(Ordering::Acquire) == i;
+                        if c.get(&keys[i]).is_some() && invalidated {
+                            stale.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            let (_, e) = entry_at(*key, mono_ms());
+            c.insert(*key, e);
+            current.store(i, Ordering::Release);
+            // Let the readers check it (and start racing) before it goes.
+            for _ in 0..50 {
+                std::hint::spin_loop();
+            }
+            c.invalidate(Invalidation::Tenant(key.0));
+            done.store(i, Ordering::Release);
+            if c.get(key).is_some() {
+                stale.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        stop.store(true, Ordering::Release);
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert_eq!(stale.load(Ordering::Relaxed), 0, "entries served after invalidate returned, of {TRIALS} trials");
     }
 
     #[test]
