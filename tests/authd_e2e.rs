@@ -356,6 +356,35 @@ async fn tenant_revoke_before(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(a.session_ok(&relogin.token).await);
+
+    // A cut-off in the future would refuse everything issued until then:
+    // INVALID_ARGUMENT naming the field, and nothing changes.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    for ahead in [Duration::from_secs(3600), Duration::from_secs(1000 * 365 * 24 * 3600)] {
+        let at = now + ahead;
+        let ts = prost_types::Timestamp { seconds: at.as_secs() as i64, nanos: 0 };
+        let req = pb::RevokeTenantCredentialsRequest { tenant_id: keys.tenant_id.clone(), issued_before: Some(ts) };
+        let e = a.admin().revoke_tenant_credentials(authed(&a.operator, req)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{ahead:?} ahead: {e:?}");
+        assert!(e.message().starts_with("issued_before"), "{}", e.message());
+        let br = e.get_details_bad_request().expect("BadRequest detail");
+        assert_eq!(br.field_violations[0].field, "issued_before");
+    }
+    let after = clients
+        .create_session(authed(&fresh, pb::CreateSessionRequest { client_id: client_id(&c.client) }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(a.session_ok(&after.token).await, "a refused future cut-off changed nothing");
+    // Within the clock skew: accepted as now, so what is issued next works.
+    let soon = now + Duration::from_secs(2);
+    let ts = prost_types::Timestamp { seconds: soon.as_secs() as i64, nanos: 0 };
+    let req = pb::RevokeTenantCredentialsRequest { tenant_id: keys.tenant_id.clone(), issued_before: Some(ts) };
+    a.admin().revoke_tenant_credentials(authed(&a.operator, req)).await.unwrap();
+    assert!(!a.session_ok(&after.token).await, "issued before the call: cut off");
+    sleep(Duration::from_millis(5)).await;
+    let next = a.api_key(&keys.tenant_id, pb::Environment::Test, &[]).await;
+    assert!(a.api_key_ok(&next).await, "issued after a near-future cut-off: accepted");
 }
 
 /// Another tenant's or environment's client is NOT_FOUND for every RPC.

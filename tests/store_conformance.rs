@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Scopes, Session, Tenant};
+use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Scopes, Session, Tenant, limits};
 
 use cred_core::clock::{Millis, now_ms};
 use cred_core::model::SecretHash;
@@ -73,13 +73,27 @@ async fn tenants<S: Store>(s: S) {
     assert_eq!(s.get_tenant(t.id).await.unwrap(), None);
     s.put_tenant(&t).await.unwrap();
     assert_eq!(s.get_tenant(t.id).await.unwrap(), Some(t.clone()));
-    let r = s.revoke_tenant_before(t.id, 1_000).await.unwrap().unwrap();
+    let now = now_ms();
+    let r = s.revoke_tenant_before(t.id, 1_000, now).await.unwrap().unwrap();
     assert_eq!(r.revoked_before, Some(1_000));
     // Only ever moves forward.
-    let r = s.revoke_tenant_before(t.id, 500).await.unwrap().unwrap();
+    let r = s.revoke_tenant_before(t.id, 500, now).await.unwrap().unwrap();
     assert_eq!(r.revoked_before, Some(1_000));
     assert_eq!(s.get_tenant(t.id).await.unwrap().unwrap().revoked_before, Some(1_000));
-    assert_eq!(s.revoke_tenant_before(rng::uuid(), 1).await.unwrap(), None);
+    assert_eq!(s.revoke_tenant_before(rng::uuid(), 1, now).await.unwrap(), None);
+    // Within the clock skew ahead of now: kept, never lowered.
+    let ahead = now + limits::CLOCK_SKEW_MS;
+    let r = s.revoke_tenant_before(t.id, ahead, now).await.unwrap().unwrap();
+    assert_eq!(r.revoked_before, Some(ahead));
+    assert_eq!(s.revoke_tenant_before(t.id, now - 10, now).await.unwrap().unwrap().revoked_before, Some(ahead));
+    // A cut-off stored far in the future (before cut-offs were bounded)
+    // comes down to now + 1 on the next call: the tenant can issue again,
+    // and nothing issued before now comes back.
+    let bricked = Tenant { id: rng::uuid(), revoked_before: Some(now + 3_600_000), ..tenant() };
+    s.put_tenant(&bricked).await.unwrap();
+    let r = s.revoke_tenant_before(bricked.id, now - 10, now).await.unwrap().unwrap();
+    assert_eq!(r.revoked_before, Some(now + 1));
+    assert_eq!(s.get_tenant(bricked.id).await.unwrap().unwrap().revoked_before, Some(now + 1));
 }
 
 async fn api_keys<S: Store>(s: S) {
@@ -359,7 +373,7 @@ async fn invalidations<S: Store>(s: S) {
     let new = ApiKey { id: rng::uuid(), ..k.clone() };
     s.roll_api_key(k.id, &new, now_ms() + 1000).await.unwrap();
     s.revoke_api_key(t.id, new.id).await.unwrap();
-    s.revoke_tenant_before(t.id, now_ms()).await.unwrap();
+    s.revoke_tenant_before(t.id, now_ms(), now_ms()).await.unwrap();
 
     let want = [
         Invalidation::Session { client: c.id, session: s1.id },

@@ -215,7 +215,7 @@ impl<S: Store> Authority<S> {
         if req.expires_at.is_some_and(|x| x <= now) {
             return Err(Error::invalid("expire_time", "must be in the future"));
         }
-        self.get_tenant(req.tenant_id).await?;
+        issuable(&self.get_tenant(req.tenant_id).await?, now)?;
         let token = Token::mint(TokenKind::ApiKey, req.env, req.tenant_id, crate::rng::uuid());
         let key = ApiKey {
             id: token.id,
@@ -267,8 +267,10 @@ impl<S: Store> Authority<S> {
         if !(0..=limits::MAX_GRACE_MS).contains(&grace_ms) {
             return Err(Error::invalid("grace_period", "must be between 0 and 30 days"));
         }
-        let old = self.store.get_api_key(tenant, id).await?.key.ok_or(Error::NotFound("api key"))?;
+        let found = self.store.get_api_key(tenant, id).await?;
+        let old = found.key.ok_or(Error::NotFound("api key"))?;
         let now = now_ms();
+        issuable(&found.tenant.ok_or(Error::NotFound("tenant"))?, now)?;
         let token = Token::mint(TokenKind::ApiKey, old.env, tenant, crate::rng::uuid());
         let new = ApiKey { id: token.id, created_at: now, successor: None, hash: token.hash(), ..old.clone() };
         let grace_end = now + grace_ms;
@@ -294,8 +296,24 @@ impl<S: Store> Authority<S> {
         before: Option<Millis>,
     ) -> Result<Tenant, Error> {
         // +1: a credential issued in the same millisecond as the call is cut off too.
-        let before = before.unwrap_or_else(|| now_ms() + 1);
-        let t = self.store.revoke_tenant_before(tenant, before).await?.ok_or(Error::NotFound("tenant"))?;
+        let now = now_ms();
+        let before = match before {
+            Some(b) if b > now + limits::CLOCK_SKEW_MS => {
+                return Err(Error::invalid(
+                    "issued_before",
+                    format!(
+                        "is {} ms ahead of the server clock; a cut-off may be at most {} ms in the future \
+                         (clock skew), or every credential issued until then would be refused",
+                        b - now,
+                        limits::CLOCK_SKEW_MS
+                    ),
+                ));
+            }
+            // Within the skew: now, so nothing issued after this call is refused.
+            Some(b) => b.min(now + 1),
+            None => now + 1,
+        };
+        let t = self.store.revoke_tenant_before(tenant, before, now).await?.ok_or(Error::NotFound("tenant"))?;
         self.invalidate(Invalidation::Tenant(tenant));
         self.audit(actor, "tenant.revoke_before", tenant, vec![format!("tenant:{tenant}"), format!("before:{before}")])
             .await;
@@ -394,6 +412,7 @@ impl<S: Store> Authority<S> {
         p.require(Scope::ClientsCreate)?;
         limits::labels(&labels)?;
         let now = now_ms();
+        issuable(&p.tenant, now)?;
         let client = Client { id: crate::rng::uuid(), tenant_id: p.tenant.id, env: p.key.env, labels, created_at: now };
         let (session, token) = self.new_session(p, client.id, kind, now);
         let action = if kind == TokenKind::TestClientKey { "test_client.create" } else { "client.create" };
@@ -433,7 +452,9 @@ impl<S: Store> Authority<S> {
     pub async fn create_session(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<Issued<Session>, Error> {
         p.require(Scope::SessionsCreate)?;
         self.visible_client(p, client_id).await?;
-        let (s, token) = self.new_session(p, client_id, TokenKind::Session, now_ms());
+        let now = now_ms();
+        issuable(&p.tenant, now)?;
+        let (s, token) = self.new_session(p, client_id, TokenKind::Session, now);
         match self.store.create_session(&s, self.max_sessions).await? {
             CreateSession::Created => {}
             CreateSession::NoClient => return Err(Error::NotFound("client")),
@@ -543,5 +564,60 @@ impl<S: Store> Authority<S> {
             }
         }
         Ok(SessionPrincipal { tenant, client, session })
+    }
+}
+
+/// Refuses to issue what the tenant's cut-off would refuse at once (a
+/// cut-off in the future: within the clock skew of another authd, or set
+/// before cut-offs were bounded).
+fn issuable(t: &Tenant, now: Millis) -> Result<(), Error> {
+    if t.revoked(now) {
+        return Err(Error::FailedPrecondition(format!(
+            "the tenant's revoke-before cut-off is {} ms in the future, so a credential issued now would be \
+             refused; retry, or call RevokeTenantCredentials again to bring the cut-off to now",
+            t.revoked_before.unwrap_or(now) - now
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn key(tenant: Uuid) -> NewApiKey {
+        NewApiKey {
+            tenant_id: tenant,
+            env: Environment::Test,
+            name: "k".into(),
+            scopes: Scopes::default(),
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_ahead_of_now_is_refused_or_taken_as_now_and_issuance_never_hands_out_a_dead_credential() {
+        let store = MemoryStore::new();
+        let a = Authority::new(store.clone());
+        let t = a.create_tenant("op", "t".into(), None, None).await.unwrap();
+        let now = now_ms();
+        let e = a.revoke_tenant_before("op", t.id, Some(now + 3_600_000)).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { field: "issued_before", .. }), "{e:?}");
+        assert_eq!(a.get_tenant(t.id).await.unwrap().revoked_before, None, "nothing changed");
+        let within = a.revoke_tenant_before("op", t.id, Some(now_ms() + 2_000)).await.unwrap();
+        assert!(within.revoked_before.unwrap() <= now_ms() + 1, "taken as now");
+
+        // A cut-off stored ahead of now (before cut-offs were bounded):
+        // issuing is refused rather than handing out what verify refuses,
+        // until the next revoke brings it to now.
+        let bricked = Tenant { revoked_before: Some(now_ms() + 3_600_000), ..a.get_tenant(t.id).await.unwrap() };
+        store.put_tenant(&bricked).await.unwrap();
+        let e = a.create_api_key("op", key(t.id)).await.unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e:?}");
+        a.revoke_tenant_before("op", t.id, None).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let k = a.create_api_key("op", key(t.id)).await.unwrap();
+        assert!(!a.get_tenant(t.id).await.unwrap().revoked(k.record.created_at));
     }
 }

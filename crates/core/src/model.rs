@@ -247,6 +247,10 @@ pub mod limits {
     pub const DEFAULT_MAX_MS: Millis = 7 * 24 * 3600 * 1000;
     /// Longest grace period of a roll: 30 d.
     pub const MAX_GRACE_MS: Millis = 30 * 24 * 3600 * 1000;
+    /// How far ahead of the server clock a tenant's revoke-before cut-off
+    /// may be set (the clock skew between an operator's tooling, or another
+    /// authd, and this one).
+    pub const CLOCK_SKEW_MS: Millis = 5_000;
     /// Live sessions per client (test client keys included).
     pub const SESSIONS_PER_CLIENT: usize = 100;
     /// Audit page size cap.

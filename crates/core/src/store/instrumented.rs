@@ -95,8 +95,9 @@ impl<S: Store> Store for Instrumented<S> {
         &self,
         id: Uuid,
         before: Millis,
+        now: Millis,
     ) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send {
-        self.call("revoke_tenant_before", self.inner.revoke_tenant_before(id, before))
+        self.call("revoke_tenant_before", self.inner.revoke_tenant_before(id, before, now))
     }
     fn put_api_key(&self, k: &ApiKey) -> impl Future<Output = StoreResult<()>> + Send {
         self.call("put_api_key", self.inner.put_api_key(k))

@@ -16,7 +16,7 @@ use super::{
     RollApiKey, SessionLookup, Store, StoreResult,
 };
 use crate::clock::{Millis, now_ms};
-use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant};
+use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};
 
 /// Writes between two full sweeps of dead entries.
 const SWEEP_EVERY: u32 = 1024;
@@ -147,9 +147,10 @@ impl Store for MemoryStore {
         Ok(self.lock().tenants.get(&id).cloned())
     }
 
-    async fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> StoreResult<Option<Tenant>> {
+    async fn revoke_tenant_before(&self, id: Uuid, before: Millis, now: Millis) -> StoreResult<Option<Tenant>> {
         let t = self.lock().tenants.get_mut(&id).map(|t| {
-            t.revoked_before = Some(t.revoked_before.map_or(before, |rb| rb.max(before)));
+            let cur = t.revoked_before.map(|rb| if rb > now + limits::CLOCK_SKEW_MS { now + 1 } else { rb });
+            t.revoked_before = Some(cur.map_or(before, |rb| rb.max(before)));
             t.clone()
         });
         if t.is_some() {

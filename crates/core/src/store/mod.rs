@@ -145,12 +145,16 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn put_tenant(&self, t: &Tenant) -> impl Future<Output = StoreResult<()>> + Send;
     /// Reads a tenant.
     fn get_tenant(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send;
-    /// Raises a tenant's revoke-before time (never lowers it); returns the
-    /// updated tenant.
+    /// Raises a tenant's revoke-before time to `before`; returns the updated
+    /// tenant. Never lowers it, except a stored cut-off more than
+    /// [`crate::model::limits::CLOCK_SKEW_MS`] past `now` (set before
+    /// cut-offs were bounded), which first comes down to `now + 1`: nothing
+    /// issued before `now` becomes valid by that.
     fn revoke_tenant_before(
         &self,
         id: Uuid,
         before: Millis,
+        now: Millis,
     ) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send;
 
     /// Writes a new API key (with its expiry as TTL) and indexes it.

@@ -38,7 +38,7 @@ use super::{
     ApiKeyLookup, CreateSession, Invalidation, Invalidations, RollApiKey, SessionLookup, Store, StoreError, StoreResult,
 };
 use crate::clock::{Millis, now_ms};
-use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant};
+use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};
 use crate::token::{parse_short_id, short_id};
 use conn::Connections;
 pub use conn::{RedisConn, RedisOptions, RedisTarget, WaitReplicas};
@@ -100,11 +100,13 @@ impl Store for RedisStore {
         tenant_from(id, f)
     }
 
-    async fn revoke_tenant_before(&self, id: Uuid, before: Millis) -> StoreResult<Option<Tenant>> {
+    async fn revoke_tenant_before(&self, id: Uuid, before: Millis, now: Millis) -> StoreResult<Option<Tenant>> {
         let mut wc = self.c.w();
         let f: HashMap<String, Vec<u8>> = REVOKE_TENANT_BEFORE
             .key(tenant_key(id))
             .arg(before)
+            .arg(now + limits::CLOCK_SKEW_MS)
+            .arg(now + 1)
             .arg(Invalidation::Tenant(id).encode())
             .invoke_async(&mut wc)
             .await?;
