@@ -305,8 +305,9 @@ impl<S: Store> Verifier<S> {
         tokio::spawn(async move {
             let write = this.inner.store.touch_session(key.0, key.1, now, idle);
             match tokio::time::timeout(this.inner.opts.deadline, write).await {
-                // The store confirmed the record: that renews the max-age clock.
-                Ok(Ok(Some(_))) => entry.confirmed_at.store(mono_ms(), Ordering::Relaxed),
+                // The store confirmed the record (the entry still ages from
+                // its load: the touch does not re-read the tenant).
+                Ok(Ok(Some(_))) => {}
                 // Gone (revoked, deleted, expired): never revived; forget it.
                 Ok(Ok(None)) => this.inner.cache.remove(&key),
                 // Store trouble: let the next use try again.

@@ -97,6 +97,13 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// How often the subscriber PINGs its pub/sub connection, and how long an
+/// answer may take before the connection counts as dead: a connection that
+/// stays up but delivers nothing (an idle timeout that drops packets, a
+/// stalled proxy) is found within their sum, not never.
+pub(super) const PUBSUB_PING_EVERY: Duration = Duration::from_secs(1);
+pub(super) const PUBSUB_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How the invalidation subscriber connects (a dedicated pub/sub connection).
 #[derive(Clone)]
 pub(super) enum Subscriber {
@@ -213,9 +220,17 @@ impl Connections {
     pub(super) async fn pubsub(&self) -> StoreResult<PubSub> {
         match &self.sub {
             Subscriber::Standalone(client) => {
-                let mut ps = client.get_async_pubsub().await?;
-                ps.subscribe(INVALIDATION_CHANNEL).await?;
-                Ok(ps)
+                // Bounded: a connection that takes bytes but returns none
+                // would otherwise hang the subscriber for good.
+                let attempt = async {
+                    let mut ps = client.get_async_pubsub().await?;
+                    ps.subscribe(INVALIDATION_CHANNEL).await?;
+                    Ok::<_, RedisError>(ps)
+                };
+                match tokio::time::timeout(PUBSUB_PING_TIMEOUT * 2, attempt).await {
+                    Ok(r) => Ok(r?),
+                    Err(_) => Err(StoreError::Unavailable("the subscription was not confirmed in time".into())),
+                }
             }
             Subscriber::Cluster { seeds, timeout } => self.cluster_pubsub(seeds, *timeout).await,
         }

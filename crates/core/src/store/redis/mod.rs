@@ -40,7 +40,7 @@ use super::{
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};
 use crate::token::{parse_short_id, short_id};
-use conn::Connections;
+use conn::{Connections, PUBSUB_PING_EVERY, PUBSUB_PING_TIMEOUT};
 pub use conn::{RedisConn, RedisOptions, RedisTarget, WaitReplicas};
 use keys::*;
 use records::*;
@@ -359,15 +359,37 @@ impl Store for RedisStore {
 
     async fn subscribe(&self) -> StoreResult<Invalidations> {
         use futures::StreamExt;
-        let ps = self.c.pubsub().await?;
-        Ok(Box::pin(ps.into_on_message().filter_map(|m| async move {
-            let text: String = m.get_payload().ok()?;
-            let inv = Invalidation::decode(&text);
-            if inv.is_none() {
-                tracing::warn!(message = %text, "ignoring a malformed invalidation");
+        let (sink, messages) = self.c.pubsub().await?.split();
+        // The stream ends when the connection does, or when a PING on it
+        // goes unanswered (see `PUBSUB_PING_EVERY`).
+        let alive = futures::stream::unfold(sink, |mut sink| async move {
+            tokio::time::sleep(PUBSUB_PING_EVERY).await;
+            match tokio::time::timeout(PUBSUB_PING_TIMEOUT, sink.ping::<redis::Value>()).await {
+                Ok(Ok(_)) => Some((None, sink)),
+                Ok(Err(e)) => Some((Some(format!("PING failed: {e}")), sink)),
+                Err(_) => Some((Some(format!("no answer to PING within {PUBSUB_PING_TIMEOUT:?}")), sink)),
             }
-            inv
-        })))
+        });
+        let messages = messages
+            .map(|m| Ok::<_, String>(m.get_payload::<String>().ok()))
+            .chain(futures::stream::once(async { Err("the connection closed".to_string()) }));
+        let pings = alive.filter_map(|dead| async move { dead.map(Err) });
+        let merged = futures::stream::select(messages, pings)
+            .take_while(|item| {
+                if let Err(why) = item {
+                    tracing::warn!(reason = %why, "invalidation subscription dead");
+                }
+                std::future::ready(item.is_ok())
+            })
+            .filter_map(|item| async move {
+                let text = item.ok().flatten()?;
+                let inv = Invalidation::decode(&text);
+                if inv.is_none() {
+                    tracing::warn!(message = %text, "ignoring a malformed invalidation");
+                }
+                inv
+            });
+        Ok(Box::pin(merged))
     }
 
     async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEvent>> {
