@@ -13,6 +13,7 @@ pub mod authd;
 pub mod backend;
 pub mod binaries;
 pub mod introspect;
+pub mod proxy;
 pub mod redis_cluster;
 mod redis_process;
 pub mod redis_server;
