@@ -136,11 +136,44 @@ async fn every_failure_reason(backend: Backend) {
         .unwrap();
     assert_eq!(s.b.cause(&c.token).await.as_deref(), Some("REVOKED"));
 
+    // An API key past its own expiry, and a rolled one past its grace: the
+    // precise cause (not UNKNOWN, which is what a forged id gets).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let soon = prost_types::Timestamp { seconds: now.as_secs() as i64 + 1, nanos: now.subsec_nanos() as i32 };
+    let mut admin = s.authd.admin();
+    let short = apb::CreateApiKeyRequest {
+        tenant_id: keys.tenant_id.clone(),
+        environment: apb::Environment::Test.into(),
+        name: "short".into(),
+        expire_time: Some(soon),
+        ..Default::default()
+    };
+    let short = admin.create_api_key(authed(&s.authd.operator, short)).await.unwrap().into_inner();
+    let to_roll = apb::CreateApiKeyRequest {
+        tenant_id: keys.tenant_id.clone(),
+        environment: apb::Environment::Test.into(),
+        name: "rolled".into(),
+        ..Default::default()
+    };
+    let to_roll = admin.create_api_key(authed(&s.authd.operator, to_roll)).await.unwrap().into_inner();
+    s.a.verify(&short.secret).await.expect("valid before its expiry");
+    s.a.verify(&to_roll.secret).await.expect("valid before the roll");
+    let roll = apb::RollApiKeyRequest {
+        tenant_id: keys.tenant_id.clone(),
+        key_id: to_roll.api_key.unwrap().key_id,
+        grace_period: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+    };
+    admin.roll_api_key(authed(&s.authd.operator, roll)).await.unwrap();
+
     let idle = new_client(&s, &keys.test_key).await;
     let max = new_client(&s, &capped.test_key).await;
     sleep(Duration::from_millis(1300)).await;
     assert_eq!(s.a.cause(&idle.token).await.as_deref(), Some("EXPIRED_IDLE"));
     assert_eq!(s.a.cause(&max.token).await.as_deref(), Some("EXPIRED_MAX"));
+    for r in [&s.a, &s.b] {
+        assert_eq!(r.cause(&short.secret).await.as_deref(), Some("EXPIRED_MAX"), "expired API key");
+        assert_eq!(r.cause(&to_roll.secret).await.as_deref(), Some("REVOKED"), "rolled key past its grace");
+    }
 }
 
 /// Sliding expiry through introspect, and the coalescing bound: at most one

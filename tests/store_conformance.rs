@@ -106,7 +106,7 @@ async fn api_keys<S: Store>(s: S) {
     let l = s.get_api_key(t.id, a.id).await.unwrap();
     assert_eq!(l.key, Some(a.clone()));
     assert_eq!(l.tenant, Some(t.clone()));
-    assert!(!l.revoked);
+    assert_eq!(l.gone, None);
     let listed = s.list_api_keys(t.id).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&a) && listed.contains(&b));
@@ -126,8 +126,15 @@ async fn api_key_expiry<S: Store>(s: S) {
     s.put_api_key(&k).await.unwrap();
     assert!(s.get_api_key(t.id, k.id).await.unwrap().key.is_some());
     sleep(Duration::from_millis(450)).await;
-    assert_eq!(s.get_api_key(t.id, k.id).await.unwrap().key, None);
+    let l = s.get_api_key(t.id, k.id).await.unwrap();
+    assert_eq!((l.key, l.gone), (None, Some(Gone::ExpiredMax)), "an expired key is remembered as expired");
     assert!(s.list_api_keys(t.id).await.unwrap().is_empty(), "expired keys are pruned from the list");
+    // Not found for a revoke or a roll, and still remembered as expired.
+    assert_eq!(s.revoke_api_key(t.id, k.id).await.unwrap(), None);
+    let succ = ApiKey { id: rng::uuid(), expires_at: None, ..k.clone() };
+    assert_eq!(s.roll_api_key(k.id, &succ, now_ms() + 1000).await.unwrap(), RollApiKey::NotFound);
+    assert_eq!(s.get_api_key(t.id, succ.id).await.unwrap().key, None, "a refused roll writes nothing");
+    assert_eq!(s.get_api_key(t.id, k.id).await.unwrap().gone, Some(Gone::ExpiredMax));
 }
 
 async fn roll<S: Store>(s: S) {
@@ -148,7 +155,8 @@ async fn roll<S: Store>(s: S) {
     assert_eq!(s.get_api_key(t.id, again.id).await.unwrap().key, None, "a refused roll writes nothing");
     assert_eq!(s.roll_api_key(rng::uuid(), &again, grace_end).await.unwrap(), RollApiKey::NotFound);
     sleep(Duration::from_millis(550)).await;
-    assert_eq!(s.get_api_key(t.id, old.id).await.unwrap().key, None, "old key dies after the grace period");
+    let l = s.get_api_key(t.id, old.id).await.unwrap();
+    assert_eq!((l.key, l.gone), (None, Some(Gone::Revoked)), "old key dies after the grace period: replaced");
     assert_eq!(s.list_api_keys(t.id).await.unwrap(), vec![new]);
 
     // A grace period never extends a key's own expiry.
@@ -350,8 +358,8 @@ async fn why_gone<S: Store>(s: S) {
     s.put_api_key(&k).await.unwrap();
     s.revoke_api_key(t.id, k.id).await.unwrap();
     let l = s.get_api_key(t.id, k.id).await.unwrap();
-    assert!(l.key.is_none() && l.revoked && l.tenant.is_some());
-    assert!(!s.get_api_key(t.id, rng::uuid()).await.unwrap().revoked);
+    assert!(l.key.is_none() && l.gone == Some(Gone::Revoked) && l.tenant.is_some());
+    assert_eq!(s.get_api_key(t.id, rng::uuid()).await.unwrap().gone, None);
 }
 
 async fn invalidations<S: Store>(s: S) {

@@ -357,7 +357,7 @@ impl<S: Store> Authority<S> {
         {
             // No store command: a wrong secret counts as a failure, but a
             // spent budget does not stop the cached real key.
-            let r = check_api_key(&token, &hash, Some(k), Some(&e.tenant), false, now_ms());
+            let r = check_api_key(&token, &hash, Some(k), Some(&e.tenant), None, now_ms());
             if let (Err(reason), Some(g)) = (&r, &self.guard) {
                 g.refused(peer, token.id, *reason);
             }
@@ -367,7 +367,7 @@ impl<S: Store> Authority<S> {
         self.guarded(peer, token.id, async {
             let started = mono_ms();
             let l = self.store.get_api_key(token.route, token.id).await?;
-            check_api_key(&token, &hash, l.key.as_ref(), l.tenant.as_ref(), l.revoked, now_ms()).map_err(invalid)?;
+            check_api_key(&token, &hash, l.key.as_ref(), l.tenant.as_ref(), l.gone, now_ms()).map_err(invalid)?;
             let (Some(k), Some(tenant)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
             if let Some(c) = &self.api_keys {
                 let record = Record::ApiKey(Box::new(k.clone()));

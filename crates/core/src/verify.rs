@@ -17,14 +17,18 @@ pub fn check_api_key(
     hash: &SecretHash,
     key: Option<&ApiKey>,
     tenant: Option<&Tenant>,
-    revoked: bool,
+    gone: Option<Gone>,
     now: Millis,
 ) -> Result<(), InvalidReason> {
     if token.kind != TokenKind::ApiKey {
         return Err(InvalidReason::Malformed);
     }
     let (Some(key), Some(tenant)) = (key, tenant) else {
-        return Err(if revoked { InvalidReason::Revoked } else { InvalidReason::Unknown });
+        return Err(match gone {
+            Some(Gone::Revoked) => InvalidReason::Revoked,
+            Some(Gone::ExpiredMax | Gone::ExpiredIdle) => InvalidReason::ExpiredMax,
+            None => InvalidReason::Unknown,
+        });
     };
     if !key.hash.matches(hash) || key.env != token.env || key.tenant_id != token.route {
         return Err(InvalidReason::Unknown);

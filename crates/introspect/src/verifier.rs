@@ -232,7 +232,7 @@ impl<S: Store> Verifier<S> {
             match token.kind {
                 TokenKind::ApiKey => {
                     let l = self.inner.store.get_api_key(token.route, token.id).await?;
-                    check_api_key(token, hash, l.key.as_ref(), l.tenant.as_ref(), l.revoked, now).map_err(invalid)?;
+                    check_api_key(token, hash, l.key.as_ref(), l.tenant.as_ref(), l.gone, now).map_err(invalid)?;
                     let (Some(k), Some(t)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
                     let t = Arc::new(t);
                     self.inner.cache.insert_tenant(t.clone(), started);
@@ -323,7 +323,7 @@ impl<S: Store> Verifier<S> {
 /// The shared checks, on a cached entry with this replica's expiry view.
 fn check(entry: &Entry, token: &Token, hash: &SecretHash, now: Millis) -> Result<(), InvalidReason> {
     match &entry.record {
-        Record::ApiKey(k) => check_api_key(token, hash, Some(k), Some(&entry.tenant), false, now),
+        Record::ApiKey(k) => check_api_key(token, hash, Some(k), Some(&entry.tenant), None, now),
         Record::Session(s) => {
             let local = entry.expires_at.load(Ordering::Relaxed);
             let view = SessionView {

@@ -62,13 +62,18 @@ fn live_at(expires_at: Option<Millis>, now: Millis) -> bool {
     expires_at.is_none_or(|e| now < e)
 }
 
+/// An API key not yet a day past its expiry (the day it is remembered).
+fn remembered(k: &ApiKey, now: Millis) -> bool {
+    live_at(k.expires_at.map(|x| x + REMEMBER_MS), now)
+}
+
 impl Inner {
     fn wrote(&mut self) {
         self.writes += 1;
         if self.writes >= SWEEP_EVERY {
             self.writes = 0;
             let now = now_ms();
-            self.api_keys.retain(|_, k| live_at(k.expires_at, now));
+            self.api_keys.retain(|_, k| remembered(k, now));
             for s in self.sessions.values_mut() {
                 s.retain(|_, s| live_at(s.expires_at, now));
             }
@@ -99,12 +104,14 @@ impl Inner {
         }
     }
 
+    /// A key not past its expiry. An expired one is kept a day past it (to
+    /// name the cause), then forgotten.
     fn live_api_key(&mut self, tenant: Uuid, id: Uuid) -> Option<&mut ApiKey> {
         let now = now_ms();
-        if self.api_keys.get(&(tenant, id)).is_some_and(|k| !live_at(k.expires_at, now)) {
+        if self.api_keys.get(&(tenant, id)).is_some_and(|k| !remembered(k, now)) {
             self.api_keys.remove(&(tenant, id));
         }
-        self.api_keys.get_mut(&(tenant, id))
+        self.api_keys.get_mut(&(tenant, id)).filter(|k| live_at(k.expires_at, now))
     }
 
     fn live_sessions(&mut self, client: Uuid) -> Option<&mut BTreeMap<Uuid, Session>> {
@@ -169,15 +176,23 @@ impl Store for MemoryStore {
     async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyLookup> {
         let mut g = self.lock();
         let key = g.live_api_key(tenant, id).cloned();
-        let revoked = g.revoked_keys.get(&(tenant, id)).is_some_and(|keep| *keep > now_ms());
-        Ok(ApiKeyLookup { key, tenant: g.tenants.get(&tenant).cloned(), revoked })
+        let now = now_ms();
+        let expired = g.api_keys.get(&(tenant, id)).filter(|k| !live_at(k.expires_at, now));
+        let gone = if g.revoked_keys.get(&(tenant, id)).is_some_and(|keep| *keep > now) {
+            Some(Gone::Revoked)
+        } else {
+            // A rolled key past its grace period was replaced: revoked.
+            expired.map(|k| if k.successor.is_some() { Gone::Revoked } else { Gone::ExpiredMax })
+        };
+        Ok(ApiKeyLookup { key, tenant: g.tenants.get(&tenant).cloned(), gone })
     }
 
     async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
         let now = now_ms();
         let mut g = self.lock();
-        g.api_keys.retain(|_, k| live_at(k.expires_at, now));
-        let mut v: Vec<ApiKey> = g.api_keys.values().filter(|k| k.tenant_id == tenant).cloned().collect();
+        g.api_keys.retain(|_, k| remembered(k, now));
+        let mut v: Vec<ApiKey> =
+            g.api_keys.values().filter(|k| k.tenant_id == tenant && live_at(k.expires_at, now)).cloned().collect();
         by_creation(&mut v, |k| (k.created_at, k.id));
         Ok(v)
     }
@@ -185,9 +200,10 @@ impl Store for MemoryStore {
     async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
         let k = {
             let mut g = self.lock();
+            // An expired key is not found, and stays remembered as expired.
             let k = g.live_api_key(tenant, id).cloned();
-            g.api_keys.remove(&(tenant, id));
             if k.is_some() {
+                g.api_keys.remove(&(tenant, id));
                 g.revoked_keys.insert((tenant, id), now_ms() + REMEMBER_REVOKED_MS);
             }
             k

@@ -75,8 +75,10 @@ pub struct SessionLookup {
 pub struct ApiKeyLookup {
     pub key: Option<ApiKey>,
     pub tenant: Option<Tenant>,
-    /// The key is missing because it was revoked (remembered 30 days).
-    pub revoked: bool,
+    /// Why the key is missing, if it once existed: revoked (remembered 30
+    /// days), or past its expiry (`ExpiredMax`; `Revoked` for a rolled key
+    /// past its grace period), remembered a day past it.
+    pub gone: Option<Gone>,
 }
 
 /// A change that makes cached credentials stale, pushed by the store to

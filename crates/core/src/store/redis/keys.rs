@@ -5,7 +5,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `t:{T}` | hash | tenant T: `n` name, `i` idle ms, `m` max ms, `c` created, `r` revoked-before |
-//! | `k:{T}:K` | hash | API key K of T: `e` env, `n` name, `s` scopes, `c` created, `x` expiry, `r` successor, `h` hash; TTL = expiry |
+//! | `k:{T}:K` | hash | API key K of T: `e` env, `n` name, `s` scopes, `c` created, `x` expiry, `r` successor, `h` hash; TTL = expiry + 1 day (past the expiry it is read as "expired", never as live) |
 //! | `ki:{T}` | set | ids of T's API keys (pruned on list) |
 //! | `a:{T}` | stream | T's audit trail, capped |
 //! | `c:{C}` | hash | client C: `t` tenant, `e` env, `c` created, `l` labels (JSON) |
@@ -15,8 +15,9 @@
 //! | `kr:{T}` | sorted set | T's revoked API key ids, scored by how long to remember them |
 //!
 //! `si` outlives its members' caps by a day so that a verify can tell
-//! "expired at the cap" and "expired idle" from "unknown"; `sr` and `kr` tell
-//! "revoked". Every revocation also PUBLISHes an [`Invalidation`] on
+//! "expired at the cap" and "expired idle" from "unknown", and an API key
+//! outlives its expiry by a day for the same reason (a rolled key past its
+//! grace reads as "revoked"); `sr` and `kr` tell "revoked". Every revocation also PUBLISHes an [`Invalidation`] on
 //! [`INVALIDATION_CHANNEL`] from the same script, so caches hear of it.
 //!
 //! A tenant's records share the slot of `{T}`, a client's the slot of `{C}`,

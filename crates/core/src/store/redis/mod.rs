@@ -35,7 +35,8 @@ use redis::{AsyncCommands, pipe};
 use uuid::Uuid;
 
 use super::{
-    ApiKeyLookup, CreateSession, Invalidation, Invalidations, RollApiKey, SessionLookup, Store, StoreError, StoreResult,
+    ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, REMEMBER_MS, RollApiKey, SessionLookup, Store,
+    StoreError, StoreResult,
 };
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};
@@ -119,8 +120,9 @@ impl Store for RedisStore {
         let key = api_key_key(k.tenant_id, k.id);
         let mut p = pipe();
         p.atomic().hset_multiple(&key, &api_key_fields(k)).ignore();
+        // Kept a day past its expiry, so a use then is told "expired".
         if let Some(x) = k.expires_at {
-            p.cmd("PEXPIREAT").arg(&key).arg(x).ignore();
+            p.cmd("PEXPIREAT").arg(&key).arg(x + REMEMBER_MS).ignore();
         }
         p.sadd(api_index_key(k.tenant_id), short_id(k.id)).ignore();
         let () = p.query_async(&mut wc).await?;
@@ -135,7 +137,12 @@ impl Store for RedisStore {
             .zscore(revoked_api_keys_key(tenant), short_id(id))
             .query_async(&mut self.c.conn.clone())
             .await?;
-        Ok(ApiKeyLookup { key: api_key_from(tenant, id, k)?, tenant: tenant_from(tenant, t)?, revoked: r.is_some() })
+        let (mut key, mut gone) = (api_key_from(tenant, id, k)?, r.map(|_| Gone::Revoked));
+        // Past its expiry (kept a day to say so): gone, not live.
+        if let Some(k) = key.take_if(|k| k.expires_at.is_some_and(|x| x <= now_ms())) {
+            gone = Some(if k.successor.is_some() { Gone::Revoked } else { Gone::ExpiredMax });
+        }
+        Ok(ApiKeyLookup { key, tenant: tenant_from(tenant, t)?, gone })
     }
 
     async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
@@ -145,9 +152,11 @@ impl Store for RedisStore {
             .invoke_async(&mut self.c.conn.clone())
             .await?;
         let mut out = Vec::with_capacity(rows.len());
+        let now = now_ms();
         for (kid, f) in rows {
             let id = parse_short_id(&kid).ok_or_else(|| corrupt("api key index"))?;
-            out.extend(api_key_from(tenant, id, f)?);
+            // Expired keys are kept a day to name the cause; not listed.
+            out.extend(api_key_from(tenant, id, f)?.filter(|k| k.expires_at.is_none_or(|x| x > now)));
         }
         out.sort_by_key(|k| (k.created_at, k.id));
         Ok(out)
@@ -177,7 +186,8 @@ impl Store for RedisStore {
             .arg(short_id(new.id))
             .arg(old_expires_at)
             .arg(new.expires_at.unwrap_or(0))
-            .arg(Invalidation::ApiKey { tenant: t, key: old }.encode());
+            .arg(Invalidation::ApiKey { tenant: t, key: old }.encode())
+            .arg(now_ms());
         for (name, value) in api_key_fields(new) {
             inv.arg(name).arg(value);
         }

@@ -1,4 +1,7 @@
--- KEYS: key, index, revoked. ARGV: key id, now, invalidation.
+-- KEYS: key, index, revoked. ARGV: key id, now, invalidation. A key past its
+-- expiry (kept a day to name the cause) is not found, and stays as it is.
+local x = redis.call('HGET', KEYS[1], 'x')
+if x and tonumber(x) <= tonumber(ARGV[2]) then return {} end
 local f = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])

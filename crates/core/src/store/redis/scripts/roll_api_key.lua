@@ -1,14 +1,17 @@
 -- KEYS: old key, new key, index. ARGV: new id, old expiry, new expiry (0 = none),
--- invalidation of the old key, then the new key's fields as name/value pairs.
+-- invalidation of the old key, now, then the new key's fields as name/value
+-- pairs. A key past its expiry (kept a day to name the cause) is not found.
+-- Expired keys are kept __REMEMBER_MS__ ms past their expiry.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local cur = redis.call('HGET', KEYS[1], 'x')
+if cur and tonumber(cur) <= tonumber(ARGV[5]) then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'r') == 1 then return -1 end
 local x = ARGV[2]
-local cur = redis.call('HGET', KEYS[1], 'x')
 if cur and tonumber(cur) < tonumber(x) then x = cur end
 redis.call('HSET', KEYS[1], 'r', ARGV[1], 'x', x)
-redis.call('PEXPIREAT', KEYS[1], x)
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
-if ARGV[3] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[3]) end
+redis.call('PEXPIREAT', KEYS[1], tonumber(x) + __REMEMBER_MS__)
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+if ARGV[3] ~= '0' then redis.call('PEXPIREAT', KEYS[2], tonumber(ARGV[3]) + __REMEMBER_MS__) end
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('PUBLISH', '__INVALIDATION_CHANNEL__', ARGV[4])
 return 1
