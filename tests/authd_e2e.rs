@@ -566,6 +566,28 @@ async fn bad_input_table(backend: Backend) {
                 .map(drop),
         ),
         (
+            "tenant name with a right-to-left override",
+            "name",
+            admin
+                .create_tenant(authed(
+                    &op,
+                    pb::CreateTenantRequest { name: "acme\u{202E}gpj.exe".into(), ..Default::default() },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "tenant name with a newline",
+            "name",
+            admin
+                .create_tenant(authed(
+                    &op,
+                    pb::CreateTenantRequest { name: "acme\nINFO forged".into(), ..Default::default() },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
             "idle above max",
             "idle_timeout",
             admin
@@ -674,6 +696,22 @@ async fn bad_input_table(backend: Backend) {
             "too many labels",
             "labels",
             clients.create_client(authed(&k, pb::CreateClientRequest { labels: big_labels })).await.map(drop),
+        ),
+        (
+            "label value with an escape sequence",
+            "labels",
+            clients
+                .create_client(authed(&k, pb::CreateClientRequest { labels: labels(&[("plan", "\u{1b}[31mred")]) }))
+                .await
+                .map(drop),
+        ),
+        (
+            "label value with a NUL",
+            "labels",
+            clients
+                .create_client(authed(&k, pb::CreateClientRequest { labels: labels(&[("plan", "a\0b")]) }))
+                .await
+                .map(drop),
         ),
         (
             "bad label key",

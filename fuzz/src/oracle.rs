@@ -133,7 +133,17 @@ pub fn env_of(v: i32) -> Option<Environment> {
 
 /// Tenant and API key names: 1–64 characters, no control characters.
 pub fn name_ok(s: &str) -> bool {
-    (1..=64).contains(&s.chars().count()) && !s.chars().any(char::is_control)
+    (1..=64).contains(&s.chars().count()) && printable(s)
+}
+
+/// No C0/C1 control character and no bidirectional formatting character
+/// (ALM, LRM, RLM, LRE..RLO, LRI..PDI).
+fn printable(s: &str) -> bool {
+    const BIDI: [u32; 11] = [0x061C, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068];
+    s.chars().all(|c| {
+        let u = c as u32;
+        u >= 0x20 && !(0x7F..=0x9F).contains(&u) && !BIDI.contains(&u) && u != 0x2069
+    })
 }
 
 /// A field the rules refuse.
@@ -190,6 +200,7 @@ pub fn labels_ok<'a>(labels: impl ExactSizeIterator<Item = (&'a String, &'a Stri
             (1..=63).contains(&k.len())
                 && k.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
                 && v.len() <= 256
+                && printable(v)
         })
 }
 

@@ -127,9 +127,10 @@ pub struct Cache {
     opts: CacheOptions,
     entries: Lru<Key, Arc<Entry>>,
     tenants: Lru<Uuid, (Arc<Tenant>, u64)>,
-    /// Keyed by the token's hash, not its ids: a forged secret for a real id
-    /// must not lock the real token out.
-    negative: Lru<SecretHash, (InvalidReason, u64)>,
+    /// Keyed by the token's ids and the hash of its secret: a forged secret
+    /// for a real id must not lock the real token out, nor a refused token
+    /// another id that happens to share its secret.
+    negative: Lru<(Key, SecretHash), (InvalidReason, u64)>,
     /// Ids invalidated within the last max-age, and when.
     invalidated: Mutex<HashMap<Uuid, u64>>,
     /// The latest invalidation time: entries loaded after it skip the map.
@@ -282,8 +283,8 @@ impl Cache {
     }
 
     /// Why this token was refused recently, if it was.
-    pub fn negative(&self, hash: &SecretHash) -> Option<InvalidReason> {
-        let (r, at) = self.negative.get(hash)?;
+    pub fn negative(&self, key: &Key, hash: &SecretHash) -> Option<InvalidReason> {
+        let (r, at) = self.negative.get(&(*key, *hash))?;
         let live = mono_ms().saturating_sub(at) < self.opts.negative_ttl.as_millis() as u64;
         if live {
             CacheStats::bump(&self.stats.negative_hits);
@@ -293,8 +294,8 @@ impl Cache {
 
     /// Remembers a refusal. Dead credentials stay dead, so this is safe for
     /// every reason; unknown ones are short-lived anyway.
-    pub fn insert_negative(&self, hash: SecretHash, r: InvalidReason) {
-        self.negative.insert(hash, (r, mono_ms()));
+    pub fn insert_negative(&self, key: Key, hash: SecretHash, r: InvalidReason) {
+        self.negative.insert((key, hash), (r, mono_ms()));
     }
 
     /// Applies a pushed invalidation.
@@ -525,7 +526,7 @@ mod tests {
             c.insert(key, e);
             c.invalidate(Invalidation::Client(rng::uuid()));
         }
-        c.insert_negative(SecretHash([7; 16]), InvalidReason::Revoked);
+        c.insert_negative((rng::uuid(), rng::uuid()), SecretHash([7; 16]), InvalidReason::Revoked);
         c.sweep();
         assert_eq!(c.len(), 100, "fresh entries stay");
         std::thread::sleep(Duration::from_millis(40));
@@ -541,11 +542,12 @@ mod tests {
     #[test]
     fn negatives_expire() {
         let c = Cache::new(CacheOptions { negative_ttl: Duration::from_millis(20), ..Default::default() });
-        let h = SecretHash([7; 16]);
-        c.insert_negative(h, InvalidReason::Unknown);
-        assert_eq!(c.negative(&h), Some(InvalidReason::Unknown));
-        assert_eq!(c.negative(&SecretHash([8; 16])), None);
+        let (k, h) = ((rng::uuid(), rng::uuid()), SecretHash([7; 16]));
+        c.insert_negative(k, h, InvalidReason::Unknown);
+        assert_eq!(c.negative(&k, &h), Some(InvalidReason::Unknown));
+        assert_eq!(c.negative(&k, &SecretHash([8; 16])), None);
+        assert_eq!(c.negative(&(k.0, rng::uuid()), &h), None, "the same secret under another id is not refused");
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(c.negative(&h), None);
+        assert_eq!(c.negative(&k, &h), None);
     }
 }

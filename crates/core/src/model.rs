@@ -256,16 +256,26 @@ pub mod limits {
     /// Audit page size cap.
     pub const AUDIT_PAGE_MAX: usize = 1000;
 
-    /// A name: 1 to 64 characters, no control characters.
+    /// A name: 1 to 64 characters, no control or bidirectional formatting
+    /// characters.
     pub fn name(field: &'static str, s: &str) -> Result<(), Error> {
         let n = s.chars().count();
         if n == 0 || n > NAME_MAX_CHARS {
             return Err(Error::invalid(field, format!("must be 1 to {NAME_MAX_CHARS} characters")));
         }
-        if s.chars().any(char::is_control) {
-            return Err(Error::invalid(field, "must not contain control characters"));
+        if s.chars().any(unprintable) {
+            return Err(Error::invalid(field, "must not contain control or bidirectional formatting characters"));
         }
         Ok(())
+    }
+
+    /// A character that must not reach an operator's screen or a log line
+    /// from a caller: control characters (NUL, ESC, newlines, C1) and the
+    /// bidirectional formatting ones (a U+202E makes "exe.txt" read
+    /// "txt.exe").
+    pub fn unprintable(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
     }
 
     /// Client labels.
@@ -285,6 +295,12 @@ pub mod limits {
             }
             if v.len() > LABEL_VALUE_MAX {
                 return Err(Error::invalid("labels", format!("label {k:?} value is over {LABEL_VALUE_MAX} bytes")));
+            }
+            if v.chars().any(unprintable) {
+                return Err(Error::invalid(
+                    "labels",
+                    format!("label {k:?} value must not contain control or bidirectional formatting characters"),
+                ));
             }
         }
         Ok(())

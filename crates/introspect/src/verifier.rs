@@ -176,12 +176,12 @@ impl<S: Store> Verifier<S> {
             return Err(invalid(InvalidReason::EnvMismatch));
         }
         let hash = token.hash();
+        let key: Key = (token.route, token.id);
         // 2. Refused recently: still refused (dead stays dead).
-        if let Some(r) = self.inner.cache.negative(&hash) {
+        if let Some(r) = self.inner.cache.negative(&key, &hash) {
             return Err(invalid(r));
         }
         // 3. Cached and alive by this replica's view, or one store read.
-        let key: Key = (token.route, token.id);
         let now = now_ms();
         let entry = match self.inner.cache.get(&key) {
             Some(e) if e.expires_at.load(Ordering::Relaxed) > now => e,
@@ -195,7 +195,7 @@ impl<S: Store> Verifier<S> {
         };
         // 4. The checks authd makes, on the cached records.
         if let Err(r) = check(&entry, &token, &hash, now) {
-            self.inner.cache.insert_negative(hash, r);
+            self.inner.cache.insert_negative(key, hash, r);
             let e = invalid(r);
             self.failed(&e, peer, token.id);
             return Err(e);
@@ -258,7 +258,7 @@ impl<S: Store> Verifier<S> {
         let entry = match tokio::time::timeout(self.inner.opts.deadline, load).await {
             Err(_) => return Err(StoreError::Unavailable("store deadline exceeded".into()).into()),
             Ok(Err(Error::InvalidCredential(r))) => {
-                self.inner.cache.insert_negative(*hash, r);
+                self.inner.cache.insert_negative(key, *hash, r);
                 return Err(invalid(r));
             }
             Ok(r) => Arc::new(r?),
