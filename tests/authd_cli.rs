@@ -60,6 +60,11 @@ async fn dev_mode_banner_works_as_printed() {
         .list_api_keys(authed(operator, pb::ListApiKeysRequest { tenant_id: tenant.into() }))
         .await
         .expect("operator key works");
+    // Its human log lines went to a pipe: plain text, no colour escapes.
+    assert_eq!(p.terminate(), Some(0));
+    let logs = p.lines();
+    assert!(logs.iter().any(|l| l.contains("CreateClient")), "no call logged: {logs:?}");
+    assert!(logs.iter().all(|l| !l.contains('\u{1b}')), "ANSI escapes in logs that are not a terminal: {logs:?}");
 }
 
 fn run(args: &[&str]) -> String {

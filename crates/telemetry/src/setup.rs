@@ -120,7 +120,11 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Strin
         LogFormat::Json => {
             tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().with_span_list(false).boxed()
         }
-        LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Colours only for a terminal: a file or a pipe gets plain text.
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
     };
     // The log layer sees events only: formatting span fields on every call
     // would cost more than the line itself (spans are for the collector).
