@@ -991,6 +991,7 @@ async fn health_and_reflection(backend: Backend) {
     {
         assert!(names.contains(&want.to_string()), "reflection lacks {want}: {names:?}");
     }
+    assert!(names.iter().all(|n| !n.starts_with("introspect.")), "authd offers introspect's service: {names:?}");
 
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;

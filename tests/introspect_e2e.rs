@@ -502,7 +502,9 @@ async fn health_and_reflection(backend: Backend) {
     else {
         panic!("no service list")
     };
-    assert!(list.service.iter().any(|s| s.name == "introspect.v1.IntrospectService"));
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"introspect.v1.IntrospectService"), "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with("authd.")), "introspect offers authd's services: {names:?}");
 }
 
 // The tests above that do not poke the server process itself, against a

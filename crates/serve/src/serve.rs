@@ -32,12 +32,21 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Adds server reflection, both protocol versions, to `router`.
-pub fn with_reflection(router: Router) -> Result<Router, ServeError> {
+/// Adds server reflection, both protocol versions, to `router`, listing
+/// `services` (the API this server serves), health and reflection itself:
+/// a client is never offered the other binary's services. Every descriptor
+/// stays resolvable (the shared types live in one set).
+pub fn with_reflection(router: Router, services: &[&'static str]) -> Result<Router, ServeError> {
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cred_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        let listed = [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ];
+        services.iter().copied().chain(listed).fold(b, |b, name| b.with_service_name(name))
     };
     Ok(router.add_service(builder().build_v1()?).add_service(builder().build_v1alpha()?))
 }
@@ -171,7 +180,7 @@ impl Assembly {
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut builder = opts.limits.apply(server_builder(opts.tls.as_ref())?);
         let health_only = opts.health_listener.map(|l| (Server::builder().add_service(health_service.clone()), l));
-        let router = with_reflection(builder.add_service(health_service))?;
+        let router = builder.add_service(health_service);
         Ok(Assembly {
             router,
             names: Vec::new(),
@@ -230,8 +239,10 @@ impl Assembly {
         for name in &self.names {
             self.health.set_service_status(*name, ServingStatus::Serving).await;
         }
+        // Reflection last: it lists exactly the services added.
+        let router = with_reflection(self.router, &self.names)?;
         let watch = watch_health(self.health, self.names, probe);
-        serve_and_drain(self.router, listener, watch, shutdown, self.drain, self.health_only).await
+        serve_and_drain(router, listener, watch, shutdown, self.drain, self.health_only).await
     }
 }
 

@@ -81,9 +81,9 @@ async fn main() {
     if bare {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IntrospectServiceServer<Noop>>().await;
-        let router = with_reflection(Server::builder().add_service(health_service))
-            .unwrap_or_else(|e| fail(&e.to_string()))
-            .add_service(api);
+        let names = [<IntrospectServiceServer<Noop> as tonic::server::NamedService>::NAME];
+        let router = with_reflection(Server::builder().add_service(health_service).add_service(api), &names)
+            .unwrap_or_else(|e| fail(&e.to_string()));
         if let Err(e) = router.serve_with_incoming_shutdown(incoming(listener), shutdown_signal()).await {
             fail(&format!("transport: {e}"));
         }
