@@ -9,7 +9,7 @@ use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Scopes, Session,
 use cred_core::clock::{Millis, now_ms};
 use cred_core::model::SecretHash;
 use cred_core::rng;
-use cred_core::store::{CreateSession, Gone, Invalidation, MemoryStore, RollApiKey, Store};
+use cred_core::store::{CreateSession, Gone, Invalidation, MemoryStore, Pushed, RollApiKey, Store};
 use futures::StreamExt;
 use tokio::time::sleep;
 use uuid::Uuid;
@@ -396,7 +396,12 @@ async fn invalidations<S: Store>(s: S) {
         Invalidation::Session { client, .. } | Invalidation::Client(client) => client == c.id,
         Invalidation::ApiKey { tenant, .. } | Invalidation::Tenant(tenant) => tenant == t.id,
     };
-    let mut sub = sub.filter(|i| std::future::ready(ours(i)));
+    let mut sub = sub.filter_map(|p| {
+        std::future::ready(match p {
+            Pushed::Invalidation(i) if ours(&i) => Some(i),
+            _ => None,
+        })
+    });
     let mut got = Vec::new();
     for _ in 0..want.len() {
         let i = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.expect("invalidation in time");

@@ -1,12 +1,15 @@
 //! A loopback TCP proxy in front of a Redis, for fault injection: it
 //! forwards every connection, notes which ones subscribed (they sent
-//! `SUBSCRIBE`), and on demand black-holes what Redis sends on those while
-//! keeping their TCP sessions up: the silent death of a pub/sub connection
-//! (an idle timeout that drops packets, a stalled middlebox).
+//! `SUBSCRIBE`), and on demand, on those, while keeping their TCP sessions
+//! up: black-holes what Redis sends (the silent death of a pub/sub
+//! connection: an idle timeout that drops packets); stalls both directions
+//! (a stalled middlebox; what was held is delivered when it resumes); or
+//! drops exactly one published invalidation (a message lost on the way).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,8 +17,18 @@ use tokio::net::{TcpListener, TcpStream};
 /// A running proxy; it stops accepting when dropped.
 pub struct Proxy {
     pub addr: SocketAddr,
-    black_hole: Arc<AtomicBool>,
+    faults: Arc<Faults>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the proxy does to subscribed connections now.
+#[derive(Default)]
+struct Faults {
+    black_hole: AtomicBool,
+    stall: AtomicBool,
+    /// Invalidations (not heartbeats) still to drop, and dropped so far.
+    drop_next: AtomicU32,
+    dropped: AtomicU32,
 }
 
 impl Proxy {
@@ -23,19 +36,19 @@ impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("addr");
-        let black_hole = Arc::new(AtomicBool::new(false));
-        let flag = black_hole.clone();
+        let faults = Arc::new(Faults::default());
+        let shared = faults.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let flag = flag.clone();
+                let faults = shared.clone();
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
-                        pump(client, server, flag).await;
+                        pump(client, server, faults).await;
                     }
                 });
             }
         });
-        Proxy { addr, black_hole, task }
+        Proxy { addr, faults, task }
     }
 
     /// `redis://` URL of the proxy.
@@ -46,7 +59,24 @@ impl Proxy {
     /// Drops (on) or forwards again (off) what Redis sends on subscribed
     /// connections; their TCP sessions stay up either way.
     pub fn black_hole_subscriptions(&self, on: bool) {
-        self.black_hole.store(on, Ordering::Release);
+        self.faults.black_hole.store(on, Ordering::Release);
+    }
+
+    /// Holds (on) or delivers again (off) every byte both ways on subscribed
+    /// connections; what was held is delivered late, in order.
+    pub fn stall_subscriptions(&self, on: bool) {
+        self.faults.stall.store(on, Ordering::Release);
+    }
+
+    /// Drops the next published invalidation (a `message` push that is not a
+    /// heartbeat) on a subscribed connection, and only that one.
+    pub fn drop_next_invalidation(&self) {
+        self.faults.drop_next.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Invalidations dropped so far.
+    pub fn dropped(&self) -> u32 {
+        self.faults.dropped.load(Ordering::Acquire)
     }
 }
 
@@ -56,13 +86,13 @@ impl Drop for Proxy {
     }
 }
 
-async fn pump(client: TcpStream, server: TcpStream, black_hole: Arc<AtomicBool>) {
+async fn pump(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let subscriber = Arc::new(AtomicBool::new(false));
-    let seen = subscriber.clone();
+    let (seen, up_faults) = (subscriber.clone(), faults.clone());
     let up = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -73,23 +103,86 @@ async fn pump(client: TcpStream, server: TcpStream, black_hole: Arc<AtomicBool>)
             if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
                 seen.store(true, Ordering::Release);
             }
+            while seen.load(Ordering::Acquire) && up_faults.stall.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             if sw.write_all(&buf[..n]).await.is_err() {
                 break;
             }
         }
     });
-    let mut buf = vec![0u8; 16 * 1024];
+    // Server bytes are cut into whole RESP frames, so one can be dropped.
+    let (mut buf, mut pending) = (vec![0u8; 16 * 1024], Vec::new());
     loop {
         let n = match sr.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if subscriber.load(Ordering::Acquire) && black_hole.load(Ordering::Acquire) {
+        let sub = subscriber.load(Ordering::Acquire);
+        if sub && faults.black_hole.load(Ordering::Acquire) {
             continue;
         }
-        if cw.write_all(&buf[..n]).await.is_err() {
+        if !sub {
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        while sub && faults.stall.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        let mut at = 0;
+        while let Some(len) = frame_len(&pending[at..]) {
+            let frame = &pending[at..at + len];
+            at += len;
+            if is_invalidation(frame) && take_one(&faults.drop_next) {
+                faults.dropped.fetch_add(1, Ordering::AcqRel);
+                continue;
+            }
+            out.extend_from_slice(frame);
+        }
+        pending.drain(..at);
+        if cw.write_all(&out).await.is_err() {
             break;
         }
     }
     up.abort();
+}
+
+fn take_one(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1)).is_ok()
+}
+
+/// A `message` push whose payload is not a heartbeat (`h@…`).
+fn is_invalidation(frame: &[u8]) -> bool {
+    frame.starts_with(b"*3\r\n$7\r\nmessage\r\n") && !frame.windows(4).any(|w| w == b"\nh@")
+}
+
+/// Length of the complete RESP2 frame at the start of `b`, if it is all there.
+fn frame_len(b: &[u8]) -> Option<usize> {
+    let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+    let head = std::str::from_utf8(&b[1..line_end]).ok()?;
+    let after = line_end + 2;
+    match b.first()? {
+        b'+' | b'-' | b':' => Some(after),
+        b'$' => {
+            let n: i64 = head.parse().ok()?;
+            if n < 0 {
+                return Some(after);
+            }
+            let end = after + n as usize + 2;
+            (b.len() >= end).then_some(end)
+        }
+        b'*' => {
+            let n: i64 = head.parse().ok()?;
+            let mut at = after;
+            for _ in 0..n.max(0) {
+                at += frame_len(&b[at..])?;
+            }
+            Some(at)
+        }
+        _ => None,
+    }
 }

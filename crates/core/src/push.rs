@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::cache::{Cache, SWEEP_INTERVAL};
-use crate::store::Store;
+use crate::store::{Pushed, Store};
 
 /// Runs the listener until the runtime ends; reconnects with backoff. Its
 /// state shows in [`Cache::push_connected`].
@@ -39,8 +39,14 @@ pub fn spawn<S: Store>(store: S, cache: Arc<Cache>) {
                     tracing::info!("invalidation channel up; caches flushed");
                     cache.set_push_connected(true);
                     backoff = Duration::from_millis(50);
-                    while let Some(inv) = stream.next().await {
-                        cache.invalidate(inv);
+                    while let Some(pushed) = stream.next().await {
+                        match pushed {
+                            Pushed::Invalidation(inv) => cache.invalidate(inv),
+                            Pushed::Missed => {
+                                cache.flush();
+                                tracing::warn!("an invalidation may have been missed; caches flushed");
+                            }
+                        }
                     }
                     cache.set_push_connected(false);
                     flush_if_store_answers(&store, &cache, "invalidation channel lost").await;

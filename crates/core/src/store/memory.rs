@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    AUDIT_MAX_LEN, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, REMEMBER_MS, REMEMBER_REVOKED_MS,
+    AUDIT_MAX_LEN, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, Pushed, REMEMBER_MS, REMEMBER_REVOKED_MS,
     RollApiKey, SessionLookup, Store, StoreResult,
 };
 use crate::clock::{Millis, now_ms};
@@ -354,7 +354,10 @@ impl Store for MemoryStore {
         let rx = tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe());
         // A lagging subscriber missed invalidations: end its stream so that
         // it treats this as a lost connection.
-        Ok(Box::pin(rx.take_while(|r| std::future::ready(r.is_ok())).filter_map(|r| std::future::ready(r.ok()))))
+        Ok(Box::pin(
+            rx.take_while(|r| std::future::ready(r.is_ok()))
+                .filter_map(|r| std::future::ready(r.ok().map(Pushed::Invalidation))),
+        ))
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {

@@ -131,9 +131,19 @@ impl Invalidation {
     }
 }
 
+/// What a subscription delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// One change.
+    Invalidation(Invalidation),
+    /// Some invalidation may have been missed (the store found a gap in what
+    /// it was sent): every cached answer must go.
+    Missed,
+}
+
 /// A live subscription to invalidations; it ends when the connection is
 /// lost (the subscriber must then assume it missed some).
-pub type Invalidations = Pin<Box<dyn Stream<Item = Invalidation> + Send>>;
+pub type Invalidations = Pin<Box<dyn Stream<Item = Pushed> + Send>>;
 
 /// How long a gone session's reason (or a revoked API key) is remembered.
 pub const REMEMBER_MS: Millis = 24 * 3600 * 1000;

@@ -104,6 +104,22 @@ impl ConnectionLike for RedisConn {
 pub(super) const PUBSUB_PING_EVERY: Duration = Duration::from_secs(1);
 pub(super) const PUBSUB_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Every connection's TCP options: no Nagle delay on small pipelined
+/// commands; keepalive probes, and a user timeout on unacknowledged data,
+/// so a peer that vanished (a dropped route, a killed VM) ends the
+/// connection within seconds instead of the kernel's ~15 minutes. A frozen
+/// Redis still ACKs at the TCP level: the response timeout and the
+/// subscriber's PING cover that.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    use redis::io::tcp::socket2::TcpKeepalive;
+    let keepalive =
+        TcpKeepalive::new().with_time(Duration::from_secs(5)).with_interval(Duration::from_secs(1)).with_retries(3);
+    redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(Duration::from_secs(5))
+}
+
 /// How the invalidation subscriber connects (a dedicated pub/sub connection).
 #[derive(Clone)]
 pub(super) enum Subscriber {
@@ -132,7 +148,8 @@ pub(super) struct Connections {
 impl Connections {
     /// Connects to a standalone Redis (`redis://host:port/db`).
     pub(super) async fn connect(url: &str, opts: RedisOptions) -> StoreResult<Connections> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+        let info = url.into_connection_info().map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+        let client = redis::Client::open(info.set_tcp_settings(tcp_settings()))?;
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(opts.response_timeout))
             .set_connection_timeout(Some(opts.connection_timeout))
@@ -190,7 +207,7 @@ impl Connections {
         }
         let seeds = nodes
             .iter()
-            .map(|n| n.as_str().into_connection_info())
+            .map(|n| n.as_str().into_connection_info().map(|i| i.set_tcp_settings(tcp_settings())))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
         let client = ClusterClientBuilder::new(seeds.clone())
@@ -199,6 +216,7 @@ impl Connections {
             // A failed node or a MOVED answer is retried (after a topology
             // refresh) within the response timeout.
             .retries(3)
+            .tcp_settings(tcp_settings())
             .build()?;
         let conn = client.get_async_connection().await?;
         Ok(Connections {

@@ -4,12 +4,15 @@
 //! - `scripts`: the Lua scripts, one file each under `scripts/`;
 //! - `records`: field codecs between domain records and Redis values;
 //! - `keys`: every key name, and the key layout table;
-//! - `conn`: options, targets, connections and the subscriber's pub/sub.
+//! - `conn`: options, targets, connections and the subscriber's pub/sub;
+//! - `seq`: sequence numbers on published invalidations (the publisher's
+//!   numbering, the subscriber's gap detection).
 //!
 //! `si` outlives its members' caps by a day so that a verify can tell
 //! "expired at the cap" and "expired idle" from "unknown"; `sr` and `kr` tell
 //! "revoked". Every revocation also PUBLISHes an [`Invalidation`] on
-//! [`INVALIDATION_CHANNEL`] from the same script, so caches hear of it.
+//! [`INVALIDATION_CHANNEL`] from the same script, so caches hear of it,
+//! numbered per process so that a subscriber notices a lost one (`seq`).
 //!
 //! A tenant's records share the slot of `{T}`, a client's the slot of `{C}`,
 //! so every multi-key change is one script or MULTI on one slot: atomic and
@@ -28,14 +31,17 @@ mod conn;
 mod keys;
 mod records;
 mod scripts;
+mod seq;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use redis::{AsyncCommands, pipe};
 use uuid::Uuid;
 
 use super::{
-    ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, REMEMBER_MS, RollApiKey, SessionLookup, Store,
+    ApiKeyLookup, CreateSession, Gone, INVALIDATION_CHANNEL, Invalidation, Invalidations, Pushed, REMEMBER_MS, RollApiKey, SessionLookup, Store,
     StoreError, StoreResult,
 };
 use crate::clock::{Millis, now_ms};
@@ -46,6 +52,7 @@ pub use conn::{RedisConn, RedisOptions, RedisTarget, WaitReplicas};
 use keys::*;
 use records::*;
 use scripts::*;
+use seq::{GapDetector, HEARTBEAT_EVERY, Heard, Publisher, Ticket};
 
 /// Redis-backed store over one multiplexed connection (to a server or a
 /// cluster) plus a dedicated pub/sub connection per subscription.
@@ -53,24 +60,53 @@ use scripts::*;
 pub struct RedisStore {
     /// The command, writer and subscription connections.
     c: Connections,
+    /// This process' numbering of what it publishes.
+    publisher: Arc<Publisher>,
 }
 
 impl RedisStore {
     /// Connects to a standalone Redis (`redis://host:port/db`).
     pub async fn connect(url: &str, opts: RedisOptions) -> StoreResult<RedisStore> {
-        Ok(RedisStore { c: Connections::connect(url, opts).await? })
+        Ok(RedisStore::over(Connections::connect(url, opts).await?))
     }
 
     /// Connects to a Redis Cluster through any of `nodes` (`redis://host:port`
     /// each), with the same timeouts as a standalone server: `response_timeout`
     /// bounds a whole call, retries and redirections included.
     pub async fn connect_cluster(nodes: &[String], opts: RedisOptions) -> StoreResult<RedisStore> {
-        Ok(RedisStore { c: Connections::connect_cluster(nodes, opts).await? })
+        Ok(RedisStore::over(Connections::connect_cluster(nodes, opts).await?))
     }
 
     /// Connects to `target`.
     pub async fn open(target: &RedisTarget, opts: RedisOptions) -> StoreResult<RedisStore> {
-        Ok(RedisStore { c: Connections::open(target, opts).await? })
+        Ok(RedisStore::over(Connections::open(target, opts).await?))
+    }
+
+    fn over(c: Connections) -> RedisStore {
+        RedisStore { c, publisher: Arc::new(Publisher::new()) }
+    }
+
+    /// The numbered message of `inv`; keep the ticket until the script that
+    /// publishes it has answered. The first one starts the announcements.
+    fn numbered(&self, inv: Invalidation) -> (String, Ticket<'_>) {
+        if self.publisher.first_use() {
+            let (publisher, mut conn) = (Arc::downgrade(&self.publisher), self.c.conn.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    // Ends with the last clone of the store.
+                    let Some(beat) = publisher.upgrade().and_then(|p| p.heartbeat()) else { return };
+                    let sent: redis::RedisResult<i64> =
+                        redis::cmd("PUBLISH").arg(INVALIDATION_CHANNEL).arg(beat).query_async(&mut conn).await;
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "invalidation heartbeat not published");
+                    }
+                }
+            });
+        }
+        self.publisher.message(inv)
     }
 
     /// The underlying connection, for tests and benchmarks.
@@ -103,12 +139,13 @@ impl Store for RedisStore {
 
     async fn revoke_tenant_before(&self, id: Uuid, before: Millis, now: Millis) -> StoreResult<Option<Tenant>> {
         let mut wc = self.c.w();
+        let (msg, _answered) = self.numbered(Invalidation::Tenant(id));
         let f: HashMap<String, Vec<u8>> = REVOKE_TENANT_BEFORE
             .key(tenant_key(id))
             .arg(before)
             .arg(now + limits::CLOCK_SKEW_MS)
             .arg(now + 1)
-            .arg(Invalidation::Tenant(id).encode())
+            .arg(&msg)
             .invoke_async(&mut wc)
             .await?;
         self.c.replicated(&mut wc).await?;
@@ -164,13 +201,14 @@ impl Store for RedisStore {
 
     async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
         let mut wc = self.c.w();
+        let (msg, _answered) = self.numbered(Invalidation::ApiKey { tenant, key: id });
         let f: HashMap<String, Vec<u8>> = REVOKE_API_KEY
             .key(api_key_key(tenant, id))
             .key(api_index_key(tenant))
             .key(revoked_api_keys_key(tenant))
             .arg(short_id(id))
             .arg(now_ms())
-            .arg(Invalidation::ApiKey { tenant, key: id }.encode())
+            .arg(&msg)
             .invoke_async(&mut wc)
             .await?;
         self.c.replicated(&mut wc).await?;
@@ -180,13 +218,14 @@ impl Store for RedisStore {
     async fn roll_api_key(&self, old: Uuid, new: &ApiKey, old_expires_at: Millis) -> StoreResult<RollApiKey> {
         let mut wc = self.c.w();
         let t = new.tenant_id;
+        let (msg, _answered) = self.numbered(Invalidation::ApiKey { tenant: t, key: old });
         let mut inv = ROLL_API_KEY.key(api_key_key(t, old));
         inv.key(api_key_key(t, new.id))
             .key(api_index_key(t))
             .arg(short_id(new.id))
             .arg(old_expires_at)
             .arg(new.expires_at.unwrap_or(0))
-            .arg(Invalidation::ApiKey { tenant: t, key: old }.encode())
+            .arg(&msg)
             .arg(now_ms());
         for (name, value) in api_key_fields(new) {
             inv.arg(name).arg(value);
@@ -243,13 +282,14 @@ impl Store for RedisStore {
 
     async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
         let mut wc = self.c.w();
+        let (msg, _answered) = self.numbered(Invalidation::Client(id));
         let (_, existed): (i64, i64) = REVOKE_ALL_SESSIONS
             .key(session_index_key(id))
             .key(revoked_sessions_key(id))
             .key(client_key(id))
             .arg(session_prefix(id))
             .arg(now_ms())
-            .arg(Invalidation::Client(id).encode())
+            .arg(&msg)
             .invoke_async(&mut wc)
             .await?;
         self.c.replicated(&mut wc).await?;
@@ -328,13 +368,14 @@ impl Store for RedisStore {
 
     async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
         let mut wc = self.c.w();
+        let (msg, _answered) = self.numbered(Invalidation::Session { client, session: id });
         let n: i64 = REVOKE_SESSION
             .key(session_key(client, id))
             .key(session_index_key(client))
             .key(revoked_sessions_key(client))
             .arg(short_id(id))
             .arg(now_ms())
-            .arg(Invalidation::Session { client, session: id }.encode())
+            .arg(&msg)
             .invoke_async(&mut wc)
             .await?;
         self.c.replicated(&mut wc).await?;
@@ -343,12 +384,13 @@ impl Store for RedisStore {
 
     async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
         let mut wc = self.c.w();
+        let (msg, _answered) = self.numbered(Invalidation::Client(client));
         let (n, _): (u32, i64) = REVOKE_ALL_SESSIONS
             .key(session_index_key(client))
             .key(revoked_sessions_key(client))
             .arg(session_prefix(client))
             .arg(now_ms())
-            .arg(Invalidation::Client(client).encode())
+            .arg(&msg)
             .invoke_async(&mut wc)
             .await?;
         self.c.replicated(&mut wc).await?;
@@ -369,35 +411,48 @@ impl Store for RedisStore {
 
     async fn subscribe(&self) -> StoreResult<Invalidations> {
         use futures::StreamExt;
+        enum Event {
+            Message(String),
+            Tick,
+            Dead(String),
+        }
         let (sink, messages) = self.c.pubsub().await?.split();
-        // The stream ends when the connection does, or when a PING on it
-        // goes unanswered (see `PUBSUB_PING_EVERY`).
+        // The stream ends when the connection does, when a PING on it goes
+        // unanswered (see `PUBSUB_PING_EVERY`); a numbered message found
+        // missing (see `seq`) is told as `Pushed::Missed`.
         let alive = futures::stream::unfold(sink, |mut sink| async move {
             tokio::time::sleep(PUBSUB_PING_EVERY).await;
-            match tokio::time::timeout(PUBSUB_PING_TIMEOUT, sink.ping::<redis::Value>()).await {
-                Ok(Ok(_)) => Some((None, sink)),
-                Ok(Err(e)) => Some((Some(format!("PING failed: {e}")), sink)),
-                Err(_) => Some((Some(format!("no answer to PING within {PUBSUB_PING_TIMEOUT:?}")), sink)),
-            }
+            let event = match tokio::time::timeout(PUBSUB_PING_TIMEOUT, sink.ping::<redis::Value>()).await {
+                Ok(Ok(_)) => Event::Tick,
+                Ok(Err(e)) => Event::Dead(format!("PING failed: {e}")),
+                Err(_) => Event::Dead(format!("no answer to PING within {PUBSUB_PING_TIMEOUT:?}")),
+            };
+            Some((event, sink))
         });
         let messages = messages
-            .map(|m| Ok::<_, String>(m.get_payload::<String>().ok()))
-            .chain(futures::stream::once(async { Err("the connection closed".to_string()) }));
-        let pings = alive.filter_map(|dead| async move { dead.map(Err) });
-        let merged = futures::stream::select(messages, pings)
-            .take_while(|item| {
-                if let Err(why) = item {
-                    tracing::warn!(reason = %why, "invalidation subscription dead");
-                }
-                std::future::ready(item.is_ok())
+            .filter_map(|m| std::future::ready(m.get_payload::<String>().ok().map(Event::Message)))
+            .chain(futures::stream::once(async { Event::Dead("the connection closed".to_string()) }));
+        let merged = futures::stream::select(messages, alive)
+            .scan(GapDetector::default(), |gaps, event| {
+                let heard = match event {
+                    Event::Message(text) => Some(gaps.on_message(&text, Instant::now())),
+                    Event::Tick => Some(gaps.check(Instant::now()).map_or(Heard::Nothing, Heard::Missed)),
+                    Event::Dead(why) => {
+                        tracing::warn!(reason = %why, "invalidation subscription dead");
+                        None
+                    }
+                };
+                std::future::ready(heard)
             })
-            .filter_map(|item| async move {
-                let text = item.ok().flatten()?;
-                let inv = Invalidation::decode(&text);
-                if inv.is_none() {
-                    tracing::warn!(message = %text, "ignoring a malformed invalidation");
+            .filter_map(|heard| async move {
+                match heard {
+                    Heard::Invalidate(inv) => Some(Pushed::Invalidation(inv)),
+                    Heard::Missed(why) => {
+                        tracing::warn!(reason = %why, "a numbered invalidation is missing");
+                        Some(Pushed::Missed)
+                    }
+                    Heard::Nothing => None,
                 }
-                inv
             });
         Ok(Box::pin(merged))
     }

@@ -2,7 +2,7 @@
 //! `scripts/`. Constants are spliced in once, at first use, where a script
 //! names them (`__REMEMBER_MS__`, `__REMEMBER_REVOKED_MS__`,
 //! `__INVALIDATION_CHANNEL__`); the revoking scripts start with
-//! `remember.lua`.
+//! `announce.lua` (numbered PUBLISH, see `seq`) and, most, `remember.lua`.
 
 use std::sync::LazyLock;
 
@@ -12,6 +12,8 @@ use crate::store::{INVALIDATION_CHANNEL, REMEMBER_MS, REMEMBER_REVOKED_MS};
 
 /// The shared `remember(key, member, cap, now)` function.
 const REMEMBER: &str = include_str!("scripts/remember.lua");
+/// The shared `announce(changed, msg)` function.
+const ANNOUNCE: &str = include_str!("scripts/announce.lua");
 
 /// A script's text with its constants spliced in.
 fn splice(lua: &str) -> String {
@@ -20,46 +22,46 @@ fn splice(lua: &str) -> String {
         .replace("__INVALIDATION_CHANNEL__", INVALIDATION_CHANNEL)
 }
 
-/// A script as it is sent to Redis, optionally after `remember.lua`.
-fn load(lua: &str, remember: bool) -> Script {
-    Script::new(&splice(&if remember { format!("{REMEMBER}{lua}") } else { lua.to_string() }))
+/// A script as it is sent to Redis, after the shared functions it uses.
+fn load(lua: &str, shared: &[&str]) -> Script {
+    Script::new(&splice(&format!("{}{lua}", shared.concat())))
 }
 
 /// A new session, if the client exists and has room.
 pub(super) static CREATE_SESSION: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/create_session.lua"), false));
+    LazyLock::new(|| load(include_str!("scripts/create_session.lua"), &[]));
 
 /// Slides a live session's expiry forward (never revives, never past the cap).
 pub(super) static TOUCH_SESSION: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/touch_session.lua"), false));
+    LazyLock::new(|| load(include_str!("scripts/touch_session.lua"), &[]));
 
 /// A client's live sessions with their values and expiries.
 pub(super) static LIST_SESSIONS: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/list_sessions.lua"), false));
+    LazyLock::new(|| load(include_str!("scripts/list_sessions.lua"), &[]));
 
 /// Deletes one session, remembers it as revoked, publishes.
 pub(super) static REVOKE_SESSION: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/revoke_session.lua"), true));
+    LazyLock::new(|| load(include_str!("scripts/revoke_session.lua"), &[ANNOUNCE, REMEMBER]));
 
 /// Deletes every session of a client (and optionally the client), publishes.
 pub(super) static REVOKE_ALL_SESSIONS: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/revoke_all_sessions.lua"), true));
+    LazyLock::new(|| load(include_str!("scripts/revoke_all_sessions.lua"), &[ANNOUNCE, REMEMBER]));
 
 /// A tenant's API keys, pruning dead index members.
 pub(super) static LIST_API_KEYS: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/list_api_keys.lua"), false));
+    LazyLock::new(|| load(include_str!("scripts/list_api_keys.lua"), &[]));
 
 /// Deletes an API key, remembers it as revoked, publishes.
 pub(super) static REVOKE_API_KEY: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/revoke_api_key.lua"), true));
+    LazyLock::new(|| load(include_str!("scripts/revoke_api_key.lua"), &[ANNOUNCE, REMEMBER]));
 
 /// Rolls an API key: successor, old key's grace expiry, publishes.
 pub(super) static ROLL_API_KEY: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/roll_api_key.lua"), false));
+    LazyLock::new(|| load(include_str!("scripts/roll_api_key.lua"), &[ANNOUNCE]));
 
 /// Moves a tenant's revoked-before forward, publishes.
 pub(super) static REVOKE_TENANT_BEFORE: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/revoke_tenant_before.lua"), false));
+    LazyLock::new(|| load(include_str!("scripts/revoke_tenant_before.lua"), &[ANNOUNCE]));
 
 #[cfg(test)]
 mod tests {
@@ -69,6 +71,7 @@ mod tests {
     fn every_placeholder_is_spliced() {
         for lua in [
             REMEMBER,
+            ANNOUNCE,
             include_str!("scripts/create_session.lua"),
             include_str!("scripts/touch_session.lua"),
             include_str!("scripts/list_sessions.lua"),

@@ -11,5 +11,5 @@ end
 redis.call('DEL', KEYS[1])
 local existed = 0
 if KEYS[3] then existed = redis.call('DEL', KEYS[3]) end
-if n > 0 or existed > 0 then redis.call('PUBLISH', '__INVALIDATION_CHANNEL__', ARGV[3]) end
+announce(n > 0 or existed > 0, ARGV[3])
 return {n, existed}
