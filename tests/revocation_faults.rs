@@ -1,9 +1,10 @@
-//! Revocation when the push channel dies silently: a loopback proxy between
+//! Revocation when the push channel fails silently: a loopback proxy between
 //! an introspect replica and Redis keeps the replica's pub/sub connection up
-//! but drops everything Redis sends on it. Every revocation kind must still
-//! be refused by that replica within the documented bound (5 s), a hot token
-//! (used every 100 ms, so its entry is touched all along) included, while
-//! Redis answers the replica's commands throughout.
+//! but (a) drops everything Redis sends on it, (b) drops exactly the one
+//! message of each revocation, or (c) stalls it both ways. Every revocation
+//! kind must still be refused by that replica within the documented bound
+//! (5 s), a hot token (used every 100 ms, so its entry is touched all along)
+//! included, while Redis answers the replica's commands throughout.
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +30,30 @@ async fn refused_after(replica: &Replica, token: &str, revoked: Instant, what: &
     }
 }
 
+/// What the proxy does to the replica's subscription.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    BlackHole,
+    DropEach,
+    Stall,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_revocation_kind_is_refused_within_the_bound_when_the_subscription_is_black_holed() {
+    every_kind_within_the_bound(Fault::BlackHole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_revocation_kind_is_refused_within_the_bound_when_its_one_message_is_lost() {
+    every_kind_within_the_bound(Fault::DropEach).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_revocation_kind_is_refused_within_the_bound_when_the_subscription_stalls() {
+    every_kind_within_the_bound(Fault::Stall).await;
+}
+
+async fn every_kind_within_the_bound(fault: Fault) {
     let a = Authd::start().await;
     let upstream = a.redis.server().url().trim_start_matches("redis://").trim_end_matches("/0").parse().unwrap();
     let proxy = Proxy::start(upstream).await;
@@ -77,11 +100,26 @@ async fn every_revocation_kind_is_refused_within_the_bound_when_the_subscription
         }
     });
 
-    proxy.black_hole_subscriptions(true);
+    match fault {
+        Fault::BlackHole => proxy.black_hole_subscriptions(true),
+        Fault::Stall => proxy.stall_subscriptions(true),
+        Fault::DropEach => {}
+    }
+    // Dropping one message each time: armed before each revocation, and
+    // checked to have dropped it (the replica saw nothing of it).
+    let mut armed = 0;
+    let mut arm = || {
+        if fault == Fault::DropEach {
+            proxy.drop_next_invalidation();
+            armed += 1;
+        }
+        armed
+    };
     let id = |c: &pb::CreateClientResponse| c.client.as_ref().unwrap().client_id.clone();
     let sid = |c: &pb::CreateClientResponse| c.session.as_ref().unwrap().session_id.clone();
     let mut delays = Vec::new();
 
+    arm();
     let t = Instant::now();
     a.clients()
         .revoke_session(authed(&keys.test_key, pb::RevokeSessionRequest { client_id: id(&c1), session_id: sid(&c1) }))
@@ -89,6 +127,7 @@ async fn every_revocation_kind_is_refused_within_the_bound_when_the_subscription
         .unwrap();
     delays.push(("RevokeSession", refused_after(&replica, &c1.token, t, "session").await));
 
+    arm();
     let t = Instant::now();
     a.clients()
         .revoke_all_sessions(authed(&keys.test_key, pb::RevokeAllSessionsRequest { client_id: id(&c2) }))
@@ -96,22 +135,26 @@ async fn every_revocation_kind_is_refused_within_the_bound_when_the_subscription
         .unwrap();
     delays.push(("RevokeAllSessions", refused_after(&replica, &c2.token, t, "all sessions").await));
 
+    arm();
     let t = Instant::now();
     a.clients().delete_client(authed(&keys.test_key, pb::DeleteClientRequest { client_id: id(&c3) })).await.unwrap();
     delays.push(("DeleteClient", refused_after(&replica, &c3.token, t, "client delete").await));
 
+    arm();
     let t = Instant::now();
     let req =
         pb::RevokeApiKeyRequest { tenant_id: keys.tenant_id.clone(), key_id: doomed_id, include_successor: false };
     a.admin().revoke_api_key(authed(&a.operator, req)).await.unwrap();
     delays.push(("RevokeApiKey", refused_after(&replica, &doomed_key, t, "api key").await));
 
+    arm();
     let t = Instant::now();
     let req = pb::RollApiKeyRequest { tenant_id: keys.tenant_id.clone(), key_id: rolled_id, grace_period: None };
     let successor = a.admin().roll_api_key(authed(&a.operator, req)).await.unwrap().into_inner().secret;
     delays.push(("RollApiKey (no grace)", refused_after(&replica, &rolled_key, t, "rolled key").await));
     replica.verify(&successor).await.expect("the successor works");
 
+    arm();
     let t = Instant::now();
     a.admin()
         .revoke_tenant_credentials(authed(
@@ -128,8 +171,19 @@ async fn every_revocation_kind_is_refused_within_the_bound_when_the_subscription
     delays.push(("RevokeTenantCredentials: hot token", refused_after(&replica, &hot.token, t, "hot token").await));
     hot_use.abort();
 
+    if fault == Fault::DropEach {
+        assert_eq!(proxy.dropped(), armed, "the proxy dropped each revocation's message");
+    }
+    if fault == Fault::Stall {
+        // Held messages delivered late when the stall ends revive nothing.
+        proxy.stall_subscriptions(false);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for t in [&c1.token, &c2.token, &tck.token, &hot.token] {
+            assert!(replica.verify(t).await.is_err(), "still refused after the stall");
+        }
+    }
     for (what, d) in &delays {
-        println!("black-holed subscription: {what} refused by the replica after {} ms", d.as_millis());
-        assert!(*d <= BOUND, "{what}: {d:?} > {BOUND:?}");
+        println!("{fault:?}: {what} refused by the replica after {} ms", d.as_millis());
+        assert!(*d <= BOUND, "{fault:?}: {what}: {d:?} > {BOUND:?}");
     }
 }

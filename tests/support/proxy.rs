@@ -7,9 +7,9 @@
 //! drops exactly one published invalidation (a message lost on the way).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

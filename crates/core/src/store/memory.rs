@@ -12,8 +12,8 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    AUDIT_MAX_LEN, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, Pushed, REMEMBER_MS, REMEMBER_REVOKED_MS,
-    RollApiKey, SessionLookup, Store, StoreResult,
+    AUDIT_MAX_LEN, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, Pushed, REMEMBER_MS,
+    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult,
 };
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};

@@ -4,10 +4,16 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    RedisResult, Value,
+};
 
 use crate::clock::now_ms;
 use crate::error::StoreError;
@@ -67,6 +73,28 @@ pub enum RedisTarget {
 pub enum RedisConn {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
+    /// The WAIT writer's connection: never re-dialled underneath (see
+    /// [`Writer`]).
+    Pinned(Pinned),
+}
+
+/// One connection that is never silently replaced: it notes its own
+/// failure, after which the [`Writer`] dials a new one for the next write.
+#[derive(Clone)]
+pub struct Pinned {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+impl Pinned {
+    fn note<T>(&self, r: RedisResult<T>) -> RedisResult<T> {
+        if let Err(e) = &r
+            && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal())
+        {
+            self.broken.store(true, Ordering::Release);
+        }
+        r
+    }
 }
 
 impl ConnectionLike for RedisConn {
@@ -74,6 +102,10 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Standalone(c) => c.req_packed_command(cmd),
             RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Pinned(p) => Box::pin(async move {
+                let r = p.conn.req_packed_command(cmd).await;
+                p.note(r)
+            }),
         }
     }
 
@@ -86,6 +118,10 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Pinned(p) => Box::pin(async move {
+                let r = p.conn.req_packed_commands(pipeline, offset, count).await;
+                p.note(r)
+            }),
         }
     }
 
@@ -93,6 +129,7 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Standalone(c) => c.get_db(),
             RedisConn::Cluster(c) => c.get_db(),
+            RedisConn::Pinned(p) => p.conn.get_db(),
         }
     }
 }
@@ -142,7 +179,34 @@ pub(super) struct Connections {
     /// With replica acknowledgement on: the connection writes go through
     /// (WAIT blocks the connection that issues it, so reads keep their own),
     /// and what to wait for. Standalone only.
-    pub(super) writer: Option<(RedisConn, WaitReplicas)>,
+    pub(super) writer: Option<(Writer, WaitReplicas)>,
+}
+
+/// The connection of writes that are followed by WAIT. WAIT counts the
+/// acknowledgements of the writes *of the connection it is sent on*: sent on
+/// a connection re-dialled after the write's was lost, it would count none
+/// and report success at once. So the writer's connection is pinned: a
+/// write and its WAIT use the same one, a failure on it fails the call, and
+/// only the next write dials a new one.
+#[derive(Clone)]
+pub(super) struct Writer {
+    client: redis::Client,
+    cfg: AsyncConnectionConfig,
+    current: Arc<tokio::sync::Mutex<Option<Pinned>>>,
+}
+
+impl Writer {
+    /// The current connection, or a new one if it failed.
+    async fn get(&self) -> StoreResult<RedisConn> {
+        let mut cur = self.current.lock().await;
+        if let Some(p) = cur.as_ref().filter(|p| !p.broken.load(Ordering::Acquire)) {
+            return Ok(RedisConn::Pinned(p.clone()));
+        }
+        let conn = self.client.get_multiplexed_async_connection_with_config(&self.cfg).await?;
+        let p = Pinned { conn, broken: Arc::default() };
+        *cur = Some(p.clone());
+        Ok(RedisConn::Pinned(p))
+    }
 }
 
 impl Connections {
@@ -165,17 +229,25 @@ impl Connections {
             }
             Some(w) => {
                 // The answer to WAIT may take the whole WAIT timeout.
-                let cfg = cfg.set_response_timeout(Some(opts.response_timeout + w.timeout));
-                Some((RedisConn::Standalone(ConnectionManager::new_with_config(client.clone(), cfg).await?), w))
+                let cfg = AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(opts.response_timeout + w.timeout))
+                    .set_connection_timeout(Some(opts.connection_timeout));
+                let writer = Writer { client: client.clone(), cfg, current: Arc::default() };
+                writer.get().await?;
+                Some((writer, w))
             }
             None => None,
         };
         Ok(Connections { conn: RedisConn::Standalone(conn), sub: Subscriber::Standalone(client), writer })
     }
 
-    /// The connection for a write: the writer when writes wait for replicas.
-    pub(super) fn w(&self) -> RedisConn {
-        self.writer.as_ref().map_or_else(|| self.conn.clone(), |(c, _)| c.clone())
+    /// The connection for a write: the writer's when writes wait for
+    /// replicas.
+    pub(super) async fn w(&self) -> StoreResult<RedisConn> {
+        match &self.writer {
+            Some((w, _)) => w.get().await,
+            None => Ok(self.conn.clone()),
+        }
     }
 
     /// After a write on `conn` (from [`Self::w`]): waits for the configured

@@ -41,8 +41,8 @@ use redis::{AsyncCommands, pipe};
 use uuid::Uuid;
 
 use super::{
-    ApiKeyLookup, CreateSession, Gone, INVALIDATION_CHANNEL, Invalidation, Invalidations, Pushed, REMEMBER_MS, RollApiKey, SessionLookup, Store,
-    StoreError, StoreResult,
+    ApiKeyLookup, CreateSession, Gone, INVALIDATION_CHANNEL, Invalidation, Invalidations, Pushed, REMEMBER_MS,
+    RollApiKey, SessionLookup, Store, StoreError, StoreResult,
 };
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};
@@ -117,7 +117,7 @@ impl RedisStore {
 
 impl Store for RedisStore {
     async fn put_tenant(&self, t: &Tenant) -> StoreResult<()> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let mut fields = vec![
             ("n", t.name.clone()),
             ("i", t.idle_timeout_ms.to_string()),
@@ -138,7 +138,7 @@ impl Store for RedisStore {
     }
 
     async fn revoke_tenant_before(&self, id: Uuid, before: Millis, now: Millis) -> StoreResult<Option<Tenant>> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let (msg, _answered) = self.numbered(Invalidation::Tenant(id));
         let f: HashMap<String, Vec<u8>> = REVOKE_TENANT_BEFORE
             .key(tenant_key(id))
@@ -153,7 +153,7 @@ impl Store for RedisStore {
     }
 
     async fn put_api_key(&self, k: &ApiKey) -> StoreResult<()> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let key = api_key_key(k.tenant_id, k.id);
         let mut p = pipe();
         p.atomic().hset_multiple(&key, &api_key_fields(k)).ignore();
@@ -200,7 +200,7 @@ impl Store for RedisStore {
     }
 
     async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let (msg, _answered) = self.numbered(Invalidation::ApiKey { tenant, key: id });
         let f: HashMap<String, Vec<u8>> = REVOKE_API_KEY
             .key(api_key_key(tenant, id))
@@ -216,7 +216,7 @@ impl Store for RedisStore {
     }
 
     async fn roll_api_key(&self, old: Uuid, new: &ApiKey, old_expires_at: Millis) -> StoreResult<RollApiKey> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let t = new.tenant_id;
         let (msg, _answered) = self.numbered(Invalidation::ApiKey { tenant: t, key: old });
         let mut inv = ROLL_API_KEY.key(api_key_key(t, old));
@@ -240,7 +240,7 @@ impl Store for RedisStore {
     }
 
     async fn create_client(&self, c: &Client, first: Option<&Session>) -> StoreResult<()> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let mut p = pipe();
         p.atomic();
         push_client_writes(&mut p, c, first)?;
@@ -259,7 +259,7 @@ impl Store for RedisStore {
             }
             return Ok(());
         }
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         // MULTI … EXEC, then XADD, in one round trip. EXEC's reply is kept so
         // that an aborted transaction fails the call.
         let mut p = pipe();
@@ -281,7 +281,7 @@ impl Store for RedisStore {
     }
 
     async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let (msg, _answered) = self.numbered(Invalidation::Client(id));
         let (_, existed): (i64, i64) = REVOKE_ALL_SESSIONS
             .key(session_index_key(id))
@@ -297,7 +297,7 @@ impl Store for RedisStore {
     }
 
     async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let r: i64 = CREATE_SESSION
             .key(client_key(s.client_id))
             .key(session_key(s.client_id, s.id))
@@ -367,7 +367,7 @@ impl Store for RedisStore {
     }
 
     async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let (msg, _answered) = self.numbered(Invalidation::Session { client, session: id });
         let n: i64 = REVOKE_SESSION
             .key(session_key(client, id))
@@ -383,7 +383,7 @@ impl Store for RedisStore {
     }
 
     async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let (msg, _answered) = self.numbered(Invalidation::Client(client));
         let (n, _): (u32, i64) = REVOKE_ALL_SESSIONS
             .key(session_index_key(client))
@@ -398,7 +398,7 @@ impl Store for RedisStore {
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {
-        let mut wc = self.c.w();
+        let mut wc = self.c.w().await?;
         let id: String = xadd(e).query_async(&mut wc).await?;
         self.c.replicated(&mut wc).await?;
         Ok(id)

@@ -161,7 +161,7 @@ impl GapDetector {
                 // (the flush on subscribing covered those) or lost after it:
                 // no way to tell, so flush (cheap this early) and start here.
                 None => {
-                    if seen.ahead.range(1..=n).count() as u64 != n {
+                    if n > 0 && seen.ahead.range(1..=n).count() as u64 != n {
                         missed = Some(format!("publisher {publisher}: first heard at {n}, numbers unaccounted for"));
                     }
                     seen.contiguous = Some(n);
