@@ -28,6 +28,12 @@ pub struct RedisCluster {
     dir: Option<tempfile::TempDir>,
 }
 
+/// A plain connection to one node (for the cluster's admin commands).
+async fn node(port: u16) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("node URL");
+    client.get_multiplexed_async_connection().await.expect("connect to a cluster node")
+}
+
 /// Starts one cluster node; `None` if it does not answer PING (e.g. lost a
 /// port race).
 fn spawn_node(port: u16, bus: u16, node_timeout_ms: u64, dir: &std::path::Path) -> Option<RedisProcess> {
@@ -152,6 +158,62 @@ impl RedisCluster {
                 (is_master && serves).then(|| p.parse().ok()).flatten()
             })
             .unwrap_or_else(|| panic!("no master serves slot {slot}: {nodes}"))
+    }
+
+    /// The slot of `key`.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        let port = *self.live_ports().first().expect("no live node");
+        query(port, &format!("CLUSTER KEYSLOT {key}")).and_then(|s| s.parse().ok()).expect("CLUSTER KEYSLOT")
+    }
+
+    /// Moves `slot` from the master on `from` to the one on `to` as
+    /// `redis-cli --cluster reshard` does (SETSLOT IMPORTING / MIGRATING,
+    /// MIGRATE key by key, SETSLOT NODE on every master), but one key at a
+    /// time in the order `first` sorts them (lowest first), `pause` after
+    /// each, so that callers meet the slot half moved. Keys created at the
+    /// source meanwhile are moved too.
+    pub async fn move_slot(&self, slot: u16, from: u16, to: u16, pause: Duration, first: impl Fn(&str) -> u8) {
+        let (mut src, mut dst) = (node(from).await, node(to).await);
+        let id = |port: u16| query(port, "CLUSTER MYID").expect("CLUSTER MYID");
+        let (src_id, dst_id) = (id(from), id(to));
+        let setslot = |state: &str, id: &str| {
+            let mut c = redis::cmd("CLUSTER");
+            c.arg("SETSLOT").arg(slot).arg(state).arg(id);
+            c
+        };
+        let () = setslot("IMPORTING", &src_id).query_async(&mut dst).await.expect("SETSLOT IMPORTING");
+        let () = setslot("MIGRATING", &dst_id).query_async(&mut src).await.expect("SETSLOT MIGRATING");
+        loop {
+            let mut keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(10_000)
+                .query_async(&mut src)
+                .await
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            keys.sort_by_key(|k| (first(k), k.clone()));
+            for k in keys {
+                let () = redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(to)
+                    .arg(&k)
+                    .arg(0)
+                    .arg(5_000)
+                    .query_async(&mut src)
+                    .await
+                    .map(|_: redis::Value| ())
+                    .unwrap_or_else(|e| panic!("MIGRATE {k}: {e}"));
+                tokio::time::sleep(pause).await;
+            }
+        }
+        // The target first, as redis-cli does, then every other master.
+        let () = setslot("NODE", &dst_id).query_async(&mut dst).await.expect("SETSLOT NODE on the target");
+        for port in self.live_ports().into_iter().filter(|&p| p != to && self.is_master(p)) {
+            let () = setslot("NODE", &dst_id).query_async(&mut node(port).await).await.expect("SETSLOT NODE");
+        }
     }
 
     /// Pub/sub clients connected to the node on `port` (0 if it is down).

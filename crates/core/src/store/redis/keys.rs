@@ -22,8 +22,8 @@
 //!
 //! A tenant's records share the slot of `{T}`, a client's the slot of `{C}`,
 //! so every multi-key change is one script or MULTI on one slot: atomic and
-//! cluster-safe. Scripts refer to session keys they derive from the index
-//! (same hash tag, so same slot).
+//! cluster-safe. Scripts are given every key they touch in KEYS, those listed
+//! by an index included (the caller reads the index first).
 
 use uuid::Uuid;
 

@@ -16,8 +16,10 @@
 //!
 //! A tenant's records share the slot of `{T}`, a client's the slot of `{C}`,
 //! so every multi-key change is one script or MULTI on one slot: atomic and
-//! cluster-safe. Scripts refer to session keys they derive from the index
-//! (same hash tag, so same slot).
+//! cluster-safe. Every key a script touches is declared in its KEYS, even
+//! those named by an index: the caller reads the index first (see
+//! `revoke_sessions`), because a cluster redirects a script during a slot
+//! migration by its declared keys only.
 //!
 //! The store runs over one standalone server or a Redis Cluster
 //! ([`RedisTarget`]); the only call that differs is
@@ -53,6 +55,10 @@ use keys::*;
 use records::*;
 use scripts::*;
 use seq::{GapDetector, HEARTBEAT_EVERY, Heard, Publisher, Ticket};
+
+/// Reads of the index before [`RedisStore::revoke_sessions`] gives up on a
+/// client whose sessions are being created faster than it can revoke them.
+const REVOKE_ALL_ATTEMPTS: usize = 5;
 
 /// Redis-backed store over one multiplexed connection (to a server or a
 /// cluster) plus a dedicated pub/sub connection per subscription.
@@ -107,6 +113,47 @@ impl RedisStore {
             });
         }
         self.publisher.message(inv)
+    }
+
+    /// The members of the sorted set `key`: all, or those scored above
+    /// `above`.
+    async fn members(&self, key: &str, above: Option<Millis>) -> StoreResult<Vec<String>> {
+        let min = above.map_or_else(|| "-inf".to_string(), |t| format!("({t}"));
+        Ok(self.c.conn.clone().zrangebyscore(key, min, "+inf").await?)
+    }
+
+    /// Revokes every session of `client` (and deletes it if `delete`): how
+    /// many sessions were live, and whether the client existed. The script
+    /// is given every session key it touches, as read from the index just
+    /// before: a cluster applies ASK redirections and TRYAGAIN to declared
+    /// keys only, so a script that derived them itself could, while the slot
+    /// migrates, delete half of them and fail, or read a moved one as absent.
+    /// A session created in between makes the script change nothing and
+    /// answer "read again".
+    async fn revoke_sessions(&self, client: Uuid, delete: bool) -> StoreResult<(u32, bool)> {
+        let mut wc = self.c.w().await?;
+        let index = session_index_key(client);
+        for _ in 0..REVOKE_ALL_ATTEMPTS {
+            let sids = self.members(&index, None).await?;
+            let (msg, _answered) = self.numbered(Invalidation::Client(client));
+            let mut revoke = REVOKE_ALL_SESSIONS.key(&index);
+            revoke.key(revoked_sessions_key(client)).key(client_key(client)).arg(now_ms()).arg(&msg).arg(if delete {
+                "1"
+            } else {
+                "0"
+            });
+            for sid in &sids {
+                revoke.key(format!("{}{sid}", session_prefix(client))).arg(sid);
+            }
+            let (n, existed): (i64, i64) = revoke.invoke_async(&mut wc).await?;
+            if n >= 0 {
+                self.c.replicated(&mut wc).await?;
+                return Ok((n as u32, existed == 1));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the sessions of client {client} kept changing over {REVOKE_ALL_ATTEMPTS} attempts; try again"
+        )))
     }
 
     /// The underlying connection, for tests and benchmarks.
@@ -183,11 +230,13 @@ impl Store for RedisStore {
     }
 
     async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
-        let rows: Vec<(String, HashMap<String, Vec<u8>>)> = LIST_API_KEYS
-            .key(api_index_key(tenant))
-            .arg(api_key_prefix(tenant))
-            .invoke_async(&mut self.c.conn.clone())
-            .await?;
+        let index = api_index_key(tenant);
+        let ids: Vec<String> = self.c.conn.clone().smembers(&index).await?;
+        let mut list = LIST_API_KEYS.key(&index);
+        for kid in &ids {
+            list.key(format!("{}{kid}", api_key_prefix(tenant))).arg(kid);
+        }
+        let rows: Vec<(String, HashMap<String, Vec<u8>>)> = list.invoke_async(&mut self.c.conn.clone()).await?;
         let mut out = Vec::with_capacity(rows.len());
         let now = now_ms();
         for (kid, f) in rows {
@@ -281,40 +330,41 @@ impl Store for RedisStore {
     }
 
     async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
-        let mut wc = self.c.w().await?;
-        let (msg, _answered) = self.numbered(Invalidation::Client(id));
-        let (_, existed): (i64, i64) = REVOKE_ALL_SESSIONS
-            .key(session_index_key(id))
-            .key(revoked_sessions_key(id))
-            .key(client_key(id))
-            .arg(session_prefix(id))
-            .arg(now_ms())
-            .arg(&msg)
-            .invoke_async(&mut wc)
-            .await?;
-        self.c.replicated(&mut wc).await?;
-        Ok(existed == 1)
+        let (_, existed) = self.revoke_sessions(id, true).await?;
+        Ok(existed)
     }
 
     async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
         let mut wc = self.c.w().await?;
-        let r: i64 = CREATE_SESSION
-            .key(client_key(s.client_id))
-            .key(session_key(s.client_id, s.id))
-            .key(session_index_key(s.client_id))
-            .arg(short_id(s.id))
-            .arg(now_ms())
-            .arg(session_value(s))
-            .arg(s.expires_at.unwrap_or(0))
-            .arg(max_live)
-            .arg(session_prefix(s.client_id))
-            .arg(session_score(s))
-            .invoke_async(&mut wc)
-            .await?;
+        let (index, now) = (session_index_key(s.client_id), now_ms());
+        // Full, the script asks for the members to prune, so that it touches
+        // only keys it is given (see `revoke_sessions`).
+        let mut prune: Option<Vec<String>> = None;
+        let r = loop {
+            let mut create = CREATE_SESSION.key(client_key(s.client_id));
+            create
+                .key(session_key(s.client_id, s.id))
+                .key(&index)
+                .arg(short_id(s.id))
+                .arg(now)
+                .arg(session_value(s))
+                .arg(s.expires_at.unwrap_or(0))
+                .arg(max_live)
+                .arg(session_score(s))
+                .arg(if prune.is_some() { "1" } else { "0" });
+            for sid in prune.iter().flatten() {
+                create.key(format!("{}{sid}", session_prefix(s.client_id))).arg(sid);
+            }
+            let r: i64 = create.invoke_async(&mut wc).await?;
+            if r != -3 || prune.is_some() {
+                break r;
+            }
+            prune = Some(self.members(&index, Some(now)).await?);
+        };
         self.c.replicated(&mut wc).await?;
         Ok(match r {
             1 => CreateSession::Created,
-            -2 => CreateSession::Full,
+            -2 | -3 => CreateSession::Full,
             _ => CreateSession::NoClient,
         })
     }
@@ -351,12 +401,15 @@ impl Store for RedisStore {
     }
 
     async fn list_sessions(&self, client: Uuid) -> StoreResult<Vec<Session>> {
-        let rows: Vec<(String, Vec<u8>, i64)> = LIST_SESSIONS
-            .key(session_index_key(client))
-            .arg(session_prefix(client))
-            .arg(now_ms())
-            .invoke_async(&mut self.c.conn.clone())
-            .await?;
+        let sids = self.members(&session_index_key(client), Some(now_ms())).await?;
+        if sids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut list = LIST_SESSIONS.prepare_invoke();
+        for sid in &sids {
+            list.key(format!("{}{sid}", session_prefix(client))).arg(sid);
+        }
+        let rows: Vec<(String, Vec<u8>, i64)> = list.invoke_async(&mut self.c.conn.clone()).await?;
         let mut out = Vec::with_capacity(rows.len());
         for (sid, v, exp) in rows {
             let id = parse_short_id(&sid).ok_or_else(|| corrupt("session index"))?;
@@ -383,18 +436,7 @@ impl Store for RedisStore {
     }
 
     async fn revoke_all_sessions(&self, client: Uuid) -> StoreResult<u32> {
-        let mut wc = self.c.w().await?;
-        let (msg, _answered) = self.numbered(Invalidation::Client(client));
-        let (n, _): (u32, i64) = REVOKE_ALL_SESSIONS
-            .key(session_index_key(client))
-            .key(revoked_sessions_key(client))
-            .arg(session_prefix(client))
-            .arg(now_ms())
-            .arg(&msg)
-            .invoke_async(&mut wc)
-            .await?;
-        self.c.replicated(&mut wc).await?;
-        Ok(n)
+        Ok(self.revoke_sessions(client, false).await?.0)
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<String> {

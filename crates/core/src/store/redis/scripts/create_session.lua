@@ -1,5 +1,10 @@
--- KEYS: client, session, index. ARGV: sid, now, value, expiry (0 = none),
--- max live, session key prefix, index score.
+-- KEYS: client, session, index, then the session key of each index member
+-- the caller read to prune (KEYS[3 + j] is the key of member ARGV[7 + j]).
+-- ARGV: sid, now, value, expiry (0 = none), max live, index score, prune
+-- ('1' when the members follow, else '0'), members.
+-- Returns 1 created, -1 no such client, -2 full, -3 full unless pruned: call
+-- again with the live-scored members. Every key it touches is declared, so it
+-- is cluster-safe while the slot migrates.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = tonumber(ARGV[2])
 local max = tonumber(ARGV[5])
@@ -8,8 +13,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('%d', now - __REME
 -- that idled out are dropped when the index is full or twice the limit.
 local live = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf')
 if live >= max or redis.call('ZCARD', KEYS[3]) >= 2 * max then
-  for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[2], '+inf')) do
-    if redis.call('EXISTS', ARGV[6] .. sid) == 0 then redis.call('ZREM', KEYS[3], sid) end
+  if ARGV[7] ~= '1' then return -3 end
+  for j = 1, #ARGV - 7 do
+    if redis.call('EXISTS', KEYS[3 + j]) == 0 then redis.call('ZREM', KEYS[3], ARGV[7 + j]) end
   end
   live = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf')
   if live >= max then return -2 end
@@ -19,7 +25,7 @@ if ARGV[4] ~= '0' then
 else
   redis.call('SET', KEYS[2], ARGV[3])
 end
-redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
 -- The index outlives its longest-lived member by a day.
 local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 if top[2] == 'inf' then

@@ -1,7 +1,10 @@
--- KEYS: index. ARGV: API key key prefix.
+-- KEYS: index, then the key of each id in ARGV (index members the caller
+-- read; KEYS[i + 1] is the key of ARGV[i]). Those that exist, with their
+-- fields; the others leave the index. Every key is declared, so it is
+-- cluster-safe while a slot migrates.
 local out = {}
-for _, kid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local f = redis.call('HGETALL', ARGV[1] .. kid)
-  if #f > 0 then table.insert(out, {kid, f}) else redis.call('SREM', KEYS[1], kid) end
+for i = 1, #ARGV do
+  local f = redis.call('HGETALL', KEYS[i + 1])
+  if #f > 0 then table.insert(out, {ARGV[i], f}) else redis.call('SREM', KEYS[1], ARGV[i]) end
 end
 return out
