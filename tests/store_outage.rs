@@ -6,7 +6,10 @@
 //! - `kill -9` of a Redis with `appendfsync always` under session-mint load:
 //!   every credential authd acknowledged still verifies after the restart;
 //! - `--redis-wait-replicas`: writes wait for a replica's acknowledgement and
-//!   fail UNAVAILABLE when it does not come within the timeout.
+//!   fail UNAVAILABLE when it does not come within the timeout;
+//! - a revocation that Redis applies but whose reply never comes (a proxy
+//!   holds it: a Redis that froze right after the write) answers
+//!   UNAVAILABLE, and is in the audit trail all the same, for every kind.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -452,4 +455,168 @@ async fn writes_wait_for_a_replica_and_fail_unavailable_when_it_does_not_acknowl
         "writes never succeeded again after the replica was resumed"
     );
     println!("WAIT 1 {:?}: a write with the replica frozen failed UNAVAILABLE after {waited:?}", wait.timeout);
+}
+
+/// The audit trail's actions with their subjects, oldest first.
+async fn audit_trail(a: &Authd, tenant_id: &str) -> Vec<(String, Vec<String>)> {
+    let req = pb::ListAuditEventsRequest { tenant_id: tenant_id.into(), after_event_id: String::new(), page_size: 100 };
+    let events = a.admin().list_audit_events(authed(&a.operator, req)).await.expect("list audit").into_inner().events;
+    events.into_iter().map(|e| (e.action, e.subjects)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_whose_reply_is_lost_is_audited_all_the_same() {
+    use cred_tests::proxy::Proxy;
+    let redis = Redis::Server(RedisServer::start());
+    let upstream = redis.server().url().trim_start_matches("redis://").trim_end_matches("/0").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let target = cred_core::store::RedisTarget::Standalone(proxy.url());
+    let a = Authd::start_at(redis, &target, RedisOptions::default(), |a| a).await;
+    let mut raw = a.redis.server().conn().await;
+    let TenantKeys { tenant_id, live_key, .. } = a.tenant(None).await;
+    let tenant = short_id(tenant_id.parse().unwrap());
+    let id = |s: &str| short_id(s.parse().unwrap());
+    let probe = raw.clone();
+    let exists = |key: String| {
+        let mut raw = probe.clone();
+        async move { redis::cmd("EXISTS").arg(key).query_async::<i64>(&mut raw).await.unwrap() == 1 }
+    };
+    let (c1, s1, _) = create_client(&a.channel, &live_key).await.unwrap();
+    let (c2, _, _) = create_client(&a.channel, &live_key).await.unwrap();
+    let (c3, _, _) = create_client(&a.channel, &live_key).await.unwrap();
+    let key = a
+        .admin()
+        .create_api_key(authed(
+            &a.operator,
+            pb::CreateApiKeyRequest {
+                tenant_id: tenant_id.clone(),
+                environment: pb::Environment::Production.into(),
+                name: "doomed".into(),
+                scopes: vec![],
+                expire_time: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap()
+        .key_id;
+
+    // Each script once, untouched, so Redis has it: a held reply to the
+    // first EVALSHA would be NOSCRIPT, and the call would change nothing.
+    let (c0, s0, _) = create_client(&a.channel, &live_key).await.unwrap();
+    let warm = ClientServiceClient::new(a.channel.clone());
+    warm.clone()
+        .revoke_session(authed(&live_key, pb::RevokeSessionRequest { client_id: c0.clone(), session_id: s0.clone() }))
+        .await
+        .unwrap();
+    warm.clone().revoke_all_sessions(authed(&live_key, pb::RevokeAllSessionsRequest { client_id: c0 })).await.unwrap();
+    let other = a.tenant(None).await.tenant_id;
+    let req = pb::RevokeTenantCredentialsRequest { tenant_id: other.clone(), issued_before: None };
+    a.admin().revoke_tenant_credentials(authed(&a.operator, req)).await.unwrap();
+    let req = pb::ListApiKeysRequest { tenant_id: other.clone() };
+    let spare = a.admin().list_api_keys(authed(&a.operator, req)).await.unwrap().into_inner().api_keys.remove(0).key_id;
+    let req = pb::RevokeApiKeyRequest { tenant_id: other, key_id: spare, include_successor: false };
+    a.admin().revoke_api_key(authed(&a.operator, req)).await.unwrap();
+
+    // The event goes first: when its write gets no answer, the change is
+    // not attempted (the event stands, as the record of a request).
+    let (c4, s4, token4) = create_client(&a.channel, &live_key).await.unwrap();
+    proxy.freeze_after("session.revoke");
+    let req = pb::RevokeSessionRequest { client_id: c4.clone(), session_id: s4.clone() };
+    let r = ClientServiceClient::new(a.channel.clone()).revoke_session(authed(&live_key, req)).await;
+    assert!(proxy.thaw(), "the proxy never saw the audit event");
+    assert_eq!(r.err().map(|s| s.code()), Some(Code::Unavailable));
+    assert!(exists(format!("s:{{{}}}:{}", id(&c4), id(&s4))).await, "revoked although its audit event got no answer");
+    assert!(a.session_ok(&token4).await);
+
+    // A request turned down after its event was written is marked so.
+    let req = pb::RevokeSessionRequest { client_id: c4.clone(), session_id: s0.clone() };
+    let e = ClientServiceClient::new(a.channel.clone()).revoke_session(authed(&live_key, req)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let trail = audit_trail(&a, &tenant_id).await;
+    let (act, subjects) = trail.last().unwrap();
+    assert_eq!(act, "session.revoke.rejected");
+    assert!(subjects.contains(&"reason:not_found".to_string()) && subjects.contains(&format!("session:{s0}")));
+
+    // Each revocation: its invalidation text (in the script's arguments),
+    // the call, the key that must be gone (or field set) afterwards, and the
+    // audit action and subject that must be there.
+    let clients = || ClientServiceClient::new(a.channel.clone());
+    let kinds: Vec<(&str, String, String, String)> = vec![
+        (
+            "session.revoke",
+            format!("s:{}:{}@", id(&c1), id(&s1)),
+            format!("s:{{{}}}:{}", id(&c1), id(&s1)),
+            format!("session:{s1}"),
+        ),
+        ("session.revoke_all", format!("c:{}@", id(&c2)), format!("si:{{{}}}", id(&c2)), format!("client:{c2}")),
+        ("client.delete", format!("c:{}@", id(&c3)), format!("c:{{{}}}", id(&c3)), format!("client:{c3}")),
+        (
+            "api_key.revoke",
+            format!("k:{tenant}:{}@", id(&key)),
+            format!("k:{{{tenant}}}:{}", id(&key)),
+            format!("api_key:{key}"),
+        ),
+        ("tenant.revoke_before", format!("t:{tenant}@"), String::new(), format!("tenant:{tenant_id}")),
+    ];
+    for (action, text, gone, subject) in kinds {
+        proxy.freeze_after(&text);
+        let r = match action {
+            "session.revoke" => clients()
+                .revoke_session(authed(
+                    &live_key,
+                    pb::RevokeSessionRequest { client_id: c1.clone(), session_id: s1.clone() },
+                ))
+                .await
+                .map(|_| ()),
+            "session.revoke_all" => clients()
+                .revoke_all_sessions(authed(&live_key, pb::RevokeAllSessionsRequest { client_id: c2.clone() }))
+                .await
+                .map(|_| ()),
+            "client.delete" => clients()
+                .delete_client(authed(&live_key, pb::DeleteClientRequest { client_id: c3.clone() }))
+                .await
+                .map(|_| ()),
+            "api_key.revoke" => a
+                .admin()
+                .revoke_api_key(authed(
+                    &a.operator,
+                    pb::RevokeApiKeyRequest {
+                        tenant_id: tenant_id.clone(),
+                        key_id: key.clone(),
+                        include_successor: false,
+                    },
+                ))
+                .await
+                .map(|_| ()),
+            _ => a
+                .admin()
+                .revoke_tenant_credentials(authed(
+                    &a.operator,
+                    pb::RevokeTenantCredentialsRequest { tenant_id: tenant_id.clone(), issued_before: None },
+                ))
+                .await
+                .map(|_| ()),
+        };
+        assert!(proxy.thaw(), "{action}: the proxy never saw {text}");
+        let code = r.err().map(|s| s.code());
+        assert_eq!(code, Some(Code::Unavailable), "{action}: its reply was held, yet it answered {code:?}");
+        // Redis applied it...
+        if gone.is_empty() {
+            let r: Option<String> =
+                redis::cmd("HGET").arg(format!("t:{{{tenant}}}")).arg("r").query_async(&mut raw).await.unwrap();
+            assert!(r.is_some(), "{action}: not applied");
+        } else {
+            assert!(!exists(gone.clone()).await, "{action}: not applied ({gone} still there)");
+        }
+        // ...and the trail says so.
+        let trail = audit_trail(&a, &tenant_id).await;
+        assert!(
+            trail.iter().any(|(act, subjects)| act == action && subjects.contains(&subject)),
+            "{action} applied, answered UNAVAILABLE, and not audited: {trail:?}"
+        );
+        eprintln!("{action}: UNAVAILABLE to the caller, applied, audited");
+    }
 }

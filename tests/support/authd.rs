@@ -8,8 +8,8 @@ use authd::auth::OperatorAuth;
 use cred_core::Authority;
 use cred_core::cache::CacheOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
-use cred_core::store::RedisStore;
 use cred_core::store::redis::RedisOptions;
+use cred_core::store::{RedisStore, RedisTarget};
 use cred_proto::authd::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::client_service_client::ClientServiceClient;
@@ -81,7 +81,19 @@ impl Authd {
         opts: RedisOptions,
         configure: impl FnOnce(Authority<RedisStore>) -> Authority<RedisStore>,
     ) -> Authd {
-        let store = RedisStore::open(&redis.target(), opts).await.expect("connect to test redis");
+        let target = redis.target();
+        Authd::start_at(redis, &target, opts, configure).await
+    }
+
+    /// As [`Authd::start_configured`], but reaching `redis` at `target` (a
+    /// proxy in front of it).
+    pub async fn start_at(
+        redis: Redis,
+        target: &RedisTarget,
+        opts: RedisOptions,
+        configure: impl FnOnce(Authority<RedisStore>) -> Authority<RedisStore>,
+    ) -> Authd {
+        let store = RedisStore::open(target, opts).await.expect("connect to test redis");
         let (secret, _) = OperatorSecret::generate();
         let (id, operator) = secret.issue();
         let operators = OperatorAuth::new(secret.clone(), Allowlist::of([id]));

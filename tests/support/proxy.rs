@@ -5,10 +5,14 @@
 //! connection: an idle timeout that drops packets); stalls both directions
 //! (a stalled middlebox; what was held is delivered when it resumes); or
 //! drops exactly one published invalidation (a message lost on the way).
+//! On any connection, it can also hold every reply after the next command
+//! that contains a given text: Redis has applied that command, its caller
+//! never hears so (a Redis that froze right after a write, as seen by the
+//! writer).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,6 +33,12 @@ struct Faults {
     /// Invalidations (not heartbeats) still to drop, and dropped so far.
     drop_next: AtomicU32,
     dropped: AtomicU32,
+    /// The text whose command's connection gets its replies held next.
+    freeze_after: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Replies are held on connections that met `freeze_after` since the
+    /// last thaw: those that noted this epoch.
+    frozen: AtomicBool,
+    epoch: AtomicU64,
 }
 
 impl Proxy {
@@ -74,6 +84,22 @@ impl Proxy {
         self.faults.drop_next.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Holds every reply on the connection that next sends a command
+    /// containing `text`, that command's included, until [`Proxy::thaw`].
+    pub fn freeze_after(&self, text: &str) {
+        self.faults.frozen.store(true, Ordering::Release);
+        *self.faults.freeze_after.lock().unwrap() = Some(text.as_bytes().to_vec());
+    }
+
+    /// Delivers the held replies and holds no more; whether the armed text
+    /// was met.
+    pub fn thaw(&self) -> bool {
+        let armed = self.faults.freeze_after.lock().unwrap().take();
+        self.faults.epoch.fetch_add(1, Ordering::AcqRel);
+        self.faults.frozen.store(false, Ordering::Release);
+        armed.is_none()
+    }
+
     /// Invalidations dropped so far.
     pub fn dropped(&self) -> u32 {
         self.faults.dropped.load(Ordering::Acquire)
@@ -92,7 +118,9 @@ async fn pump(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let subscriber = Arc::new(AtomicBool::new(false));
-    let (seen, up_faults) = (subscriber.clone(), faults.clone());
+    // The epoch (plus one) in which this connection met the frozen text.
+    let held = Arc::new(AtomicU64::new(0));
+    let (seen, up_faults, hold) = (subscriber.clone(), faults.clone(), held.clone());
     let up = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -102,6 +130,13 @@ async fn pump(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
             };
             if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
                 seen.store(true, Ordering::Release);
+            }
+            {
+                let mut armed = up_faults.freeze_after.lock().unwrap();
+                if armed.as_ref().is_some_and(|t| buf[..n].windows(t.len()).any(|w| w == &t[..])) {
+                    *armed = None;
+                    hold.store(up_faults.epoch.load(Ordering::Acquire) + 1, Ordering::Release);
+                }
             }
             while seen.load(Ordering::Acquire) && up_faults.stall.load(Ordering::Acquire) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -121,6 +156,11 @@ async fn pump(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
         let sub = subscriber.load(Ordering::Acquire);
         if sub && faults.black_hole.load(Ordering::Acquire) {
             continue;
+        }
+        while held.load(Ordering::Acquire) == faults.epoch.load(Ordering::Acquire) + 1
+            && faults.frozen.load(Ordering::Acquire)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if !sub {
             if cw.write_all(&buf[..n]).await.is_err() {

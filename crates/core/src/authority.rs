@@ -12,7 +12,7 @@ use crate::cache::{Cache, CacheOptions, Entry, Record};
 
 use crate::clock::mono_ms;
 use crate::clock::{Millis, now_ms};
-use crate::error::{Error, InvalidReason};
+use crate::error::{Error, InvalidReason, StoreError};
 use crate::guard::{FailureGuard, GuardOptions};
 use crate::model::{ApiKey, AuditEvent, Client, Environment, Scope, Scopes, Session, Tenant, limits, sliding_expiry};
 use crate::store::{CreateSession, Invalidation, RollApiKey, Store};
@@ -160,10 +160,22 @@ impl<S: Store> Authority<S> {
         &self.store
     }
 
-    /// Appends to the audit trail. The change it records has already
-    /// happened, so a failure here is logged, not returned.
-    async fn audit(&self, actor: &str, action: &str, tenant_id: Uuid, subjects: Vec<String>) {
-        let e = AuditEvent {
+    /// Makes `change` with its audit event written first (write-ahead): an
+    /// event that cannot be written refuses the change (UNAVAILABLE, nothing
+    /// changed), so no applied change goes unaudited, not even one whose
+    /// caller saw UNAVAILABLE because Redis froze after applying it. A
+    /// change the service turns down once the event is written (not found,
+    /// full, already rolled) is followed by `<action>.rejected` naming the
+    /// reason, best effort. See ARCHITECTURE.md, "Audit".
+    async fn audited<T>(
+        &self,
+        actor: &str,
+        action: &str,
+        tenant_id: Uuid,
+        subjects: Vec<String>,
+        change: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let mut e = AuditEvent {
             id: String::new(),
             time: now_ms(),
             actor: actor.to_string(),
@@ -172,8 +184,23 @@ impl<S: Store> Authority<S> {
             subjects,
         };
         if let Err(err) = self.store.append_audit(&e).await {
-            tracing::warn!(%err, action, %tenant_id, "audit append failed");
+            return Err(
+                StoreError::Unavailable(format!("audit trail not written, so nothing was changed: {err}")).into()
+            );
         }
+        let r = change.await;
+        let reason = match &r {
+            Err(Error::NotFound(_)) => "not_found",
+            Err(Error::FailedPrecondition(_)) => "failed_precondition",
+            Err(Error::ResourceExhausted(_)) => "resource_exhausted",
+            _ => return r,
+        };
+        e.action = format!("{action}.rejected");
+        e.subjects.push(format!("reason:{reason}"));
+        if let Err(err) = self.store.append_audit(&e).await {
+            tracing::warn!(%err, action = %e.action, %tenant_id, "audit append failed");
+        }
+        r
     }
 
     // ---- operators ----
@@ -198,8 +225,8 @@ impl<S: Store> Authority<S> {
             created_at: now_ms(),
             revoked_before: None,
         };
-        self.store.put_tenant(&t).await?;
-        self.audit(actor, "tenant.create", t.id, vec![format!("tenant:{}", t.id)]).await;
+        let subjects = vec![format!("tenant:{}", t.id)];
+        self.audited(actor, "tenant.create", t.id, subjects, async { Ok(self.store.put_tenant(&t).await?) }).await?;
         Ok(t)
     }
 
@@ -228,8 +255,11 @@ impl<S: Store> Authority<S> {
             successor: None,
             hash: token.hash(),
         };
-        self.store.put_api_key(&key).await?;
-        self.audit(actor, "api_key.create", key.tenant_id, vec![format!("api_key:{}", key.id)]).await;
+        let subjects = vec![format!("api_key:{}", key.id)];
+        self.audited(actor, "api_key.create", key.tenant_id, subjects, async {
+            Ok(self.store.put_api_key(&key).await?)
+        })
+        .await?;
         Ok(Issued { record: key, token: token.expose() })
     }
 
@@ -247,17 +277,25 @@ impl<S: Store> Authority<S> {
         id: Uuid,
         include_successor: bool,
     ) -> Result<Vec<Uuid>, Error> {
-        let old = self.store.revoke_api_key(tenant, id).await?.ok_or(Error::NotFound("api key"))?;
+        let revoke = |k: Uuid| {
+            self.audited(actor, "api_key.revoke", tenant, vec![format!("api_key:{k}")], async move {
+                self.store.revoke_api_key(tenant, k).await?.ok_or(Error::NotFound("api key"))
+            })
+        };
+        let old = revoke(id).await?;
         self.invalidate(Invalidation::ApiKey { tenant, key: id });
         let mut revoked = vec![id];
-        if let (true, Some(next)) = (include_successor, old.successor)
-            && self.store.revoke_api_key(tenant, next).await?.is_some()
-        {
-            self.invalidate(Invalidation::ApiKey { tenant, key: next });
-            revoked.push(next);
+        if let (true, Some(next)) = (include_successor, old.successor) {
+            match revoke(next).await {
+                Ok(_) => {
+                    self.invalidate(Invalidation::ApiKey { tenant, key: next });
+                    revoked.push(next);
+                }
+                // Already revoked or expired: nothing more to do.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
-        let subjects = revoked.iter().map(|k| format!("api_key:{k}")).collect();
-        self.audit(actor, "api_key.revoke", tenant, subjects).await;
         Ok(revoked)
     }
 
@@ -274,15 +312,18 @@ impl<S: Store> Authority<S> {
         let token = Token::mint(TokenKind::ApiKey, old.env, tenant, crate::rng::uuid());
         let new = ApiKey { id: token.id, created_at: now, successor: None, hash: token.hash(), ..old.clone() };
         let grace_end = now + grace_ms;
-        match self.store.roll_api_key(id, &new, grace_end).await? {
-            RollApiKey::Rolled => self.invalidate(Invalidation::ApiKey { tenant, key: id }),
-            RollApiKey::NotFound => return Err(Error::NotFound("api key")),
-            RollApiKey::AlreadyRolled => {
-                return Err(Error::FailedPrecondition("api key was already rolled; roll its successor".into()));
-            }
-        }
         let subjects = vec![format!("api_key:{id}"), format!("api_key:{}", new.id)];
-        self.audit(actor, "api_key.roll", tenant, subjects).await;
+        self.audited(actor, "api_key.roll", tenant, subjects, async {
+            match self.store.roll_api_key(id, &new, grace_end).await? {
+                RollApiKey::Rolled => Ok(()),
+                RollApiKey::NotFound => Err(Error::NotFound("api key")),
+                RollApiKey::AlreadyRolled => {
+                    Err(Error::FailedPrecondition("api key was already rolled; roll its successor".into()))
+                }
+            }
+        })
+        .await?;
+        self.invalidate(Invalidation::ApiKey { tenant, key: id });
         let old_expires_at = old.expires_at.map_or(grace_end, |x| x.min(grace_end));
         Ok(Rolled { new: Issued { record: new, token: token.expose() }, old_expires_at })
     }
@@ -313,10 +354,13 @@ impl<S: Store> Authority<S> {
             Some(b) => b.min(now + 1),
             None => now + 1,
         };
-        let t = self.store.revoke_tenant_before(tenant, before, now).await?.ok_or(Error::NotFound("tenant"))?;
+        let subjects = vec![format!("tenant:{tenant}"), format!("before:{before}")];
+        let t = self
+            .audited(actor, "tenant.revoke_before", tenant, subjects, async {
+                self.store.revoke_tenant_before(tenant, before, now).await?.ok_or(Error::NotFound("tenant"))
+            })
+            .await?;
         self.invalidate(Invalidation::Tenant(tenant));
-        self.audit(actor, "tenant.revoke_before", tenant, vec![format!("tenant:{tenant}"), format!("before:{before}")])
-            .await;
         Ok(t)
     }
 
@@ -455,23 +499,18 @@ impl<S: Store> Authority<S> {
         let now = now_ms();
         issuable(&p.tenant, now)?;
         let (s, token) = self.new_session(p, client_id, TokenKind::Session, now);
-        match self.store.create_session(&s, self.max_sessions).await? {
-            CreateSession::Created => {}
-            CreateSession::NoClient => return Err(Error::NotFound("client")),
-            CreateSession::Full => {
-                return Err(Error::ResourceExhausted(format!(
+        let subjects = vec![format!("client:{client_id}"), format!("session:{}", s.id)];
+        self.audited(&p.actor(), "session.create", p.tenant.id, subjects, async {
+            match self.store.create_session(&s, self.max_sessions).await? {
+                CreateSession::Created => Ok(()),
+                CreateSession::NoClient => Err(Error::NotFound("client")),
+                CreateSession::Full => Err(Error::ResourceExhausted(format!(
                     "client has {} live sessions, the most allowed; revoke one first",
                     self.max_sessions
-                )));
+                ))),
             }
-        }
-        self.audit(
-            &p.actor(),
-            "session.create",
-            p.tenant.id,
-            vec![format!("client:{client_id}"), format!("session:{}", s.id)],
-        )
-        .await;
+        })
+        .await?;
         Ok(Issued { record: s, token: token.expose() })
     }
 
@@ -492,37 +531,39 @@ impl<S: Store> Authority<S> {
     pub async fn revoke_session(&self, p: &ApiPrincipal, client_id: Uuid, id: Uuid) -> Result<(), Error> {
         p.require(Scope::SessionsRevoke)?;
         self.visible_client(p, client_id).await?;
-        if !self.store.revoke_session(client_id, id).await? {
-            return Err(Error::NotFound("session"));
-        }
-        self.audit(
-            &p.actor(),
-            "session.revoke",
-            p.tenant.id,
-            vec![format!("client:{client_id}"), format!("session:{id}")],
-        )
-        .await;
-        Ok(())
+        let subjects = vec![format!("client:{client_id}"), format!("session:{id}")];
+        self.audited(&p.actor(), "session.revoke", p.tenant.id, subjects, async {
+            match self.store.revoke_session(client_id, id).await? {
+                true => Ok(()),
+                false => Err(Error::NotFound("session")),
+            }
+        })
+        .await
     }
 
     /// Revokes every session of a client; returns how many were live.
     pub async fn revoke_all_sessions(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<u32, Error> {
         p.require(Scope::SessionsRevoke)?;
         self.visible_client(p, client_id).await?;
-        let n = self.store.revoke_all_sessions(client_id).await?;
-        self.audit(&p.actor(), "session.revoke_all", p.tenant.id, vec![format!("client:{client_id}")]).await;
-        Ok(n)
+        let subjects = vec![format!("client:{client_id}")];
+        self.audited(&p.actor(), "session.revoke_all", p.tenant.id, subjects, async {
+            Ok(self.store.revoke_all_sessions(client_id).await?)
+        })
+        .await
     }
 
     /// Deletes a client and all its credentials.
     pub async fn delete_client(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<(), Error> {
         p.require(Scope::ClientsDelete)?;
         self.visible_client(p, client_id).await?;
-        if !self.store.delete_client(client_id).await? {
-            return Err(Error::NotFound("client"));
-        }
-        self.audit(&p.actor(), "client.delete", p.tenant.id, vec![format!("client:{client_id}")]).await;
-        Ok(())
+        let subjects = vec![format!("client:{client_id}")];
+        self.audited(&p.actor(), "client.delete", p.tenant.id, subjects, async {
+            match self.store.delete_client(client_id).await? {
+                true => Ok(()),
+                false => Err(Error::NotFound("client")),
+            }
+        })
+        .await
     }
 
     // ---- end users (session tokens, test client keys) ----

@@ -188,10 +188,10 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Writes a new client, and atomically with it its first session.
     fn create_client(&self, c: &Client, first: Option<&Session>) -> impl Future<Output = StoreResult<()>> + Send;
-    /// [`Store::create_client`], then [`Store::append_audit`], in one round
-    /// trip where the store can (the audit stream is in the tenant's slot,
-    /// so it cannot join the atomic write). An audit failure after the write
-    /// is logged, not returned: the client exists.
+    /// [`Store::create_client`] with its audit event: both in one atomic
+    /// write where the store can, else the event first (write-ahead, as
+    /// every audited change: see ARCHITECTURE.md, "Audit"); an event that
+    /// cannot be written fails the call with nothing written.
     fn create_client_audited(
         &self,
         c: &Client,
@@ -199,11 +199,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         e: &AuditEvent,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         async move {
-            self.create_client(c, first).await?;
-            if let Err(err) = self.append_audit(e).await {
-                tracing::warn!(%err, action = %e.action, "audit append failed");
-            }
-            Ok(())
+            self.append_audit(e).await?;
+            self.create_client(c, first).await
         }
     }
     /// Reads a client.

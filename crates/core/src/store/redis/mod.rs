@@ -23,8 +23,8 @@
 //!
 //! The store runs over one standalone server or a Redis Cluster
 //! ([`RedisTarget`]); the only call that differs is
-//! [`Store::create_client_audited`], whose single round trip spans two slots
-//! and so becomes two on a cluster. Invalidations are plain PUBLISH, which a
+//! [`Store::create_client_audited`], whose single transaction spans two slots
+//! and so becomes two round trips on a cluster (the audit event first). Invalidations are plain PUBLISH, which a
 //! cluster broadcasts to every node: the subscriber listens on any one live
 //! node and, when that node is lost, the stream ends and the next
 //! subscription picks another one from the current topology (or the seeds).
@@ -301,21 +301,18 @@ impl Store for RedisStore {
     async fn create_client_audited(&self, c: &Client, first: Option<&Session>, e: &AuditEvent) -> StoreResult<()> {
         if let RedisConn::Cluster(_) = self.c.conn {
             // The client's slot and the tenant's audit stream may live on two
-            // nodes: the write, then the audit, as the trait's default does.
-            self.create_client(c, first).await?;
-            if let Err(err) = self.append_audit(e).await {
-                tracing::warn!(%err, action = %e.action, "audit append failed");
-            }
-            return Ok(());
+            // nodes: the event, then the write, as the trait's default does.
+            self.append_audit(e).await?;
+            return self.create_client(c, first).await;
         }
         let mut wc = self.c.w().await?;
-        // MULTI … EXEC, then XADD, in one round trip. EXEC's reply is kept so
-        // that an aborted transaction fails the call.
+        // One transaction, the event included: both or neither. EXEC's reply
+        // is kept so that an aborted transaction fails the call.
         let mut p = pipe();
         p.cmd("MULTI").ignore();
         push_client_writes(&mut p, c, first)?;
-        p.cmd("EXEC");
         p.add_command(xadd(e)).ignore();
+        p.cmd("EXEC");
         let (exec,): (redis::Value,) = p.query_async(&mut wc).await?;
         self.c.replicated(&mut wc).await?;
         match exec {
