@@ -6,7 +6,9 @@
 //! - `kill -9` of a Redis with `appendfsync always` under session-mint load:
 //!   every credential authd acknowledged still verifies after the restart;
 //! - `--redis-wait-replicas`: writes wait for a replica's acknowledgement and
-//!   fail UNAVAILABLE when it does not come within the timeout;
+//!   fail UNAVAILABLE when it does not come within the timeout, also when
+//!   the connection is lost between a write and its WAIT (a WAIT on a new
+//!   connection would count no write and succeed at once);
 //! - a revocation that Redis applies but whose reply never comes (a proxy
 //!   holds it: a Redis that froze right after the write) answers
 //!   UNAVAILABLE, and is in the audit trail all the same, for every kind.
@@ -207,7 +209,10 @@ async fn redis_restart_under_load_gives_unavailable_then_recovers_within_a_secon
     tokio::task::block_in_place(|| a.redis.server_mut().shutdown());
     let t_gone = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // `restart` returns as soon as the new process answers PING.
+    // `restart` returns as soon as the new process answers PING; it may
+    // serve a little before the harness's poll sees that, so "down" ends
+    // when the restart begins.
+    let t_restart = Instant::now();
     tokio::task::block_in_place(|| a.redis.server_mut().restart());
     let t_back = Instant::now();
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -244,7 +249,7 @@ async fn redis_restart_under_load_gives_unavailable_then_recovers_within_a_secon
             let remembered_refusal = op.refused() && c.code == Code::Unauthenticated;
             if op.needs_store()
                 && c.started > t_gone
-                && c.ended < t_back
+                && c.ended < t_restart
                 && c.code != Code::Unavailable
                 && !remembered_refusal
             {
@@ -259,7 +264,7 @@ async fn redis_restart_under_load_gives_unavailable_then_recovers_within_a_secon
         let count = |code: Code| of.iter().filter(|c| c.code == code).count();
         let first = of.iter().filter(|c| c.ended >= t_back && c.code == good).map(|c| c.ended - t_back).min();
         let unavailable_in_outage =
-            of.iter().filter(|c| c.started > t_gone && c.ended < t_back && c.code == Code::Unavailable).count();
+            of.iter().filter(|c| c.started > t_gone && c.ended < t_restart && c.code == Code::Unavailable).count();
         println!(
             "{:<20} {:>5} {:>12} {:>7} {:>22}",
             format!("{op:?}"),
@@ -619,4 +624,43 @@ async fn a_revocation_whose_reply_is_lost_is_audited_all_the_same() {
         );
         eprintln!("{action}: UNAVAILABLE to the caller, applied, audited");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_between_a_write_and_its_wait_fails_the_write() {
+    use cred_tests::proxy::Proxy;
+    let master = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    replica_online(&master).await;
+    let proxy = Proxy::start(master.url().trim_start_matches("redis://").trim_end_matches("/0").parse().unwrap()).await;
+    let wait = WaitReplicas { replicas: 1, timeout: Duration::from_millis(1500) };
+    let opts = RedisOptions { wait_replicas: Some(wait), ..RedisOptions::default() };
+    let store = RedisStore::connect(&proxy.url(), opts).await.expect("store with WAIT");
+    let tenant = |name: &str| cred_core::model::Tenant {
+        id: uuid::Uuid::new_v4(),
+        name: name.into(),
+        idle_timeout_ms: 1000,
+        max_lifetime_ms: 2000,
+        created_at: cred_core::clock::now_ms(),
+        revoked_before: None,
+    };
+    store.put_tenant(&tenant("before")).await.expect("a replicated write");
+
+    // The replica cannot acknowledge; the connection drops as WAIT is sent.
+    replica.pause();
+    proxy.cut_on("WAIT");
+    let t = Instant::now();
+    let e = store.put_tenant(&tenant("cut")).await.expect_err("a write whose WAIT never ran succeeded");
+    assert!(proxy.was_cut(), "the proxy never saw WAIT");
+    assert!(matches!(e, cred_core::error::StoreError::Unavailable(_)), "{e}");
+    eprintln!("write with its WAIT's connection lost: {e} after {:?}", t.elapsed());
+    // The next write dials again, and waits again (the replica still frozen).
+    let e = store.put_tenant(&tenant("frozen")).await.expect_err("an unreplicated write succeeded");
+    assert!(e.to_string().contains("not replicated: 0 of 1"), "{e}");
+    replica.resume();
+    cred_tests::assert_eventually!(
+        store.put_tenant(&tenant("after")).await.is_ok(),
+        Duration::from_secs(10),
+        "writes never succeeded again after the replica was resumed"
+    );
 }

@@ -8,7 +8,8 @@
 //! On any connection, it can also hold every reply after the next command
 //! that contains a given text: Redis has applied that command, its caller
 //! never hears so (a Redis that froze right after a write, as seen by the
-//! writer).
+//! writer), or close the connection instead of forwarding such a command
+//! (a connection lost just before it).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ struct Faults {
     /// last thaw: those that noted this epoch.
     frozen: AtomicBool,
     epoch: AtomicU64,
+    /// The text whose command closes its connection instead, once.
+    cut_on: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl Proxy {
@@ -100,6 +103,17 @@ impl Proxy {
         armed.is_none()
     }
 
+    /// Closes, once, the connection that next sends a command containing
+    /// `text`, without forwarding that command.
+    pub fn cut_on(&self, text: &str) {
+        *self.faults.cut_on.lock().unwrap() = Some(text.as_bytes().to_vec());
+    }
+
+    /// Whether the armed cut happened.
+    pub fn was_cut(&self) -> bool {
+        self.faults.cut_on.lock().unwrap().is_none()
+    }
+
     /// Invalidations dropped so far.
     pub fn dropped(&self) -> u32 {
         self.faults.dropped.load(Ordering::Acquire)
@@ -130,6 +144,15 @@ async fn pump(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
             };
             if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
                 seen.store(true, Ordering::Release);
+            }
+            {
+                let mut armed = up_faults.cut_on.lock().unwrap();
+                if armed.as_ref().is_some_and(|t| buf[..n].windows(t.len()).any(|w| w == &t[..])) {
+                    // Dropping the halves closes both sockets' write sides:
+                    // Redis sees EOF and closes, so the reply loop ends too.
+                    *armed = None;
+                    break;
+                }
             }
             {
                 let mut armed = up_faults.freeze_after.lock().unwrap();
