@@ -93,6 +93,17 @@ impl Authd {
         opts: RedisOptions,
         configure: impl FnOnce(Authority<RedisStore>) -> Authority<RedisStore>,
     ) -> Authd {
+        Authd::start_serving(redis, target, opts, cred_serve::serve::ServeOptions::default(), configure).await
+    }
+
+    /// As [`Authd::start_at`], with the given serving options.
+    pub async fn start_serving(
+        redis: Redis,
+        target: &RedisTarget,
+        opts: RedisOptions,
+        serve: cred_serve::serve::ServeOptions,
+        configure: impl FnOnce(Authority<RedisStore>) -> Authority<RedisStore>,
+    ) -> Authd {
         let store = RedisStore::open(target, opts).await.expect("connect to test redis");
         let (secret, _) = OperatorSecret::generate();
         let (id, operator) = secret.issue();
@@ -104,7 +115,7 @@ impl Authd {
         let authority = configure(Authority::new(store).with_api_key_cache(CacheOptions::default()));
         let cache = authority.api_key_cache().cloned().expect("cache on");
         let server = tokio::spawn(async move {
-            authd::server::run(listener, authority, ops, cred_serve::serve::ServeOptions::default(), async {
+            authd::server::run(listener, authority, ops, serve, async {
                 let _ = stopped.await;
             })
             .await

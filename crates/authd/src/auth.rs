@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use cred_core::guard::FailureGuard;
 use cred_core::operator::{Allowlist, OperatorSecret};
@@ -19,9 +20,27 @@ pub fn bearer<T>(req: &Request<T>) -> Result<&str, Error> {
         .ok_or(Error::InvalidCredential(InvalidReason::Malformed))
 }
 
-/// The caller's IP address, the key of the per-peer failure budget.
+/// The caller's IP address, the key of the per-peer failure budget
+/// (through trusted proxies, see `cred_serve::peer`).
 pub fn peer<T>(req: &Request<T>) -> Option<IpAddr> {
-    req.remote_addr().map(|a| a.ip())
+    cred_serve::peer::client_ip(req)
+}
+
+/// The least time a refused credential takes to answer, from the start of
+/// its check: a refusal from memory or the cache (microseconds) and one
+/// read from Redis (a few hundred) then look alike to an outside caller,
+/// so time tells nothing of why (README, "Failure budgets").
+pub const REFUSAL_FLOOR: Duration = Duration::from_millis(5);
+
+/// `check` (an API key's or a session's), its refusal held until
+/// [`REFUSAL_FLOOR`] has passed since it began.
+pub async fn floored<T>(check: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let started = tokio::time::Instant::now();
+    let r = check.await;
+    if let Err(Error::InvalidCredential(_)) = &r {
+        tokio::time::sleep_until(started + REFUSAL_FLOOR).await;
+    }
+    r
 }
 
 /// Checks operator keys: opens under the secret, id in the allowlist.
@@ -54,14 +73,14 @@ impl OperatorAuth {
     }
 
     /// The audit actor of the request's operator key, or why it is refused.
+    /// The key is opened before any budget is looked at (it costs no store
+    /// command), so a valid operator key works from a throttled address.
     pub fn check<T>(&self, req: &Request<T>) -> Result<String, Error> {
-        let Some(g) = &self.guard else { return self.open(req) };
-        let peer = peer(req);
-        g.check(peer, None).map_err(Error::Throttled)?;
         let r = self.open(req);
-        if r.is_err() {
-            g.failed(peer, None);
-        }
+        let (Some(g), Err(_)) = (&self.guard, &r) else { return r };
+        let peer = peer(req);
+        g.check_peer(peer).map_err(Error::Throttled)?;
+        g.failed(peer);
         r
     }
 

@@ -7,7 +7,7 @@ use cred_proto::authd::v1 as pb;
 use cred_proto::authd::v1::client_service_server::ClientService;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{bearer, peer};
+use crate::auth::{bearer, floored, peer};
 use crate::convert::{self, uuid};
 use crate::status::to_status;
 
@@ -19,7 +19,7 @@ pub struct ClientApi<S> {
 impl<S: Store> ClientApi<S> {
     async fn principal<T>(&self, req: &Request<T>) -> Result<ApiPrincipal, Status> {
         let token = bearer(req).map_err(to_status)?;
-        let p = self.authority.authenticate_api_key_from(token, peer(req)).await.map_err(to_status)?;
+        let p = floored(self.authority.authenticate_api_key_from(token, peer(req))).await.map_err(to_status)?;
         cred_telemetry::record_tenant(p.tenant.id);
         Ok(p)
     }

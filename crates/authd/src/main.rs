@@ -13,7 +13,7 @@ use cred_core::guard::GuardOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::redis::{RedisOptions, WaitReplicas};
 use cred_core::store::{Instrumented, MemoryStore, RedisStore, Store};
-use cred_serve::args::{HealthArgs, LimitArgs, RedisArgs, TlsArgs, env_prefix, serve_options};
+use cred_serve::args::{HealthArgs, LimitArgs, PeerArgs, RedisArgs, TlsArgs, env_prefix, serve_options};
 use cred_serve::limits::Limits;
 use cred_serve::serve::ServeOptions;
 use cred_telemetry::LogFormat;
@@ -81,6 +81,8 @@ struct ServeArgs {
     admin_client_ca_file: Option<PathBuf>,
     #[command(flatten)]
     health: HealthArgs,
+    #[command(flatten)]
+    peers: PeerArgs,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -254,7 +256,7 @@ async fn serve_with(a: ServeArgs) -> Result<(), String> {
     };
     let limits = a.budgets.limits(&a.limits)?;
     let drain = Duration::from_millis(a.drain_timeout_ms);
-    let opts = serve_options(&a.tls, a.admin_client_ca_file.as_deref(), &a.health, drain, limits).await?;
+    let opts = serve_options(&a.tls, a.admin_client_ca_file.as_deref(), &a.health, &a.peers, drain, limits).await?;
     let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);

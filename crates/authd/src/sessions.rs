@@ -7,7 +7,7 @@ use cred_proto::authd::v1 as pb;
 use cred_proto::authd::v1::session_service_server::SessionService;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{bearer, peer};
+use crate::auth::{bearer, floored, peer};
 use crate::convert;
 use crate::status::to_status;
 
@@ -23,7 +23,7 @@ impl<S: Store> SessionService for SessionApi<S> {
         req: Request<pb::GetCurrentSessionRequest>,
     ) -> Result<Response<pb::GetCurrentSessionResponse>, Status> {
         let token = bearer(&req).map_err(to_status)?;
-        let p = self.authority.authenticate_session_from(token, peer(&req)).await.map_err(to_status)?;
+        let p = floored(self.authority.authenticate_session_from(token, peer(&req))).await.map_err(to_status)?;
         cred_telemetry::record_tenant(p.tenant.id);
         Ok(Response::new(pb::GetCurrentSessionResponse {
             client: Some(convert::client(p.client)),

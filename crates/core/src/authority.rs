@@ -13,8 +13,10 @@ use crate::cache::{Cache, CacheOptions, Entry, Record};
 use crate::clock::mono_ms;
 use crate::clock::{Millis, now_ms};
 use crate::error::{Error, InvalidReason, StoreError};
-use crate::guard::{FailureGuard, GuardOptions};
-use crate::model::{ApiKey, AuditEvent, Client, Environment, Scope, Scopes, Session, Tenant, limits, sliding_expiry};
+use crate::guard::{FailureGuard, GuardOptions, Verdict, identity};
+use crate::model::{
+    ApiKey, AuditEvent, Client, Environment, Scope, Scopes, SecretHash, Session, Tenant, limits, sliding_expiry,
+};
 use crate::store::{CreateSession, Invalidation, RollApiKey, Store};
 use crate::token::{Token, TokenKind};
 use crate::verify::{check_api_key, check_session};
@@ -117,19 +119,25 @@ impl<S: Store> Authority<S> {
         self.guard.as_ref()
     }
 
-    /// Runs an authentication of credential `id` from `peer` under the
-    /// failure budgets: refused at once when spent, a failure recorded.
+    /// Runs an authentication of `token` (its secret hashing to `hash`) from
+    /// `peer` under the failure budgets: refused at once when known wrong or
+    /// dead or when a budget is spent; a refusal the store gave is recorded
+    /// with the stored hash `auth` read (see [`crate::guard`]).
     async fn guarded<T>(
         &self,
         peer: Option<IpAddr>,
-        id: Uuid,
-        auth: impl Future<Output = Result<T, Error>>,
+        token: &Token,
+        hash: &SecretHash,
+        auth: impl Future<Output = (Result<T, Error>, Option<SecretHash>)>,
     ) -> Result<T, Error> {
-        let Some(g) = &self.guard else { return auth.await };
-        g.check(peer, Some(id)).map_err(Error::Throttled)?;
-        let r = auth.await;
+        let Some(g) = &self.guard else { return auth.await.0 };
+        let who = identity(token);
+        if let Verdict::Refuse(r) = g.check(peer, &who, hash).map_err(Error::Throttled)? {
+            return Err(invalid(r));
+        }
+        let (r, stored) = auth.await;
         if let Err(Error::InvalidCredential(reason)) = &r {
-            g.refused(peer, id, *reason);
+            g.refused(peer, &who, *reason, stored);
         }
         r
     }
@@ -399,27 +407,29 @@ impl<S: Store> Authority<S> {
         if let Some(e) = self.api_keys.as_ref().and_then(|c| c.get(&key))
             && let Record::ApiKey(k) = &e.record
         {
-            // No store command: a wrong secret counts as a failure, but a
-            // spent budget does not stop the cached real key.
-            let r = check_api_key(&token, &hash, Some(k), Some(&e.tenant), None, now_ms());
-            if let (Err(reason), Some(g)) = (&r, &self.guard) {
-                g.refused(peer, token.id, *reason);
-            }
-            r.map_err(invalid)?;
+            // No store command, so nothing for the budgets; a spent budget
+            // does not stop the cached real key.
+            check_api_key(&token, &hash, Some(k), Some(&e.tenant), None, now_ms()).map_err(invalid)?;
             return Ok(ApiPrincipal { key: (**k).clone(), tenant: (*e.tenant).clone() });
         }
-        self.guarded(peer, token.id, async {
-            let started = mono_ms();
-            let l = self.store.get_api_key(token.route, token.id).await?;
-            check_api_key(&token, &hash, l.key.as_ref(), l.tenant.as_ref(), l.gone, now_ms()).map_err(invalid)?;
-            let (Some(k), Some(tenant)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
-            if let Some(c) = &self.api_keys {
-                let record = Record::ApiKey(Box::new(k.clone()));
-                c.insert(key, Arc::new(Entry::new(record, Arc::new(tenant.clone()), started, k.expires_at, 0)));
+        let load = async {
+            let mut stored = None;
+            let r = async {
+                let started = mono_ms();
+                let l = self.store.get_api_key(token.route, token.id).await?;
+                stored = l.key.as_ref().map(|k| k.hash);
+                check_api_key(&token, &hash, l.key.as_ref(), l.tenant.as_ref(), l.gone, now_ms()).map_err(invalid)?;
+                let (Some(k), Some(tenant)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
+                if let Some(c) = &self.api_keys {
+                    let record = Record::ApiKey(Box::new(k.clone()));
+                    c.insert(key, Arc::new(Entry::new(record, Arc::new(tenant.clone()), started, k.expires_at, 0)));
+                }
+                Ok(ApiPrincipal { key: k, tenant })
             }
-            Ok(ApiPrincipal { key: k, tenant })
-        })
-        .await
+            .await;
+            (r, stored)
+        };
+        self.guarded(peer, &token, &hash, load).await
     }
 
     /// A client the principal may see: same tenant and environment, or
@@ -581,18 +591,30 @@ impl<S: Store> Authority<S> {
         if !matches!(token.kind, TokenKind::Session | TokenKind::TestClientKey) {
             return Err(invalid(InvalidReason::Malformed));
         }
-        self.guarded(peer, token.id, self.session_of(token)).await
+        let hash = token.hash();
+        let auth = async {
+            let mut stored = None;
+            let r = self.session_of(&token, &hash, &mut stored).await;
+            (r, stored)
+        };
+        self.guarded(peer, &token, &hash, auth).await
     }
 
-    async fn session_of(&self, token: Token) -> Result<SessionPrincipal, Error> {
+    /// `stored` gets the stored hash of the session read, for the budgets.
+    async fn session_of(
+        &self,
+        token: &Token,
+        hash: &SecretHash,
+        stored: &mut Option<SecretHash>,
+    ) -> Result<SessionPrincipal, Error> {
         let l = self.store.get_session(token.route, token.id).await?;
+        *stored = l.session.as_ref().map(|s| s.hash);
         let tenant = match &l.client {
             Some(c) => self.store.get_tenant(c.tenant_id).await?,
             None => None,
         };
         let now = now_ms();
-        let hash = token.hash();
-        check_session(&token, &hash, l.client.as_ref(), l.session.as_ref(), l.gone, tenant.as_ref(), now)
+        check_session(token, hash, l.client.as_ref(), l.session.as_ref(), l.gone, tenant.as_ref(), now)
             .map_err(invalid)?;
         let (Some(client), Some(mut session), Some(tenant)) = (l.client, l.session, tenant) else {
             return Err(invalid(InvalidReason::Unknown));

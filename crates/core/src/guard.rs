@@ -1,14 +1,24 @@
-//! Budgets of failed authentications, per credential id and per peer, so
-//! that a guessing attack costs the attacker, not the store.
+//! Budgets of failed authentications, per credential and per peer, so that
+//! a guessing attack costs the attacker, never the store or the victim.
 //!
-//! Each budget is a GCRA limiter (`governor`) that only failures draw on:
-//! `n` failures per minute, in bursts of up to `n`. Once a key's budget is
-//! spent, [`FailureGuard::check`] refuses it until a failure's worth has
-//! refilled, and the caller refuses the request before any store command.
-//! Successful authentications never draw on a budget and are never slowed.
-//! Keys live in bounded maps (`quick_cache`): memory stays bounded however
-//! many ids or peers an attacker cycles through; an evicted key starts over
-//! with a full budget, which only the per-peer budget then bounds.
+//! Each budget is a GCRA limiter (`governor`) that only refusals read from
+//! the store draw on: `n` per minute, in bursts of up to `n`. Once a key's
+//! budget is spent, [`FailureGuard::check`] refuses it until a failure's
+//! worth has refilled, before any store command. Successful authentications
+//! never draw on a budget and are never slowed.
+//!
+//! What the store said of a refused credential is remembered with its
+//! budget ([`Known`]): the stored secret's hash, or that it is dead (a
+//! credential never comes back to life, and its hash never changes). So the
+//! real secret of a credential under attack is never refused by a budget
+//! others spent, and a wrong secret or a dead credential presented again is
+//! refused from memory, at no cost to the store and drawing on no budget:
+//! a live id, a revoked one and an unknown one are throttled alike.
+//! Credentials are keyed by their whole identity (kind, environment, route,
+//! id), so a forged token with another route or kind teaches nothing about
+//! the real one. Peers are IP addresses, IPv6 grouped by /64 (one host's
+//! share). Keys live in bounded maps (`quick_cache`): memory stays bounded
+//! however many ids or peers an attacker cycles through.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -23,6 +33,49 @@ use uuid::Uuid;
 
 use crate::clock::mono_ms;
 use crate::error::{InvalidReason, Spent, Throttled};
+use crate::model::{Environment, SecretHash};
+use crate::token::{Token, TokenKind};
+
+/// A credential's whole identity: everything of a token but its secret.
+pub type Identity = (TokenKind, Environment, Uuid, Uuid);
+
+/// The identity of `token`.
+pub fn identity(token: &Token) -> Identity {
+    (token.kind, token.env, token.route, token.id)
+}
+
+/// What a store read told of a refused credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// It exists, with this stored hash (the presented secret was wrong).
+    Secret(SecretHash),
+    /// Refused whatever the secret, for good, for this reason.
+    Dead(InvalidReason),
+}
+
+impl Known {
+    /// What a refusal for `reason` shows, `stored` the stored hash if the
+    /// record was read: an unknown secret for a record that exists is a
+    /// wrong one; anything else is final.
+    pub fn of(reason: InvalidReason, stored: Option<SecretHash>) -> Known {
+        match (reason, stored) {
+            (InvalidReason::Unknown, Some(h)) => Known::Secret(h),
+            (r, _) => Known::Dead(r),
+        }
+    }
+}
+
+/// The key of a peer's budget: its address, IPv6 cut to its /64 (what one
+/// host or customer gets) and IPv4-mapped IPv6 as IPv4.
+pub fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
 
 /// How many failures each key may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +102,8 @@ struct Slot {
     /// `mono_ms` of the last failure: a minute later the budget is whole
     /// again and the slot is no different from none.
     last_failure: AtomicU64,
+    /// What the store said of this credential (credential budgets only).
+    known: std::sync::OnceLock<Known>,
 }
 
 /// A budget is whole again this long after its last failure (quotas are per
@@ -71,21 +126,35 @@ impl<K: Eq + std::hash::Hash + Clone> Budgets<K> {
         Budgets { slots: Lru::new(capacity.max(1)), quota: Quota::per_minute(per_minute), swept_at: AtomicU64::new(0) }
     }
 
+    /// What is remembered of `k`; a use keeps the memory as long as a
+    /// failure would.
+    fn known(&self, k: &K, now: u64) -> Option<Known> {
+        let slot = self.slots.get(k)?;
+        let known = *slot.known.get()?;
+        slot.last_failure.fetch_max(now, Ordering::Relaxed);
+        Some(known)
+    }
+
     fn blocked(&self, k: &K, now: u64) -> Option<Duration> {
         let until = self.slots.get(k)?.blocked_until.load(Ordering::Relaxed);
         (until > now).then(|| Duration::from_millis(until - now))
     }
 
-    fn fail(&self, k: &K) {
+    /// Draws a failure from `k`'s budget, remembering `known` of it.
+    fn fail(&self, k: &K, known: Option<Known>) {
         let quota = self.quota;
         let slot = self.slots.get_or_insert_with(k, || {
             Ok::<_, std::convert::Infallible>(Arc::new(Slot {
                 limiter: RateLimiter::direct(quota),
                 blocked_until: AtomicU64::new(0),
                 last_failure: AtomicU64::new(0),
+                known: std::sync::OnceLock::new(),
             }))
         });
         let Ok(slot) = slot;
+        if let Some(k) = known {
+            let _ = slot.known.set(k);
+        }
         let now = mono_ms();
         slot.last_failure.store(now, Ordering::Relaxed);
         self.sweep(now);
@@ -118,8 +187,17 @@ impl<K: Eq + std::hash::Hash + Clone> Budgets<K> {
 
 /// The failure budgets of one process.
 pub struct FailureGuard {
-    credentials: Option<Budgets<Uuid>>,
+    credentials: Option<Budgets<Identity>>,
     peers: Option<Budgets<IpAddr>>,
+}
+
+/// What [`FailureGuard::check`] decides before a store read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on: cache or store.
+    Go,
+    /// Refused from memory, with this reason; no store read, no budget drawn.
+    Refuse(InvalidReason),
 }
 
 impl FailureGuard {
@@ -131,45 +209,63 @@ impl FailureGuard {
         }
     }
 
-    /// Whether an attempt from `peer` with credential `id` may go on (to the
-    /// store); a spent budget refuses it.
-    pub fn check(&self, peer: Option<IpAddr>, id: Option<Uuid>) -> Result<(), Throttled> {
+    /// Whether an attempt from `peer` with credential `who` and a secret
+    /// hashing to `presented` may go on to the store. The stored secret of
+    /// a credential refused before always goes on, whatever budget others
+    /// spent; a secret known wrong, or a credential known dead, is refused
+    /// from memory; anything else is refused while its credential's or its
+    /// peer's budget is spent.
+    pub fn check(&self, peer: Option<IpAddr>, who: &Identity, presented: &SecretHash) -> Result<Verdict, Throttled> {
         let now = mono_ms();
-        if let (Some(b), Some(p)) = (&self.peers, peer)
-            && let Some(retry_after) = b.blocked(&p, now)
-        {
-            return Err(Throttled { spent: Spent::Peer, retry_after });
+        if let Some(b) = &self.credentials {
+            match b.known(who, now) {
+                Some(Known::Secret(h)) if h.matches(presented) => return Ok(Verdict::Go),
+                Some(Known::Secret(_)) => return Ok(Verdict::Refuse(InvalidReason::Unknown)),
+                Some(Known::Dead(r)) => return Ok(Verdict::Refuse(r)),
+                None => {}
+            }
         }
-        if let (Some(b), Some(id)) = (&self.credentials, id)
-            && let Some(retry_after) = b.blocked(&id, now)
+        self.check_peer(peer)?;
+        if let Some(b) = &self.credentials
+            && let Some(retry_after) = b.blocked(who, now)
         {
             return Err(Throttled { spent: Spent::Credential, retry_after });
+        }
+        Ok(Verdict::Go)
+    }
+
+    /// Whether `peer` may make an attempt that costs a check (an operator
+    /// key that failed to open).
+    pub fn check_peer(&self, peer: Option<IpAddr>) -> Result<(), Throttled> {
+        if let (Some(b), Some(p)) = (&self.peers, peer)
+            && let Some(retry_after) = b.blocked(&peer_key(p), mono_ms())
+        {
+            return Err(Throttled { spent: Spent::Peer, retry_after });
         }
         Ok(())
     }
 
-    /// Records a failed authentication.
-    pub fn failed(&self, peer: Option<IpAddr>, id: Option<Uuid>) {
+    /// Records a failed check that read no store (an operator key that did
+    /// not open): the peer's budget only.
+    pub fn failed(&self, peer: Option<IpAddr>) {
         if let (Some(b), Some(p)) = (&self.peers, peer) {
-            b.fail(&p);
-        }
-        if let (Some(b), Some(id)) = (&self.credentials, id) {
-            b.fail(&id);
+            b.fail(&peer_key(p), None);
         }
     }
 
-    /// Records that credential `id` was refused for `reason`. A dead
-    /// credential (revoked, expired, of another environment) is what honest
-    /// callers present after a logout or a timeout, many of them behind one
-    /// address: it draws on its own id's budget only. An unknown id or a
-    /// wrong secret, which is what guessing looks like, draws on the peer's
-    /// budget too.
-    pub fn refused(&self, peer: Option<IpAddr>, id: Uuid, reason: InvalidReason) {
-        let guess = matches!(reason, InvalidReason::Unknown | InvalidReason::Malformed);
-        self.failed(if guess { peer } else { None }, Some(id));
+    /// Records that the store refused credential `who` for `reason`, having
+    /// read `stored` as its hash (if the record was there). Every such
+    /// refusal draws alike on the credential's and the peer's budgets,
+    /// whatever the reason (a dead credential and a guess look the same
+    /// from outside); what was learned answers the next attempts.
+    pub fn refused(&self, peer: Option<IpAddr>, who: &Identity, reason: InvalidReason, stored: Option<SecretHash>) {
+        if let Some(b) = &self.credentials {
+            b.fail(who, Some(Known::of(reason, stored)));
+        }
+        self.failed(peer);
     }
 
-    /// Keys tracked (credential ids, peers), for tests and metrics.
+    /// Keys tracked (credentials, peers), for tests and metrics.
     pub fn tracked(&self) -> (usize, usize) {
         (self.credentials.as_ref().map_or(0, Budgets::len), self.peers.as_ref().map_or(0, Budgets::len))
     }
@@ -187,33 +283,71 @@ mod tests {
         })
     }
 
+    fn who() -> Identity {
+        (TokenKind::ApiKey, Environment::Production, Uuid::new_v4(), Uuid::new_v4())
+    }
+
+    const REAL: SecretHash = SecretHash([1; 16]);
+    const WRONG: SecretHash = SecretHash([2; 16]);
+
     #[test]
-    fn a_spent_budget_refuses_until_refilled() {
+    fn a_spent_budget_refuses_what_is_not_known_until_refilled() {
         let g = guard(3, 0, 100);
-        let (id, other) = (Uuid::new_v4(), Uuid::new_v4());
-        for _ in 0..3 {
-            assert!(g.check(None, Some(id)).is_ok());
-            g.failed(None, Some(id));
+        let (id, other) = (who(), who());
+        // Refusals whose record was not read (absent): each new identity.
+        for _ in 0..4 {
+            assert_eq!(g.check(None, &other, &WRONG), Ok(Verdict::Go));
+            g.credentials.as_ref().unwrap().fail(&other, None);
         }
-        assert!(g.check(None, Some(id)).is_ok(), "three failures are the budget");
-        g.failed(None, Some(id));
-        let t = g.check(None, Some(id)).unwrap_err();
+        let t = g.check(None, &other, &WRONG).unwrap_err();
         assert_eq!(t.spent, Spent::Credential);
         // One failure's worth refills in 60 s / 3.
         assert!(t.retry_after > Duration::from_secs(15) && t.retry_after <= Duration::from_secs(20), "{t:?}");
-        assert!(g.check(None, Some(other)).is_ok(), "budgets are per id");
-        assert!(g.check(Some([127, 0, 0, 1].into()), None).is_ok(), "no peer budget configured");
+        assert_eq!(g.check(None, &id, &WRONG), Ok(Verdict::Go), "budgets are per credential");
+        assert!(g.check_peer(Some([127, 0, 0, 1].into())).is_ok(), "no peer budget configured");
+    }
+
+    #[test]
+    fn the_real_secret_is_never_refused_by_a_budget_others_spent() {
+        let g = guard(3, 2, 100);
+        let (id, attacker, victim): (Identity, IpAddr, IpAddr) = (who(), [10, 0, 0, 1].into(), [10, 0, 0, 1].into());
+        // The attacker's forged tokens read the record once...
+        assert_eq!(g.check(Some(attacker), &id, &WRONG), Ok(Verdict::Go));
+        g.refused(Some(attacker), &id, InvalidReason::Unknown, Some(REAL));
+        for _ in 0..10 {
+            // ...then are refused from memory, drawing nothing.
+            assert_eq!(g.check(Some(attacker), &id, &WRONG), Ok(Verdict::Refuse(InvalidReason::Unknown)));
+        }
+        // Spend the shared address' peer budget with other ids.
+        for _ in 0..5 {
+            g.refused(Some(attacker), &who(), InvalidReason::Unknown, None);
+        }
+        assert_eq!(g.check(Some(attacker), &who(), &WRONG).unwrap_err().spent, Spent::Peer);
+        // The victim, behind the same address, with the real secret: goes on.
+        assert_eq!(g.check(Some(victim), &id, &REAL), Ok(Verdict::Go));
+    }
+
+    #[test]
+    fn a_dead_credential_is_refused_from_memory_whatever_the_secret() {
+        let g = guard(3, 100, 100);
+        let id = who();
+        g.refused(None, &id, InvalidReason::Revoked, None);
+        assert_eq!(g.check(None, &id, &REAL), Ok(Verdict::Refuse(InvalidReason::Revoked)));
+        assert_eq!(g.check(None, &id, &WRONG), Ok(Verdict::Refuse(InvalidReason::Revoked)));
+        // Another identity with the same id (another route) knows nothing.
+        let (k, e, _, i) = id;
+        assert_eq!(g.check(None, &(k, e, Uuid::new_v4(), i), &REAL), Ok(Verdict::Go));
     }
 
     #[test]
     fn whole_budgets_are_dropped() {
         let b: Budgets<Uuid> = Budgets::new(NonZeroU32::new(3).unwrap(), 100);
         for _ in 0..10 {
-            b.fail(&Uuid::new_v4());
+            b.fail(&Uuid::new_v4(), None);
         }
         let spent = Uuid::new_v4();
         for _ in 0..4 {
-            b.fail(&spent);
+            b.fail(&spent, None);
         }
         assert!(b.blocked(&spent, mono_ms()).is_some());
         let now = mono_ms();
@@ -224,21 +358,28 @@ mod tests {
     }
 
     #[test]
-    fn peers_have_their_own_budget() {
+    fn peers_have_their_own_budget_and_ipv6_is_grouped_by_64() {
         let g = guard(0, 2, 100);
         let p: IpAddr = [10, 0, 0, 1].into();
         for _ in 0..3 {
-            g.failed(Some(p), Some(Uuid::new_v4()));
+            g.failed(Some(p));
         }
-        assert_eq!(g.check(Some(p), None).unwrap_err().spent, Spent::Peer);
-        assert!(g.check(Some([10, 0, 0, 2].into()), None).is_ok());
+        assert_eq!(g.check_peer(Some(p)).unwrap_err().spent, Spent::Peer);
+        assert!(g.check_peer(Some([10, 0, 0, 2].into())).is_ok());
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        for _ in 0..3 {
+            g.failed(Some(v6("2001:db8:1:2::1")));
+        }
+        assert!(g.check_peer(Some(v6("2001:db8:1:2:ffff::9"))).is_err(), "same /64");
+        assert!(g.check_peer(Some(v6("2001:db8:1:3::1"))).is_ok(), "another /64");
+        assert_eq!(peer_key(v6("::ffff:10.0.0.1")), p, "IPv4-mapped is IPv4");
     }
 
     #[test]
     fn memory_is_bounded() {
         let g = guard(1, 1, 1000);
         for i in 0..20_000u32 {
-            g.failed(Some(IpAddr::from(i.to_be_bytes())), Some(Uuid::new_v4()));
+            g.refused(Some(IpAddr::from(i.to_be_bytes())), &who(), InvalidReason::Unknown, None);
         }
         let (ids, peers) = g.tracked();
         assert!(ids <= 1000 && peers <= 1000, "{ids} ids, {peers} peers tracked");

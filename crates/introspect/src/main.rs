@@ -9,7 +9,7 @@ use cred_core::cache::CacheOptions;
 use cred_core::guard::GuardOptions;
 use cred_core::store::redis::RedisOptions;
 use cred_core::store::{Instrumented, RedisStore};
-use cred_serve::args::{HealthArgs, LimitArgs, RedisArgs, TlsArgs, env_prefix, serve_options};
+use cred_serve::args::{HealthArgs, LimitArgs, PeerArgs, RedisArgs, TlsArgs, env_prefix, serve_options};
 use cred_telemetry::LogFormat;
 use introspect::{Verifier, VerifyOptions};
 use std::num::NonZeroU32;
@@ -80,6 +80,8 @@ struct ServeArgs {
     tls: TlsArgs,
     #[command(flatten)]
     health: HealthArgs,
+    #[command(flatten)]
+    peers: PeerArgs,
 }
 
 #[tokio::main]
@@ -113,7 +115,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     }
     let limits = a.limits.limits()?;
     let drain = Duration::from_millis(a.drain_timeout_ms);
-    let serve_opts = serve_options(&a.tls, None, &a.health, drain, limits).await?;
+    let serve_opts = serve_options(&a.tls, None, &a.health, &a.peers, drain, limits).await?;
     let (target, flag) = a.redis.target()?;
     let store = RedisStore::open(
         &target,

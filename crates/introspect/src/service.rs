@@ -94,7 +94,7 @@ fn outcome(e: &Error) -> &'static str {
 #[tonic::async_trait]
 impl<S: Store> IntrospectService for IntrospectApi<S> {
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
-        let peer = req.remote_addr().map(|a| a.ip());
+        let peer = cred_serve::peer::client_ip(&req);
         let r = req.into_inner();
         let verified = match requirements(&r) {
             Ok(want) => self.verifier.verify_from(&r.token, &want, peer).await,

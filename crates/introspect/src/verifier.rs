@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cred_core::clock::{Millis, now_ms};
 use cred_core::error::StoreError;
-use cred_core::guard::{FailureGuard, GuardOptions};
+use cred_core::guard::{FailureGuard, GuardOptions, Verdict, identity};
 use cred_core::model::SecretHash;
 use cred_core::model::{Environment, Scopes, sliding_expiry};
 use cred_core::store::Store;
@@ -186,19 +186,26 @@ impl<S: Store> Verifier<S> {
         let entry = match self.inner.cache.get(&key) {
             Some(e) if e.expires_at.load(Ordering::Relaxed) > now => e,
             _ => {
-                // A spent failure budget: no store read.
-                if let Some(g) = &self.inner.guard {
-                    g.check(peer, Some(token.id)).map_err(Error::Throttled)?;
+                // Known wrong or dead, or a spent failure budget: no store read.
+                let who = identity(&token);
+                if let Some(g) = &self.inner.guard
+                    && let Verdict::Refuse(r) = g.check(peer, &who, &hash).map_err(Error::Throttled)?
+                {
+                    return Err(invalid(r));
                 }
-                self.load(&token, &hash, key).await.inspect_err(|e| self.failed(e, peer, token.id))?
+                let mut stored = None;
+                let loaded = self.load(&token, &hash, key, &mut stored).await;
+                if let (Err(Error::InvalidCredential(r)), Some(g)) = (&loaded, &self.inner.guard) {
+                    g.refused(peer, &who, *r, stored);
+                }
+                loaded?
             }
         };
-        // 4. The checks authd makes, on the cached records.
+        // 4. The checks authd makes, on the cached records (no store read:
+        // nothing for the budgets).
         if let Err(r) = check(&entry, &token, &hash, now) {
             self.inner.cache.insert_negative(key, hash, r);
-            let e = invalid(r);
-            self.failed(&e, peer, token.id);
-            return Err(e);
+            return Err(invalid(r));
         }
         // 5. What the caller requires.
         if let Some(want) = req.scopes {
@@ -216,22 +223,23 @@ impl<S: Store> Verifier<S> {
         Ok(Verified::of(token.kind, key, &entry, (expires_at != Millis::MAX).then_some(expires_at)))
     }
 
-    /// Draws on the failure budgets for a refused credential.
-    fn failed(&self, e: &Error, peer: Option<IpAddr>, id: uuid::Uuid) {
-        if let (Error::InvalidCredential(reason), Some(g)) = (e, &self.inner.guard) {
-            g.refused(peer, id, *reason);
-        }
-    }
-
     /// Loads a credential's records in one store round trip (plus one for
     /// its tenant when that is not cached), within the deadline.
-    async fn load(&self, token: &Token, hash: &SecretHash, key: Key) -> Result<Arc<Entry>, Error> {
+    /// `stored` gets the stored hash of the record read, for the budgets.
+    async fn load(
+        &self,
+        token: &Token,
+        hash: &SecretHash,
+        key: Key,
+        stored: &mut Option<SecretHash>,
+    ) -> Result<Arc<Entry>, Error> {
         let started = mono_ms();
         let load = async {
             let now = now_ms();
             match token.kind {
                 TokenKind::ApiKey => {
                     let l = self.inner.store.get_api_key(token.route, token.id).await?;
+                    *stored = l.key.as_ref().map(|k| k.hash);
                     check_api_key(token, hash, l.key.as_ref(), l.tenant.as_ref(), l.gone, now).map_err(invalid)?;
                     let (Some(k), Some(t)) = (l.key, l.tenant) else { return Err(invalid(InvalidReason::Unknown)) };
                     let t = Arc::new(t);
@@ -241,6 +249,7 @@ impl<S: Store> Verifier<S> {
                 }
                 TokenKind::Session | TokenKind::TestClientKey => {
                     let l = self.inner.store.get_session(token.route, token.id).await?;
+                    *stored = l.session.as_ref().map(|s| s.hash);
                     let tenant = match &l.client {
                         Some(c) => self.tenant(c.tenant_id, started).await?,
                         None => None,

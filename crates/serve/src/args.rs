@@ -14,6 +14,7 @@ use cred_core::store::RedisTarget;
 use tokio::net::TcpListener;
 
 use crate::limits::Limits;
+use crate::peer::TrustedProxies;
 use crate::serve::ServeOptions;
 use crate::tls::ServerTls;
 
@@ -111,6 +112,17 @@ pub struct HealthArgs {
     pub health_listen: Option<SocketAddr>,
 }
 
+/// Who the caller is, behind proxies.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PeerArgs {
+    /// Proxies (CIDRs or addresses, comma-separated) whose connections may
+    /// name the caller in `x-forwarded-for`; the per-peer failure budgets
+    /// then count the nearest hop that is not one of them. Empty: the TCP
+    /// peer, and the header is ignored.
+    #[arg(long, value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+}
+
 /// The serving options of the flags: TLS (with `client_ca`, the admin mTLS
 /// CA, when the service has one) and the health listener, bound now; or
 /// the setting at fault.
@@ -118,16 +130,19 @@ pub async fn serve_options(
     tls: &TlsArgs,
     client_ca: Option<&Path>,
     health: &HealthArgs,
+    peers: &PeerArgs,
     drain: Duration,
     limits: Limits,
 ) -> Result<ServeOptions, String> {
+    let trusted_proxies =
+        TrustedProxies::parse(&peers.trusted_proxies).map_err(|e| format!("--trusted-proxies: {e}"))?;
     let tls = ServerTls::from_flags(tls.tls_cert_file.as_deref(), tls.tls_key_file.as_deref(), client_ca)
         .map_err(|e| e.to_string())?;
     let health_listener = match health.health_listen {
         Some(a) => Some(TcpListener::bind(a).await.map_err(|e| format!("--health-listen {a}: {e}"))?),
         None => None,
     };
-    Ok(ServeOptions { drain, tls, health_listener, limits })
+    Ok(ServeOptions { drain, tls, health_listener, limits, trusted_proxies })
 }
 
 #[cfg(test)]

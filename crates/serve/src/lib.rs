@@ -12,12 +12,15 @@
 //!   the flag, and the client-certificate interceptor of admin mTLS;
 //! - `limits`: request size, metadata, stream and timeout limits, and the
 //!   wrapper that refuses an oversized message from its length prefix;
+//! - `peer`: the caller's address for the per-peer budgets, through
+//!   trusted proxies' `x-forwarded-for`;
 //! - `status`: the one table from `cred_core::Error` to `tonic::Status`,
 //!   with what the services really differ in as an `Edge` parameter.
 #![forbid(unsafe_code)]
 
 pub mod args;
 pub mod limits;
+pub mod peer;
 pub mod serve;
 pub mod status;
 pub mod tls;

@@ -11,6 +11,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use cred_telemetry::{CallLog, RpcLayer};
+
+use crate::peer::TrustedProxies;
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::codegen::Service;
@@ -137,12 +139,20 @@ pub struct ServeOptions {
     pub health_listener: Option<TcpListener>,
     /// Request size, metadata, stream and timeout limits.
     pub limits: Limits,
+    /// Proxies whose `x-forwarded-for` names the caller (budgets per peer).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl ServeOptions {
     /// Plaintext, no health listener, default limits, `drain` after shutdown.
     pub fn new(drain: Duration) -> ServeOptions {
-        ServeOptions { drain, tls: None, health_listener: None, limits: Limits::default() }
+        ServeOptions {
+            drain,
+            tls: None,
+            health_listener: None,
+            limits: Limits::default(),
+            trusted_proxies: TrustedProxies::default(),
+        }
     }
 }
 
@@ -172,6 +182,8 @@ pub struct Assembly {
     health: HealthReporter,
     /// The telemetry layer every API service goes behind.
     rpc: RpcLayer,
+    /// Resolves the caller behind trusted proxies.
+    peers: TrustedProxies,
 }
 
 impl Assembly {
@@ -189,6 +201,7 @@ impl Assembly {
             health_only,
             health,
             rpc: RpcLayer::new(),
+            peers: opts.trusted_proxies,
         })
     }
 
@@ -219,7 +232,8 @@ impl Assembly {
         B::Error: Into<tonic::codegen::StdError>,
     {
         self.names.push(S::NAME);
-        self.router = self.router.add_service(tower::Layer::layer(&self.rpc, self.limits.service(svc)));
+        let svc = self.peers.service(self.limits.service(svc));
+        self.router = self.router.add_service(tower::Layer::layer(&self.rpc, svc));
         self
     }
 
