@@ -49,7 +49,7 @@ async fn the_binaries_serve_on_a_cluster() {
     let tenant_id = tenant.tenant.expect("tenant").tenant_id;
     let req = pb::CreateApiKeyRequest {
         tenant_id,
-        environment: pb::Environment::Test.into(),
+        environment: pb::Environment::Production.into(),
         name: "backend".into(),
         ..Default::default()
     };

@@ -57,15 +57,14 @@ impl Introspect {
 
 /// A valid API key stored in `redis`.
 async fn api_key(redis: &RedisServer) -> String {
+    api_key_of(redis, Environment::Production).await
+}
+
+/// A valid API key of `env` stored in `redis`.
+async fn api_key_of(redis: &RedisServer, env: Environment) -> String {
     let a = Authority::new(redis.store().await);
     let t = a.create_tenant("op", "t".into(), None, None).await.expect("tenant");
-    let req = NewApiKey {
-        tenant_id: t.id,
-        env: Environment::Test,
-        name: "k".into(),
-        scopes: Scopes::default(),
-        expires_at: None,
-    };
+    let req = NewApiKey { tenant_id: t.id, env, name: "k".into(), scopes: Scopes::default(), expires_at: None };
     a.create_api_key("op", req).await.expect("api key").token
 }
 
@@ -262,4 +261,29 @@ fn bad_limits_fail_at_start_naming_the_setting() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(named), "{var}={value}: {err}");
     }
+}
+
+/// As shipped, a replica refuses test credentials unless the caller asks
+/// for the test environment; `--environment any` accepts both.
+#[tokio::test]
+async fn the_shipped_replica_refuses_test_credentials_unless_asked() {
+    let redis = RedisServer::start();
+    let (test, live) = (api_key_of(&redis, Environment::Test).await, api_key_of(&redis, Environment::Production).await);
+    let verify = |ch: Channel, token: &str, env: pb::Environment| {
+        let req = pb::VerifyRequest { token: token.into(), required_environment: env.into(), ..Default::default() };
+        async move { IntrospectServiceClient::new(ch).verify(req).await }
+    };
+    let shipped = Introspect::start(&redis, &[]);
+    let ch = shipped.channel().await;
+    verify(ch.clone(), &live, pb::Environment::Unspecified).await.expect("a production key");
+    let e = verify(ch.clone(), &test, pb::Environment::Unspecified).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert_eq!(cred_tests::introspect::cause(&e), "ENV_MISMATCH", "{e:?}");
+    verify(ch.clone(), &test, pb::Environment::Test).await.expect("a test key, asked for");
+    let e = verify(ch, &live, pb::Environment::Test).await.unwrap_err();
+    assert_eq!(cred_tests::introspect::cause(&e), "ENV_MISMATCH", "{e:?}");
+    let any = Introspect::start(&redis, &[("INTROSPECT_ENVIRONMENT", "any")]);
+    let ch = any.channel().await;
+    verify(ch.clone(), &test, pb::Environment::Unspecified).await.expect("a test key on an `any` replica");
+    verify(ch, &live, pb::Environment::Unspecified).await.expect("a production key on an `any` replica");
 }

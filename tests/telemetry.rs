@@ -283,7 +283,7 @@ async fn spans_and_metrics_reach_a_real_otlp_receiver_and_carry_no_secret() {
             tp,
             pb::CreateApiKeyRequest {
                 tenant_id: tenant.clone(),
-                environment: pb::Environment::Test.into(),
+                environment: pb::Environment::Production.into(),
                 name: "k".into(),
                 ..Default::default()
             },
@@ -435,8 +435,11 @@ async fn every_flow_logs_one_json_line_per_rpc_and_no_secret() {
     // at DEBUG).
     let redis = RedisServer::start();
     let op = operator();
-    // No collector configured: nothing exported, nothing complains.
-    let (mut authd, aaddr, mut introspect, iaddr) = start(&redis, &op, &[]);
+    // No collector configured: nothing exported, nothing complains. The
+    // flow uses test credentials (a test client key needs a test API key):
+    // this replica accepts both environments.
+    let any = [("INTROSPECT_ENVIRONMENT", "any".to_string())];
+    let (mut authd, aaddr, mut introspect, iaddr) = start(&redis, &op, &any);
     let mut c = clients(&aaddr, &iaddr).await;
     let o = op.token.as_str();
     // (method, code, tenant expected on the line) of every call, in order.
@@ -572,7 +575,7 @@ async fn introspect_logs_every_verify_when_asked() {
     let tenant = t.await.unwrap().into_inner().tenant.unwrap().tenant_id;
     let new_key = pb::CreateApiKeyRequest {
         tenant_id: tenant.clone(),
-        environment: pb::Environment::Test.into(),
+        environment: pb::Environment::Production.into(),
         name: "k".into(),
         ..Default::default()
     };

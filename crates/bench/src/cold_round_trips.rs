@@ -29,7 +29,7 @@ pub async fn figure_b(env: &mut Env, sum: &mut Summary) -> Result<(), String> {
     // and one of a tenant A has never seen.
     let (_, _, primer) = create_client(&env.authd, &env.api_key).await?;
     let (_, _, probe) = create_client(&env.authd, &env.api_key).await?;
-    let (_, other_key) = new_tenant(&env.authd, &env.operator, "bench-other", apb::Environment::Test).await?;
+    let (_, other_key) = new_tenant(&env.authd, &env.operator, "bench-other", apb::Environment::Production).await?;
     let (_, _, probe_other) = create_client(&env.authd, &other_key).await?;
     // Older than the touch granularity, as any token last used over 1 s ago:
     // the first verify then also writes a touch.

@@ -84,14 +84,14 @@ impl Env {
         let authd_addr = authd_server.addr;
         let authd = process::connect(authd_addr).await?;
 
-        // Tenant, test API key and the hot CST, through authd's gRPC API.
-        let (tenant_id, api_key) = new_tenant(&authd, &operator, "bench", apb::Environment::Test).await?;
+        // Tenant, production API key and the hot CST, through authd's gRPC API.
+        let (tenant_id, api_key) = new_tenant(&authd, &operator, "bench", apb::Environment::Production).await?;
         let (_, _, hot_cst) = create_client(&authd, &api_key).await?;
         let tenant_uuid: uuid::Uuid = tenant_id.parse().map_err(|e| format!("tenant id {tenant_id}: {e}"))?;
         let store = RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| e.to_string())?;
         let tenant = store.get_tenant(tenant_uuid).await.map_err(|e| e.to_string())?.ok_or("tenant not stored")?;
         println!(
-            "authd in process on {authd_addr}; tenant {tenant_id} (idle {} h, max {} d), test API key, CST {}…",
+            "authd in process on {authd_addr}; tenant {tenant_id} (idle {} h, max {} d), production API key, CST {}…",
             tenant.idle_timeout_ms / 3_600_000,
             tenant.max_lifetime_ms / 86_400_000,
             &hot_cst[..12]

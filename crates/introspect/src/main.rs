@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use cred_core::cache::CacheOptions;
 use cred_core::guard::GuardOptions;
+use cred_core::model::Environment;
 use cred_core::store::redis::RedisOptions;
 use cred_core::store::{Instrumented, RedisStore};
 use cred_serve::args::{HealthArgs, LimitArgs, PeerArgs, RedisArgs, TlsArgs, env_prefix, serve_options};
@@ -76,12 +77,36 @@ struct ServeArgs {
     /// memory of the budgets).
     #[arg(long, env = "INTROSPECT_FAILED_VERIFY_TRACKED", default_value_t = 100_000)]
     failed_verify_tracked: usize,
+    /// The environment a credential must be of when the caller does not
+    /// say (`required_environment` unset): `production` refuses test API
+    /// keys, test sessions and test client keys (cause ENV_MISMATCH) unless
+    /// the caller asks for TEST; `any` accepts both.
+    #[arg(long, env = "INTROSPECT_ENVIRONMENT", value_enum, default_value_t = EnvPolicy::Production)]
+    environment: EnvPolicy,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
     health: HealthArgs,
     #[command(flatten)]
     peers: PeerArgs,
+}
+
+/// `--environment`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum EnvPolicy {
+    Production,
+    Test,
+    Any,
+}
+
+impl EnvPolicy {
+    fn required(self) -> Option<Environment> {
+        match self {
+            EnvPolicy::Production => Some(Environment::Production),
+            EnvPolicy::Test => Some(Environment::Test),
+            EnvPolicy::Any => None,
+        }
+    }
 }
 
 #[tokio::main]
@@ -138,6 +163,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
             per_peer: NonZeroU32::new(a.failed_verify_per_peer),
             capacity: a.failed_verify_tracked,
         }),
+        environment: a.environment.required(),
     };
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

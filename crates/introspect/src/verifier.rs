@@ -35,6 +35,9 @@ pub struct VerifyOptions {
     /// off: introspect's callers are gateways speaking for many users);
     /// `None`: no limit.
     pub guard: Option<GuardOptions>,
+    /// The environment required of a credential when the caller names none
+    /// (`required_environment` unset); `None`: either.
+    pub environment: Option<Environment>,
 }
 
 impl Default for VerifyOptions {
@@ -44,6 +47,7 @@ impl Default for VerifyOptions {
             touch_granularity: Duration::from_secs(1),
             cache: CacheOptions::default(),
             guard: None,
+            environment: None,
         }
     }
 }
@@ -172,7 +176,7 @@ impl<S: Store> Verifier<S> {
     pub async fn verify_from(&self, text: &str, req: &Requirements, peer: Option<IpAddr>) -> Result<Verified, Error> {
         // 1. Typos and garbage are refused here, with no store command.
         let token = Token::parse(text).map_err(|_| invalid(InvalidReason::Malformed))?;
-        if req.env.is_some_and(|e| e != token.env) {
+        if req.env.or(self.inner.opts.environment).is_some_and(|e| e != token.env) {
             return Err(invalid(InvalidReason::EnvMismatch));
         }
         let hash = token.hash();
