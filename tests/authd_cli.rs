@@ -137,10 +137,45 @@ async fn offline_operator_keys_and_sighup_reload() {
     let e = admin.get_tenant(authed(&token, get.clone())).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "the operator key is accepted: {e:?}");
 
-    // Remove the key from the allowlist and reload.
-    std::fs::write(&allowlist, "# nobody\n").unwrap();
     let pid = p.child.id().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let hup = || assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let works = |token: String| {
+        let (mut admin, get) = (admin.clone(), get.clone());
+        async move { admin.get_tenant(authed(&token, get)).await.unwrap_err().code() == Code::NotFound }
+    };
+    async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !check().await {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Two more keys, made offline; one joins the list.
+    let secret = _dir.path().join("secret");
+    let key = || {
+        let new = run(&["operator-key", "new", "--operator-secret-file", secret.to_str().unwrap()]);
+        let id = new.lines().find_map(|l| l.strip_prefix("key id:")).unwrap().trim().to_string();
+        (id, new.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string())
+    };
+    let ((b_id, b), (c_id, c)) = (key(), key());
+    let a_id = std::fs::read_to_string(&allowlist).unwrap().lines().nth(1).unwrap().to_string();
+    std::fs::write(&allowlist, format!("{a_id}\n{b_id}\n")).unwrap();
+    hup();
+    eventually("SIGHUP did not add key b", async || works(b.clone()).await).await;
+    // A file with a bad line: b's removal applies at once, c's addition
+    // waits for a file that parses; a stays.
+    std::fs::write(&allowlist, format!("{a_id}\n{c_id}\nnot-a-uuid\n")).unwrap();
+    hup();
+    eventually("a removal in a file with a bad line was not applied", async || !works(b.clone()).await).await;
+    assert!(works(token.clone()).await, "a key still on a good line stopped working");
+    assert!(!works(c.clone()).await, "an addition in a file with a bad line was applied");
+    std::fs::write(&allowlist, format!("{a_id}\n{c_id}\n")).unwrap();
+    hup();
+    eventually("the fixed file's addition was not applied", async || works(c.clone()).await).await;
+
+    // Remove every key from the allowlist and reload.
+    std::fs::write(&allowlist, "# nobody\n").unwrap();
+    hup();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let e = admin.get_tenant(authed(&token, get.clone())).await.unwrap_err();
@@ -150,13 +185,20 @@ async fn offline_operator_keys_and_sighup_reload() {
         assert!(Instant::now() < deadline, "SIGHUP did not revoke the operator key");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A bad allowlist keeps the previous one (still: nobody) and the server up.
-    std::fs::write(&allowlist, "not-a-uuid\n").unwrap();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    // A bad allowlist adds nothing (still: nobody) and the server stays up,
+    // saying so at ERROR.
+    std::fs::write(&allowlist, format!("not-a-uuid\n{a_id}\n")).unwrap();
+    hup();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let e = admin.get_tenant(authed(&token, get)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(p.child.try_wait().unwrap().is_none(), "authd exited on a bad allowlist");
+    assert_eq!(p.terminate(), Some(0));
+    let logs = p.lines();
+    assert!(
+        logs.iter().any(|l| l.contains("ERROR") && l.contains("bad allowlist line") && l.contains("not-a-uuid")),
+        "no ERROR naming the bad line: {logs:?}"
+    );
 }
 
 /// SIGTERM: new connections are refused, the calls in flight finish, and

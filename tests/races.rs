@@ -57,7 +57,7 @@ struct Check {
 struct Record {
     /// Session tokens (or API keys), by index, with their session ids.
     creds: Vec<(String, String)>,
-    /// When each credential's creation started.
+    /// When each credential's creation returned.
     created: Vec<Instant>,
     /// When a revocation covering the credential returned (the earliest).
     revoked: HashMap<usize, Instant>,
@@ -147,12 +147,12 @@ async fn refresh_revoke_delete_and_verify_race_on_one_client() {
                 let pick = (t * 31 + i * 17) % 1000;
                 match t % 4 {
                     0 => {
-                        let started = Instant::now();
                         let req = apb::CreateSessionRequest { client_id: client_id.clone() };
                         match s.authd.clients().create_session(authed(&key, req)).await {
                             Ok(r) => {
                                 let r = r.into_inner();
-                                rec.lock().unwrap().add(r.token, r.session.expect("session").session_id, started);
+                                let sid = r.session.expect("session").session_id;
+                                rec.lock().unwrap().add(r.token, sid, Instant::now());
                             }
                             // The 100-live-sessions limit may be reached; that is a clean refusal.
                             Err(e) if e.code() == Code::ResourceExhausted => {}

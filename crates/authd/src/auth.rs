@@ -72,6 +72,14 @@ impl OperatorAuth {
         *self.allowlist.write().unwrap_or_else(|p| p.into_inner()) = allowlist;
     }
 
+    /// Applies the removals of `good` (the parsable part of a bad file) and
+    /// none of its additions; how many keys remain.
+    pub fn remove_missing(&self, good: &Allowlist) -> usize {
+        let mut list = self.allowlist.write().unwrap_or_else(|p| p.into_inner());
+        *list = list.intersection(good);
+        list.len()
+    }
+
     /// The audit actor of the request's operator key, or why it is refused.
     /// The key is opened before any budget is looked at (it costs no store
     /// command), so a valid operator key works from a throttled address.

@@ -332,7 +332,12 @@ async fn run<S: Store>(
     Ok(())
 }
 
-/// SIGHUP re-reads the allowlist; a bad file keeps the old list.
+/// SIGHUP re-reads the allowlist. A file with bad lines is not taken as
+/// is: its removals apply at once (a key no longer on a good line stops
+/// working: never a removed key left working because of a typo elsewhere),
+/// its additions wait until it parses, and each bad line is logged at
+/// ERROR. An unreadable file changes nothing (nothing to read removals
+/// from), also logged at ERROR.
 fn spawn_allowlist_reloader(operators: OperatorAuth, path: PathBuf) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
@@ -340,13 +345,28 @@ fn spawn_allowlist_reloader(operators: OperatorAuth, path: PathBuf) {
             return;
         };
         while hup.recv().await.is_some() {
-            match load_allowlist(&path) {
-                Ok(list) => {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "allowlist unreadable; nothing changed");
+                    continue;
+                }
+            };
+            match Allowlist::parse_lenient(&text) {
+                (list, bad) if bad.is_empty() => {
                     tracing::info!(keys = list.len(), "operator allowlist reloaded");
                     operators.reload(list);
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "allowlist reload failed; keeping the previous one")
+                (good, bad) => {
+                    let kept = operators.remove_missing(&good);
+                    for b in &bad {
+                        tracing::error!(file = %path.display(), error = %b, "bad allowlist line");
+                    }
+                    tracing::error!(
+                        keys = kept,
+                        bad_lines = bad.len(),
+                        "allowlist has bad lines: removals applied, additions held until it parses"
+                    );
                 }
             }
         }

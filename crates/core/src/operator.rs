@@ -112,6 +112,30 @@ impl Allowlist {
         Ok(Allowlist(ids))
     }
 
+    /// Parses what it can: the ids of the good lines, and each bad line.
+    pub fn parse_lenient(text: &str) -> (Allowlist, Vec<BadAllowlist>) {
+        let (mut ids, mut bad) = (HashSet::new(), Vec::new());
+        for (i, line) in text.lines().enumerate() {
+            let l = line.split('#').next().unwrap_or("").trim();
+            if l.is_empty() {
+                continue;
+            }
+            match Uuid::parse_str(l) {
+                Ok(id) => {
+                    ids.insert(id);
+                }
+                Err(_) => bad.push(BadAllowlist { line: i + 1, text: l.to_string() }),
+            }
+        }
+        (Allowlist(ids), bad)
+    }
+
+    /// The ids of this list that are also in `other`: its removals applied,
+    /// none of its additions.
+    pub fn intersection(&self, other: &Allowlist) -> Allowlist {
+        Allowlist(self.0.intersection(&other.0).copied().collect())
+    }
+
     /// An allowlist of the given ids.
     pub fn of(ids: impl IntoIterator<Item = Uuid>) -> Allowlist {
         Allowlist(ids.into_iter().collect())
