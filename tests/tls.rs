@@ -14,7 +14,7 @@ use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_proto::authd::v1 as pb;
 use cred_proto::introspect::v1 as ipb;
 use cred_serve::serve::ServeOptions;
-use cred_serve::tls::ServerTls;
+use cred_serve::tls::{CLIENT_CA_FLAG, ServerTls};
 use cred_tests::authd::authed;
 use cred_tests::{Authd, RedisServer, assert_eventually};
 use introspect::{Verifier, VerifyOptions};
@@ -103,8 +103,12 @@ impl Pki {
     }
 
     fn server_tls(&self, client_ca: bool) -> ServerTls {
-        ServerTls::load(&self.server_cert, &self.server_key, client_ca.then_some(self.client_ca.as_path()))
-            .expect("load server tls")
+        ServerTls::load(
+            &self.server_cert,
+            &self.server_key,
+            client_ca.then_some((CLIENT_CA_FLAG, self.client_ca.as_path())),
+        )
+        .expect("load server tls")
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -273,6 +277,35 @@ async fn introspect_serves_tls_and_refuses_plaintext() {
     health_port_serves_only_health(introspect.health_addr).await;
 }
 
+/// Caller mTLS on introspect (`--client-ca-file`): Verify needs a verified
+/// client certificate; health does not (probes carry none).
+#[tokio::test]
+async fn introspect_with_a_client_ca_verifies_only_for_callers_with_a_certificate() {
+    let pki = Pki::new();
+    let authd = Authd::start().await;
+    let keys = authd.tenant(None).await;
+    let created = authd
+        .clients()
+        .create_client(authed(&keys.test_key, pb::CreateClientRequest::default()))
+        .await
+        .expect("create client")
+        .into_inner();
+    let tls = ServerTls::load(&pki.server_cert, &pki.server_key, Some(("--client-ca-file", pki.client_ca.as_path())))
+        .expect("load server tls");
+    let introspect = introspect_tls(&authd.redis.server().url(), tls).await;
+    let verify = |ch: Channel| {
+        let req = ipb::VerifyRequest { token: created.token.clone(), ..Default::default() };
+        async move { ipb::introspect_service_client::IntrospectServiceClient::new(ch).verify(req).await }
+    };
+    let with_cert = tls_channel(introspect.addr, &pki, Some(&pki.admin)).await.expect("mTLS connect");
+    verify(with_cert).await.expect("Verify with a client certificate");
+    let no_cert = tls_channel(introspect.addr, &pki, None).await.expect("TLS without a client cert connects");
+    let s = verify(no_cert.clone()).await.expect_err("Verify without a client certificate");
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    assert!(s.message().contains("--client-ca-file"), "{s:?}");
+    assert!(matches!(health(no_cert).await, Ok(ServingStatus::Serving)), "health needs no certificate");
+}
+
 #[tokio::test]
 async fn admin_rpcs_need_a_client_certificate_and_the_operator_key() {
     let pki = Pki::new();
@@ -346,7 +379,7 @@ fn bad_tls_settings_fail_naming_the_flag() {
     let missing = Path::new("/nonexistent/credd/tls.crt");
     let f = ServerTls::from_flags;
 
-    assert!(err_of(f(None, None, Some(ca))).contains("--admin-client-ca-file needs server TLS"));
+    assert!(err_of(f(None, None, Some((CLIENT_CA_FLAG, ca)))).contains("--admin-client-ca-file needs server TLS"));
     assert!(err_of(f(Some(cert), None, None)).contains("--tls-key-file"));
     assert!(err_of(f(None, Some(key), None)).contains("--tls-cert-file"));
     let e = err_of(f(Some(missing), Some(key), None));
@@ -356,7 +389,9 @@ fn bad_tls_settings_fail_naming_the_flag() {
     assert!(err_of(f(Some(cert), Some(cert), None)).starts_with("--tls-key-file"), "a certificate as the key");
     let e = err_of(f(Some(cert), Some(&other_key), None));
     assert!(e.starts_with("--tls-cert-file / --tls-key-file"), "{e}");
-    assert!(err_of(f(Some(cert), Some(key), Some(&garbage))).starts_with("--admin-client-ca-file"));
+    assert!(err_of(f(Some(cert), Some(key), Some((CLIENT_CA_FLAG, &garbage)))).starts_with("--admin-client-ca-file"));
     assert!(f(None, None, None).expect("TLS off").is_none());
-    assert!(f(Some(cert), Some(key), Some(ca)).expect("good files").expect("TLS on").verifies_clients());
+    assert!(
+        f(Some(cert), Some(key), Some((CLIENT_CA_FLAG, ca))).expect("good files").expect("TLS on").verifies_clients()
+    );
 }

@@ -16,6 +16,7 @@ use cred_core::store::{Instrumented, MemoryStore, RedisStore, Store};
 use cred_serve::args::{HealthArgs, LimitArgs, PeerArgs, RedisArgs, TlsArgs, env_prefix, serve_options};
 use cred_serve::limits::Limits;
 use cred_serve::serve::ServeOptions;
+use cred_serve::tls::CLIENT_CA_FLAG;
 use cred_telemetry::LogFormat;
 use tokio::net::TcpListener;
 
@@ -256,7 +257,15 @@ async fn serve_with(a: ServeArgs) -> Result<(), String> {
     };
     let limits = a.budgets.limits(&a.limits)?;
     let drain = Duration::from_millis(a.drain_timeout_ms);
-    let opts = serve_options(&a.tls, a.admin_client_ca_file.as_deref(), &a.health, &a.peers, drain, limits).await?;
+    let opts = serve_options(
+        &a.tls,
+        a.admin_client_ca_file.as_deref().map(|p| (CLIENT_CA_FLAG, p)),
+        &a.health,
+        &a.peers,
+        drain,
+        limits,
+    )
+    .await?;
     let secret = a.secret.load()?;
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);

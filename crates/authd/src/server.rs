@@ -39,7 +39,7 @@ pub async fn run<S: Store>(
         cred_telemetry::metrics::observe_cache("api_key", cache.clone());
     }
     // Admin mTLS: a verified client certificate, checked before the key.
-    let admin_mtls = require_client_cert(opts.tls.as_ref().is_some_and(|t| t.verifies_clients()));
+    let admin_mtls = require_client_cert(opts.tls.as_ref());
     let edge = Assembly::new(opts)?;
     let max = edge.max_request_bytes();
     let admin = AdminServiceServer::new(AdminApi { authority: authority.clone(), operators });

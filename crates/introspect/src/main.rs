@@ -85,6 +85,11 @@ struct ServeArgs {
     environment: EnvPolicy,
     #[command(flatten)]
     tls: TlsArgs,
+    /// PEM CA for caller mTLS (needs TLS): every Verify then needs a client
+    /// certificate it issued (else UNAUTHENTICATED), so only the services
+    /// given one can use this replica as a validity oracle. Off by default.
+    #[arg(long, env = "INTROSPECT_CLIENT_CA_FILE")]
+    client_ca_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     health: HealthArgs,
     #[command(flatten)]
@@ -140,7 +145,15 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     }
     let limits = a.limits.limits()?;
     let drain = Duration::from_millis(a.drain_timeout_ms);
-    let serve_opts = serve_options(&a.tls, None, &a.health, &a.peers, drain, limits).await?;
+    let serve_opts = serve_options(
+        &a.tls,
+        a.client_ca_file.as_deref().map(|p| ("--client-ca-file", p)),
+        &a.health,
+        &a.peers,
+        drain,
+        limits,
+    )
+    .await?;
     let (target, flag) = a.redis.target()?;
     let store = RedisStore::open(
         &target,

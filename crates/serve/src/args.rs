@@ -6,7 +6,7 @@
 //! the command is built.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Command};
@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use crate::limits::Limits;
 use crate::peer::TrustedProxies;
 use crate::serve::ServeOptions;
-use crate::tls::ServerTls;
+use crate::tls::{ClientCa, ServerTls};
 
 /// Gives every long flag of `cmd` without an env var the env var
 /// `<PREFIX>_<FLAG>` (`--max-request-bytes` → `AUTHD_MAX_REQUEST_BYTES`).
@@ -128,7 +128,7 @@ pub struct PeerArgs {
 /// the setting at fault.
 pub async fn serve_options(
     tls: &TlsArgs,
-    client_ca: Option<&Path>,
+    client_ca: Option<ClientCa<'_>>,
     health: &HealthArgs,
     peers: &PeerArgs,
     drain: Duration,

@@ -42,9 +42,13 @@ pub enum TlsError {
 pub struct ServerTls {
     /// tonic's config: identity, and the client CA when set.
     config: ServerTlsConfig,
-    /// Whether client certificates are requested and verified (admin mTLS).
-    verifies_clients: bool,
+    /// The flag of the client CA, when client certificates are requested
+    /// and verified (mTLS).
+    client_ca_flag: Option<&'static str>,
 }
+
+/// A client CA file and the flag that named it (for errors).
+pub type ClientCa<'a> = (&'static str, &'a Path);
 
 impl ServerTls {
     /// The TLS setting of a service from its flags: `None` when TLS is off.
@@ -52,13 +56,13 @@ impl ServerTls {
     pub fn from_flags(
         cert: Option<&Path>,
         key: Option<&Path>,
-        client_ca: Option<&Path>,
+        client_ca: Option<ClientCa<'_>>,
     ) -> Result<Option<ServerTls>, TlsError> {
         match (cert, key) {
             (Some(c), Some(k)) => ServerTls::load(c, k, client_ca).map(Some),
-            (None, None) if client_ca.is_some() => Err(TlsError::Incomplete(format!(
-                "{CLIENT_CA_FLAG} needs server TLS: set {CERT_FLAG} and {KEY_FLAG} too"
-            ))),
+            (None, None) if let Some((flag, _)) = client_ca => {
+                Err(TlsError::Incomplete(format!("{flag} needs server TLS: set {CERT_FLAG} and {KEY_FLAG} too")))
+            }
             (None, None) => Ok(None),
             (Some(_), None) => Err(TlsError::Incomplete(format!("{CERT_FLAG} is set without {KEY_FLAG}"))),
             (None, Some(_)) => Err(TlsError::Incomplete(format!("{KEY_FLAG} is set without {CERT_FLAG}"))),
@@ -70,7 +74,7 @@ impl ServerTls {
     /// then requested but optional at the TLS level: callers without one
     /// still connect, and each service decides which RPCs need one; a
     /// certificate that does not verify fails the handshake.
-    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerTls, TlsError> {
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<ClientCa<'_>>) -> Result<ServerTls, TlsError> {
         let cert_pem = read(CERT_FLAG, cert)?;
         let certs = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
@@ -83,25 +87,25 @@ impl ServerTls {
             .map_err(|e| file_error(KEY_FLAG, key, format!("no PEM private key: {e}")))?;
         let mut config =
             ServerTlsConfig::new().identity(Identity::from_pem(&cert_pem, &key_pem)).timeout(HANDSHAKE_TIMEOUT);
-        if let Some(ca) = client_ca {
-            let ca_pem = read(CLIENT_CA_FLAG, ca)?;
+        if let Some((flag, ca)) = client_ca {
+            let ca_pem = read(flag, ca)?;
             let roots = CertificateDer::pem_slice_iter(&ca_pem)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| file_error(CLIENT_CA_FLAG, ca, format!("not PEM: {e}")))?;
+                .map_err(|e| file_error(flag, ca, format!("not PEM: {e}")))?;
             if roots.is_empty() {
-                return Err(file_error(CLIENT_CA_FLAG, ca, "no CERTIFICATE in the file"));
+                return Err(file_error(flag, ca, "no CERTIFICATE in the file"));
             }
             config = config.client_ca_root(Certificate::from_pem(&ca_pem)).client_auth_optional(true);
         }
         // Build rustls' config once now, so a key that is not the
         // certificate's (or a CA rustls refuses) fails at start.
         Server::builder().tls_config(config.clone()).map_err(|e| TlsError::Pair(chain(&e)))?;
-        Ok(ServerTls { config, verifies_clients: client_ca.is_some() })
+        Ok(ServerTls { config, client_ca_flag: client_ca.map(|(flag, _)| flag) })
     }
 
     /// Whether client certificates are verified (a client CA is set).
     pub fn verifies_clients(&self) -> bool {
-        self.verifies_clients
+        self.client_ca_flag.is_some()
     }
 
     /// Turns TLS on for `server`.
@@ -126,16 +130,17 @@ pub fn has_client_cert<T>(req: &Request<T>) -> bool {
 }
 
 /// An interceptor for services that need a verified client certificate when
-/// `required`: without one the call is refused UNAUTHENTICATED (the caller
-/// has not proven who it is), before any other check.
-pub fn require_client_cert(required: bool) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |req: Request<()>| {
-        if required && !has_client_cert(&req) {
-            return Err(Status::unauthenticated(format!(
-                "this RPC needs a TLS client certificate issued by the CA of {CLIENT_CA_FLAG}"
-            )));
+/// `tls` verifies clients: without one the call is refused UNAUTHENTICATED
+/// (the caller has not proven who it is), before any other check.
+pub fn require_client_cert(
+    tls: Option<&ServerTls>,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
+    let flag = tls.and_then(|t| t.client_ca_flag);
+    move |req: Request<()>| match flag {
+        Some(flag) if !has_client_cert(&req) => {
+            Err(Status::unauthenticated(format!("this RPC needs a TLS client certificate issued by the CA of {flag}")))
         }
-        Ok(req)
+        _ => Ok(req),
     }
 }
 
