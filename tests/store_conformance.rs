@@ -481,3 +481,45 @@ fn memory_store_is_a_store() {
     fn is_store<S: Store>(_: &S) {}
     is_store(&MemoryStore::new());
 }
+
+/// A client's revoked-session set has a bound (`REMEMBER_MAX`): revoking
+/// more sessions than that keeps the newest, and every one stays refused.
+#[tokio::test]
+async fn redis_revoked_sets_are_capped() {
+    use cred_core::store::REMEMBER_MAX;
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let c = client(t.id);
+    s.create_client(&c, None).await.unwrap();
+    let n = REMEMBER_MAX + 10;
+    let mut conn = server.conn().await;
+    let mut p = ::redis::pipe();
+    let now = now_ms();
+    let mut ids = Vec::with_capacity(n);
+    // Written directly (as create_session does), for speed.
+    for _ in 0..n {
+        let x = session(c.id, Some((600_000, 600_000)));
+        let key = format!("s:{{{}}}:{}", cred_core::token::short_id(c.id), cred_core::token::short_id(x.id));
+        p.cmd("SET").arg(&key).arg(vec![0u8; 40]).arg("PXAT").arg(now + 600_000).ignore();
+        p.cmd("ZADD")
+            .arg(format!("si:{{{}}}", cred_core::token::short_id(c.id)))
+            .arg(now + 600_000)
+            .arg(cred_core::token::short_id(x.id))
+            .ignore();
+        ids.push(x.id);
+    }
+    let () = p.query_async(&mut conn).await.unwrap();
+    assert_eq!(s.revoke_all_sessions(c.id).await.unwrap() as usize, n);
+    let kept: usize = ::redis::cmd("ZCARD")
+        .arg(format!("sr:{{{}}}", cred_core::token::short_id(c.id)))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, REMEMBER_MAX);
+    for id in ids.iter().step_by(997) {
+        let l = s.get_session(c.id, *id).await.unwrap();
+        assert!(l.session.is_none(), "a revoked session past the cap is still refused");
+    }
+}

@@ -149,6 +149,10 @@ pub type Invalidations = Pin<Box<dyn Stream<Item = Pushed> + Send>>;
 pub const REMEMBER_MS: Millis = 24 * 3600 * 1000;
 /// How long a revoked test client key or API key is remembered.
 pub const REMEMBER_REVOKED_MS: Millis = 30 * 24 * 3600 * 1000;
+/// Most revoked ids a set remembers (per client, per tenant): past that the
+/// soonest forgotten go first, refused all the same (as `UNKNOWN`). Bounds
+/// a set at about 400 KiB in Redis.
+pub const REMEMBER_MAX: usize = 10_000;
 
 /// Where credentials live. `now` parameters are the caller's clock, in
 /// milliseconds since the epoch, as Redis' `PEXPIREAT` takes them.

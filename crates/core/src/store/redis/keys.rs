@@ -11,8 +11,8 @@
 //! | `c:{C}` | hash | client C: `t` tenant, `e` env, `c` created, `l` labels (JSON) |
 //! | `s:{C}:S` | string | session S of C, 40 bytes: hash (16) ‖ created ‖ cap (0 = test key) ‖ last use, each i64 big-endian; TTL = expiry |
 //! | `si:{C}` | sorted set | C's session ids scored by cap (+inf for a test key); TTL = the largest cap + 1 day |
-//! | `sr:{C}` | sorted set | C's revoked session ids, scored by how long to remember them |
-//! | `kr:{T}` | sorted set | T's revoked API key ids, scored by how long to remember them |
+//! | `sr:{C}` | sorted set | C's revoked session ids, scored by how long to remember them; at most `REMEMBER_MAX` |
+//! | `kr:{T}` | sorted set | T's revoked API key ids, scored by how long to remember them; at most `REMEMBER_MAX` |
 //!
 //! `si` outlives its members' caps by a day so that a verify can tell
 //! "expired at the cap" and "expired idle" from "unknown", and an API key

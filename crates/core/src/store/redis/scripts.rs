@@ -1,14 +1,14 @@
 //! The Lua scripts of the Redis store, one readable file each under
 //! `scripts/`. Constants are spliced in once, at first use, where a script
 //! names them (`__REMEMBER_MS__`, `__REMEMBER_REVOKED_MS__`,
-//! `__INVALIDATION_CHANNEL__`); the revoking scripts start with
+//! `__REMEMBER_MAX__`, `__INVALIDATION_CHANNEL__`); the revoking scripts start with
 //! `announce.lua` (numbered PUBLISH, see `seq`) and, most, `remember.lua`.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-use crate::store::{INVALIDATION_CHANNEL, REMEMBER_MS, REMEMBER_REVOKED_MS};
+use crate::store::{INVALIDATION_CHANNEL, REMEMBER_MAX, REMEMBER_MS, REMEMBER_REVOKED_MS};
 
 /// The shared `remember(key, member, cap, now)` function.
 const REMEMBER: &str = include_str!("scripts/remember.lua");
@@ -20,6 +20,7 @@ fn splice(lua: &str) -> String {
     lua.replace("__REMEMBER_MS__", &REMEMBER_MS.to_string())
         .replace("__REMEMBER_REVOKED_MS__", &REMEMBER_REVOKED_MS.to_string())
         .replace("__INVALIDATION_CHANNEL__", INVALIDATION_CHANNEL)
+        .replace("__REMEMBER_MAX__", &REMEMBER_MAX.to_string())
 }
 
 /// A script as it is sent to Redis, after the shared functions it uses.
