@@ -57,7 +57,7 @@ async fn dev_mode_banner_works_as_printed() {
     sessions.get_current_session(authed(session, pb::GetCurrentSessionRequest {})).await.expect("session works");
     let mut admin = pb::admin_service_client::AdminServiceClient::new(ch);
     admin
-        .list_api_keys(authed(operator, pb::ListApiKeysRequest { tenant_id: tenant.into() }))
+        .list_api_keys(authed(operator, pb::ListApiKeysRequest { tenant_id: tenant.into(), ..Default::default() }))
         .await
         .expect("operator key works");
     // Its human log lines went to a pipe: plain text, no colour escapes.

@@ -52,7 +52,7 @@ async fn session_token_lifecycle(backend: Backend) {
     assert_eq!(me.client.unwrap().labels, labels(&[("plan", "pro")]));
 
     let list = clients
-        .list_sessions(authed(&keys.live_key, pb::ListSessionsRequest { client_id: cid.clone() }))
+        .list_sessions(authed(&keys.live_key, pb::ListSessionsRequest { client_id: cid.clone(), ..Default::default() }))
         .await
         .unwrap()
         .into_inner();
@@ -112,7 +112,10 @@ async fn api_key_lifecycle_and_scopes(backend: Backend) {
     assert!(a.api_key_ok(&keys.test_key).await && a.api_key_ok(&keys.live_key).await);
 
     let list = admin
-        .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone() }))
+        .list_api_keys(authed(
+            &a.operator,
+            pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone(), ..Default::default() },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -242,7 +245,10 @@ async fn roll_with_grace(backend: Backend) {
     let keys = a.tenant(None).await;
     let mut admin = a.admin();
     let list = admin
-        .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone() }))
+        .list_api_keys(authed(
+            &a.operator,
+            pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone(), ..Default::default() },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -409,7 +415,10 @@ async fn cross_tenant_and_environment_matrix(backend: Backend) {
         let codes = [
             clients.get_client(authed(key, pb::GetClientRequest { client_id: c.clone() })).await.err(),
             clients.create_session(authed(key, pb::CreateSessionRequest { client_id: c.clone() })).await.err(),
-            clients.list_sessions(authed(key, pb::ListSessionsRequest { client_id: c.clone() })).await.err(),
+            clients
+                .list_sessions(authed(key, pb::ListSessionsRequest { client_id: c.clone(), ..Default::default() }))
+                .await
+                .err(),
             clients
                 .revoke_session(authed(key, pb::RevokeSessionRequest { client_id: c.clone(), session_id: sid.clone() }))
                 .await
@@ -436,7 +445,10 @@ async fn cross_tenant_and_environment_matrix(backend: Backend) {
     // Admin calls on another tenant's key are NOT_FOUND too.
     let list = a
         .admin()
-        .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: t1.tenant_id.clone() }))
+        .list_api_keys(authed(
+            &a.operator,
+            pb::ListApiKeysRequest { tenant_id: t1.tenant_id.clone(), ..Default::default() },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -617,7 +629,10 @@ async fn bad_input_table(backend: Backend) {
         (
             "empty tenant id",
             "tenant_id",
-            admin.list_api_keys(authed(&op, pb::ListApiKeysRequest { tenant_id: String::new() })).await.map(drop),
+            admin
+                .list_api_keys(authed(&op, pb::ListApiKeysRequest { tenant_id: String::new(), ..Default::default() }))
+                .await
+                .map(drop),
         ),
         (
             "unspecified environment",
@@ -813,7 +828,10 @@ async fn secrets_are_shown_once_and_never_stored() {
         .into_inner();
     tokens.push(t.token.clone());
     let key_id = admin
-        .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone() }))
+        .list_api_keys(authed(
+            &a.operator,
+            pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone(), ..Default::default() },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -846,7 +864,7 @@ async fn secrets_are_shown_once_and_never_stored() {
     );
     seen.extend(
         admin
-            .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: tid.clone() }))
+            .list_api_keys(authed(&a.operator, pb::ListApiKeysRequest { tenant_id: tid.clone(), ..Default::default() }))
             .await
             .unwrap()
             .into_inner()
@@ -879,7 +897,10 @@ async fn secrets_are_shown_once_and_never_stored() {
     );
     seen.extend(
         clients
-            .list_sessions(authed(&keys.test_key, pb::ListSessionsRequest { client_id: cid.clone() }))
+            .list_sessions(authed(
+                &keys.test_key,
+                pb::ListSessionsRequest { client_id: cid.clone(), ..Default::default() },
+            ))
             .await
             .unwrap()
             .into_inner()
@@ -1022,9 +1043,77 @@ async fn api_key_cache_hears_revocations_made_elsewhere(backend: Backend) {
     );
 }
 
+/// ListApiKeys and ListSessions page: every item once, in order, with a
+/// next_page_token until the last; a bad page_size or page_token is
+/// INVALID_ARGUMENT naming the field.
+async fn lists_are_paged(backend: Backend) {
+    let a = Authd::start_on(backend).await;
+    let keys = a.tenant(None).await;
+    for _ in 0..3 {
+        a.api_key(&keys.tenant_id, pb::Environment::Test, &[]).await;
+    }
+    // Two keys from `tenant()`, three more: five, in pages of two.
+    let (mut seen, mut token) = (Vec::new(), String::new());
+    loop {
+        let req = pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone(), page_size: 2, page_token: token };
+        let r = a.admin().list_api_keys(authed(&a.operator, req)).await.expect("a page").into_inner();
+        assert!(r.api_keys.len() <= 2);
+        seen.extend(r.api_keys.into_iter().map(|k| k.key_id));
+        token = r.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let all = pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone(), ..Default::default() };
+    let whole: Vec<String> = a
+        .admin()
+        .list_api_keys(authed(&a.operator, all))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_keys
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(whole.len(), 5);
+    assert_eq!(seen, whole, "pages of two give the whole list, in order, each key once");
+
+    let c = a
+        .clients()
+        .create_client(authed(&keys.test_key, pb::CreateClientRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let cid = c.client.unwrap().client_id;
+    for _ in 0..2 {
+        let req = pb::CreateSessionRequest { client_id: cid.clone() };
+        a.clients().create_session(authed(&keys.test_key, req)).await.unwrap();
+    }
+    let req = pb::ListSessionsRequest { client_id: cid.clone(), page_size: 2, ..Default::default() };
+    let first = a.clients().list_sessions(authed(&keys.test_key, req)).await.unwrap().into_inner();
+    assert_eq!(first.sessions.len(), 2);
+    let req = pb::ListSessionsRequest { client_id: cid.clone(), page_size: 2, page_token: first.next_page_token };
+    let second = a.clients().list_sessions(authed(&keys.test_key, req)).await.unwrap().into_inner();
+    assert_eq!(second.sessions.len(), 1);
+    assert!(second.next_page_token.is_empty());
+
+    for (size, token, field) in [(1001, "", "page_size"), (0, "garbage", "page_token"), (0, "12.x", "page_token")] {
+        let req = pb::ListSessionsRequest { client_id: cid.clone(), page_size: size, page_token: token.into() };
+        let e = a.clients().list_sessions(authed(&keys.test_key, req)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let bad = e.get_details_bad_request().expect("BadRequest");
+        assert_eq!(bad.field_violations[0].field, field, "{e:?}");
+        let req =
+            pb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone(), page_size: size, page_token: token.into() };
+        let e = a.admin().list_api_keys(authed(&a.operator, req)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+}
+
 // Every test above but `secrets_are_shown_once_and_never_stored`, against a
 // standalone Redis and against a Redis Cluster.
 on_every_backend!(
+    lists_are_paged,
     session_token_lifecycle,
     api_key_lifecycle_and_scopes,
     sliding_expiry,

@@ -140,7 +140,7 @@ async fn round(store: &RedisStore, c: Uuid, m: &mut Model, t: &mut Tally, i: usi
             t.wrong(format!("get_session: revoked session {id} read as live"));
         }
     }
-    if let Some(list) = t.check("list_sessions", store.list_sessions(c).await, strict) {
+    if let Some(list) = t.check("list_sessions", store.list_sessions(c, None, 1000).await.map(|p| p.items), strict) {
         let listed: HashSet<Uuid> = list.iter().map(|s| s.id).collect();
         for id in m.surely_live() {
             if !listed.contains(&id) {
@@ -194,7 +194,8 @@ async fn tenant_round(
     if t.check("put_api_key", store.put_api_key(&k).await, strict).is_some() {
         keys.push(k.id);
     }
-    if let Some(list) = t.check("list_api_keys", store.list_api_keys(tenant).await, strict) {
+    if let Some(list) = t.check("list_api_keys", store.list_api_keys(tenant, None, 1000).await.map(|p| p.items), strict)
+    {
         let listed: HashSet<Uuid> = list.iter().map(|k| k.id).collect();
         for id in keys.iter() {
             if !listed.contains(id) {

@@ -309,7 +309,10 @@ async fn revocations_reach_both_replicas(backend: Backend) {
     let key = s.authd.api_key(&keys.tenant_id, apb::Environment::Test, &[]).await;
     warm(&s, &key).await;
     let listed = admin
-        .list_api_keys(authed(&s.authd.operator, apb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone() }))
+        .list_api_keys(authed(
+            &s.authd.operator,
+            apb::ListApiKeysRequest { tenant_id: keys.tenant_id.clone(), ..Default::default() },
+        ))
         .await
         .unwrap()
         .into_inner();

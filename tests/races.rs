@@ -212,7 +212,7 @@ async fn refresh_revoke_delete_and_verify_race_on_one_client() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = std::mem::take(&mut *rec.lock().unwrap());
     assert_never_accepted_after_revocation(&r);
-    let req = apb::ListSessionsRequest { client_id: client_id.clone() };
+    let req = apb::ListSessionsRequest { client_id: client_id.clone(), ..Default::default() };
     let listed: HashSet<String> = s
         .authd
         .clients()

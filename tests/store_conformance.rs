@@ -9,7 +9,10 @@ use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Scopes, Session,
 use cred_core::clock::{Millis, now_ms};
 use cred_core::model::SecretHash;
 use cred_core::rng;
-use cred_core::store::{CreateSession, Gone, Invalidation, MemoryStore, Pushed, RollApiKey, Store};
+use cred_core::store::{
+    After, CreateSession, Gone, Invalidation, MemoryStore, Page, Pushed, RollApiKey, Store, api_key_order,
+    session_order,
+};
 use futures::StreamExt;
 use tokio::time::sleep;
 use uuid::Uuid;
@@ -107,16 +110,16 @@ async fn api_keys<S: Store>(s: S) {
     assert_eq!(l.key, Some(a.clone()));
     assert_eq!(l.tenant, Some(t.clone()));
     assert_eq!(l.gone, None);
-    let listed = s.list_api_keys(t.id).await.unwrap();
+    let listed = s.list_api_keys(t.id, None, 1000).await.map(|p| p.items).unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&a) && listed.contains(&b));
     // Another tenant sees nothing.
-    assert!(s.list_api_keys(rng::uuid()).await.unwrap().is_empty());
+    assert!(s.list_api_keys(rng::uuid(), None, 1000).await.map(|p| p.items).unwrap().is_empty());
     assert_eq!(s.get_api_key(rng::uuid(), a.id).await.unwrap().key, None);
     assert_eq!(s.revoke_api_key(t.id, a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(s.revoke_api_key(t.id, a.id).await.unwrap(), None);
     assert_eq!(s.get_api_key(t.id, a.id).await.unwrap().key, None);
-    assert_eq!(s.list_api_keys(t.id).await.unwrap(), vec![b]);
+    assert_eq!(s.list_api_keys(t.id, None, 1000).await.map(|p| p.items).unwrap(), vec![b]);
 }
 
 async fn api_key_expiry<S: Store>(s: S) {
@@ -128,7 +131,10 @@ async fn api_key_expiry<S: Store>(s: S) {
     sleep(Duration::from_millis(450)).await;
     let l = s.get_api_key(t.id, k.id).await.unwrap();
     assert_eq!((l.key, l.gone), (None, Some(Gone::ExpiredMax)), "an expired key is remembered as expired");
-    assert!(s.list_api_keys(t.id).await.unwrap().is_empty(), "expired keys are pruned from the list");
+    assert!(
+        s.list_api_keys(t.id, None, 1000).await.map(|p| p.items).unwrap().is_empty(),
+        "expired keys are pruned from the list"
+    );
     // Not found for a revoke or a roll, and still remembered as expired.
     assert_eq!(s.revoke_api_key(t.id, k.id).await.unwrap(), None);
     let succ = ApiKey { id: rng::uuid(), expires_at: None, ..k.clone() };
@@ -149,7 +155,7 @@ async fn roll<S: Store>(s: S) {
     assert_eq!(o.successor, Some(new.id));
     assert_eq!(o.expires_at, Some(grace_end));
     assert_eq!(s.get_api_key(t.id, new.id).await.unwrap().key, Some(new.clone()));
-    assert_eq!(s.list_api_keys(t.id).await.unwrap().len(), 2);
+    assert_eq!(s.list_api_keys(t.id, None, 1000).await.map(|p| p.items).unwrap().len(), 2);
     let again = ApiKey { id: rng::uuid(), ..new.clone() };
     assert_eq!(s.roll_api_key(old.id, &again, grace_end).await.unwrap(), RollApiKey::AlreadyRolled);
     assert_eq!(s.get_api_key(t.id, again.id).await.unwrap().key, None, "a refused roll writes nothing");
@@ -157,7 +163,7 @@ async fn roll<S: Store>(s: S) {
     sleep(Duration::from_millis(550)).await;
     let l = s.get_api_key(t.id, old.id).await.unwrap();
     assert_eq!((l.key, l.gone), (None, Some(Gone::Revoked)), "old key dies after the grace period: replaced");
-    assert_eq!(s.list_api_keys(t.id).await.unwrap(), vec![new]);
+    assert_eq!(s.list_api_keys(t.id, None, 1000).await.map(|p| p.items).unwrap(), vec![new]);
 
     // A grace period never extends a key's own expiry.
     let short = api_key(t.id, Some(now_ms() + 5_000));
@@ -179,9 +185,11 @@ async fn clients_and_sessions<S: Store>(s: S) {
     assert_eq!(l.session, Some(first.clone()));
     assert_eq!(l.gone, None);
     let mut second = session(c.id, Some((60_000, 120_000)));
-    second.created_at += 1; // listing is oldest first
+    // Listing is by cap (the oldest first, for one tenant policy).
+    second.created_at += 1;
+    second.max_expires_at = first.max_expires_at.map(|m| m + 1);
     assert_eq!(s.create_session(&second, 100).await.unwrap(), CreateSession::Created);
-    let listed = s.list_sessions(c.id).await.unwrap();
+    let listed = s.list_sessions(c.id, None, 1000).await.map(|p| p.items).unwrap();
     assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), vec![first.id, second.id]);
     assert_eq!(listed[1], second);
     // A session of another client is not reachable through this one.
@@ -191,11 +199,11 @@ async fn clients_and_sessions<S: Store>(s: S) {
     assert!(s.revoke_session(c.id, first.id).await.unwrap());
     assert!(!s.revoke_session(c.id, first.id).await.unwrap());
     assert_eq!(s.get_session(c.id, first.id).await.unwrap().session, None);
-    assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 1);
+    assert_eq!(s.list_sessions(c.id, None, 1000).await.map(|p| p.items).unwrap().len(), 1);
 
     s.create_session(&session(c.id, Some((60_000, 120_000))), 100).await.unwrap();
     assert_eq!(s.revoke_all_sessions(c.id).await.unwrap(), 2);
-    assert!(s.list_sessions(c.id).await.unwrap().is_empty());
+    assert!(s.list_sessions(c.id, None, 1000).await.map(|p| p.items).unwrap().is_empty());
     assert_eq!(s.get_session(c.id, second.id).await.unwrap().session, None);
     assert_eq!(s.get_client(c.id).await.unwrap(), Some(c.clone()), "log out everywhere keeps the client");
 
@@ -210,7 +218,7 @@ async fn clients_and_sessions<S: Store>(s: S) {
         CreateSession::NoClient,
         "a deleted client gets no new session"
     );
-    assert!(s.list_sessions(c.id).await.unwrap().is_empty());
+    assert!(s.list_sessions(c.id, None, 1000).await.map(|p| p.items).unwrap().is_empty());
 }
 
 async fn session_limit<S: Store>(s: S) {
@@ -223,7 +231,7 @@ async fn session_limit<S: Store>(s: S) {
     sleep(Duration::from_millis(300)).await;
     // The idle-expired session no longer counts.
     assert_eq!(s.create_session(&session(c.id, Some((60_000, 60_000))), 2).await.unwrap(), CreateSession::Created);
-    assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 2);
+    assert_eq!(s.list_sessions(c.id, None, 1000).await.map(|p| p.items).unwrap().len(), 2);
 }
 
 async fn sliding_expiry<S: Store>(s: S) {
@@ -257,7 +265,7 @@ async fn sliding_expiry<S: Store>(s: S) {
     s.create_session(&lazy, 100).await.unwrap();
     sleep(Duration::from_millis(idle as u64 + 100)).await;
     assert_eq!(s.get_session(c.id, lazy.id).await.unwrap().session, None);
-    assert!(s.list_sessions(c.id).await.unwrap().is_empty());
+    assert!(s.list_sessions(c.id, None, 1000).await.map(|p| p.items).unwrap().is_empty());
 
     // A revoked session is not revived by a late touch.
     let r = session(c.id, Some((60_000, 60_000)));
@@ -280,7 +288,7 @@ async fn test_keys<S: Store>(s: S) {
     // that would drop the test key.
     s.create_session(&session(c.id, Some((100, 100))), 100).await.unwrap();
     sleep(Duration::from_millis(200)).await;
-    assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 1);
+    assert_eq!(s.list_sessions(c.id, None, 1000).await.map(|p| p.items).unwrap().len(), 1);
 }
 
 async fn audit<S: Store>(s: S) {
@@ -338,7 +346,7 @@ async fn why_gone<S: Store>(s: S) {
     assert_eq!(why(capped.id).await.gone, Some(Gone::ExpiredMax));
     assert_eq!(why(revoked.id).await.gone, Some(Gone::Revoked));
     // Listing and new sessions do not forget why.
-    assert_eq!(s.list_sessions(c.id).await.unwrap().len(), 1);
+    assert_eq!(s.list_sessions(c.id, None, 1000).await.map(|p| p.items).unwrap().len(), 1);
     s.create_session(&session(c.id, Some((60_000, 60_000))), 100).await.unwrap();
     assert_eq!(why(idle.id).await.gone, Some(Gone::ExpiredIdle));
     assert_eq!(why(capped.id).await.gone, Some(Gone::ExpiredMax));
@@ -431,6 +439,69 @@ fn invalidation_wire_form() {
     }
 }
 
+/// Walks every page of a listing of `limit` items each.
+async fn every_page<T, F, Fut>(limit: usize, mut page: F) -> Vec<Vec<T>>
+where
+    F: FnMut(Option<After>, usize) -> Fut,
+    Fut: std::future::Future<Output = Page<T>>,
+{
+    let (mut pages, mut after) = (Vec::new(), None);
+    loop {
+        let p = page(after, limit).await;
+        assert!(p.items.len() <= limit, "a page larger than asked for");
+        pages.push(p.items);
+        match p.next {
+            Some(a) => after = Some(a),
+            None => return pages,
+        }
+        assert!(pages.len() < 100, "the listing never ends");
+    }
+}
+
+async fn paging<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let mut keys = Vec::new();
+    for i in 0..7 {
+        // Two share a creation time: ties go by id.
+        let k = ApiKey { created_at: t.created_at + if i < 2 { 0 } else { i }, ..api_key(t.id, None) };
+        s.put_api_key(&k).await.unwrap();
+        keys.push(k);
+    }
+    keys.sort_by_cached_key(|k| api_key_order(k).key());
+    let pages = every_page(3, |a, n| {
+        let s = &s;
+        async move { s.list_api_keys(t.id, a, n).await.unwrap() }
+    })
+    .await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    assert_eq!(pages.concat(), keys, "pages in (creation, id) order, each key once");
+    // A key revoked between pages is not listed by a later one.
+    let first = s.list_api_keys(t.id, None, 3).await.unwrap();
+    s.revoke_api_key(t.id, keys[4].id).await.unwrap();
+    let rest = s.list_api_keys(t.id, first.next, 10).await.unwrap();
+    assert_eq!(rest.items, [&keys[3..4], &keys[5..]].concat());
+    assert_eq!(rest.next, None);
+
+    // Sessions: by cap, test client keys last.
+    let c = client(t.id);
+    s.create_client(&c, None).await.unwrap();
+    let mut sessions = Vec::new();
+    for i in 0..7 {
+        let x = if i % 3 == 2 { session(c.id, None) } else { session(c.id, Some((60_000, 60_000 + i))) };
+        assert_eq!(s.create_session(&x, 100).await.unwrap(), CreateSession::Created);
+        sessions.push(x);
+    }
+    sessions.sort_by_cached_key(|x| session_order(x).key());
+    let pages = every_page(2, |a, n| {
+        let s = &s;
+        async move { s.list_sessions(c.id, a, n).await.unwrap() }
+    })
+    .await;
+    assert_eq!(pages.concat(), sessions);
+    assert!(pages.concat().iter().rev().take(2).all(Session::is_test_key), "test client keys come last");
+}
+
 /// Runs every test above against every store.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -473,7 +544,8 @@ conformance!(
     test_keys,
     audit,
     why_gone,
-    invalidations
+    invalidations,
+    paging
 );
 
 #[test]
@@ -522,4 +594,41 @@ async fn redis_revoked_sets_are_capped() {
         let l = s.get_session(c.id, *id).await.unwrap();
         assert!(l.session.is_none(), "a revoked session past the cap is still refused");
     }
+}
+
+/// API key indexes written as sets (before sorted sets) are moved into the
+/// sorted index by the next listing, and listed meanwhile.
+#[tokio::test]
+async fn redis_legacy_api_key_index_is_moved_on_list() {
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let (a, b) = (api_key(t.id, None), api_key(t.id, None));
+    s.put_api_key(&a).await.unwrap();
+    s.put_api_key(&b).await.unwrap();
+    let mut conn = server.conn().await;
+    let tag = cred_core::token::short_id(t.id);
+    let (sorted, legacy) = (format!("kx:{{{tag}}}"), format!("ki:{{{tag}}}"));
+    // As an older authd left it: every id in the set, none sorted.
+    let () = ::redis::cmd("DEL").arg(&sorted).query_async(&mut conn).await.unwrap();
+    for k in [&a, &b] {
+        let _: i64 = ::redis::cmd("SADD")
+            .arg(&legacy)
+            .arg(cred_core::token::short_id(k.id))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let listed = s.list_api_keys(t.id, None, 10).await.unwrap();
+    assert_eq!(listed.items.len(), 2);
+    let left: i64 = ::redis::cmd("EXISTS").arg(&legacy).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "the set was not emptied");
+    let moved: i64 = ::redis::cmd("ZCARD").arg(&sorted).query_async(&mut conn).await.unwrap();
+    assert_eq!(moved, 2);
+    // A revoke also clears a member still in the old set.
+    let _: i64 =
+        ::redis::cmd("SADD").arg(&legacy).arg(cred_core::token::short_id(a.id)).query_async(&mut conn).await.unwrap();
+    s.revoke_api_key(t.id, a.id).await.unwrap();
+    assert_eq!(s.list_api_keys(t.id, None, 10).await.unwrap().items, vec![b]);
 }

@@ -520,7 +520,7 @@ async fn a_revocation_whose_reply_is_lost_is_audited_all_the_same() {
     let other = a.tenant(None).await.tenant_id;
     let req = pb::RevokeTenantCredentialsRequest { tenant_id: other.clone(), issued_before: None };
     a.admin().revoke_tenant_credentials(authed(&a.operator, req)).await.unwrap();
-    let req = pb::ListApiKeysRequest { tenant_id: other.clone() };
+    let req = pb::ListApiKeysRequest { tenant_id: other.clone(), ..Default::default() };
     let spare = a.admin().list_api_keys(authed(&a.operator, req)).await.unwrap().into_inner().api_keys.remove(0).key_id;
     let req = pb::RevokeApiKeyRequest { tenant_id: other, key_id: spare, include_successor: false };
     a.admin().revoke_api_key(authed(&a.operator, req)).await.unwrap();

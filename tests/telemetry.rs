@@ -460,7 +460,10 @@ async fn every_flow_logs_one_json_line_per_rpc_and_no_secret() {
     let issued = c.admin.create_api_key(req(o, None, new_key("k"))).await.unwrap().into_inner();
     let (key, key_id) = (issued.secret, issued.api_key.unwrap().key_id);
     want_authd.push(("CreateApiKey", Code::Ok, true));
-    c.admin.list_api_keys(req(o, None, pb::ListApiKeysRequest { tenant_id: tenant.clone() })).await.unwrap();
+    c.admin
+        .list_api_keys(req(o, None, pb::ListApiKeysRequest { tenant_id: tenant.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     want_authd.push(("ListApiKeys", Code::Ok, true));
     let created = c.clients.create_client(req(&key, None, pb::CreateClientRequest::default())).await.unwrap();
     let created = created.into_inner();
@@ -475,7 +478,10 @@ async fn every_flow_logs_one_json_line_per_rpc_and_no_secret() {
     want_authd.push(("CreateTestClient", Code::Ok, true));
     c.clients.get_client(req(&key, None, pb::GetClientRequest { client_id: client_id.clone() })).await.unwrap();
     want_authd.push(("GetClient", Code::Ok, true));
-    c.clients.list_sessions(req(&key, None, pb::ListSessionsRequest { client_id: client_id.clone() })).await.unwrap();
+    c.clients
+        .list_sessions(req(&key, None, pb::ListSessionsRequest { client_id: client_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     want_authd.push(("ListSessions", Code::Ok, true));
     c.sessions.get_current_session(req(&cst, None, pb::GetCurrentSessionRequest {})).await.unwrap();
     want_authd.push(("GetCurrentSession", Code::Ok, true));

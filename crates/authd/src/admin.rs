@@ -1,7 +1,7 @@
 //! `authd.v1.AdminService`: operator RPCs.
 
 use cred_core::Authority;
-use cred_core::authority::NewApiKey;
+use cred_core::authority::{NewApiKey, PageRequest};
 use cred_core::model::Scopes;
 use cred_core::store::Store;
 use cred_proto::authd::v1 as pb;
@@ -77,9 +77,14 @@ impl<S: Store> AdminService for AdminApi<S> {
         req: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         self.operators.check(&req).map_err(to_status)?;
-        let tenant = tenant_id(&req.get_ref().tenant_id)?;
-        let keys = self.authority.list_api_keys(tenant).await.map_err(to_status)?;
-        Ok(Response::new(pb::ListApiKeysResponse { api_keys: keys.into_iter().map(convert::api_key).collect() }))
+        let r = req.get_ref();
+        let tenant = tenant_id(&r.tenant_id)?;
+        let page = PageRequest { token: &r.page_token, size: r.page_size };
+        let keys = self.authority.list_api_keys(tenant, page).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: keys.items.into_iter().map(convert::api_key).collect(),
+            next_page_token: keys.next_page_token,
+        }))
     }
 
     async fn revoke_api_key(

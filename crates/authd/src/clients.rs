@@ -1,7 +1,7 @@
 //! `authd.v1.ClientService`: tenant backend RPCs, authenticated by an API key.
 
 use cred_core::Authority;
-use cred_core::authority::{ApiPrincipal, NewClient};
+use cred_core::authority::{ApiPrincipal, NewClient, PageRequest};
 use cred_core::store::Store;
 use cred_proto::authd::v1 as pb;
 use cred_proto::authd::v1::client_service_server::ClientService;
@@ -77,9 +77,14 @@ impl<S: Store> ClientService for ClientApi<S> {
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let p = self.principal(&req).await?;
-        let id = uuid("client_id", &req.get_ref().client_id).map_err(to_status)?;
-        let v = self.authority.list_sessions(&p, id).await.map_err(to_status)?;
-        Ok(Response::new(pb::ListSessionsResponse { sessions: v.into_iter().map(convert::session).collect() }))
+        let r = req.get_ref();
+        let id = uuid("client_id", &r.client_id).map_err(to_status)?;
+        let page = PageRequest { token: &r.page_token, size: r.page_size };
+        let v = self.authority.list_sessions(&p, id, page).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: v.items.into_iter().map(convert::session).collect(),
+            next_page_token: v.next_page_token,
+        }))
     }
 
     async fn revoke_session(

@@ -17,7 +17,7 @@ use crate::guard::{FailureGuard, GuardOptions, Verdict, identity};
 use crate::model::{
     ApiKey, AuditEvent, Client, Environment, Scope, Scopes, SecretHash, Session, Tenant, limits, sliding_expiry,
 };
-use crate::store::{CreateSession, Invalidation, RollApiKey, Store};
+use crate::store::{After, CreateSession, Invalidation, Page, RollApiKey, Store};
 use crate::token::{Token, TokenKind};
 use crate::verify::{check_api_key, check_session};
 
@@ -27,6 +27,55 @@ pub struct Issued<T> {
     pub record: T,
     /// The token text; hand it to the holder and drop it.
     pub token: String,
+}
+
+/// Which page of a listing a caller asks for: the `next_page_token` of the
+/// previous page (empty: the first) and a size (0: the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageRequest<'a> {
+    pub token: &'a str,
+    pub size: u32,
+}
+
+impl PageRequest<'_> {
+    /// The store's cursor and page size, or the field at fault.
+    fn parse(&self) -> Result<(Option<After>, usize), Error> {
+        let limit = match self.size as usize {
+            0 => limits::PAGE_DEFAULT,
+            n if n > limits::PAGE_MAX => {
+                return Err(Error::invalid("page_size", format!("at most {}", limits::PAGE_MAX)));
+            }
+            n => n,
+        };
+        if self.token.is_empty() {
+            return Ok((None, limit));
+        }
+        let after = self
+            .token
+            .split_once('.')
+            .and_then(|(score, id)| Some(After { score: score.parse().ok()?, id: crate::token::parse_short_id(id)? }));
+        match after {
+            Some(a) => Ok((Some(a), limit)),
+            None => Err(Error::invalid("page_token", "must be a next_page_token as returned")),
+        }
+    }
+}
+
+/// A page of a listing, and the token of the next one (empty: the last).
+/// A page may hold fewer items than asked for, even none, and still be
+/// followed by more.
+#[derive(Debug)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+impl<T> From<Page<T>> for Listed<T> {
+    fn from(p: Page<T>) -> Listed<T> {
+        let next_page_token =
+            p.next.map(|a| format!("{}.{}", a.score, crate::token::short_id(a.id))).unwrap_or_default();
+        Listed { items: p.items, next_page_token }
+    }
 }
 
 /// A client with the session minted with it.
@@ -271,10 +320,11 @@ impl<S: Store> Authority<S> {
         Ok(Issued { record: key, token: token.expose() })
     }
 
-    /// A tenant's live API keys.
-    pub async fn list_api_keys(&self, tenant: Uuid) -> Result<Vec<ApiKey>, Error> {
+    /// A page of a tenant's live API keys, oldest first.
+    pub async fn list_api_keys(&self, tenant: Uuid, page: PageRequest<'_>) -> Result<Listed<ApiKey>, Error> {
+        let (after, limit) = page.parse()?;
         self.get_tenant(tenant).await?;
-        Ok(self.store.list_api_keys(tenant).await?)
+        Ok(self.store.list_api_keys(tenant, after, limit).await?.into())
     }
 
     /// Revokes an API key, and its successor if asked; returns the revoked ids.
@@ -531,10 +581,16 @@ impl<S: Store> Authority<S> {
     }
 
     /// A client's live sessions.
-    pub async fn list_sessions(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<Vec<Session>, Error> {
+    pub async fn list_sessions(
+        &self,
+        p: &ApiPrincipal,
+        client_id: Uuid,
+        page: PageRequest<'_>,
+    ) -> Result<Listed<Session>, Error> {
         p.require(Scope::SessionsRead)?;
+        let (after, limit) = page.parse()?;
         self.visible_client(p, client_id).await?;
-        Ok(self.store.list_sessions(client_id).await?)
+        Ok(self.store.list_sessions(client_id, after, limit).await?.into())
     }
 
     /// Revokes one session.

@@ -255,6 +255,9 @@ pub mod limits {
     pub const SESSIONS_PER_CLIENT: usize = 100;
     /// Audit page size cap.
     pub const AUDIT_PAGE_MAX: usize = 1000;
+    /// Largest page of a listing (API keys, sessions), and the default.
+    pub const PAGE_MAX: usize = 1000;
+    pub const PAGE_DEFAULT: usize = 100;
 
     /// A name: 1 to 64 characters, no control or bidirectional formatting
     /// characters.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{ApiKeyLookup, CreateSession, Invalidations, RollApiKey, SessionLookup, Store, StoreResult};
+use super::{After, ApiKeyLookup, CreateSession, Invalidations, Page, RollApiKey, SessionLookup, Store, StoreResult};
 use crate::clock::Millis;
 use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant};
 
@@ -105,8 +105,13 @@ impl<S: Store> Store for Instrumented<S> {
     fn get_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<ApiKeyLookup>> + Send {
         self.call("get_api_key", self.inner.get_api_key(tenant, id))
     }
-    fn list_api_keys(&self, tenant: Uuid) -> impl Future<Output = StoreResult<Vec<ApiKey>>> + Send {
-        self.call("list_api_keys", self.inner.list_api_keys(tenant))
+    fn list_api_keys(
+        &self,
+        tenant: Uuid,
+        after: Option<After>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<ApiKey>>> + Send {
+        self.call("list_api_keys", self.inner.list_api_keys(tenant, after, limit))
     }
     fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<Option<ApiKey>>> + Send {
         self.call("revoke_api_key", self.inner.revoke_api_key(tenant, id))
@@ -151,8 +156,13 @@ impl<S: Store> Store for Instrumented<S> {
     ) -> impl Future<Output = StoreResult<Option<Millis>>> + Send {
         self.call("touch_session", self.inner.touch_session(client, id, now, idle_ms))
     }
-    fn list_sessions(&self, client: Uuid) -> impl Future<Output = StoreResult<Vec<Session>>> + Send {
-        self.call("list_sessions", self.inner.list_sessions(client))
+    fn list_sessions(
+        &self,
+        client: Uuid,
+        after: Option<After>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<Session>>> + Send {
+        self.call("list_sessions", self.inner.list_sessions(client, after, limit))
     }
     fn revoke_session(&self, client: Uuid, id: Uuid) -> impl Future<Output = StoreResult<bool>> + Send {
         self.call("revoke_session", self.inner.revoke_session(client, id))

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    AUDIT_MAX_LEN, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, Pushed, REMEMBER_MS,
-    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult,
+    AUDIT_MAX_LEN, After, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, Page, Pushed, REMEMBER_MS,
+    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult, api_key_order, session_order,
 };
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};
@@ -140,8 +140,15 @@ impl MemoryStore {
     }
 }
 
-fn by_creation<T>(v: &mut [T], key: impl Fn(&T) -> (Millis, Uuid)) {
-    v.sort_by_key(key);
+/// The page of `v` after `after` in the listing order of `order`.
+fn page<T>(mut v: Vec<T>, order: fn(&T) -> After, after: Option<After>, limit: usize) -> Page<T> {
+    v.sort_by_cached_key(|x| order(x).key());
+    let start = after.map_or(0, |a| v.partition_point(|x| order(x).key() <= a.key()));
+    let mut rest = v.split_off(start);
+    let more = rest.len() > limit;
+    rest.truncate(limit);
+    let next = if more { rest.last().map(order) } else { None };
+    Page { items: rest, next }
 }
 
 impl Store for MemoryStore {
@@ -187,14 +194,13 @@ impl Store for MemoryStore {
         Ok(ApiKeyLookup { key, tenant: g.tenants.get(&tenant).cloned(), gone })
     }
 
-    async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
+    async fn list_api_keys(&self, tenant: Uuid, after: Option<After>, limit: usize) -> StoreResult<Page<ApiKey>> {
         let now = now_ms();
         let mut g = self.lock();
         g.api_keys.retain(|_, k| remembered(k, now));
-        let mut v: Vec<ApiKey> =
+        let v: Vec<ApiKey> =
             g.api_keys.values().filter(|k| k.tenant_id == tenant && live_at(k.expires_at, now)).cloned().collect();
-        by_creation(&mut v, |k| (k.created_at, k.id));
-        Ok(v)
+        Ok(page(v, api_key_order, after, limit))
     }
 
     async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
@@ -306,11 +312,10 @@ impl Store for MemoryStore {
         Ok(Some(new))
     }
 
-    async fn list_sessions(&self, client: Uuid) -> StoreResult<Vec<Session>> {
+    async fn list_sessions(&self, client: Uuid, after: Option<After>, limit: usize) -> StoreResult<Page<Session>> {
         let mut g = self.lock();
-        let mut v: Vec<Session> = g.live_sessions(client).map(|m| m.values().cloned().collect()).unwrap_or_default();
-        by_creation(&mut v, |s| (s.created_at, s.id));
-        Ok(v)
+        let v: Vec<Session> = g.live_sessions(client).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        Ok(page(v, session_order, after, limit))
     }
 
     async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {

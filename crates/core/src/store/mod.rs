@@ -145,6 +145,42 @@ pub enum Pushed {
 /// lost (the subscriber must then assume it missed some).
 pub type Invalidations = Pin<Box<dyn Stream<Item = Pushed> + Send>>;
 
+/// Where a page of a listing starts: after the item of this sort score and
+/// id. Listings are ordered by (score, id in its base62 form), the order of
+/// a Redis sorted set: an API key's score is its creation time, a session's
+/// its cap (`Millis::MAX` for a test client key, which has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    pub score: Millis,
+    pub id: Uuid,
+}
+
+/// One page of a listing. `next` is set when more may follow: where the
+/// next page starts. A page may hold fewer items than asked for (records
+/// found dead while listing are left out), even none, with more to come.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<After>,
+}
+
+/// A session's sort score in listings: its cap, or `Millis::MAX`.
+pub fn session_order(s: &Session) -> After {
+    After { score: s.max_expires_at.unwrap_or(Millis::MAX), id: s.id }
+}
+
+/// An API key's sort score in listings: its creation time.
+pub fn api_key_order(k: &ApiKey) -> After {
+    After { score: k.created_at, id: k.id }
+}
+
+impl After {
+    /// The sort key: (score, base62 id).
+    pub fn key(&self) -> (Millis, String) {
+        (self.score, crate::token::short_id(self.id))
+    }
+}
+
 /// How long a gone session's reason (or a revoked API key) is remembered.
 pub const REMEMBER_MS: Millis = 24 * 3600 * 1000;
 /// How long a revoked test client key or API key is remembered.
@@ -177,8 +213,14 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn put_api_key(&self, k: &ApiKey) -> impl Future<Output = StoreResult<()>> + Send;
     /// Reads an API key with its tenant, in one round trip (same hash slot).
     fn get_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<ApiKeyLookup>> + Send;
-    /// A tenant's live API keys, oldest first; prunes dead index entries.
-    fn list_api_keys(&self, tenant: Uuid) -> impl Future<Output = StoreResult<Vec<ApiKey>>> + Send;
+    /// A page of a tenant's live API keys, oldest first (ordered by
+    /// creation time, then id: see [`After`]); prunes dead index entries.
+    fn list_api_keys(
+        &self,
+        tenant: Uuid,
+        after: Option<After>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<ApiKey>>> + Send;
     /// Deletes an API key; returns it as it was, if it existed.
     fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<Option<ApiKey>>> + Send;
     /// Atomically: the old key gets `successor = new.id` and expires at
@@ -229,8 +271,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Millis,
         idle_ms: Millis,
     ) -> impl Future<Output = StoreResult<Option<Millis>>> + Send;
-    /// A client's live sessions, oldest first; prunes dead index entries.
-    fn list_sessions(&self, client: Uuid) -> impl Future<Output = StoreResult<Vec<Session>>> + Send;
+    /// A page of a client's live sessions, ordered by cap (a test client key
+    /// last), then id: see [`After`].
+    fn list_sessions(
+        &self,
+        client: Uuid,
+        after: Option<After>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<Session>>> + Send;
     /// Deletes one session and remembers it as revoked; false if it did not
     /// exist.
     fn revoke_session(&self, client: Uuid, id: Uuid) -> impl Future<Output = StoreResult<bool>> + Send;

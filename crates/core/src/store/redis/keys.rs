@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | `t:{T}` | hash | tenant T: `n` name, `i` idle ms, `m` max ms, `c` created, `r` revoked-before |
 //! | `k:{T}:K` | hash | API key K of T: `e` env, `n` name, `s` scopes, `c` created, `x` expiry, `r` successor, `h` hash; TTL = expiry + 1 day (past the expiry it is read as "expired", never as live) |
-//! | `ki:{T}` | set | ids of T's API keys (pruned on list) |
+//! | `kx:{T}` | sorted set | ids of T's API keys scored by creation time (pruned on list; pages of ListApiKeys) |
+//! | `ki:{T}` | set | ids of T's API keys as written before `kx` (moved into `kx` by the next list) |
 //! | `a:{T}` | stream | T's audit trail, capped |
 //! | `c:{C}` | hash | client C: `t` tenant, `e` env, `c` created, `l` labels (JSON) |
 //! | `s:{C}:S` | string | session S of C, 40 bytes: hash (16) ‖ created ‖ cap (0 = test key) ‖ last use, each i64 big-endian; TTL = expiry |
@@ -36,6 +37,10 @@ pub(super) fn api_key_key(t: Uuid, k: Uuid) -> String {
     format!("k:{{{}}}:{}", short_id(t), short_id(k))
 }
 pub(super) fn api_index_key(t: Uuid) -> String {
+    format!("kx:{{{}}}", short_id(t))
+}
+/// The API key index as a set, before `kx`: read only to move its members.
+pub(super) fn legacy_api_index_key(t: Uuid) -> String {
     format!("ki:{{{}}}", short_id(t))
 }
 pub(super) fn audit_key(t: Uuid) -> String {

@@ -43,8 +43,8 @@ use redis::{AsyncCommands, pipe};
 use uuid::Uuid;
 
 use super::{
-    ApiKeyLookup, CreateSession, Gone, INVALIDATION_CHANNEL, Invalidation, Invalidations, Pushed, REMEMBER_MS,
-    RollApiKey, SessionLookup, Store, StoreError, StoreResult,
+    After, ApiKeyLookup, CreateSession, Gone, INVALIDATION_CHANNEL, Invalidation, Invalidations, Page, Pushed,
+    REMEMBER_MS, RollApiKey, SessionLookup, Store, StoreError, StoreResult, api_key_order, session_order,
 };
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};
@@ -116,6 +116,85 @@ impl RedisStore {
     async fn members(&self, key: &str, above: Option<Millis>) -> StoreResult<Vec<String>> {
         let min = above.map_or_else(|| "-inf".to_string(), |t| format!("({t}"));
         Ok(self.c.conn.clone().zrangebyscore(key, min, "+inf").await?)
+    }
+
+    /// Up to `limit` members of the sorted set `key` after `after` (from the
+    /// start if `None`), scored above `above` if set, with their scores; and
+    /// where the next page starts, if more follow.
+    async fn page_of(
+        &self,
+        key: &str,
+        above: Option<Millis>,
+        after: Option<After>,
+        limit: usize,
+    ) -> StoreResult<(Vec<(String, Millis)>, Option<After>)> {
+        let score = |s: Millis| if s == Millis::MAX { "+inf".to_string() } else { s.to_string() };
+        // From the cursor's score, inclusive (ties are skipped by id below).
+        let min = match (after, above) {
+            (Some(a), Some(f)) if f >= a.score => format!("({f}"),
+            (Some(a), _) => score(a.score),
+            (None, Some(f)) => format!("({f}"),
+            (None, None) => "-inf".to_string(),
+        };
+        let skip = after.map(|a| a.key());
+        let (mut out, mut offset, batch) = (Vec::new(), 0, limit + 1);
+        loop {
+            let rows: Vec<(String, String)> = redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(&min)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(batch)
+                .arg("WITHSCORES")
+                .query_async(&mut self.c.conn.clone())
+                .await?;
+            offset += rows.len();
+            let full = rows.len() == batch;
+            for (member, s) in rows {
+                let s = if s == "inf" {
+                    Millis::MAX
+                } else {
+                    s.parse::<f64>().map_err(|_| corrupt("index score"))? as Millis
+                };
+                if skip.as_ref().is_some_and(|k| (s, &member) <= (k.0, &k.1)) {
+                    continue;
+                }
+                out.push((member, s));
+            }
+            if out.len() > limit || !full {
+                break;
+            }
+        }
+        let more = out.len() > limit;
+        out.truncate(limit);
+        let next = match out.last() {
+            Some((m, s)) if more => Some(After { score: *s, id: parse_short_id(m).ok_or_else(|| corrupt("index"))? }),
+            _ => None,
+        };
+        Ok((out, next))
+    }
+
+    /// Moves what the API key index held as a set (written before sorted
+    /// sets) into the sorted set, in bounded chunks.
+    async fn move_legacy_api_key_index(&self, tenant: Uuid) -> StoreResult<()> {
+        let legacy = legacy_api_index_key(tenant);
+        let ids: Vec<String> = self.c.conn.clone().smembers(&legacy).await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut wc = self.c.w().await?;
+        for chunk in ids.chunks(500) {
+            let mut mv = MOVE_API_KEY_INDEX.key(&legacy);
+            mv.key(api_index_key(tenant));
+            for kid in chunk {
+                mv.key(format!("{}{kid}", api_key_prefix(tenant))).arg(kid);
+            }
+            let _: i64 = mv.invoke_async(&mut wc).await?;
+        }
+        self.c.replicated(&mut wc).await?;
+        Ok(())
     }
 
     /// Revokes every session of `client` (and deletes it if `delete`): how
@@ -205,7 +284,7 @@ impl Store for RedisStore {
         if let Some(x) = k.expires_at {
             p.cmd("PEXPIREAT").arg(&key).arg(x + REMEMBER_MS).ignore();
         }
-        p.sadd(api_index_key(k.tenant_id), short_id(k.id)).ignore();
+        p.zadd(api_index_key(k.tenant_id), short_id(k.id), k.created_at).ignore();
         let () = p.query_async(&mut wc).await?;
         self.c.replicated(&mut wc).await?;
         Ok(())
@@ -226,23 +305,24 @@ impl Store for RedisStore {
         Ok(ApiKeyLookup { key, tenant: tenant_from(tenant, t)?, gone })
     }
 
-    async fn list_api_keys(&self, tenant: Uuid) -> StoreResult<Vec<ApiKey>> {
+    async fn list_api_keys(&self, tenant: Uuid, after: Option<After>, limit: usize) -> StoreResult<Page<ApiKey>> {
+        self.move_legacy_api_key_index(tenant).await?;
         let index = api_index_key(tenant);
-        let ids: Vec<String> = self.c.conn.clone().smembers(&index).await?;
+        let (ids, next) = self.page_of(&index, None, after, limit).await?;
         let mut list = LIST_API_KEYS.key(&index);
-        for kid in &ids {
+        for (kid, _) in &ids {
             list.key(format!("{}{kid}", api_key_prefix(tenant))).arg(kid);
         }
         let rows: Vec<(String, HashMap<String, Vec<u8>>)> = list.invoke_async(&mut self.c.conn.clone()).await?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut items = Vec::with_capacity(rows.len());
         let now = now_ms();
         for (kid, f) in rows {
             let id = parse_short_id(&kid).ok_or_else(|| corrupt("api key index"))?;
             // Expired keys are kept a day to name the cause; not listed.
-            out.extend(api_key_from(tenant, id, f)?.filter(|k| k.expires_at.is_none_or(|x| x > now)));
+            items.extend(api_key_from(tenant, id, f)?.filter(|k| k.expires_at.is_none_or(|x| x > now)));
         }
-        out.sort_by_key(|k| (k.created_at, k.id));
-        Ok(out)
+        items.sort_by_cached_key(|k| api_key_order(k).key());
+        Ok(Page { items, next })
     }
 
     async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
@@ -252,6 +332,7 @@ impl Store for RedisStore {
             .key(api_key_key(tenant, id))
             .key(api_index_key(tenant))
             .key(revoked_api_keys_key(tenant))
+            .key(legacy_api_index_key(tenant))
             .arg(short_id(id))
             .arg(now_ms())
             .arg(&msg)
@@ -272,7 +353,8 @@ impl Store for RedisStore {
             .arg(old_expires_at)
             .arg(new.expires_at.unwrap_or(0))
             .arg(&msg)
-            .arg(now_ms());
+            .arg(now_ms())
+            .arg(new.created_at);
         for (name, value) in api_key_fields(new) {
             inv.arg(name).arg(value);
         }
@@ -394,23 +476,24 @@ impl Store for RedisStore {
         })
     }
 
-    async fn list_sessions(&self, client: Uuid) -> StoreResult<Vec<Session>> {
-        let sids = self.members(&session_index_key(client), Some(now_ms())).await?;
+    async fn list_sessions(&self, client: Uuid, after: Option<After>, limit: usize) -> StoreResult<Page<Session>> {
+        // Members past their cap are kept a day to explain expiry: not live.
+        let (sids, next) = self.page_of(&session_index_key(client), Some(now_ms()), after, limit).await?;
         if sids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Page { items: Vec::new(), next });
         }
         let mut list = LIST_SESSIONS.prepare_invoke();
-        for sid in &sids {
+        for (sid, _) in &sids {
             list.key(format!("{}{sid}", session_prefix(client))).arg(sid);
         }
         let rows: Vec<(String, Vec<u8>, i64)> = list.invoke_async(&mut self.c.conn.clone()).await?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut items = Vec::with_capacity(rows.len());
         for (sid, v, exp) in rows {
             let id = parse_short_id(&sid).ok_or_else(|| corrupt("session index"))?;
-            out.extend(session_from(client, id, Some(v), exp)?);
+            items.extend(session_from(client, id, Some(v), exp)?);
         }
-        out.sort_by_key(|s| (s.created_at, s.id));
-        Ok(out)
+        items.sort_by_cached_key(|s| session_order(s).key());
+        Ok(Page { items, next })
     }
 
     async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {

@@ -52,6 +52,10 @@ pub(super) static REVOKE_ALL_SESSIONS: LazyLock<Script> =
 pub(super) static LIST_API_KEYS: LazyLock<Script> =
     LazyLock::new(|| load(include_str!("scripts/list_api_keys.lua"), &[]));
 
+/// Moves members of the API key index from its old set to its sorted set.
+pub(super) static MOVE_API_KEY_INDEX: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/move_api_key_index.lua"), &[]));
+
 /// Deletes an API key, remembers it as revoked, publishes.
 pub(super) static REVOKE_API_KEY: LazyLock<Script> =
     LazyLock::new(|| load(include_str!("scripts/revoke_api_key.lua"), &[ANNOUNCE, REMEMBER]));
@@ -79,6 +83,7 @@ mod tests {
             include_str!("scripts/revoke_session.lua"),
             include_str!("scripts/revoke_all_sessions.lua"),
             include_str!("scripts/list_api_keys.lua"),
+            include_str!("scripts/move_api_key_index.lua"),
             include_str!("scripts/revoke_api_key.lua"),
             include_str!("scripts/roll_api_key.lua"),
             include_str!("scripts/revoke_tenant_before.lua"),
