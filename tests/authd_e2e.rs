@@ -605,7 +605,12 @@ async fn bad_input_table(backend: Backend) {
             admin
                 .create_tenant(authed(
                     &op,
-                    pb::CreateTenantRequest { name: "a".into(), idle_timeout: secs(10), max_lifetime: secs(5) },
+                    pb::CreateTenantRequest {
+                        name: "a".into(),
+                        idle_timeout: secs(10),
+                        max_lifetime: secs(5),
+                        quotas: None,
+                    },
                 ))
                 .await
                 .map(drop),
@@ -616,7 +621,12 @@ async fn bad_input_table(backend: Backend) {
             admin
                 .create_tenant(authed(
                     &op,
-                    pb::CreateTenantRequest { name: "a".into(), idle_timeout: None, max_lifetime: secs(-5) },
+                    pb::CreateTenantRequest {
+                        name: "a".into(),
+                        idle_timeout: None,
+                        max_lifetime: secs(-5),
+                        quotas: None,
+                    },
                 ))
                 .await
                 .map(drop),
@@ -1110,9 +1120,59 @@ async fn lists_are_paged(backend: Backend) {
     }
 }
 
+/// Quotas set by an operator: past one, creating is RESOURCE_EXHAUSTED
+/// naming it, nothing is kept, and the audit trail says so; a bad quota is
+/// INVALID_ARGUMENT naming the field.
+async fn quotas_refuse_past_the_limit(backend: Backend) {
+    let a = Authd::start_on(backend).await;
+    let keys = a.tenant(None).await; // two API keys
+    let set = |q: pb::Quotas| pb::SetTenantQuotasRequest { tenant_id: keys.tenant_id.clone(), quotas: Some(q) };
+    let q = pb::Quotas { api_keys: 2, clients: 1, sessions_per_client: 2 };
+    let t = a.admin().set_tenant_quotas(authed(&a.operator, set(q))).await.expect("set quotas").into_inner();
+    assert_eq!(t.tenant.unwrap().quotas, Some(q));
+    let bad = pb::Quotas { clients: cred_core::model::limits::QUOTA_MAX + 1, ..q };
+    let e = a.admin().set_tenant_quotas(authed(&a.operator, set(bad))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.get_details_bad_request().unwrap().field_violations[0].field, "quotas.clients");
+
+    let req = pb::CreateApiKeyRequest {
+        tenant_id: keys.tenant_id.clone(),
+        environment: pb::Environment::Test.into(),
+        name: "third".into(),
+        ..Default::default()
+    };
+    let e = a.admin().create_api_key(authed(&a.operator, req)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("quotas.api_keys"), "{e:?}");
+
+    let mut clients = a.clients();
+    let c =
+        clients.create_client(authed(&keys.test_key, pb::CreateClientRequest::default())).await.unwrap().into_inner();
+    let e = clients.create_client(authed(&keys.test_key, pb::CreateClientRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("quotas.clients"), "{e:?}");
+    let cid = c.client.unwrap().client_id;
+    let req = || pb::CreateSessionRequest { client_id: cid.clone() };
+    clients.create_session(authed(&keys.test_key, req())).await.expect("a second session");
+    let e = clients.create_session(authed(&keys.test_key, req())).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("quotas.sessions_per_client"), "{e:?}");
+    // Deleting the client makes room for another.
+    clients.delete_client(authed(&keys.test_key, pb::DeleteClientRequest { client_id: cid })).await.unwrap();
+    clients.create_client(authed(&keys.test_key, pb::CreateClientRequest::default())).await.expect("room again");
+
+    let audit = pb::ListAuditEventsRequest { tenant_id: keys.tenant_id.clone(), ..Default::default() };
+    let events = a.admin().list_audit_events(authed(&a.operator, audit)).await.unwrap().into_inner().events;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    for want in ["tenant.set_quotas", "api_key.create.rejected", "client.create.rejected", "session.create.rejected"] {
+        assert!(actions.contains(&want), "audit lacks {want}: {actions:?}");
+    }
+}
+
 // Every test above but `secrets_are_shown_once_and_never_stored`, against a
 // standalone Redis and against a Redis Cluster.
 on_every_backend!(
+    quotas_refuse_past_the_limit,
     lists_are_paged,
     session_token_lifecycle,
     api_key_lifecycle_and_scopes,

@@ -191,7 +191,7 @@ async fn tenant_round(
     strict: bool,
 ) {
     let k = api_key(tenant);
-    if t.check("put_api_key", store.put_api_key(&k).await, strict).is_some() {
+    if t.check("put_api_key", store.put_api_key(&k, u64::MAX).await, strict).is_some() {
         keys.push(k.id);
     }
     if let Some(list) = t.check("list_api_keys", store.list_api_keys(tenant, None, 1000).await.map(|p| p.items), strict)
@@ -229,6 +229,7 @@ async fn slot_migrations_under_load_give_no_wrong_answer_and_all_green_after() {
         max_lifetime_ms: 600_000,
         created_at: now_ms(),
         revoked_before: None,
+        quotas: Default::default(),
     };
     store.put_tenant(&t).await.unwrap();
     let clients: Vec<Client> = (0..4)

@@ -63,7 +63,7 @@ async fn api_key(redis: &RedisServer) -> String {
 /// A valid API key of `env` stored in `redis`.
 async fn api_key_of(redis: &RedisServer, env: Environment) -> String {
     let a = Authority::new(redis.store().await);
-    let t = a.create_tenant("op", "t".into(), None, None).await.expect("tenant");
+    let t = a.create_tenant("op", "t".into(), None, None, Default::default()).await.expect("tenant");
     let req = NewApiKey { tenant_id: t.id, env, name: "k".into(), scopes: Scopes::default(), expires_at: None };
     a.create_api_key("op", req).await.expect("api key").token
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Scopes, Session, Tenant, limits};
+use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Scopes, Session, Tenant, limits};
 
 use cred_core::clock::{Millis, now_ms};
 use cred_core::model::SecretHash;
@@ -25,6 +25,7 @@ fn tenant() -> Tenant {
         max_lifetime_ms: 5_000,
         created_at: now_ms(),
         revoked_before: None,
+        quotas: Default::default(),
     }
 }
 
@@ -104,8 +105,8 @@ async fn api_keys<S: Store>(s: S) {
     s.put_tenant(&t).await.unwrap();
     let a = api_key(t.id, None);
     let b = api_key(t.id, Some(now_ms() + 60_000));
-    s.put_api_key(&a).await.unwrap();
-    s.put_api_key(&b).await.unwrap();
+    s.put_api_key(&a, u64::MAX).await.unwrap();
+    s.put_api_key(&b, u64::MAX).await.unwrap();
     let l = s.get_api_key(t.id, a.id).await.unwrap();
     assert_eq!(l.key, Some(a.clone()));
     assert_eq!(l.tenant, Some(t.clone()));
@@ -126,7 +127,7 @@ async fn api_key_expiry<S: Store>(s: S) {
     let t = tenant();
     s.put_tenant(&t).await.unwrap();
     let k = api_key(t.id, Some(now_ms() + 300));
-    s.put_api_key(&k).await.unwrap();
+    s.put_api_key(&k, u64::MAX).await.unwrap();
     assert!(s.get_api_key(t.id, k.id).await.unwrap().key.is_some());
     sleep(Duration::from_millis(450)).await;
     let l = s.get_api_key(t.id, k.id).await.unwrap();
@@ -147,7 +148,7 @@ async fn roll<S: Store>(s: S) {
     let t = tenant();
     s.put_tenant(&t).await.unwrap();
     let old = api_key(t.id, Some(now_ms() + 60_000));
-    s.put_api_key(&old).await.unwrap();
+    s.put_api_key(&old, u64::MAX).await.unwrap();
     let new = ApiKey { id: rng::uuid(), hash: hash(8), ..old.clone() };
     let grace_end = now_ms() + 400;
     assert_eq!(s.roll_api_key(old.id, &new, grace_end).await.unwrap(), RollApiKey::Rolled);
@@ -167,7 +168,7 @@ async fn roll<S: Store>(s: S) {
 
     // A grace period never extends a key's own expiry.
     let short = api_key(t.id, Some(now_ms() + 5_000));
-    s.put_api_key(&short).await.unwrap();
+    s.put_api_key(&short, u64::MAX).await.unwrap();
     let succ = ApiKey { id: rng::uuid(), ..short.clone() };
     s.roll_api_key(short.id, &succ, now_ms() + 3_600_000).await.unwrap();
     let o = s.get_api_key(t.id, short.id).await.unwrap().key;
@@ -314,7 +315,7 @@ async fn audit<S: Store>(s: S) {
     let c = Client { tenant_id: t, ..client(t) };
     let first = session(c.id, Some((60_000, 60_000)));
     let e = AuditEvent { action: "client.create".into(), ..all[0].clone() };
-    s.create_client_audited(&c, Some(&first), &e).await.unwrap();
+    s.create_client_audited(&c, Some(&first), &e, u64::MAX).await.unwrap();
     assert_eq!(s.get_session(c.id, first.id).await.unwrap().session, Some(first));
     let after = s.list_audit(t, Some(&ids[2]), 100).await.unwrap();
     assert_eq!(after.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["client.create"]);
@@ -363,7 +364,7 @@ async fn why_gone<S: Store>(s: S) {
     let t = tenant();
     s.put_tenant(&t).await.unwrap();
     let k = api_key(t.id, None);
-    s.put_api_key(&k).await.unwrap();
+    s.put_api_key(&k, u64::MAX).await.unwrap();
     s.revoke_api_key(t.id, k.id).await.unwrap();
     let l = s.get_api_key(t.id, k.id).await.unwrap();
     assert!(l.key.is_none() && l.gone == Some(Gone::Revoked) && l.tenant.is_some());
@@ -375,7 +376,7 @@ async fn invalidations<S: Store>(s: S) {
     let t = tenant();
     s.put_tenant(&t).await.unwrap();
     let k = api_key(t.id, None);
-    s.put_api_key(&k).await.unwrap();
+    s.put_api_key(&k, u64::MAX).await.unwrap();
     let c = client(t.id);
     let s1 = session(c.id, Some((60_000, 60_000)));
     s.create_client(&c, Some(&s1)).await.unwrap();
@@ -465,7 +466,7 @@ async fn paging<S: Store>(s: S) {
     for i in 0..7 {
         // Two share a creation time: ties go by id.
         let k = ApiKey { created_at: t.created_at + if i < 2 { 0 } else { i }, ..api_key(t.id, None) };
-        s.put_api_key(&k).await.unwrap();
+        s.put_api_key(&k, u64::MAX).await.unwrap();
         keys.push(k);
     }
     keys.sort_by_cached_key(|k| api_key_order(k).key());
@@ -500,6 +501,48 @@ async fn paging<S: Store>(s: S) {
     .await;
     assert_eq!(pages.concat(), sessions);
     assert!(pages.concat().iter().rev().take(2).all(Session::is_test_key), "test client keys come last");
+}
+
+async fn quotas<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    assert_eq!(s.get_tenant(t.id).await.unwrap().unwrap().quotas, Quotas::default());
+    let q = Quotas { api_keys: 2, clients: 1, sessions_per_client: 3 };
+    assert_eq!(s.set_quotas(t.id, q).await.unwrap().map(|t| t.quotas), Some(q));
+    assert_eq!(s.get_tenant(t.id).await.unwrap().unwrap().quotas, q);
+    assert_eq!(s.set_quotas(rng::uuid(), q).await.unwrap(), None, "no tenant is made");
+
+    // API keys: the third of two is refused, and not kept.
+    let (a, b, c) = (api_key(t.id, None), api_key(t.id, None), api_key(t.id, None));
+    assert!(s.put_api_key(&a, 2).await.unwrap());
+    assert!(s.put_api_key(&b, 2).await.unwrap());
+    assert!(!s.put_api_key(&c, 2).await.unwrap());
+    assert_eq!(s.get_api_key(t.id, c.id).await.unwrap().key, None);
+    assert_eq!(s.list_api_keys(t.id, None, 10).await.unwrap().items.len(), 2);
+    // A revoked key frees its place.
+    s.revoke_api_key(t.id, a.id).await.unwrap();
+    assert!(s.put_api_key(&c, 2).await.unwrap());
+
+    // Clients: the second of one is refused, with nothing of it kept.
+    let event = |c: &Client| AuditEvent {
+        id: String::new(),
+        time: now_ms(),
+        actor: "t".into(),
+        action: "client.create".into(),
+        tenant_id: t.id,
+        subjects: vec![format!("client:{}", c.id)],
+    };
+    let (c1, c2) = (client(t.id), client(t.id));
+    let (s1, s2) = (session(c1.id, Some((60_000, 60_000))), session(c2.id, Some((60_000, 60_000))));
+    assert!(s.create_client_audited(&c1, Some(&s1), &event(&c1), 1).await.unwrap());
+    assert!(!s.create_client_audited(&c2, Some(&s2), &event(&c2), 1).await.unwrap());
+    assert_eq!(s.get_client(c2.id).await.unwrap(), None);
+    assert_eq!(s.get_session(c2.id, s2.id).await.unwrap().session, None);
+    // Deleted and counted down: room again.
+    assert!(s.delete_client(c1.id).await.unwrap());
+    s.uncount_client(t.id).await.unwrap();
+    assert!(s.create_client_audited(&c2, Some(&s2), &event(&c2), 1).await.unwrap());
+    assert!(s.get_session(c2.id, s2.id).await.unwrap().session.is_some());
 }
 
 /// Runs every test above against every store.
@@ -545,7 +588,8 @@ conformance!(
     audit,
     why_gone,
     invalidations,
-    paging
+    paging,
+    quotas
 );
 
 #[test]
@@ -605,8 +649,8 @@ async fn redis_legacy_api_key_index_is_moved_on_list() {
     let t = tenant();
     s.put_tenant(&t).await.unwrap();
     let (a, b) = (api_key(t.id, None), api_key(t.id, None));
-    s.put_api_key(&a).await.unwrap();
-    s.put_api_key(&b).await.unwrap();
+    s.put_api_key(&a, u64::MAX).await.unwrap();
+    s.put_api_key(&b, u64::MAX).await.unwrap();
     let mut conn = server.conn().await;
     let tag = cred_core::token::short_id(t.id);
     let (sorted, legacy) = (format!("kx:{{{tag}}}"), format!("ki:{{{tag}}}"));

@@ -446,6 +446,7 @@ async fn writes_wait_for_a_replica_and_fail_unavailable_when_it_does_not_acknowl
         max_lifetime_ms: 2000,
         created_at: t0,
         revoked_before: None,
+        quotas: Default::default(),
     };
     let e = store.put_tenant(&tenant).await.expect_err("unreplicated write");
     assert!(e.to_string().contains("not replicated: 0 of 1"), "{e}");
@@ -643,6 +644,7 @@ async fn a_connection_lost_between_a_write_and_its_wait_fails_the_write() {
         max_lifetime_ms: 2000,
         created_at: cred_core::clock::now_ms(),
         revoked_before: None,
+        quotas: Default::default(),
     };
     store.put_tenant(&tenant("before")).await.expect("a replicated write");
 

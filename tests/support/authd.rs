@@ -151,6 +151,7 @@ impl Authd {
             name: "acme".into(),
             idle_timeout: policy.and_then(|p| dur(p.0)),
             max_lifetime: policy.and_then(|p| dur(p.1)),
+            quotas: None,
         };
         let t = self.admin().create_tenant(authed(&self.operator, req)).await.expect("create tenant").into_inner();
         let tenant_id = t.tenant.expect("tenant").tenant_id;

@@ -40,9 +40,22 @@ impl<S: Store> AdminService for AdminApi<S> {
         let r = req.into_inner();
         let idle = convert::duration_ms("idle_timeout", r.idle_timeout).map_err(to_status)?;
         let max = convert::duration_ms("max_lifetime", r.max_lifetime).map_err(to_status)?;
-        let t = self.authority.create_tenant(&actor, r.name, idle, max).await.map_err(to_status)?;
+        let quotas = convert::quotas(r.quotas);
+        let t = self.authority.create_tenant(&actor, r.name, idle, max, quotas).await.map_err(to_status)?;
         record_tenant(t.id);
         Ok(Response::new(pb::CreateTenantResponse { tenant: Some(convert::tenant(t)) }))
+    }
+
+    async fn set_tenant_quotas(
+        &self,
+        req: Request<pb::SetTenantQuotasRequest>,
+    ) -> Result<Response<pb::SetTenantQuotasResponse>, Status> {
+        let actor = self.operators.check(&req).map_err(to_status)?;
+        let r = req.into_inner();
+        let tenant = tenant_id(&r.tenant_id)?;
+        let t = self.authority.set_quotas(&actor, tenant, convert::quotas(r.quotas)).await.map_err(to_status)?;
+        record_tenant(t.id);
+        Ok(Response::new(pb::SetTenantQuotasResponse { tenant: Some(convert::tenant(t)) }))
     }
 
     async fn get_tenant(&self, req: Request<pb::GetTenantRequest>) -> Result<Response<pb::GetTenantResponse>, Status> {

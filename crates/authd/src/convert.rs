@@ -5,7 +5,7 @@
 
 use cred_core::Error;
 use cred_core::clock::Millis;
-use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Session, Tenant};
+use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Session, Tenant};
 use cred_proto::authd::v1 as pb;
 use cred_proto::convert::timestamp as ts;
 use uuid::Uuid;
@@ -52,6 +52,22 @@ pub fn tenant(t: Tenant) -> pb::Tenant {
         max_lifetime: Some(dur(t.max_lifetime_ms)),
         create_time: Some(ts(t.created_at)),
         revoked_before: t.revoked_before.map(ts),
+        quotas: Some(pb::Quotas {
+            api_keys: t.quotas.api_keys,
+            clients: t.quotas.clients,
+            sessions_per_client: t.quotas.sessions_per_client,
+        }),
+    }
+}
+
+/// Quotas of a request: unset or 0 fields are the defaults.
+pub fn quotas(q: Option<pb::Quotas>) -> Quotas {
+    let (q, d) = (q.unwrap_or_default(), Quotas::default());
+    let or = |v: u64, d: u64| if v == 0 { d } else { v };
+    Quotas {
+        api_keys: or(q.api_keys, d.api_keys),
+        clients: or(q.clients, d.clients),
+        sessions_per_client: or(q.sessions_per_client, d.sessions_per_client),
     }
 }
 

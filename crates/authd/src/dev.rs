@@ -27,7 +27,7 @@ pub struct DevSetup {
 pub async fn bootstrap<S: Store>(authority: &Authority<S>, secret: &OperatorSecret) -> Result<DevSetup, Error> {
     let (operator_key_id, operator_token) = secret.issue();
     let actor = format!("operator:{operator_key_id}");
-    let tenant = authority.create_tenant(&actor, "dev".into(), None, None).await?;
+    let tenant = authority.create_tenant(&actor, "dev".into(), None, None, Default::default()).await?;
     let key = |env, name: &str| NewApiKey {
         tenant_id: tenant.id,
         env,

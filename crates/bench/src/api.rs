@@ -45,7 +45,7 @@ pub async fn new_tenant(
     let t = admin
         .create_tenant(authed(
             operator,
-            apb::CreateTenantRequest { name: name.into(), idle_timeout: None, max_lifetime: None },
+            apb::CreateTenantRequest { name: name.into(), idle_timeout: None, max_lifetime: None, quotas: None },
         ))
         .await
         .map_err(|s| format!("CreateTenant: {s:?}"))?

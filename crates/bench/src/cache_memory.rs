@@ -314,6 +314,7 @@ pub fn probe(n: usize, capacity: usize) -> Result<(), String> {
         max_lifetime_ms: limits::DEFAULT_MAX_MS,
         created_at: now,
         revoked_before: None,
+        quotas: Default::default(),
     });
     let cache = Cache::new(CacheOptions { capacity, ..CacheOptions::default() });
     // The key list is allocated up front so it is in both readings.

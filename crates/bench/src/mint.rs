@@ -201,8 +201,10 @@ pub async fn figure_a(redis: &RedisServer, admin: &mut MultiplexedConnection) ->
     let (secret, _) = OperatorSecret::generate();
     let (operator_id, _operator_token) = secret.issue();
     let actor = format!("operator:{operator_id}");
-    let tenant =
-        authority.create_tenant(&actor, "bench".into(), None, None).await.map_err(|e| format!("create_tenant: {e}"))?;
+    let tenant = authority
+        .create_tenant(&actor, "bench".into(), None, None, Default::default())
+        .await
+        .map_err(|e| format!("create_tenant: {e}"))?;
     let env = Environment::Production;
     let key = authority
         .create_api_key(
@@ -263,7 +265,12 @@ pub async fn figure_a(redis: &RedisServer, admin: &mut MultiplexedConnection) ->
             let (store, records) = (store.clone(), records.clone());
             async move {
                 let (c, s, e) = &records[i];
-                store.create_client_audited(c, Some(s), e).await.map_err(|e| e.to_string())
+                // The quota as authd applies it: the default.
+                match store.create_client_audited(c, Some(s), e, limits::CLIENTS_PER_TENANT).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("over the client quota".to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
             }
         })
     };

@@ -61,6 +61,7 @@ pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Ve
         max_lifetime_ms: limits::DEFAULT_MAX_MS,
         created_at: now_ms(),
         revoked_before: None,
+        quotas: Default::default(),
     };
     let env = Environment::Production;
     let mut layouts = Vec::new();

@@ -15,7 +15,7 @@ use crate::clock::{Millis, now_ms};
 use crate::error::{Error, InvalidReason, StoreError};
 use crate::guard::{FailureGuard, GuardOptions, Verdict, identity};
 use crate::model::{
-    ApiKey, AuditEvent, Client, Environment, Scope, Scopes, SecretHash, Session, Tenant, limits, sliding_expiry,
+    ApiKey, AuditEvent, Client, Environment, Quotas, Scope, Scopes, SecretHash, Session, Tenant, limits, sliding_expiry,
 };
 use crate::store::{After, CreateSession, Invalidation, Page, RollApiKey, Store};
 use crate::token::{Token, TokenKind};
@@ -138,7 +138,6 @@ fn invalid(r: InvalidReason) -> Error {
 pub struct Authority<S> {
     store: S,
     /// Live sessions a client may hold.
-    max_sessions: usize,
     /// Verified API keys, kept fresh by push invalidation (see
     /// `cred_core::push`) and invalidated at once by this process' own
     /// revocations.
@@ -150,7 +149,7 @@ pub struct Authority<S> {
 impl<S: Store> Authority<S> {
     /// Operations over `store` with the documented limits.
     pub fn new(store: S) -> Authority<S> {
-        Authority { store, max_sessions: limits::SESSIONS_PER_CLIENT, api_keys: None, guard: None }
+        Authority { store, api_keys: None, guard: None }
     }
 
     /// Limits failed authentications: once a credential id or peer has
@@ -269,8 +268,10 @@ impl<S: Store> Authority<S> {
         name: String,
         idle_ms: Option<Millis>,
         max_ms: Option<Millis>,
+        quotas: Quotas,
     ) -> Result<Tenant, Error> {
         limits::name("name", &name)?;
+        limits::quotas(&quotas)?;
         let max = max_ms.unwrap_or(limits::DEFAULT_MAX_MS);
         let idle = idle_ms.unwrap_or(limits::DEFAULT_IDLE_MS.min(max));
         limits::policy(idle, max)?;
@@ -281,6 +282,7 @@ impl<S: Store> Authority<S> {
             max_lifetime_ms: max,
             created_at: now_ms(),
             revoked_before: None,
+            quotas,
         };
         let subjects = vec![format!("tenant:{}", t.id)];
         self.audited(actor, "tenant.create", t.id, subjects, async { Ok(self.store.put_tenant(&t).await?) }).await?;
@@ -292,6 +294,22 @@ impl<S: Store> Authority<S> {
         self.store.get_tenant(id).await?.ok_or(Error::NotFound("tenant"))
     }
 
+    /// Sets a tenant's quotas. Lowering one below what the tenant holds
+    /// removes nothing; it only refuses more.
+    pub async fn set_quotas(&self, actor: &str, tenant: Uuid, q: Quotas) -> Result<Tenant, Error> {
+        limits::quotas(&q)?;
+        let subjects = vec![
+            format!("tenant:{tenant}"),
+            format!("api_keys:{}", q.api_keys),
+            format!("clients:{}", q.clients),
+            format!("sessions_per_client:{}", q.sessions_per_client),
+        ];
+        self.audited(actor, "tenant.set_quotas", tenant, subjects, async {
+            self.store.set_quotas(tenant, q).await?.ok_or(Error::NotFound("tenant"))
+        })
+        .await
+    }
+
     /// Creates an API key; the token is shown once.
     pub async fn create_api_key(&self, actor: &str, req: NewApiKey) -> Result<Issued<ApiKey>, Error> {
         limits::name("name", &req.name)?;
@@ -299,7 +317,8 @@ impl<S: Store> Authority<S> {
         if req.expires_at.is_some_and(|x| x <= now) {
             return Err(Error::invalid("expire_time", "must be in the future"));
         }
-        issuable(&self.get_tenant(req.tenant_id).await?, now)?;
+        let tenant = self.get_tenant(req.tenant_id).await?;
+        issuable(&tenant, now)?;
         let token = Token::mint(TokenKind::ApiKey, req.env, req.tenant_id, crate::rng::uuid());
         let key = ApiKey {
             id: token.id,
@@ -313,8 +332,15 @@ impl<S: Store> Authority<S> {
             hash: token.hash(),
         };
         let subjects = vec![format!("api_key:{}", key.id)];
+        let max = tenant.quotas.api_keys;
         self.audited(actor, "api_key.create", key.tenant_id, subjects, async {
-            Ok(self.store.put_api_key(&key).await?)
+            match self.store.put_api_key(&key, max).await? {
+                true => Ok(()),
+                false => Err(Error::ResourceExhausted(format!(
+                    "quotas.api_keys: the tenant holds {max} API keys, its quota; revoke one, or raise the quota \
+                     with SetTenantQuotas"
+                ))),
+            }
         })
         .await?;
         Ok(Issued { record: key, token: token.expose() })
@@ -528,7 +554,21 @@ impl<S: Store> Authority<S> {
             tenant_id: p.tenant.id,
             subjects: vec![format!("client:{}", client.id), format!("session:{}", session.id)],
         };
-        self.store.create_client_audited(&client, Some(&session), &event).await?;
+        let max = p.tenant.quotas.clients;
+        if !self.store.create_client_audited(&client, Some(&session), &event, max).await? {
+            let rejected = AuditEvent {
+                action: format!("{action}.rejected"),
+                subjects: [event.subjects, vec!["reason:resource_exhausted".into()]].concat(),
+                ..event
+            };
+            if let Err(err) = self.store.append_audit(&rejected).await {
+                tracing::warn!(%err, action = %rejected.action, "audit append failed");
+            }
+            return Err(Error::ResourceExhausted(format!(
+                "quotas.clients: the tenant holds {max} clients, its quota; delete one, or ask an operator to \
+                 raise the quota"
+            )));
+        }
         Ok(NewClient { client, session, token: token.expose() })
     }
 
@@ -559,14 +599,15 @@ impl<S: Store> Authority<S> {
         let now = now_ms();
         issuable(&p.tenant, now)?;
         let (s, token) = self.new_session(p, client_id, TokenKind::Session, now);
+        let max_live = usize::try_from(p.tenant.quotas.sessions_per_client).unwrap_or(usize::MAX);
         let subjects = vec![format!("client:{client_id}"), format!("session:{}", s.id)];
         self.audited(&p.actor(), "session.create", p.tenant.id, subjects, async {
-            match self.store.create_session(&s, self.max_sessions).await? {
+            match self.store.create_session(&s, max_live).await? {
                 CreateSession::Created => Ok(()),
                 CreateSession::NoClient => Err(Error::NotFound("client")),
                 CreateSession::Full => Err(Error::ResourceExhausted(format!(
-                    "client has {} live sessions, the most allowed; revoke one first",
-                    self.max_sessions
+                    "quotas.sessions_per_client: the client has {max_live} live sessions, the tenant's quota; \
+                     revoke one first"
                 ))),
             }
         })
@@ -629,7 +670,13 @@ impl<S: Store> Authority<S> {
                 false => Err(Error::NotFound("client")),
             }
         })
-        .await
+        .await?;
+        // Counted down after: a failure here leaves the count one high
+        // (never low), which only a higher quota makes up for.
+        if let Err(err) = self.store.uncount_client(p.tenant.id).await {
+            tracing::warn!(%err, tenant = %p.tenant.id, "client count not lowered");
+        }
+        Ok(())
     }
 
     // ---- end users (session tokens, test client keys) ----
@@ -719,7 +766,7 @@ mod tests {
     async fn a_cut_off_ahead_of_now_is_refused_or_taken_as_now_and_issuance_never_hands_out_a_dead_credential() {
         let store = MemoryStore::new();
         let a = Authority::new(store.clone());
-        let t = a.create_tenant("op", "t".into(), None, None).await.unwrap();
+        let t = a.create_tenant("op", "t".into(), None, None, Default::default()).await.unwrap();
         let now = now_ms();
         let e = a.revoke_tenant_before("op", t.id, Some(now + 3_600_000)).await.unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { field: "issued_before", .. }), "{e:?}");

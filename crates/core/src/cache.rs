@@ -406,6 +406,7 @@ mod tests {
             max_lifetime_ms: 1000,
             created_at: 0,
             revoked_before: None,
+            quotas: Default::default(),
         };
         let k = ApiKey {
             id: key_id,

@@ -146,6 +146,30 @@ pub struct Tenant {
     pub created_at: Millis,
     /// Incident response: credentials issued before this are refused.
     pub revoked_before: Option<Millis>,
+    /// What the tenant may hold.
+    pub quotas: Quotas,
+}
+
+/// What a tenant may hold, set per tenant by operators; the defaults suit a
+/// large product and only stop a runaway backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// API keys (live, or rolled and in their grace period).
+    pub api_keys: u64,
+    /// Clients.
+    pub clients: u64,
+    /// Live sessions per client (test client keys count).
+    pub sessions_per_client: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            api_keys: limits::API_KEYS_PER_TENANT,
+            clients: limits::CLIENTS_PER_TENANT,
+            sessions_per_client: limits::SESSIONS_PER_CLIENT as u64,
+        }
+    }
 }
 
 impl Tenant {
@@ -251,13 +275,33 @@ pub mod limits {
     /// may be set (the clock skew between an operator's tooling, or another
     /// authd, and this one).
     pub const CLOCK_SKEW_MS: Millis = 5_000;
-    /// Live sessions per client (test client keys included).
+    /// Live sessions per client (test client keys included), by default.
     pub const SESSIONS_PER_CLIENT: usize = 100;
+    /// API keys per tenant, by default.
+    pub const API_KEYS_PER_TENANT: u64 = 1_000;
+    /// Clients per tenant, by default.
+    pub const CLIENTS_PER_TENANT: u64 = 1_000_000;
+    /// The largest quota an operator may set (each is at least 1).
+    pub const QUOTA_MAX: u64 = 1_000_000_000;
     /// Audit page size cap.
     pub const AUDIT_PAGE_MAX: usize = 1000;
     /// Largest page of a listing (API keys, sessions), and the default.
     pub const PAGE_MAX: usize = 1000;
     pub const PAGE_DEFAULT: usize = 100;
+
+    /// Quotas: each from 1 to [`QUOTA_MAX`].
+    pub fn quotas(q: &Quotas) -> Result<(), Error> {
+        for (field, v) in [
+            ("quotas.api_keys", q.api_keys),
+            ("quotas.clients", q.clients),
+            ("quotas.sessions_per_client", q.sessions_per_client),
+        ] {
+            if !(1..=QUOTA_MAX).contains(&v) {
+                return Err(Error::invalid(field, format!("must be from 1 to {QUOTA_MAX}")));
+            }
+        }
+        Ok(())
+    }
 
     /// A name: 1 to 64 characters, no control or bidirectional formatting
     /// characters.

@@ -365,7 +365,7 @@ mod tests {
     async fn setup() -> (Authority<MemoryStore>, Verifier<MemoryStore>, String, String) {
         let store = MemoryStore::new();
         let auth = Authority::new(store.clone());
-        let t = auth.create_tenant("op", "t".into(), None, None).await.unwrap();
+        let t = auth.create_tenant("op", "t".into(), None, None, Default::default()).await.unwrap();
         let new = NewApiKey {
             tenant_id: t.id,
             env: Environment::Test,

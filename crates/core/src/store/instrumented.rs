@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{After, ApiKeyLookup, CreateSession, Invalidations, Page, RollApiKey, SessionLookup, Store, StoreResult};
 use crate::clock::Millis;
-use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant};
+use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant};
 
 /// Told the duration and outcome of every store call.
 pub trait StoreObserver: Send + Sync + 'static {
@@ -99,8 +99,14 @@ impl<S: Store> Store for Instrumented<S> {
     ) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send {
         self.call("revoke_tenant_before", self.inner.revoke_tenant_before(id, before, now))
     }
-    fn put_api_key(&self, k: &ApiKey) -> impl Future<Output = StoreResult<()>> + Send {
-        self.call("put_api_key", self.inner.put_api_key(k))
+    fn put_api_key(&self, k: &ApiKey, max: u64) -> impl Future<Output = StoreResult<bool>> + Send {
+        self.call("put_api_key", self.inner.put_api_key(k, max))
+    }
+    fn set_quotas(&self, tenant: Uuid, q: Quotas) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send {
+        self.call("set_quotas", self.inner.set_quotas(tenant, q))
+    }
+    fn uncount_client(&self, tenant: Uuid) -> impl Future<Output = StoreResult<()>> + Send {
+        self.call("uncount_client", self.inner.uncount_client(tenant))
     }
     fn get_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<ApiKeyLookup>> + Send {
         self.call("get_api_key", self.inner.get_api_key(tenant, id))
@@ -132,8 +138,9 @@ impl<S: Store> Store for Instrumented<S> {
         c: &Client,
         first: Option<&Session>,
         e: &AuditEvent,
-    ) -> impl Future<Output = StoreResult<()>> + Send {
-        self.call("create_client_audited", self.inner.create_client_audited(c, first, e))
+        max: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
+        self.call("create_client_audited", self.inner.create_client_audited(c, first, e, max))
     }
     fn get_client(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Client>>> + Send {
         self.call("get_client", self.inner.get_client(id))

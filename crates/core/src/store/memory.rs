@@ -16,7 +16,7 @@ use super::{
     REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult, api_key_order, session_order,
 };
 use crate::clock::{Millis, now_ms};
-use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};
+use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant, limits};
 
 /// Writes between two full sweeps of dead entries.
 const SWEEP_EVERY: u32 = 1024;
@@ -173,11 +173,49 @@ impl Store for MemoryStore {
         Ok(t)
     }
 
-    async fn put_api_key(&self, k: &ApiKey) -> StoreResult<()> {
+    async fn put_api_key(&self, k: &ApiKey, max: u64) -> StoreResult<bool> {
         let mut g = self.lock();
+        let now = now_ms();
+        g.api_keys.retain(|_, k| remembered(k, now));
+        // As Redis counts its index: every key not revoked, until a day past
+        // its expiry (a listing prunes the index of what is gone).
+        let held = g.api_keys.keys().filter(|(t, _)| *t == k.tenant_id).count() as u64;
+        if held >= max {
+            return Ok(false);
+        }
         g.api_keys.insert((k.tenant_id, k.id), k.clone());
         g.wrote();
+        Ok(true)
+    }
+
+    async fn set_quotas(&self, tenant: Uuid, q: Quotas) -> StoreResult<Option<Tenant>> {
+        Ok(self.lock().tenants.get_mut(&tenant).map(|t| {
+            t.quotas = q;
+            t.clone()
+        }))
+    }
+
+    async fn uncount_client(&self, _tenant: Uuid) -> StoreResult<()> {
+        // Counted exactly from the clients themselves.
         Ok(())
+    }
+
+    async fn create_client_audited(
+        &self,
+        c: &Client,
+        first: Option<&Session>,
+        e: &AuditEvent,
+        max: u64,
+    ) -> StoreResult<bool> {
+        self.append_audit(e).await?;
+        {
+            let g = self.lock();
+            if g.clients.values().filter(|x| x.tenant_id == c.tenant_id).count() as u64 >= max {
+                return Ok(false);
+            }
+        }
+        self.create_client(c, first).await?;
+        Ok(true)
     }
 
     async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyLookup> {

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use futures::Stream;
 use uuid::Uuid;
 
-use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant};
+use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant};
 
 use crate::clock::Millis;
 pub(crate) use crate::error::StoreError;
@@ -209,8 +209,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Millis,
     ) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send;
 
-    /// Writes a new API key (with its expiry as TTL) and indexes it.
-    fn put_api_key(&self, k: &ApiKey) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Writes a new API key (with its expiry as TTL) and indexes it, unless
+    /// its tenant would then hold more than `max` keys: false, nothing kept.
+    fn put_api_key(&self, k: &ApiKey, max: u64) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Sets a tenant's quotas; the tenant as it is now, `None` if there is
+    /// no such tenant.
+    fn set_quotas(&self, tenant: Uuid, q: Quotas) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send;
+    /// Counts a tenant's clients down by one (after a delete); never below 0.
+    fn uncount_client(&self, tenant: Uuid) -> impl Future<Output = StoreResult<()>> + Send;
     /// Reads an API key with its tenant, in one round trip (same hash slot).
     fn get_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<ApiKeyLookup>> + Send;
     /// A page of a tenant's live API keys, oldest first (ordered by
@@ -234,21 +240,19 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Writes a new client, and atomically with it its first session.
     fn create_client(&self, c: &Client, first: Option<&Session>) -> impl Future<Output = StoreResult<()>> + Send;
-    /// [`Store::create_client`] with its audit event: both in one atomic
-    /// write where the store can, else the event first (write-ahead, as
-    /// every audited change: see ARCHITECTURE.md, "Audit"); an event that
-    /// cannot be written fails the call with nothing written.
+    /// [`Store::create_client`] with its audit event, counted against the
+    /// tenant's `max` clients: false (no client kept) when over it. Event,
+    /// client and count in one atomic write where the store can, else the
+    /// event and count first (write-ahead, as every audited change: see
+    /// ARCHITECTURE.md, "Audit"); an event that cannot be written fails the
+    /// call with nothing written.
     fn create_client_audited(
         &self,
         c: &Client,
         first: Option<&Session>,
         e: &AuditEvent,
-    ) -> impl Future<Output = StoreResult<()>> + Send {
-        async move {
-            self.append_audit(e).await?;
-            self.create_client(c, first).await
-        }
-    }
+        max: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Reads a client.
     fn get_client(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Client>>> + Send;
     /// Deletes a client and every credential of it; false if it did not exist.

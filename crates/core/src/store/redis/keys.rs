@@ -4,7 +4,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `t:{T}` | hash | tenant T: `n` name, `i` idle ms, `m` max ms, `c` created, `r` revoked-before |
+//! | `t:{T}` | hash | tenant T: `n` name, `i` idle ms, `m` max ms, `c` created, `r` revoked-before, `qk` `qc` `qs` quotas (API keys, clients, sessions per client), `nc` clients counted |
 //! | `k:{T}:K` | hash | API key K of T: `e` env, `n` name, `s` scopes, `c` created, `x` expiry, `r` successor, `h` hash; TTL = expiry + 1 day (past the expiry it is read as "expired", never as live) |
 //! | `kx:{T}` | sorted set | ids of T's API keys scored by creation time (pruned on list; pages of ListApiKeys) |
 //! | `ki:{T}` | set | ids of T's API keys as written before `kx` (moved into `kx` by the next list) |

@@ -47,7 +47,7 @@ use super::{
     REMEMBER_MS, RollApiKey, SessionLookup, Store, StoreError, StoreResult, api_key_order, session_order,
 };
 use crate::clock::{Millis, now_ms};
-use crate::model::{ApiKey, AuditEvent, Client, Session, Tenant, limits};
+use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant, limits};
 use crate::token::{parse_short_id, short_id};
 use conn::{Connections, PUBSUB_PING_EVERY, PUBSUB_PING_TIMEOUT};
 pub use conn::{RedisConn, RedisOptions, RedisTarget, WaitReplicas};
@@ -250,6 +250,12 @@ impl Store for RedisStore {
         if let Some(r) = t.revoked_before {
             fields.push(("r", r.to_string()));
         }
+        let q = t.quotas;
+        fields.extend([
+            ("qk", q.api_keys.to_string()),
+            ("qc", q.clients.to_string()),
+            ("qs", q.sessions_per_client.to_string()),
+        ]);
         let () = wc.hset_multiple(tenant_key(t.id), &fields).await?;
         self.c.replicated(&mut wc).await?;
         Ok(())
@@ -275,17 +281,45 @@ impl Store for RedisStore {
         tenant_from(id, f)
     }
 
-    async fn put_api_key(&self, k: &ApiKey) -> StoreResult<()> {
+    async fn put_api_key(&self, k: &ApiKey, max: u64) -> StoreResult<bool> {
         let mut wc = self.c.w().await?;
-        let key = api_key_key(k.tenant_id, k.id);
+        let (key, index) = (api_key_key(k.tenant_id, k.id), api_index_key(k.tenant_id));
         let mut p = pipe();
         p.atomic().hset_multiple(&key, &api_key_fields(k)).ignore();
         // Kept a day past its expiry, so a use then is told "expired".
         if let Some(x) = k.expires_at {
             p.cmd("PEXPIREAT").arg(&key).arg(x + REMEMBER_MS).ignore();
         }
-        p.zadd(api_index_key(k.tenant_id), short_id(k.id), k.created_at).ignore();
-        let () = p.query_async(&mut wc).await?;
+        p.zadd(&index, short_id(k.id), k.created_at).ignore();
+        // Counted in the same transaction: over the quota, taken back.
+        p.zcard(&index).scard(legacy_api_index_key(k.tenant_id));
+        let (sorted, legacy): (u64, u64) = p.query_async(&mut wc).await?;
+        if sorted + legacy > max {
+            let () =
+                pipe().atomic().del(&key).ignore().zrem(&index, short_id(k.id)).ignore().query_async(&mut wc).await?;
+            self.c.replicated(&mut wc).await?;
+            return Ok(false);
+        }
+        self.c.replicated(&mut wc).await?;
+        Ok(true)
+    }
+
+    async fn set_quotas(&self, tenant: Uuid, q: Quotas) -> StoreResult<Option<Tenant>> {
+        let mut wc = self.c.w().await?;
+        let f: HashMap<String, Vec<u8>> = SET_QUOTAS
+            .key(tenant_key(tenant))
+            .arg(q.api_keys)
+            .arg(q.clients)
+            .arg(q.sessions_per_client)
+            .invoke_async(&mut wc)
+            .await?;
+        self.c.replicated(&mut wc).await?;
+        tenant_from(tenant, f)
+    }
+
+    async fn uncount_client(&self, tenant: Uuid) -> StoreResult<()> {
+        let mut wc = self.c.w().await?;
+        let _: i64 = COUNT_CLIENTS.key(tenant_key(tenant)).arg(-1).arg(0).invoke_async(&mut wc).await?;
         self.c.replicated(&mut wc).await?;
         Ok(())
     }
@@ -377,27 +411,66 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn create_client_audited(&self, c: &Client, first: Option<&Session>, e: &AuditEvent) -> StoreResult<()> {
+    async fn create_client_audited(
+        &self,
+        c: &Client,
+        first: Option<&Session>,
+        e: &AuditEvent,
+        max: u64,
+    ) -> StoreResult<bool> {
+        let count = |p: &mut redis::Pipeline| {
+            p.cmd("HINCRBY").arg(tenant_key(c.tenant_id)).arg("nc").arg(1);
+        };
         if let RedisConn::Cluster(_) = self.c.conn {
-            // The client's slot and the tenant's audit stream may live on two
-            // nodes: the event, then the write, as the trait's default does.
-            self.append_audit(e).await?;
-            return self.create_client(c, first).await;
+            // The client's slot and the tenant's (audit stream, count) may
+            // live on two nodes: the event and the count, then the client.
+            let mut wc = self.c.w().await?;
+            let mut p = pipe();
+            p.atomic().add_command(xadd(e)).ignore();
+            count(&mut p);
+            let (n,): (u64,) = p.query_async(&mut wc).await?;
+            if n > max {
+                self.uncount_client(c.tenant_id).await?;
+                return Ok(false);
+            }
+            if let Err(err) = self.create_client(c, first).await {
+                // Not created: not counted (best effort; a failure leaves
+                // the count one high, never low).
+                let _ = self.uncount_client(c.tenant_id).await;
+                return Err(err);
+            }
+            return Ok(true);
         }
         let mut wc = self.c.w().await?;
-        // One transaction, the event included: both or neither. EXEC's reply
-        // is kept so that an aborted transaction fails the call.
+        // One transaction, the event and the count included: all or none.
+        // EXEC's reply is kept so that an aborted transaction fails the call.
         let mut p = pipe();
         p.cmd("MULTI").ignore();
         push_client_writes(&mut p, c, first)?;
         p.add_command(xadd(e)).ignore();
-        p.cmd("EXEC");
+        count(&mut p);
+        p.ignore().cmd("EXEC");
         let (exec,): (redis::Value,) = p.query_async(&mut wc).await?;
-        self.c.replicated(&mut wc).await?;
-        match exec {
-            redis::Value::Array(_) => Ok(()),
-            other => Err(StoreError::Unavailable(format!("client write not applied: {other:?}"))),
+        let n = match exec {
+            redis::Value::Array(v) => match v.last() {
+                Some(redis::Value::Int(n)) => *n as u64,
+                other => return Err(StoreError::Unavailable(format!("client count not read: {other:?}"))),
+            },
+            other => return Err(StoreError::Unavailable(format!("client write not applied: {other:?}"))),
+        };
+        if n > max {
+            // Over the quota: taken back (its token was never returned).
+            let mut undo = pipe();
+            undo.atomic().del(client_key(c.id)).ignore().del(session_index_key(c.id)).ignore();
+            if let Some(s) = first {
+                undo.del(session_key(c.id, s.id)).ignore();
+            }
+            let () = undo.query_async(&mut wc).await?;
+            self.uncount_client(c.tenant_id).await?;
+            return Ok(false);
         }
+        self.c.replicated(&mut wc).await?;
+        Ok(true)
     }
 
     async fn get_client(&self, id: Uuid) -> StoreResult<Option<Client>> {

@@ -10,7 +10,7 @@ use super::keys::{audit_key, client_key, session_index_key, session_key};
 use crate::clock::Millis;
 use crate::error::StoreError;
 use crate::model::SecretHash;
-use crate::model::{ApiKey, AuditEvent, Client, Environment, Scopes, Session, Tenant};
+use crate::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Scopes, Session, Tenant};
 use crate::store::{AUDIT_MAX_LEN, Gone, REMEMBER_MS, StoreResult};
 use crate::token::{parse_short_id, short_id};
 
@@ -68,6 +68,14 @@ pub(super) fn tenant_from(id: Uuid, f: HashMap<String, Vec<u8>>) -> StoreResult<
         max_lifetime_ms: f.int("m")?,
         created_at: f.int("c")?,
         revoked_before: f.opt_int("r")?,
+        quotas: {
+            let d = Quotas::default();
+            Quotas {
+                api_keys: f.opt_int("qk")?.map_or(d.api_keys, |v| v as u64),
+                clients: f.opt_int("qc")?.map_or(d.clients, |v| v as u64),
+                sessions_per_client: f.opt_int("qs")?.map_or(d.sessions_per_client, |v| v as u64),
+            }
+        },
     }))
 }
 

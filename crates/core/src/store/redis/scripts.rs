@@ -52,6 +52,13 @@ pub(super) static REVOKE_ALL_SESSIONS: LazyLock<Script> =
 pub(super) static LIST_API_KEYS: LazyLock<Script> =
     LazyLock::new(|| load(include_str!("scripts/list_api_keys.lua"), &[]));
 
+/// Sets a tenant's quotas, if the tenant exists.
+pub(super) static SET_QUOTAS: LazyLock<Script> = LazyLock::new(|| load(include_str!("scripts/set_quotas.lua"), &[]));
+
+/// Counts a tenant's clients up or down, within bounds.
+pub(super) static COUNT_CLIENTS: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/count_clients.lua"), &[]));
+
 /// Moves members of the API key index from its old set to its sorted set.
 pub(super) static MOVE_API_KEY_INDEX: LazyLock<Script> =
     LazyLock::new(|| load(include_str!("scripts/move_api_key_index.lua"), &[]));
@@ -84,6 +91,8 @@ mod tests {
             include_str!("scripts/revoke_all_sessions.lua"),
             include_str!("scripts/list_api_keys.lua"),
             include_str!("scripts/move_api_key_index.lua"),
+            include_str!("scripts/set_quotas.lua"),
+            include_str!("scripts/count_clients.lua"),
             include_str!("scripts/revoke_api_key.lua"),
             include_str!("scripts/roll_api_key.lua"),
             include_str!("scripts/revoke_tenant_before.lua"),
