@@ -5,7 +5,7 @@
 //! floor) only parse flags and print; each figure is one module here.
 //!
 //! Layout, top floor first (a module uses only those below it):
-//! - `mint`, `session_memory`, `verify_throughput`, `cold_round_trips`, `warm_commands`, `revocation`, `cache_memory`, `start_time`, `instructions`, `soak`:
+//! - `mint`, `session_memory`, `tenant_scale`, `verify_throughput`, `cold_round_trips`, `warm_commands`, `revocation`, `cache_memory`, `start_time`, `instructions`, `soak`:
 //!   one figure each (cred-bench's A and B, introspect-bench's a to g, the
 //!   soak);
 //! - `verify_env`, `summary`: introspect-bench's shared setting (authd,
@@ -40,6 +40,7 @@ pub mod soak;
 pub mod start_time;
 pub mod stats;
 pub mod summary;
+pub mod tenant_scale;
 pub mod verify_env;
 pub mod verify_throughput;
 pub mod warm_commands;

@@ -1,8 +1,10 @@
 //! cred-bench: the benchmark figures of authd, measured end to end on
 //! loopback against a private `redis-server` that the run starts and stops:
 //! figure A, session mint over gRPC beside the raw store rate of the same
-//! work (`cred_bench::mint`), and figure B, Redis memory per live session
-//! (`cred_bench::session_memory`).
+//! work (`cred_bench::mint`), figure B, Redis memory per live session
+//! (`cred_bench::session_memory`), and figure C, the largest single Redis
+//! command at 20,000 API keys and 100,000 clients in one tenant
+//! (`cred_bench::tenant_scale`). `cred-bench C` runs figure C alone.
 //!
 //! Every phase is bounded in time and count; the run exits by itself. Run it
 //! with `cargo run --release -p cred-bench` (needs `redis-server`, `h2load`
@@ -14,7 +16,7 @@ use std::time::Instant;
 use cred_bench::mint::{self, LOAD_THREADS};
 use cred_bench::redis_info::{self, admin_connection};
 use cred_bench::redis_server::RedisServer;
-use cred_bench::{h2load, session_memory};
+use cred_bench::{h2load, session_memory, tenant_scale};
 
 fn main() {
     let started = Instant::now();
@@ -31,9 +33,11 @@ fn main() {
 }
 
 async fn run() -> Result<(), String> {
-    if let Some(a) = std::env::args().nth(1) {
-        return Err(format!("unknown argument {a:?}; cred-bench takes no arguments"));
-    }
+    let only_c = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("C") => true,
+        Some(a) => return Err(format!("unknown argument {a:?}; cred-bench takes none, or C (figure C alone)")),
+    };
     let redis = RedisServer::start().await?;
     let mut admin = admin_connection(&redis.url()).await?;
     println!(
@@ -44,11 +48,16 @@ async fn run() -> Result<(), String> {
         h2load::version().await,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    let a = mint::figure_a(&redis, &mut admin).await?;
-    let b = session_memory::figure_b(&redis.url(), &mut admin).await?;
     let mut summary = String::from("================================ SUMMARY ================================\n");
-    a.summary(&mut summary);
-    session_memory::summary(&b, &mut summary);
+    if !only_c {
+        let a = mint::figure_a(&redis, &mut admin).await?;
+        let b = session_memory::figure_b(&redis.url(), &mut admin).await?;
+        a.summary(&mut summary);
+        session_memory::summary(&b, &mut summary);
+        redis_info::flush(&mut admin).await?;
+    }
+    let c = tenant_scale::figure_c(&redis.url(), &mut admin).await?;
+    c.summary(&mut summary);
     println!("\n{summary}");
     // Redis is killed when `redis` drops, after the figures are done.
     Ok(())
