@@ -1,6 +1,8 @@
 //! The authd binary as an operator runs it: dev mode's banner works as
 //! printed, operator keys made offline are accepted by `serve`, and SIGHUP
-//! reloads the allowlist. Needs `redis-server` (fails loudly without it).
+//! reloads the allowlist (removals apply even from a file with bad lines),
+//! and a victim whose ids an attacker knows keeps working under attack.
+//! Needs `redis-server` (fails loudly without it).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -331,4 +333,126 @@ fn a_zero_wait_timeout_fails_at_start_naming_the_setting() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--redis-wait-timeout-ms") && err.contains("AUTHD_REDIS_WAIT_TIMEOUT_MS"), "{err}");
+}
+
+/// One round of the victim's calls against one of the attacker's, for
+/// `span`: the victim's API key and session token (both never used before
+/// the attack starts) each call every 10 ms; the attacker's tasks send, as
+/// fast as authd answers, forged tokens with the victim's ids (the ids are
+/// in every token, audit event and listing) and, if `guess`, tokens of
+/// random ids, spending the address' budget too. Metadata `xff`, if set,
+/// is the `x-forwarded-for` of each side. The victim's success ratio.
+async fn under_attack(addr: &str, operator: &str, xff: Option<(&str, &str)>, guess: bool) -> f64 {
+    use cred_core::model::Environment;
+    use cred_core::token::{Token, TokenKind};
+    let ch = channel(addr).await;
+    let admin = pb::admin_service_client::AdminServiceClient::new(ch.clone());
+    let mut clients = pb::client_service_client::ClientServiceClient::new(ch.clone());
+    let t = admin
+        .clone()
+        .create_tenant(authed(operator, pb::CreateTenantRequest { name: "v".into(), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .tenant_id;
+    let key_req = |name: &str| pb::CreateApiKeyRequest {
+        tenant_id: t.clone(),
+        environment: pb::Environment::Production.into(),
+        name: name.into(),
+        ..Default::default()
+    };
+    let setup = admin.clone().create_api_key(authed(operator, key_req("setup"))).await.unwrap().into_inner().secret;
+    let key = admin.clone().create_api_key(authed(operator, key_req("victim"))).await.unwrap().into_inner().secret;
+    let cst =
+        clients.create_client(authed(&setup, pb::CreateClientRequest::default())).await.unwrap().into_inner().token;
+    let tenant: uuid::Uuid = t.parse().unwrap();
+    let with = |mut r: tonic::Request<pb::GetClientRequest>, who: Option<&str>| {
+        if let Some(ip) = who {
+            r.metadata_mut().insert("x-forwarded-for", ip.parse().unwrap());
+        }
+        r
+    };
+    let get = |token: &str| authed(token, pb::GetClientRequest { client_id: uuid::Uuid::new_v4().to_string() });
+    let forged = |token: &str| {
+        let t = Token::parse(token).unwrap();
+        Token::mint(t.kind, t.env, t.route, t.id).expose()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (attacker, victim) = (xff.map(|x| x.0), xff.map(|x| x.1));
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let (ch, stop, key, cst, attacker) =
+            (ch.clone(), stop.clone(), key.clone(), cst.clone(), attacker.map(String::from));
+        tasks.push(tokio::spawn(async move {
+            let mut c = pb::client_service_client::ClientServiceClient::new(ch.clone());
+            let mut s = pb::session_service_client::SessionServiceClient::new(ch);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 20_000 {
+                i += 1;
+                let token = match (n + i) % 3 {
+                    0 if guess => {
+                        Token::mint(TokenKind::ApiKey, Environment::Production, tenant, uuid::Uuid::new_v4()).expose()
+                    }
+                    1 => {
+                        let mut r = authed(&forged(&cst), pb::GetCurrentSessionRequest {});
+                        if let Some(ip) = &attacker {
+                            r.metadata_mut().insert("x-forwarded-for", ip.parse().unwrap());
+                        }
+                        let _ = s.get_current_session(r).await;
+                        continue;
+                    }
+                    _ => forged(&key),
+                };
+                let _ = c.get_client(with(get(&token), attacker.as_deref())).await;
+            }
+            i
+        }));
+    }
+    // Let the attack spend what it can before the victim's first call.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut ok, mut all) = (0, 0);
+    let mut sessions = pb::session_service_client::SessionServiceClient::new(ch.clone());
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        all += 2;
+        // GetClient of a random id: NOT_FOUND once the key is authenticated.
+        if let Err(e) = clients.get_client(with(get(&key), victim)).await
+            && e.code() == Code::NotFound
+        {
+            ok += 1;
+        }
+        let mut r = authed(&cst, pb::GetCurrentSessionRequest {});
+        if let Some(ip) = victim {
+            r.metadata_mut().insert("x-forwarded-for", ip.parse().unwrap());
+        }
+        if sessions.get_current_session(r).await.is_ok() {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await.unwrap();
+    }
+    let ratio = ok as f64 / all as f64;
+    println!("victim: {ok}/{all} calls succeeded while the attacker sent {sent} forged or guessed tokens");
+    ratio
+}
+
+/// The shipped authd, its default budgets: a victim whose credential ids an
+/// attacker knows keeps working (>= 99 % success) while the attacker sends
+/// forged tokens with those ids as fast as authd answers, from the same
+/// address; and behind a trusted proxy, while the attacker also spends its
+/// address' budget with random ids.
+#[tokio::test]
+async fn a_victim_keeps_working_while_an_attacker_spends_every_budget() {
+    let served = serve(&[]);
+    let shared = under_attack(&served.addr, &served.operator, None, false).await;
+    assert!(shared >= 0.99, "the victim succeeded {:.1} % of the time, sharing the attacker's address", shared * 100.0);
+    let proxied = serve(&[("AUTHD_TRUSTED_PROXIES", "127.0.0.0/8")]);
+    let behind = under_attack(&proxied.addr, &proxied.operator, Some(("198.51.100.66", "198.51.100.7")), true).await;
+    assert!(behind >= 0.99, "the victim succeeded {:.1} % of the time behind the proxy", behind * 100.0);
 }
