@@ -102,6 +102,7 @@ for set in default all-on; do
   step "$set values: kubernetes-validate"
   validate "$file"
   python3 deploy/helm/tests/chart_checks.py servicemonitor "$file" || die "ServiceMonitor check failed for the $set values"
+  python3 deploy/helm/tests/chart_checks.py probes "$file" || die "probe check failed for the $set values"
   if [ "$set" = default ]; then
     expect_kinds "$file" Deployment=2 Service=2 PodDisruptionBudget=2 ServiceAccount=1 Secret=0 \
       HorizontalPodAutoscaler=0 NetworkPolicy=0 ServiceMonitor=0

@@ -456,3 +456,49 @@ async fn a_victim_keeps_working_while_an_attacker_spends_every_budget() {
     let behind = under_attack(&proxied.addr, &proxied.operator, Some(("198.51.100.66", "198.51.100.7")), true).await;
     assert!(behind >= 0.99, "the victim succeeded {:.1} % of the time behind the proxy", behind * 100.0);
 }
+
+/// SIGTERM with a drain delay: readiness ("") goes NOT_SERVING at once,
+/// liveness ("credd.live") stays SERVING, and new connections and calls are
+/// still served during the delay; then authd drains and exits 0.
+#[tokio::test]
+async fn sigterm_keeps_serving_through_the_drain_delay() {
+    let Served { authd: mut p, redis: _redis, addr, operator, allowlist: _, _dir } =
+        serve(&[("AUTHD_DRAIN_DELAY_MS", "1500"), ("AUTHD_DRAIN_TIMEOUT_MS", "1000")]);
+    let health = |ch: tonic::transport::Channel, service: &'static str| async move {
+        let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+        h.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.map(|r| r.into_inner().status)
+    };
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let ch = channel(&addr).await;
+    assert_eq!(health(ch.clone(), "").await.unwrap(), ServingStatus::Serving as i32);
+    let sent = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap().success());
+    let get = || pb::GetTenantRequest { tenant_id: uuid::Uuid::new_v4().to_string() };
+    let mut answered = 0;
+    while sent.elapsed() < Duration::from_millis(1000) {
+        // A new connection each time: still accepted during the delay.
+        let fresh = channel(&addr).await;
+        let e = pb::admin_service_client::AdminServiceClient::new(fresh.clone())
+            .get_tenant(authed(&operator, get()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "a call during the drain delay: {e:?}");
+        if sent.elapsed() > Duration::from_millis(200) {
+            assert_eq!(health(fresh.clone(), "").await.unwrap(), ServingStatus::NotServing as i32);
+            assert_eq!(health(fresh, "credd.live").await.unwrap(), ServingStatus::Serving as i32);
+        }
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered > 5, "only {answered} calls during the delay");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "authd did not exit after the delay and the drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "authd exited {status:?}");
+    assert!(sent.elapsed() >= Duration::from_millis(1500), "exited before the drain delay ended");
+}

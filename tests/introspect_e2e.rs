@@ -379,18 +379,28 @@ async fn store_outage_fails_closed_and_recovers() {
     assert!(t.elapsed() < Duration::from_secs(2), "UNAVAILABLE took {:?}", t.elapsed());
     // A credential cached within its max age is still answered.
     assert!(s.a.verify(&cached.token).await.is_ok());
-    // Health follows the store, for both services.
+    // The store's health name and the API services' follow the store, for
+    // both services; the process ("credd.live", liveness) and the server as
+    // a whole ("", readiness) do not: a replica that still answers from its
+    // cache stays in its Service, and nothing restarts.
     assert_eventually!(
         health(&s.a.channel, "introspect.v1.IntrospectService").await == NOT_SERVING
+            && health(&s.a.channel, "credd.store").await == NOT_SERVING
             && health(&s.authd.channel, "authd.v1.ClientService").await == NOT_SERVING
-            && health(&s.authd.channel, "").await == NOT_SERVING,
+            && health(&s.authd.channel, "credd.store").await == NOT_SERVING,
         Duration::from_secs(5),
-        "health still SERVING with the store frozen"
+        "the store's health still SERVING with the store frozen"
     );
+    for ch in [&s.a.channel, &s.authd.channel] {
+        assert_eq!(health(ch, "").await, SERVING, "readiness followed the store");
+        assert_eq!(health(ch, "credd.live").await, SERVING, "liveness followed the store");
+    }
+    assert!(s.a.verify(&cached.token).await.is_ok(), "cached answers while the store is frozen");
     s.authd.redis.server().resume();
     assert_eventually!(s.a.verify(&uncached.token).await.is_ok(), Duration::from_secs(5), "not served after resume");
     assert_eventually!(
-        health(&s.a.channel, "").await == SERVING && health(&s.authd.channel, "authd.v1.AdminService").await == SERVING,
+        health(&s.a.channel, "credd.store").await == SERVING
+            && health(&s.authd.channel, "authd.v1.AdminService").await == SERVING,
         Duration::from_secs(5),
         "health not SERVING after the store came back"
     );

@@ -110,6 +110,11 @@ pub struct HealthArgs {
     /// Kubernetes gRPC probes, which cannot speak TLS.
     #[arg(long)]
     pub health_listen: Option<SocketAddr>,
+    /// After SIGTERM, health goes NOT_SERVING at once but new calls are
+    /// still accepted for this many milliseconds (load balancers and meshes
+    /// take seconds to stop sending), before the drain.
+    #[arg(long, default_value_t = 0)]
+    pub drain_delay_ms: u64,
 }
 
 /// Who the caller is, behind proxies.
@@ -142,7 +147,8 @@ pub async fn serve_options(
         Some(a) => Some(TcpListener::bind(a).await.map_err(|e| format!("--health-listen {a}: {e}"))?),
         None => None,
     };
-    Ok(ServeOptions { drain, tls, health_listener, limits, trusted_proxies })
+    let drain_delay = Duration::from_millis(health.drain_delay_ms);
+    Ok(ServeOptions { drain, drain_delay, tls, health_listener, limits, trusted_proxies })
 }
 
 #[cfg(test)]

@@ -78,9 +78,20 @@ pub async fn shutdown_signal() {
 /// How often the servers ask their store whether it answers.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The health name of the process alone (liveness): SERVING from start
+/// until the server has stopped, whatever the store does.
+pub const LIVE: &str = "credd.live";
+/// The health name that follows the store (monitoring, alerts): SERVING
+/// while it answers PING. Each API service's own name follows it too.
+pub const STORE: &str = "credd.store";
+
 /// Keeps `grpc.health.v1` in step with the store: every [`HEALTH_INTERVAL`],
-/// `probe` decides whether `services` (and the server as a whole, "") are
-/// SERVING or NOT_SERVING, until [`HealthWatch::stop`].
+/// `probe` decides whether `services` and [`STORE`] are SERVING or
+/// NOT_SERVING, until [`HealthWatch::stop`]. The server as a whole ("",
+/// readiness) and [`LIVE`] do not follow the store: every replica shares
+/// it, so taking replicas out of their Service when it fails helps no one,
+/// and an introspect replica still answers what it has cached (README,
+/// "Health and probes").
 fn watch_health<F, Fut>(health: HealthReporter, services: Vec<&'static str>, probe: F) -> HealthWatch
 where
     F: Fn() -> Fut + Send + 'static,
@@ -93,7 +104,7 @@ where
             let up = probe().await;
             if last != Some(up) {
                 let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
-                for s in names.iter().copied().chain([""]) {
+                for s in names.iter().copied().chain([STORE]) {
                     h.set_service_status(s, status).await;
                 }
                 last = Some(up);
@@ -110,15 +121,16 @@ struct HealthWatch {
     task: tokio::task::JoinHandle<()>,
     /// Where the statuses go.
     health: HealthReporter,
-    /// The services reported (besides the server as a whole, "").
+    /// The services reported (besides [`STORE`]).
     services: Vec<&'static str>,
 }
 
 impl HealthWatch {
-    /// Stops watching and reports NOT_SERVING for good (shutting down).
+    /// Stops watching and reports NOT_SERVING for good (shutting down), but
+    /// for [`LIVE`], which stays SERVING until the process stops serving.
     async fn stop(self) {
         self.task.abort();
-        for s in self.services.iter().copied().chain([""]) {
+        for s in self.services.iter().copied().chain([STORE, ""]) {
             self.health.set_service_status(s, ServingStatus::NotServing).await;
         }
     }
@@ -132,6 +144,9 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 pub struct ServeOptions {
     /// How long calls in flight get to finish after shutdown.
     pub drain: Duration,
+    /// How long after shutdown begins new calls are still accepted (health
+    /// already NOT_SERVING), before the drain.
+    pub drain_delay: Duration,
     /// Server TLS on the main listener; plaintext when `None`.
     pub tls: Option<ServerTls>,
     /// A plaintext listener that serves only `grpc.health.v1`: Kubernetes'
@@ -148,6 +163,7 @@ impl ServeOptions {
     pub fn new(drain: Duration) -> ServeOptions {
         ServeOptions {
             drain,
+            drain_delay: Duration::ZERO,
             tls: None,
             health_listener: None,
             limits: Limits::default(),
@@ -176,6 +192,8 @@ pub struct Assembly {
     limits: Limits,
     /// How long calls in flight get after shutdown.
     drain: Duration,
+    /// How long new calls are still accepted after shutdown begins.
+    drain_delay: Duration,
     /// The plaintext health-only listener and its router, if any.
     health_only: Option<(Router, TcpListener)>,
     /// Where health is reported.
@@ -198,6 +216,7 @@ impl Assembly {
             names: Vec::new(),
             limits: opts.limits,
             drain: opts.drain,
+            drain_delay: opts.drain_delay,
             health_only,
             health,
             rpc: RpcLayer::new(),
@@ -250,19 +269,21 @@ impl Assembly {
         F: Fn() -> Fut + Send + 'static,
         Fut: Future<Output = bool> + Send,
     {
-        for name in &self.names {
-            self.health.set_service_status(*name, ServingStatus::Serving).await;
+        for name in self.names.iter().copied().chain([STORE, LIVE, ""]) {
+            self.health.set_service_status(name, ServingStatus::Serving).await;
         }
         // Reflection last: it lists exactly the services added.
         let router = with_reflection(self.router, &self.names)?;
         let watch = watch_health(self.health, self.names, probe);
-        serve_and_drain(router, listener, watch, shutdown, self.drain, self.health_only).await
+        serve_and_drain(router, listener, watch, shutdown, (self.drain_delay, self.drain), self.health_only).await
     }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; then health
-/// goes NOT_SERVING, new connections are refused, and calls in flight get at
-/// most `drain` to finish before this returns anyway. `health_only` (a
+/// goes NOT_SERVING and new calls are still served for `delay` (load
+/// balancers and meshes take seconds to notice), then new connections are
+/// refused and calls in flight get at most `drain` to finish before this
+/// returns anyway. `health_only` (a
 /// router of the health service alone and its listener) is served beside it
 /// until the main server returns, so probes see NOT_SERVING while calls
 /// drain.
@@ -271,11 +292,11 @@ async fn serve_and_drain(
     listener: TcpListener,
     health: HealthWatch,
     shutdown: impl Future<Output = ()> + Send,
-    drain: Duration,
+    (delay, drain): (Duration, Duration),
     health_only: Option<(Router, TcpListener)>,
 ) -> Result<(), ServeError> {
     let probes = health_only.map(|(r, l)| tokio::spawn(r.serve_with_incoming(incoming(l))));
-    let result = serve_main(router, listener, health, shutdown, drain).await;
+    let result = serve_main(router, listener, health, shutdown, delay, drain).await;
     if let Some(p) = probes {
         p.abort();
     }
@@ -287,12 +308,15 @@ async fn serve_main(
     listener: TcpListener,
     health: HealthWatch,
     shutdown: impl Future<Output = ()> + Send,
+    delay: Duration,
     drain: Duration,
 ) -> Result<(), ServeError> {
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         health.stop().await;
+        // Still accepting while the endpoint is taken out of rotation.
+        tokio::time::sleep(delay).await;
         let _ = stopping.send(());
     };
     let serve = router.serve_with_incoming_shutdown(incoming(listener), signal);

@@ -10,6 +10,9 @@
   chart_checks.py servicemonitor <rendered.yaml>
       kubernetes-validate has no schema for ServiceMonitor (a prometheus-operator CRD): check that
       it selects Services of the same render and scrapes a port those Services name.
+  chart_checks.py probes <rendered.yaml>
+      liveness asks for the health name credd.live (the process alone), readiness for the overall
+      status (NOT_SERVING only while draining), and each Deployment sets a drain delay.
 
 Needs PyYAML (a dependency of kubernetes-validate).
 """
@@ -101,13 +104,35 @@ def check_servicemonitor(rendered: Path) -> list[str]:
     return errors
 
 
+def check_probes(rendered: Path) -> list[str]:
+    """Liveness asks for "credd.live" (the process alone), readiness for the
+    overall status (NOT_SERVING only while draining), and a drain delay is set."""
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    errors = []
+    for d in (d for d in docs if d.get("kind") == "Deployment"):
+        name = d["metadata"]["name"]
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            live = c.get("livenessProbe", {}).get("grpc", {})
+            ready = c.get("readinessProbe", {}).get("grpc", {})
+            if live.get("service") != "credd.live":
+                errors.append(f"{name}: liveness probe asks for {live.get('service')!r}, want 'credd.live'")
+            if ready.get("service", "") != "":
+                errors.append(f"{name}: readiness probe asks for {ready.get('service')!r}, want the overall status")
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if not any(k.endswith("_DRAIN_DELAY_MS") and int(v or 0) > 0 for k, v in env.items()):
+                errors.append(f"{name}: no drain delay set")
+    return errors
+
+
 def main() -> int:
-    if len(sys.argv) != 3 or sys.argv[1] not in ("values", "servicemonitor"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("values", "servicemonitor", "probes"):
         print(__doc__, file=sys.stderr)
         return 2
     what, arg = sys.argv[1], Path(sys.argv[2])
     if what == "values":
         errors, done = check_values(arg), f"values.yaml documented, values.schema.json strict ({arg})"
+    elif what == "probes":
+        errors, done = check_probes(arg), f"probes: liveness on credd.live, readiness overall, drain delay set ({arg.name})"
     else:
         errors = check_servicemonitor(arg)
         n = sum(1 for d in yaml.safe_load_all(arg.read_text()) if d and d.get("kind") == "ServiceMonitor")

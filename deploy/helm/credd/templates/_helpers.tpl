@@ -99,8 +99,8 @@ combination fails the render with a clear message.
 {{- if and .root.Values.metrics.port (eq (int .root.Values.metrics.port) (int $v.port)) }}
 {{- fail (printf "metrics.port must differ from %s.port" .component) }}
 {{- end }}
-{{- if ge (int64 $v.drainTimeoutMs) (mul (int64 $v.terminationGracePeriodSeconds) 1000) }}
-{{- fail (printf "%s.drainTimeoutMs must be below %s.terminationGracePeriodSeconds (in ms), or the kubelet kills the pod mid-drain" .component .component) }}
+{{- if ge (add (int64 $v.drainDelayMs) (int64 $v.drainTimeoutMs)) (mul (int64 $v.terminationGracePeriodSeconds) 1000) }}
+{{- fail (printf "%s.drainDelayMs + %s.drainTimeoutMs must be below %s.terminationGracePeriodSeconds (in ms), or the kubelet kills the pod mid-drain" .component .component .component) }}
 {{- end }}
 {{- if and $v.tls.enabled (not $v.tls.secretName) }}
 {{- fail (printf "%s.tls.secretName is required when %s.tls.enabled is true" .component .component) }}
@@ -114,13 +114,16 @@ combination fails the render with a clear message.
 {{- end }}
 
 {{/*
-Drain and TLS environment of a component: <PREFIX>_DRAIN_TIMEOUT_MS and, with
+Drain and TLS environment of a component: <PREFIX>_DRAIN_DELAY_MS,
+<PREFIX>_DRAIN_TIMEOUT_MS and, with
 tls.enabled, the certificate files and the plaintext health-only listener
 (the kubelet's gRPC probes cannot speak TLS).
 */}}
 {{- define "credd.tlsEnv" -}}
 {{- $v := index .root.Values .component }}
 {{- $p := upper .component -}}
+- name: {{ $p }}_DRAIN_DELAY_MS
+  value: {{ $v.drainDelayMs | int64 | quote }}
 - name: {{ $p }}_DRAIN_TIMEOUT_MS
   value: {{ $v.drainTimeoutMs | int64 | quote }}
 {{- if $v.tls.enabled }}
@@ -236,6 +239,9 @@ otel.enabled, the standard OTEL_* variables.
 {{- define "credd.grpcProbe" -}}
 grpc:
   port: {{ .port | int64 }}
+  {{- with .service }}
+  service: {{ . | quote }}
+  {{- end }}
 initialDelaySeconds: {{ .probe.initialDelaySeconds | int64 }}
 periodSeconds: {{ .probe.periodSeconds | int64 }}
 timeoutSeconds: {{ .probe.timeoutSeconds | int64 }}
