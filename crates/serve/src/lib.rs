@@ -5,7 +5,7 @@
 //! Layout, one sentence a module (a module uses only those below it):
 //! - `args`: the shared flags as clap `Args` (limits, Redis target, TLS,
 //!   health listener), with each binary's env var prefix;
-//! - `serve`: reflection, health that follows the store, drain on shutdown,
+//! - `serve`: reflection, health (the process, readiness, the store), drain,
 //!   the health-only listener, and `Assembly`, which puts a service's API
 //!   behind the limits and the telemetry layer and serves it;
 //! - `tls`: server TLS from PEM files, checked at start with errors naming

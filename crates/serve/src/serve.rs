@@ -1,6 +1,6 @@
 //! What every server of the workspace assembles the same way: server
 //! reflection (v1 for grpcurl and buf curl, v1alpha for grpcio) over every
-//! proto and `grpc.health.v1`, health that follows the store, how accepted
+//! proto and `grpc.health.v1`, health (the process, readiness, the store), how accepted
 //! sockets are set up, and drain on shutdown. [`ServeOptions`] carries what
 //! a deployment may turn on: TLS ([`crate::tls`]), a plaintext health-only
 //! listener for probes, and the request limits ([`crate::limits`]);
