@@ -50,6 +50,7 @@ fn main() {
             name: "acme".into(),
             idle_timeout: Some(day),
             max_lifetime: Some(Duration { seconds: 7 * 86_400, nanos: 0 }),
+            quotas: Some(pb::Quotas { api_keys: 10, clients: 0, sessions_per_client: 5 }),
         }
         .encode_to_vec()
     });
@@ -58,6 +59,7 @@ fn main() {
             name: "a\u{7}".into(),
             idle_timeout: Some(Duration { seconds: -1, nanos: 5 }),
             max_lifetime: None,
+            quotas: None,
         }
         .encode_to_vec()
     });
@@ -72,7 +74,7 @@ fn main() {
         }
         .encode_to_vec()
     });
-    a(3, "list_api_keys", &|| pb::ListApiKeysRequest { tenant_id: t() }.encode_to_vec());
+    a(3, "list_api_keys", &|| pb::ListApiKeysRequest { tenant_id: t(), ..Default::default() }.encode_to_vec());
     a(4, "revoke_api_key", &|| {
         pb::RevokeApiKeyRequest { tenant_id: t(), key_id: "@key".into(), include_successor: true }.encode_to_vec()
     });
@@ -101,7 +103,7 @@ fn main() {
     let cid = || "@client".to_string();
     c(2, "create_session", pb::CreateSessionRequest { client_id: cid() }.encode_to_vec());
     c(3, "get_client", pb::GetClientRequest { client_id: cid() }.encode_to_vec());
-    c(4, "list_sessions", pb::ListSessionsRequest { client_id: cid() }.encode_to_vec());
+    c(4, "list_sessions", pb::ListSessionsRequest { client_id: cid(), ..Default::default() }.encode_to_vec());
     c(5, "revoke_all", pb::RevokeAllSessionsRequest { client_id: cid() }.encode_to_vec());
     c(6, "delete_client", pb::DeleteClientRequest { client_id: cid() }.encode_to_vec());
     c(
@@ -110,7 +112,7 @@ fn main() {
         pb::RevokeSessionRequest { client_id: cid(), session_id: "@session".into() }.encode_to_vec(),
     );
     c(0xe8, "current_session", pb::GetCurrentSessionRequest {}.encode_to_vec());
-    c(0xc4, "list_sessions_scoped", pb::ListSessionsRequest { client_id: cid() }.encode_to_vec());
+    c(0xc4, "list_sessions_scoped", pb::ListSessionsRequest { client_id: cid(), ..Default::default() }.encode_to_vec());
 
     // introspect_verify: the message alone.
     for (i, marker) in ["@sk_test", "@sk_live", "@cst", "@tck", "@cst\u{5}x"].iter().enumerate() {

@@ -64,12 +64,18 @@ fn same_id(a: &str, b: &str) -> bool {
 }
 
 fn create_tenant(w: &World, r: pb::CreateTenantRequest, bearer: Option<&str>, unauth: bool) {
-    let mut e = expect(&["name", "idle_timeout", "max_lifetime"], &[], unauth);
+    let fields =
+        &["name", "idle_timeout", "max_lifetime", "quotas.api_keys", "quotas.clients", "quotas.sessions_per_client"];
+    let mut e = expect(fields, &[], unauth);
     let idle = oracle::duration_ms(r.idle_timeout.as_ref());
     let max = oracle::duration_ms(r.max_lifetime.as_ref());
+    let q = r.quotas.unwrap_or_default();
     e.bad_if(idle.is_err(), "idle_timeout")
         .bad_if(max.is_err(), "max_lifetime")
-        .bad_if(!oracle::name_ok(&r.name), "name");
+        .bad_if(!oracle::name_ok(&r.name), "name")
+        .bad_if(!oracle::quota_ok(q.api_keys), "quotas.api_keys")
+        .bad_if(!oracle::quota_ok(q.clients), "quotas.clients")
+        .bad_if(!oracle::quota_ok(q.sessions_per_client), "quotas.sessions_per_client");
     let mut policy = None;
     if let (Ok(i), Ok(m)) = (idle, max) {
         match oracle::policy(i, m) {
@@ -135,8 +141,10 @@ fn create_api_key(w: &World, mut r: pb::CreateApiKeyRequest, bearer: Option<&str
 
 fn list_api_keys(w: &World, mut r: pb::ListApiKeysRequest, bearer: Option<&str>, unauth: bool) {
     w.subst(&mut r.tenant_id);
-    let mut e = expect(&["tenant_id"], LOOKUP, unauth);
-    e.bad_if(!oracle::uuid_ok(&r.tenant_id), "tenant_id");
+    let mut e = expect(&["tenant_id", "page_size", "page_token"], LOOKUP, unauth);
+    e.bad_if(!oracle::uuid_ok(&r.tenant_id), "tenant_id")
+        .bad_if(!oracle::page_size_ok(r.page_size), "page_size")
+        .bad_if(!oracle::page_token_ok(&r.page_token), "page_token");
     let id = r.tenant_id.clone();
     if let Some(resp) = e.check(block_on(api(w).list_api_keys(request(r, bearer)))) {
         assert!(resp.api_keys.iter().all(|k| same_id(&k.tenant_id, &id)));

@@ -138,7 +138,9 @@ fn one_id(w: &World, rpc: Rpc, mut client_id: String, who: Bearer) {
             .map(|r| assert_eq!(Uuid::parse_str(&r.client.expect("client").client_id).ok(), id))
             .is_some(),
         Rpc::ListSessions => e
-            .check(block_on(w.clients.list_sessions(request(pb::ListSessionsRequest { client_id: c }, b))))
+            .check(block_on(
+                w.clients.list_sessions(request(pb::ListSessionsRequest { client_id: c, ..Default::default() }, b)),
+            ))
             .map(|r| assert!(r.sessions.iter().all(|s| Uuid::parse_str(&s.client_id).ok() == id)))
             .is_some(),
         Rpc::RevokeAll => e

@@ -70,7 +70,8 @@ impl World {
         let (_, foreign_operator_token) = secret(&OTHER_SECRET).issue();
         let operators = OperatorAuth::new(op, Allowlist::of([op_id]));
         block_on(async {
-            let t = authority.create_tenant(ACTOR, "fuzz".into(), None, None).await.expect("tenant");
+            let t =
+                authority.create_tenant(ACTOR, "fuzz".into(), None, None, Default::default()).await.expect("tenant");
             let new_key =
                 |env, scopes| NewApiKey { tenant_id: t.id, env, name: "fuzz".into(), scopes, expires_at: None };
             let k = authority.create_api_key(ACTOR, new_key(Environment::Test, Scopes::default())).await.expect("key");

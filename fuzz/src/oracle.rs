@@ -122,6 +122,23 @@ pub fn uuid_ok(s: &str) -> bool {
     !s.is_empty() && Uuid::parse_str(s).is_ok()
 }
 
+/// A page token as listings return it (`<score>.<base62 id>`), or empty.
+pub fn page_token_ok(s: &str) -> bool {
+    s.is_empty()
+        || s.split_once('.')
+            .is_some_and(|(score, id)| score.parse::<i64>().is_ok() && cred_core::token::parse_short_id(id).is_some())
+}
+
+/// A page size: 0 (the default) to 1000.
+pub fn page_size_ok(n: u32) -> bool {
+    n <= 1000
+}
+
+/// A quota of a request: 0 (the default) or 1 to 10^9.
+pub fn quota_ok(n: u64) -> bool {
+    n <= cred_core::model::limits::QUOTA_MAX
+}
+
 /// ENVIRONMENT_PRODUCTION (1) or ENVIRONMENT_TEST (2).
 pub fn env_of(v: i32) -> Option<Environment> {
     match v {
