@@ -502,3 +502,79 @@ async fn sigterm_keeps_serving_through_the_drain_delay() {
     assert!(status.success(), "authd exited {status:?}");
     assert!(sent.elapsed() >= Duration::from_millis(1500), "exited before the drain delay ended");
 }
+
+/// Redis with a password and an ACL user: authd takes the password from a
+/// file (`--redis-password-file`), introspect an ACL user and password from
+/// the environment; both work. A wrong password stops authd at start, with
+/// Redis' reason.
+#[tokio::test]
+async fn redis_credentials_come_from_a_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    let acl = ["SETUSER", "credd", "on", ">pw-of-credd", "~*", "&*", "+@all"];
+    let () = redis::cmd("ACL").arg(&acl[..]).query_async(&mut conn).await.unwrap();
+    let () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("s3cret").query_async(&mut conn).await.unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, run(&["operator-key", "secret"])).unwrap();
+    let new = run(&["operator-key", "new", "--operator-secret-file", secret_file.to_str().unwrap()]);
+    let key_id = new.lines().find_map(|l| l.strip_prefix("key id:")).unwrap().trim().to_string();
+    let operator = new.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string();
+    let allowlist = dir.path().join("operators");
+    std::fs::write(&allowlist, format!("{key_id}\n")).unwrap();
+    let authd = |password_file: &std::path::Path| {
+        let mut cmd = Command::new(bin("authd"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .env_clear()
+            .env("AUTHD_REDIS_URL", redis.url())
+            .env("AUTHD_REDIS_PASSWORD_FILE", password_file)
+            .env("AUTHD_OPERATOR_SECRET_FILE", &secret_file)
+            .env("AUTHD_OPERATOR_ALLOWLIST_FILE", &allowlist);
+        cmd
+    };
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-it\n").unwrap();
+    let out = authd(&wrong).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "authd started with a wrong Redis password");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--redis-url") && err.contains("--redis-password-file") && err.contains("authentication failed"), "{err}");
+
+    let good = dir.path().join("redis-password");
+    std::fs::write(&good, "s3cret\n").unwrap();
+    let mut a = Proc::spawn(authd(&good));
+    let addr = a.wait_serving();
+    let ch = channel(&addr).await;
+    let t = pb::admin_service_client::AdminServiceClient::new(ch.clone())
+        .create_tenant(authed(&operator, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }))
+        .await
+        .expect("authd works over a password-protected Redis")
+        .into_inner()
+        .tenant
+        .unwrap()
+        .tenant_id;
+    let req = pb::CreateApiKeyRequest {
+        tenant_id: t,
+        environment: pb::Environment::Production.into(),
+        name: "k".into(),
+        ..Default::default()
+    };
+    let key =
+        pb::admin_service_client::AdminServiceClient::new(ch).create_api_key(authed(&operator, req)).await.unwrap();
+    let key = key.into_inner().secret;
+
+    let mut i = Command::new(bin("introspect"));
+    i.args(["serve", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("INTROSPECT_REDIS_URL", redis.url())
+        .env("INTROSPECT_REDIS_USERNAME", "credd")
+        .env("INTROSPECT_REDIS_PASSWORD", "pw-of-credd");
+    let mut i = Proc::spawn(i);
+    let iaddr = i.wait_serving();
+    let v = cred_proto::introspect::v1::introspect_service_client::IntrospectServiceClient::new(channel(&iaddr).await)
+        .verify(cred_proto::introspect::v1::VerifyRequest { token: key, ..Default::default() })
+        .await
+        .expect("introspect verifies as an ACL user");
+    assert!(!v.into_inner().key_id.is_empty());
+    assert_eq!(a.terminate(), Some(0));
+    assert_eq!(i.terminate(), Some(0));
+}

@@ -13,7 +13,7 @@ use cred_core::guard::GuardOptions;
 use cred_core::operator::{Allowlist, OperatorSecret};
 use cred_core::store::redis::{RedisOptions, WaitReplicas};
 use cred_core::store::{Instrumented, MemoryStore, RedisStore, Store};
-use cred_serve::args::{HealthArgs, LimitArgs, PeerArgs, RedisArgs, TlsArgs, env_prefix, serve_options};
+use cred_serve::args::{HealthArgs, LimitArgs, PeerArgs, RedisArgs, RedisAuthArgs, TlsArgs, env_prefix, serve_options};
 use cred_serve::limits::Limits;
 use cred_serve::serve::ServeOptions;
 use cred_serve::tls::CLIENT_CA_FLAG;
@@ -47,6 +47,8 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     redis: RedisArgs,
+    #[command(flatten)]
+    redis_auth: RedisAuthArgs,
     #[command(flatten)]
     secret: SecretArgs,
     /// File of allowed operator key ids, one per line (`#` comments).
@@ -270,12 +272,23 @@ async fn serve_with(a: ServeArgs) -> Result<(), String> {
     let operators = OperatorAuth::new(secret, load_allowlist(&a.operator_allowlist_file)?);
     let timeout = Duration::from_millis(a.redis_timeout_ms);
     let (target, flag) = a.redis.target()?;
+    // A refused password names the flags it came from.
+    let creds = if a.redis_auth.auth()?.is_some() {
+        " (credentials from --redis-password-file or --redis-password)"
+    } else {
+        ""
+    };
     let store = RedisStore::open(
         &target,
-        RedisOptions { response_timeout: timeout, connection_timeout: timeout, wait_replicas },
+        RedisOptions {
+            response_timeout: timeout,
+            connection_timeout: timeout,
+            wait_replicas,
+            auth: a.redis_auth.auth()?,
+        },
     )
     .await
-    .map_err(|e| format!("{flag}: {e}"))?;
+    .map_err(|e| format!("{flag}{creds}: {e}"))?;
     spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

@@ -10,7 +10,7 @@ use cred_core::guard::GuardOptions;
 use cred_core::model::Environment;
 use cred_core::store::redis::RedisOptions;
 use cred_core::store::{Instrumented, RedisStore};
-use cred_serve::args::{HealthArgs, LimitArgs, PeerArgs, RedisArgs, TlsArgs, env_prefix, serve_options};
+use cred_serve::args::{HealthArgs, LimitArgs, PeerArgs, RedisArgs, RedisAuthArgs, TlsArgs, env_prefix, serve_options};
 use cred_telemetry::LogFormat;
 use introspect::{Verifier, VerifyOptions};
 use std::num::NonZeroU32;
@@ -37,6 +37,8 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     redis: RedisArgs,
+    #[command(flatten)]
+    redis_auth: RedisAuthArgs,
     /// Longest wait for the store, in milliseconds, before a verify fails
     /// UNAVAILABLE (never "valid").
     #[arg(long, env = "INTROSPECT_REDIS_TIMEOUT_MS", default_value_t = 250)]
@@ -155,12 +157,23 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     )
     .await?;
     let (target, flag) = a.redis.target()?;
+    // A refused password names the flags it came from.
+    let creds = if a.redis_auth.auth()?.is_some() {
+        " (credentials from --redis-password-file or --redis-password)"
+    } else {
+        ""
+    };
     let store = RedisStore::open(
         &target,
-        RedisOptions { response_timeout: deadline, connection_timeout: deadline, ..RedisOptions::default() },
+        RedisOptions {
+            response_timeout: deadline,
+            connection_timeout: deadline,
+            auth: a.redis_auth.auth()?,
+            ..RedisOptions::default()
+        },
     )
     .await
-    .map_err(|e| format!("{flag}: {e}"))?;
+    .map_err(|e| format!("{flag}{creds}: {e}"))?;
     let store = Instrumented::new(store, cred_telemetry::metrics::store_observer());
     let opts = VerifyOptions {
         deadline,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Command};
 use cred_core::store::RedisTarget;
+use cred_core::store::redis::RedisAuth;
 use tokio::net::TcpListener;
 
 use crate::limits::Limits;
@@ -88,6 +89,48 @@ impl RedisArgs {
             (Some(url), None) => Ok((RedisTarget::Standalone(url), "--redis-url")),
             (None, Some(nodes)) => Ok((RedisTarget::Cluster(nodes), "--redis-cluster-nodes")),
             _ => Err("exactly one of --redis-url and --redis-cluster-nodes is required".into()),
+        }
+    }
+}
+
+/// Redis credentials, kept out of the URL: an ACL user and its password,
+/// from a file (a mounted Secret) or the environment.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RedisAuthArgs {
+    /// Redis ACL user (Redis 6+); without it, the `default` user.
+    #[arg(long)]
+    pub redis_username: Option<String>,
+    /// File whose first line is the Redis password.
+    #[arg(long, conflicts_with = "redis_password")]
+    pub redis_password_file: Option<PathBuf>,
+    /// The Redis password; set it through the environment variable, not the
+    /// command line (which `ps` shows).
+    #[arg(long, hide_env_values = true)]
+    pub redis_password: Option<String>,
+}
+
+impl RedisAuthArgs {
+    /// The credentials, `None` without a password; or the flag at fault.
+    pub fn auth(&self) -> Result<Option<RedisAuth>, String> {
+        let password = match (&self.redis_password_file, &self.redis_password) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--redis-password-file {}: {e}", path.display()))?;
+                let first = text.lines().next().unwrap_or("").trim_end_matches('\r').to_string();
+                if first.is_empty() {
+                    return Err(format!("--redis-password-file {}: the first line is empty", path.display()));
+                }
+                Some(first)
+            }
+            (None, Some(p)) => Some(p.clone()),
+            (None, None) => None,
+        };
+        match (password, &self.redis_username) {
+            (Some(password), username) => Ok(Some(RedisAuth { username: username.clone(), password })),
+            (None, Some(_)) => {
+                Err("--redis-username needs a password (--redis-password-file or --redis-password)".into())
+            }
+            (None, None) => Ok(None),
         }
     }
 }

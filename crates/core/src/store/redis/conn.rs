@@ -30,6 +30,32 @@ pub struct RedisOptions {
     /// After every write, `WAIT` for replicas to acknowledge it (`None`: do
     /// not wait). See [`WaitReplicas`].
     pub wait_replicas: Option<WaitReplicas>,
+    /// ACL user and password, kept out of the URL (they override the URL's).
+    pub auth: Option<RedisAuth>,
+}
+
+/// Redis credentials: an ACL user (Redis 6+; `default` when `None`) and its
+/// password. The password never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisAuth {
+    pub username: Option<String>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RedisAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAuth").field("username", &self.username).field("password", &"..").finish()
+    }
+}
+
+/// `info` with `auth`'s credentials, if any.
+fn with_auth(info: redis::ConnectionInfo, auth: Option<&RedisAuth>) -> redis::ConnectionInfo {
+    let Some(a) = auth else { return info };
+    let mut settings = info.redis_settings().clone().set_password(&a.password);
+    if let Some(u) = &a.username {
+        settings = settings.set_username(u);
+    }
+    info.set_redis_settings(settings)
 }
 
 /// Replica acknowledgement of writes: after each write, `WAIT replicas
@@ -51,6 +77,7 @@ impl Default for RedisOptions {
             response_timeout: Duration::from_millis(500),
             connection_timeout: Duration::from_millis(500),
             wait_replicas: None,
+            auth: None,
         }
     }
 }
@@ -213,7 +240,7 @@ impl Connections {
     /// Connects to a standalone Redis (`redis://host:port/db`).
     pub(super) async fn connect(url: &str, opts: RedisOptions) -> StoreResult<Connections> {
         let info = url.into_connection_info().map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
-        let client = redis::Client::open(info.set_tcp_settings(tcp_settings()))?;
+        let client = redis::Client::open(with_auth(info, opts.auth.as_ref()).set_tcp_settings(tcp_settings()))?;
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(opts.response_timeout))
             .set_connection_timeout(Some(opts.connection_timeout))
@@ -279,7 +306,11 @@ impl Connections {
         }
         let seeds = nodes
             .iter()
-            .map(|n| n.as_str().into_connection_info().map(|i| i.set_tcp_settings(tcp_settings())))
+            .map(|n| {
+                n.as_str()
+                    .into_connection_info()
+                    .map(|i| with_auth(i, opts.auth.as_ref()).set_tcp_settings(tcp_settings()))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
         let client = ClusterClientBuilder::new(seeds.clone())
