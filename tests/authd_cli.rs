@@ -537,7 +537,10 @@ async fn redis_credentials_come_from_a_file_or_the_environment() {
     let out = authd(&wrong).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "authd started with a wrong Redis password");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--redis-url") && err.contains("--redis-password-file") && err.contains("authentication failed"), "{err}");
+    assert!(
+        err.contains("--redis-url") && err.contains("--redis-password-file") && err.contains("authentication failed"),
+        "{err}"
+    );
 
     let good = dir.path().join("redis-password");
     std::fs::write(&good, "s3cret\n").unwrap();
