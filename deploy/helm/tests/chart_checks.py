@@ -12,7 +12,8 @@
       it selects Services of the same render and scrapes a port those Services name.
   chart_checks.py probes <rendered.yaml>
       liveness asks for the health name credd.live (the process alone), readiness for the overall
-      status (NOT_SERVING only while draining), and each Deployment sets a drain delay.
+      status (NOT_SERVING only while draining), and each Deployment sets a drain delay and spreads
+      its pods (topologySpreadConstraints).
 
 Needs PyYAML (a dependency of kubernetes-validate).
 """
@@ -118,6 +119,9 @@ def check_probes(rendered: Path) -> list[str]:
                 errors.append(f"{name}: liveness probe asks for {live.get('service')!r}, want 'credd.live'")
             if ready.get("service", "") != "":
                 errors.append(f"{name}: readiness probe asks for {ready.get('service')!r}, want the overall status")
+            spread = d["spec"]["template"]["spec"].get("topologySpreadConstraints") or []
+            if not spread:
+                errors.append(f"{name}: no topologySpreadConstraints (two replicas could share a node)")
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             if not any(k.endswith("_DRAIN_DELAY_MS") and int(v or 0) > 0 for k, v in env.items()):
                 errors.append(f"{name}: no drain delay set")

@@ -266,6 +266,20 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- if $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml $v.topologySpreadConstraints | nindent 2 }}
+{{- else if $v.topologySpread.enabled }}
+topologySpreadConstraints:
+{{- range $v.topologySpread.topologyKeys }}
+  - maxSkew: {{ $v.topologySpread.maxSkew | int64 }}
+    topologyKey: {{ . | quote }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "credd.selectorLabels" $ | nindent 8 }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* An int-or-string value (PodDisruptionBudget): a count as an integer, a percentage quoted. */}}
