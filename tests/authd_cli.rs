@@ -581,3 +581,29 @@ async fn redis_credentials_come_from_a_file_or_the_environment() {
     assert_eq!(a.terminate(), Some(0));
     assert_eq!(i.terminate(), Some(0));
 }
+
+/// The allowlist file changed in place, as Kubernetes updates a mounted
+/// Secret (a new file renamed over the old), and no SIGHUP: the removal takes
+/// effect by itself.
+#[tokio::test]
+async fn an_allowlist_changed_on_disk_reloads_without_a_signal() {
+    let Served { authd: mut p, redis: _redis, addr, operator, allowlist, _dir } = serve(&[]);
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(channel(&addr).await);
+    let get = pb::GetTenantRequest { tenant_id: uuid::Uuid::new_v4().to_string() };
+    let e = admin.get_tenant(authed(&operator, get.clone())).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "the operator key is accepted: {e:?}");
+    let staged = allowlist.with_extension("new");
+    std::fs::write(&staged, "# nobody\n").unwrap();
+    std::fs::rename(&staged, &allowlist).unwrap();
+    let changed = Instant::now();
+    loop {
+        let e = admin.get_tenant(authed(&operator, get.clone())).await.unwrap_err();
+        if e.code() == Code::Unauthenticated {
+            break;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(5), "the allowlist change did not take effect by itself");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("allowlist change in effect after {:?}, no signal sent", changed.elapsed());
+    assert_eq!(p.terminate(), Some(0));
+}
