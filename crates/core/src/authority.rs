@@ -231,7 +231,7 @@ impl<S: Store> Authority<S> {
         subjects: Vec<String>,
         change: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let mut e = AuditEvent {
+        let e = AuditEvent {
             id: String::new(),
             time: now_ms(),
             actor: actor.to_string(),
@@ -245,18 +245,27 @@ impl<S: Store> Authority<S> {
             );
         }
         let r = change.await;
-        let reason = match &r {
-            Err(Error::NotFound(_)) => "not_found",
-            Err(Error::FailedPrecondition(_)) => "failed_precondition",
-            Err(Error::ResourceExhausted(_)) => "resource_exhausted",
-            _ => return r,
-        };
-        e.action = format!("{action}.rejected");
-        e.subjects.push(format!("reason:{reason}"));
-        if let Err(err) = self.store.append_audit(&e).await {
-            tracing::warn!(%err, action = %e.action, %tenant_id, "audit append failed");
+        if let Err(err) = &r {
+            self.rejected(e, err).await;
         }
         r
+    }
+
+    /// Follows the written event `e` with `<action>.rejected` naming why,
+    /// when the change was turned down (not found, full, already rolled);
+    /// best effort: the request is already on record.
+    async fn rejected(&self, mut e: AuditEvent, err: &Error) {
+        let reason = match err {
+            Error::NotFound(_) => "not_found",
+            Error::FailedPrecondition(_) => "failed_precondition",
+            Error::ResourceExhausted(_) => "resource_exhausted",
+            _ => return,
+        };
+        e.action = format!("{}.rejected", e.action);
+        e.subjects.push(format!("reason:{reason}"));
+        if let Err(err) = self.store.append_audit(&e).await {
+            tracing::warn!(%err, action = %e.action, tenant = %e.tenant_id, "audit append failed");
+        }
     }
 
     // ---- operators ----
@@ -556,18 +565,13 @@ impl<S: Store> Authority<S> {
         };
         let max = p.tenant.quotas.clients;
         if !self.store.create_client_audited(&client, Some(&session), &event, max).await? {
-            let rejected = AuditEvent {
-                action: format!("{action}.rejected"),
-                subjects: [event.subjects, vec!["reason:resource_exhausted".into()]].concat(),
-                ..event
-            };
-            if let Err(err) = self.store.append_audit(&rejected).await {
-                tracing::warn!(%err, action = %rejected.action, "audit append failed");
-            }
-            return Err(Error::ResourceExhausted(format!(
+            // The event went with the write (see `Store::create_client_audited`).
+            let err = Error::ResourceExhausted(format!(
                 "quotas.clients: the tenant holds {max} clients, its quota; delete one, or ask an operator to \
                  raise the quota"
-            )));
+            ));
+            self.rejected(event, &err).await;
+            return Err(err);
         }
         Ok(NewClient { client, session, token: token.expose() })
     }
