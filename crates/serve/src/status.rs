@@ -1,7 +1,10 @@
 //! The one table from domain errors to `tonic::Status`, for both services.
 //! What really differs between them is an [`Edge`] parameter, not a second
 //! table: introspect tells its internal callers the precise cause; authd,
-//! facing tenant backends, tells nobody (no oracle).
+//! facing tenant backends, tells nobody (no oracle). Over HTTP (authd's
+//! JSON API, introspect's gateway endpoints) the same `Status` becomes an
+//! HTTP status and a JSON body by [`HttpError::from_status`]: the table is
+//! still this one.
 
 use std::collections::HashMap;
 
@@ -93,6 +96,98 @@ impl Edge {
     }
 }
 
+/// The HTTP status of a gRPC code: the mapping of `google.rpc.Code`
+/// (grpc-gateway, Google APIs), so a JSON caller and a gRPC caller of the
+/// same call learn the same thing.
+pub fn http_status(code: Code) -> http::StatusCode {
+    use http::StatusCode as H;
+    match code {
+        Code::Ok => H::OK,
+        Code::Cancelled => H::from_u16(499).unwrap_or(H::BAD_REQUEST),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => H::BAD_REQUEST,
+        Code::DeadlineExceeded => H::GATEWAY_TIMEOUT,
+        Code::NotFound => H::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => H::CONFLICT,
+        Code::PermissionDenied => H::FORBIDDEN,
+        Code::Unauthenticated => H::UNAUTHORIZED,
+        Code::ResourceExhausted => H::TOO_MANY_REQUESTS,
+        Code::Unimplemented => H::NOT_IMPLEMENTED,
+        Code::Unavailable => H::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => H::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A refusal as an HTTP caller sees it: the status of [`http_status`], the
+/// `Retry-After` of a throttled call, and the JSON error body of Google's
+/// APIs (AIP-193: `{"error": {"code", "status", "message", "details":
+/// [{"@type": ".../google.rpc.ErrorInfo", "reason", ...}]}}`), carrying the
+/// same ErrorInfo, BadRequest and RetryInfo as the gRPC answer.
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    /// The HTTP status.
+    pub status: http::StatusCode,
+    /// Whole seconds to wait (RetryInfo, rounded up), for `Retry-After`.
+    pub retry_after: Option<u64>,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+impl HttpError {
+    /// Renders `s` (made by [`Edge::status`] or by tonic itself).
+    pub fn from_status(s: &Status) -> HttpError {
+        use serde_json::{Value, json};
+        const TYPES: &str = "type.googleapis.com/google.rpc.";
+        let status = http_status(s.code());
+        let d = s.get_error_details();
+        let mut details = Vec::<Value>::new();
+        if let Some(i) = d.error_info() {
+            details.push(json!({"@type": format!("{TYPES}ErrorInfo"), "reason": i.reason, "domain": i.domain, "metadata": i.metadata}));
+        }
+        if let Some(b) = d.bad_request() {
+            let v: Vec<Value> =
+                b.field_violations.iter().map(|f| json!({"field": f.field, "description": f.description})).collect();
+            details.push(json!({"@type": format!("{TYPES}BadRequest"), "fieldViolations": v}));
+        }
+        let retry = d.retry_info().and_then(|r| r.retry_delay);
+        if let Some(t) = retry {
+            // proto3 JSON of a Duration: seconds with up to 9 decimals, "s".
+            details
+                .push(json!({"@type": format!("{TYPES}RetryInfo"), "retryDelay": format!("{:.3}s", t.as_secs_f64())}));
+        }
+        let body = json!({"error": {
+            "code": status.as_u16(),
+            "status": code_name(s.code()),
+            "message": s.message(),
+            "details": details,
+        }});
+        let retry_after = retry.map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
+        HttpError { status, retry_after, body }
+    }
+}
+
+/// `google.rpc.Code`'s enum name (what the JSON `status` field carries).
+pub fn code_name(c: Code) -> &'static str {
+    match c {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use cred_core::InvalidReason;
@@ -115,6 +210,25 @@ mod tests {
         let info = s.get_details_error_info().unwrap();
         assert_eq!(info.domain, "introspect");
         assert_eq!(info.metadata.get(CAUSE).map(String::as_str), Some("REVOKED"));
+    }
+
+    #[test]
+    fn http_callers_get_the_same_answer_as_json() {
+        let e = HttpError::from_status(&QUIET.status(Error::InvalidCredential(InvalidReason::Unknown)));
+        assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
+        assert_eq!(e.body["error"]["status"], "UNAUTHENTICATED");
+        assert_eq!(e.body["error"]["details"][0]["reason"], INVALID_API_KEY);
+        let e = HttpError::from_status(&QUIET.status(Error::invalid("labels", "too many")));
+        assert_eq!((e.status, e.retry_after), (http::StatusCode::BAD_REQUEST, None));
+        assert_eq!(e.body["error"]["details"][0]["fieldViolations"][0]["field"], "labels");
+        let t = cred_core::error::Throttled {
+            spent: cred_core::error::Spent::Peer,
+            retry_after: std::time::Duration::from_millis(1500),
+        };
+        let e = HttpError::from_status(&QUIET.status(Error::Throttled(t)));
+        assert_eq!((e.status, e.retry_after), (http::StatusCode::TOO_MANY_REQUESTS, Some(2)));
+        assert_eq!(e.body["error"]["details"][1]["retryDelay"], "1.500s");
+        assert_eq!(http_status(Code::Unavailable), http::StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]
