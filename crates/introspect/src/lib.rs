@@ -3,9 +3,18 @@
 //! honoured at once), fail-closed, and cheap on the hot path.
 //!
 //! Layout, one sentence a module (a module uses only those below it):
-//! - `server`: assembles service, health and reflection on a given listener;
+//! - `server`: assembles the gRPC services, health and reflection on a given
+//!   listener, and the HTTP listener when configured;
+//! - `http`: the HTTP listener's router: forward-auth, RFC 7662, unserved
+//!   paths counted;
+//! - `oauth`: RFC 7662 introspection: its callers' authentication and its
+//!   answers;
+//! - `ext_authz`: Envoy's `Authorization/Check` over the verifier;
 //! - `service`: the gRPC edge, and introspect's parameters of the one status
 //!   table (`cred_serve::status`);
+//! - `gateway`: what every gateway endpoint shares: the bearer of an
+//!   `Authorization` value, route requirements, identity headers, a refusal
+//!   as HTTP (the one table, no cause told outside);
 //! - `verifier`: the verify data path, one straight line from token text to
 //!   answer (a `Verified` view or a `cred_core::Error`), with coalesced
 //!   activity writes, over `cred_core::cache` / `cred_core::push` (the
@@ -13,6 +22,10 @@
 //!   them, shared with authd).
 #![forbid(unsafe_code)]
 
+pub mod ext_authz;
+pub mod gateway;
+pub mod http;
+pub mod oauth;
 pub mod server;
 pub mod service;
 pub mod verifier;

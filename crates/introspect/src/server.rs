@@ -1,5 +1,7 @@
-//! Assembles introspect's gRPC server: the verify service,
-//! `grpc.health.v1`, and server reflection (v1 and v1alpha).
+//! Assembles introspect's server: the verify service and Envoy's
+//! `Authorization` on the gRPC listener, with `grpc.health.v1` and server
+//! reflection (v1 and v1alpha); and, when configured, the plain HTTP
+//! listener of the gateway endpoints.
 
 use std::future::Future;
 
@@ -11,8 +13,32 @@ use cred_telemetry::CallLog;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+
+use crate::ext_authz::ExtAuthz;
+use crate::gateway::{DEFAULT_PREFIX, IdentityHeaders};
+use crate::http::Gateway;
+use crate::oauth::Callers;
 use crate::service::IntrospectApi;
 use crate::verifier::Verifier;
+
+/// How gateways are answered.
+pub struct GatewayOptions {
+    /// The identity headers' names (ext_authz and forward-auth).
+    pub headers: IdentityHeaders,
+    /// The plain HTTP listener of forward-auth and RFC 7662; none: off.
+    pub http: Option<TcpListener>,
+    /// Who may call RFC 7662 introspection.
+    pub callers: Callers,
+}
+
+impl Default for GatewayOptions {
+    /// `x-credd-` headers, no HTTP listener.
+    fn default() -> Self {
+        let headers = IdentityHeaders::new(DEFAULT_PREFIX).unwrap_or_else(|e| unreachable!("{e}"));
+        GatewayOptions { headers, http: None, callers: Callers::Nobody }
+    }
+}
 
 /// Serves introspect on `listener` until `shutdown` completes, then drains
 /// for at most `opts.drain`; `opts` also sets TLS, the health-only listener
@@ -24,16 +50,35 @@ pub async fn run<S: Store>(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    run_with(listener, verifier, opts, GatewayOptions::default(), shutdown).await
+}
+
+/// [`run`], with the gateways' options: the identity header names, and the
+/// HTTP listener (forward-auth, RFC 7662) when one is given.
+pub async fn run_with<S: Store>(
+    listener: TcpListener,
+    verifier: Verifier<S>,
+    opts: ServeOptions,
+    gateway: GatewayOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     cred_core::push::spawn(verifier.store().clone(), verifier.cache().clone());
     cred_telemetry::metrics::observe_cache("verify", verifier.cache().clone());
     // A line per refusal, error or slow call; a fast OK at DEBUG (the
     // per-request hot path: a line per verify is opt-in).
     // Caller mTLS, when a client CA is set: a verified certificate first.
     let mtls = require_client_cert(opts.tls.as_ref());
-    let edge = Assembly::new(opts)?.call_log(CallLog::Notable);
+    let proxies = opts.trusted_proxies.clone();
+    let mut edge = Assembly::new(opts)?.call_log(CallLog::Notable);
     let store = verifier.store().clone();
-    let api =
-        IntrospectServiceServer::new(IntrospectApi { verifier }).max_decoding_message_size(edge.max_request_bytes());
+    let max = edge.max_request_bytes();
+    let envoy = ExtAuthz { verifier: verifier.clone(), headers: std::sync::Arc::new(gateway.headers.clone()) };
+    let envoy = InterceptedService::new(AuthorizationServer::new(envoy).max_decoding_message_size(max), mtls.clone());
+    if let Some(l) = gateway.http {
+        let g = Gateway { verifier: verifier.clone(), headers: gateway.headers, callers: gateway.callers, proxies };
+        edge = edge.http(l, crate::http::router(g));
+    }
+    let api = IntrospectServiceServer::new(IntrospectApi { verifier }).max_decoding_message_size(max);
     let api = InterceptedService::new(api, mtls);
     // NOT_SERVING while the store does not answer (cached answers are still
     // served; new credentials could not be).
@@ -41,5 +86,5 @@ pub async fn run<S: Store>(
         let store = store.clone();
         async move { store.ping().await.is_ok() }
     };
-    edge.api(api).serve(listener, probe, shutdown).await
+    edge.api(api).api(envoy).serve(listener, probe, shutdown).await
 }

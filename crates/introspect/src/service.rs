@@ -11,6 +11,7 @@ use cred_proto::introspect::v1::introspect_service_server::IntrospectService;
 use cred_serve::status::Edge;
 use tonic::{Request, Response, Status};
 
+use crate::gateway::{bearer, outcome};
 use crate::verifier::{Requirements, Verified, Verifier};
 use cred_telemetry::metrics::verify_outcome;
 use cred_telemetry::record_tenant;
@@ -78,26 +79,13 @@ fn response(v: Verified) -> pb::VerifyResponse {
     }
 }
 
-/// The `cred.verify.outcomes` label of a refusal.
-fn outcome(e: &Error) -> &'static str {
-    match e {
-        Error::InvalidCredential(reason) => reason.as_str(),
-        Error::Forbidden(_) | Error::PermissionDenied(_) => "FORBIDDEN",
-        Error::Throttled(_) => "THROTTLED",
-        Error::InvalidArgument { .. } => "BAD_REQUEST",
-        Error::Store(_) | Error::NotFound(_) | Error::FailedPrecondition(_) | Error::ResourceExhausted(_) => {
-            "UNAVAILABLE"
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl<S: Store> IntrospectService for IntrospectApi<S> {
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
         let peer = cred_serve::peer::client_ip(&req);
         let r = req.into_inner();
         let verified = match requirements(&r) {
-            Ok(want) => self.verifier.verify_from(&r.token, &want, peer).await,
+            Ok(want) => self.verifier.verify_from(bearer(&r.token), &want, peer).await,
             Err(e) => Err(e),
         };
         match verified {

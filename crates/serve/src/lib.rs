@@ -8,6 +8,10 @@
 //! - `serve`: reflection, health (the process, readiness, the store), drain,
 //!   the health-only listener, and `Assembly`, which puts a service's API
 //!   behind the limits and the telemetry layer and serves it;
+//! - `http`: a plain HTTP/1.1 and h2c listener serving an axum router,
+//!   stopped and drained with the gRPC server;
+//! - `unserved`: requests for what the server does not serve, counted and
+//!   logged;
 //! - `tls`: server TLS from PEM files, checked at start with errors naming
 //!   the flag, and the client-certificate interceptor of admin mTLS;
 //! - `limits`: request size, metadata, stream and timeout limits, and the
@@ -19,8 +23,10 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod http;
 pub mod limits;
 pub mod peer;
 pub mod serve;
 pub mod status;
 pub mod tls;
+pub mod unserved;

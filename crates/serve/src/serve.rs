@@ -13,17 +13,22 @@ use std::time::Duration;
 use cred_telemetry::{CallLog, RpcLayer};
 
 use crate::peer::TrustedProxies;
+use crate::unserved::UnservedLayer;
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::transport::Server;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::limits::Limits;
 use crate::tls::{ServerTls, server_builder};
+
+/// The server's router: every request passes the [`UnservedLayer`] first.
+pub type Router =
+    tonic::transport::server::Router<tower::layer::util::Stack<UnservedLayer, tower::layer::util::Identity>>;
 
 /// Why a server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +200,9 @@ pub struct Assembly {
     /// How long new calls are still accepted after shutdown begins.
     drain_delay: Duration,
     /// The plaintext health-only listener and its router, if any.
-    health_only: Option<(Router, TcpListener)>,
+    health_only: Option<(tonic::transport::server::Router, TcpListener)>,
+    /// A plain HTTP listener and its router, served beside the gRPC one.
+    http: Option<(TcpListener, axum::Router)>,
     /// Where health is reported.
     health: HealthReporter,
     /// The telemetry layer every API service goes behind.
@@ -208,7 +215,7 @@ impl Assembly {
     /// The server of `opts`, with health and reflection and no API yet.
     pub fn new(opts: ServeOptions) -> Result<Assembly, ServeError> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let mut builder = opts.limits.apply(server_builder(opts.tls.as_ref())?);
+        let mut builder = opts.limits.apply(server_builder(opts.tls.as_ref())?).layer(UnservedLayer);
         let health_only = opts.health_listener.map(|l| (Server::builder().add_service(health_service.clone()), l));
         let router = builder.add_service(health_service);
         Ok(Assembly {
@@ -218,6 +225,7 @@ impl Assembly {
             drain: opts.drain,
             drain_delay: opts.drain_delay,
             health_only,
+            http: None,
             health,
             rpc: RpcLayer::new(),
             peers: opts.trusted_proxies,
@@ -256,6 +264,13 @@ impl Assembly {
         self
     }
 
+    /// Also serves `router` over plain HTTP on `listener`, from start until
+    /// the gRPC listener stops accepting, drained with it.
+    pub fn http(mut self, listener: TcpListener, router: axum::Router) -> Assembly {
+        self.http = Some((listener, router));
+        self
+    }
+
     /// Serves on `listener` until `shutdown` completes, then drains (see
     /// `serve_and_drain`). The services and the server as a whole are
     /// SERVING while `probe` (the store answers) says so.
@@ -275,28 +290,49 @@ impl Assembly {
         // Reflection last: it lists exactly the services added.
         let router = with_reflection(self.router, &self.names)?;
         let watch = watch_health(self.health, self.names, probe);
-        serve_and_drain(router, listener, watch, shutdown, (self.drain_delay, self.drain), self.health_only).await
+        let beside = Beside { health_only: self.health_only, http: self.http };
+        serve_and_drain(router, listener, watch, shutdown, (self.drain_delay, self.drain), beside).await
     }
+}
+
+/// What is served beside the main listener.
+struct Beside {
+    /// The health service alone and its plaintext listener.
+    health_only: Option<(tonic::transport::server::Router, TcpListener)>,
+    /// The plain HTTP listener and its router.
+    http: Option<(TcpListener, axum::Router)>,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; then health
 /// goes NOT_SERVING and new calls are still served for `delay` (load
 /// balancers and meshes take seconds to notice), then new connections are
 /// refused and calls in flight get at most `drain` to finish before this
-/// returns anyway. `health_only` (a
-/// router of the health service alone and its listener) is served beside it
-/// until the main server returns, so probes see NOT_SERVING while calls
-/// drain.
+/// returns anyway. The health-only router is served beside it until the
+/// main server returns, so probes see NOT_SERVING while calls drain; the
+/// HTTP listener stops accepting with the main one and is drained with it.
 async fn serve_and_drain(
     router: Router,
     listener: TcpListener,
     health: HealthWatch,
     shutdown: impl Future<Output = ()> + Send,
     (delay, drain): (Duration, Duration),
-    health_only: Option<(Router, TcpListener)>,
+    beside: Beside,
 ) -> Result<(), ServeError> {
-    let probes = health_only.map(|(r, l)| tokio::spawn(r.serve_with_incoming(incoming(l))));
-    let result = serve_main(router, listener, health, shutdown, delay, drain).await;
+    let probes = beside.health_only.map(|(r, l)| tokio::spawn(r.serve_with_incoming(incoming(l))));
+    let (stop_http, mut http_stopping) = tokio::sync::watch::channel(false);
+    let http = beside.http.map(|(l, r)| {
+        tokio::spawn(crate::http::serve(l, r, async move {
+            let _ = http_stopping.wait_for(|stop| *stop).await;
+        }))
+    });
+    let result = serve_main(router, listener, health, shutdown, delay, drain, stop_http).await;
+    if let Some(mut h) = http {
+        // It stopped accepting with the main listener; its requests in flight
+        // (verifies: milliseconds) get at most one more drain period.
+        if tokio::time::timeout(drain, &mut h).await.is_err() {
+            h.abort();
+        }
+    }
     if let Some(p) = probes {
         p.abort();
     }
@@ -310,6 +346,7 @@ async fn serve_main(
     shutdown: impl Future<Output = ()> + Send,
     delay: Duration,
     drain: Duration,
+    stop_http: tokio::sync::watch::Sender<bool>,
 ) -> Result<(), ServeError> {
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -317,6 +354,7 @@ async fn serve_main(
         health.stop().await;
         // Still accepting while the endpoint is taken out of rotation.
         tokio::time::sleep(delay).await;
+        let _ = stop_http.send(true);
         let _ = stopping.send(());
     };
     let serve = router.serve_with_incoming_shutdown(incoming(listener), signal);

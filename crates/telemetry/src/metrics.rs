@@ -109,6 +109,21 @@ pub fn verify_outcome(outcome: &'static str) {
     c.add(1, &[KeyValue::new("outcome", outcome)]);
 }
 
+/// Counts one request for a method or path the server does not serve in
+/// `cred.unserved.requests` (attribute `protocol`: `grpc` or `http`; the
+/// path goes to the log only, as it is the caller's text).
+pub fn unserved(protocol: &'static str) {
+    static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+    let c = COUNTER.get_or_init(|| {
+        meter()
+            .u64_counter("cred.unserved.requests")
+            .with_description("Requests for a method or path this server does not serve (a misrouted gateway)")
+            .with_unit("{request}")
+            .build()
+    });
+    c.add(1, &[KeyValue::new("protocol", protocol)]);
+}
+
 /// Publishes a cache's counters: `cred.cache.hits`, `cred.cache.misses`,
 /// `cred.cache.negative_hits`, `cred.invalidations.received`,
 /// `cred.touches.written`, `cred.touches.coalesced`, each with the attribute

@@ -90,6 +90,12 @@ fn methods() -> &'static HashMap<&'static str, Method> {
                 }
             }
         }
+        // Served from another crate's protos (envoy-types), not in the set.
+        let (service, method) = ("envoy.service.auth.v3.Authorization", "Check");
+        table.insert(
+            "/envoy.service.auth.v3.Authorization/Check",
+            Method { full: "envoy.service.auth.v3.Authorization/Check", service, method },
+        );
         table
     })
 }
