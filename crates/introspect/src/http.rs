@@ -53,9 +53,14 @@ pub fn router<S: Store>(gateway: Gateway<S>) -> Router {
         .with_state(Arc::new(gateway))
 }
 
-fn refused(r: Refusal) -> Response {
+/// The refusal as a response, with its log line (what the gRPC listener's
+/// call log says of a refused call, so a gateway's refusals show too).
+fn refused(endpoint: &'static str, outcome: &'static str, r: Refusal) -> Response {
+    tracing::info!(endpoint, status = r.status.as_u16(), outcome, "refused");
     let mut resp = (r.status, r.body.clone()).into_response();
-    resp.headers_mut().extend(r.headers());
+    for (name, value) in r.headers() {
+        resp.headers_mut().insert(name, value);
+    }
     resp
 }
 
@@ -85,8 +90,9 @@ async fn forward_auth<S: Store>(
             resp
         }
         Err(e) => {
-            verify_outcome(outcome(&e));
-            refused(Refusal::of(e, token.is_some()))
+            let o = outcome(&e);
+            verify_outcome(o);
+            refused("forward-auth", o, Refusal::of(e, token.is_some()))
         }
     }
 }
@@ -112,8 +118,13 @@ async fn rfc7662<S: Store>(
     };
     let peer = g.proxies.resolve(peer.ip(), &headers);
     let (status, extra, body) = introspect(&g.verifier, form.get("token").map(String::as_str), Some(peer)).await;
+    if status != StatusCode::OK {
+        tracing::info!(endpoint = "oauth2/introspect", status = status.as_u16(), "refused");
+    }
     let mut resp = (status, axum::Json(body)).into_response();
-    resp.headers_mut().extend(extra);
+    for (name, value) in extra {
+        resp.headers_mut().insert(name, value);
+    }
     resp
 }
 

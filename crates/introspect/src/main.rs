@@ -12,6 +12,9 @@ use cred_core::store::redis::RedisOptions;
 use cred_core::store::{Instrumented, RedisStore};
 use cred_serve::args::{HealthArgs, LimitArgs, PeerArgs, RedisArgs, RedisAuthArgs, TlsArgs, env_prefix, serve_options};
 use cred_telemetry::LogFormat;
+use introspect::gateway::IdentityHeaders;
+use introspect::oauth::Callers;
+use introspect::server::GatewayOptions;
 use introspect::{Verifier, VerifyOptions};
 use std::num::NonZeroU32;
 use tokio::net::TcpListener;
@@ -96,6 +99,24 @@ struct ServeArgs {
     health: HealthArgs,
     #[command(flatten)]
     peers: PeerArgs,
+    /// Also serve plain HTTP/1.1 here, for gateways without gRPC: forward-auth
+    /// (`/forward-auth`: nginx auth_request, Traefik ForwardAuth) and RFC 7662
+    /// (`POST /oauth2/introspect`). Plaintext; off by default.
+    #[arg(long, env = "INTROSPECT_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Prefix of the identity headers set for the upstream by ext_authz and
+    /// forward-auth (`<prefix>tenant-id`, `<prefix>client-id`, ...).
+    #[arg(long, env = "INTROSPECT_IDENTITY_HEADER_PREFIX", default_value = "x-credd-")]
+    identity_header_prefix: String,
+    /// File of `client_id:secret` lines: the callers of RFC 7662 introspection
+    /// (HTTP Basic, RFC 7662 §2.1). Without it (or --introspection-open) every
+    /// introspection call is refused `invalid_client`.
+    #[arg(long, env = "INTROSPECT_INTROSPECTION_CLIENTS_FILE", conflicts_with = "introspection_open")]
+    introspection_clients_file: Option<std::path::PathBuf>,
+    /// Let anyone who reaches the HTTP listener call RFC 7662 introspection
+    /// without authenticating (behind mTLS or a mesh policy only).
+    #[arg(long, env = "INTROSPECT_INTROSPECTION_OPEN")]
+    introspection_open: bool,
 }
 
 /// `--environment`.
@@ -191,14 +212,30 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         }),
         environment: a.environment.required(),
     };
+    let headers = IdentityHeaders::new(&a.identity_header_prefix).map_err(|e| format!("--identity-header-prefix: {e}"))?;
+    let callers = match (&a.introspection_clients_file, a.introspection_open) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--introspection-clients-file {}: {e}", path.display()))?;
+            Callers::parse(&text).map_err(|e| format!("--introspection-clients-file {}: {e}", path.display()))?
+        }
+        (None, true) => Callers::Open,
+        (None, false) => Callers::Nobody,
+    };
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, tls = serve_opts.tls.is_some(), "introspect serving");
+    let http = match a.http_listen {
+        Some(h) => Some(TcpListener::bind(h).await.map_err(|e| format!("--http-listen {h}: {e}"))?),
+        None => None,
+    };
+    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string());
+    tracing::info!(%addr, http_addr, tls = serve_opts.tls.is_some(), "introspect serving");
     let shutdown = async {
         cred_serve::serve::shutdown_signal().await;
         tracing::info!("shutting down: NOT_SERVING, draining calls in flight");
     };
-    introspect::server::run(listener, Verifier::new(store, opts), serve_opts, shutdown)
+    let gateway = GatewayOptions { headers, http, callers };
+    introspect::server::run_with(listener, Verifier::new(store, opts), serve_opts, gateway, shutdown)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("stopped");

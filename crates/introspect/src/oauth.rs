@@ -101,8 +101,10 @@ pub async fn introspect<S: Store>(verifier: &Verifier<S>, token: Option<&str>, p
             (http::StatusCode::OK, vec![], active(&v))
         }
         Err(e) => {
-            verify_outcome(outcome(&e));
+            let o = outcome(&e);
+            verify_outcome(o);
             if let Error::InvalidCredential(_) = e {
+                tracing::info!(endpoint = "oauth2/introspect", outcome = o, "inactive");
                 return (http::StatusCode::OK, vec![], json!({"active": false}));
             }
             let r = Refusal::of(e, true);
