@@ -12,6 +12,7 @@
 pub mod authd;
 pub mod backend;
 pub mod binaries;
+pub mod gateways;
 pub mod introspect;
 pub mod proxy;
 pub mod redis_cluster;

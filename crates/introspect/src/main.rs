@@ -212,7 +212,8 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         }),
         environment: a.environment.required(),
     };
-    let headers = IdentityHeaders::new(&a.identity_header_prefix).map_err(|e| format!("--identity-header-prefix: {e}"))?;
+    let headers =
+        IdentityHeaders::new(&a.identity_header_prefix).map_err(|e| format!("--identity-header-prefix: {e}"))?;
     let callers = match (&a.introspection_clients_file, a.introspection_open) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)

@@ -47,7 +47,10 @@ impl Callers {
                     out.insert(id.to_string(), secret.to_string());
                 }
                 _ => {
-                    return Err(format!("line {}: expected client_id:secret, the secret at least 16 characters", n + 1));
+                    return Err(format!(
+                        "line {}: expected client_id:secret, the secret at least 16 characters",
+                        n + 1
+                    ));
                 }
             }
         }
