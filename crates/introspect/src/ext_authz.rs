@@ -142,8 +142,13 @@ impl<S: Store> Authorization for ExtAuthz<S> {
                 allowed(OkHttpResponse { headers, headers_to_remove, ..Default::default() })
             }
             Err(e) => {
-                verify_outcome(outcome(&e));
-                denied(&Refusal::of(e, token.is_some()))
+                let o = outcome(&e);
+                verify_outcome(o);
+                let r = Refusal::of(e, token.is_some());
+                // The call itself is OK (a denial is an answer): the call log
+                // would not show it, so it gets its own line.
+                tracing::info!(endpoint = "ext_authz", status = r.status.as_u16(), outcome = o, "refused");
+                denied(&r)
             }
         };
         Ok(Response::new(answer))
