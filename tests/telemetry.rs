@@ -650,3 +650,120 @@ async fn otel_sdk_disabled_exports_nothing_and_bad_otel_settings_fail_at_start()
         assert!(stderr.contains(var), "{bin_name}: the message names {var}: {stderr}");
     }
 }
+
+/// The sum of the series of `name` whose labels include every `labels`
+/// pair; `None` if there is none.
+fn prom_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            (metric == name && all).then(|| value.parse().ok()).flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_same_instruments_on_both_binaries() {
+    let redis = RedisServer::start();
+    let op = operator();
+    // Ports: the binaries bind them, the test needs the numbers.
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (ap, ip) = (free(), free());
+    let (mut a, mut i) = {
+        let mut a = Command::new(bin("authd"));
+        a.env_clear()
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", &format!("127.0.0.1:{ap}")])
+            .env("AUTHD_REDIS_URL", redis.url())
+            .env("AUTHD_OPERATOR_SECRET_FILE", op.dir.path().join("secret"))
+            .env("AUTHD_OPERATOR_ALLOWLIST_FILE", op.dir.path().join("allowlist"));
+        let mut i = Command::new(bin("introspect"));
+        i.env_clear()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("INTROSPECT_METRICS_LISTEN", format!("127.0.0.1:{ip}"))
+            .env("INTROSPECT_REDIS_URL", redis.url());
+        (Proc::spawn(a), Proc::spawn(i))
+    };
+    let (aaddr, iaddr) = (a.wait_serving(), i.wait_serving());
+    let mut c = clients(&aaddr, &iaddr).await;
+    let tenant = c
+        .admin
+        .create_tenant(req(&op.token, None, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .tenant_id;
+    let key = c
+        .admin
+        .create_api_key(req(
+            &op.token,
+            None,
+            pb::CreateApiKeyRequest {
+                tenant_id: tenant,
+                environment: pb::Environment::Production.into(),
+                name: "k".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let cst =
+        c.clients.create_client(req(&key, None, pb::CreateClientRequest::default())).await.unwrap().into_inner().token;
+    for _ in 0..3 {
+        c.verify.verify(verify_req(&cst)).await.unwrap();
+    }
+    c.verify.verify(verify_req("cst_live_garbage")).await.unwrap_err();
+    // A method neither serves: counted as unserved.
+    let unknown = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--http2-prior-knowledge",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/grpc",
+        ])
+        .arg(format!("http://{iaddr}/nope.v1.Nothing/Here"))
+        .status()
+        .expect("curl is missing: apt-get install -y curl");
+    assert!(unknown.success());
+
+    let scrape = |port: u16| {
+        let out =
+            Command::new("curl").args(["-s", "-D", "-", &format!("http://127.0.0.1:{port}/metrics")]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let it = scrape(ip);
+    assert!(it.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{it}");
+    let v = |name, labels: &[(&str, &str)]| prom_value(&it, name, labels);
+    assert_eq!(
+        v("rpc_server_requests_total", &[("rpc_method", "Verify"), ("rpc_grpc_status_code", "0")]),
+        Some(3.0),
+        "{it}"
+    );
+    assert_eq!(v("rpc_server_requests_total", &[("rpc_method", "Verify"), ("rpc_grpc_status_code", "16")]), Some(1.0));
+    assert_eq!(v("cred_verify_outcomes_total", &[("outcome", "VALID")]), Some(3.0));
+    assert_eq!(v("cred_verify_outcomes_total", &[("outcome", "MALFORMED")]), Some(1.0));
+    assert_eq!(v("cred_unserved_requests_total", &[("protocol", "grpc")]), Some(1.0));
+    assert!(v("rpc_server_duration_milliseconds_count", &[("rpc_method", "Verify")]).is_some_and(|n| n >= 4.0));
+    assert!(v("cred_cache_hits_total", &[("cache", "verify")]).is_some_and(|n| n >= 2.0), "{it}");
+    let au = scrape(ap);
+    assert_eq!(prom_value(&au, "rpc_server_requests_total", &[("rpc_method", "CreateClient")]), Some(1.0), "{au}");
+    assert!(prom_value(&au, "cred_store_duration_milliseconds_count", &[]).is_some(), "{au}");
+    // No secret in what anyone scraping sees.
+    for s in secrets(&op, &[&cst, &key]) {
+        assert!(!it.contains(&s) && !au.contains(&s), "a secret in the scrape");
+    }
+    assert_eq!(a.terminate(), Some(0));
+    assert_eq!(i.terminate(), Some(0));
+}

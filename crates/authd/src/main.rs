@@ -244,14 +244,14 @@ fn load_allowlist(path: &Path) -> Result<Allowlist, String> {
 }
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
-    let telemetry = cred_telemetry::init("authd", LogFormat::Json)?;
-    let result = serve_with(a).await;
+    let telemetry = cred_telemetry::init_with("authd", LogFormat::Json, a.health.metrics_listen.is_some())?;
+    let result = serve_with(a, telemetry.scrape()).await;
     // The last calls' spans and a final metric collection go out before exit.
     telemetry.shutdown().await;
     result
 }
 
-async fn serve_with(a: ServeArgs) -> Result<(), String> {
+async fn serve_with(a: ServeArgs, scrape: Option<cred_telemetry::Scrape>) -> Result<(), String> {
     let wait_replicas = match (a.redis_wait_replicas, a.redis_wait_timeout_ms) {
         (0, _) => None,
         (_, 0) => return Err("--redis-wait-timeout-ms (AUTHD_REDIS_WAIT_TIMEOUT_MS) must be at least 1".into()),
@@ -266,6 +266,7 @@ async fn serve_with(a: ServeArgs) -> Result<(), String> {
         &a.peers,
         drain,
         limits,
+        scrape,
     )
     .await?;
     let secret = a.secret.load()?;

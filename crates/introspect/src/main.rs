@@ -142,14 +142,14 @@ async fn main() {
     // The shared flags get introspect's env var names (INTROSPECT_MAX_REQUEST_BYTES, ...).
     let cmd = Cli::command().mut_subcommand("serve", |c| env_prefix(c, "INTROSPECT"));
     let Cmd::Serve(a) = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit()).cmd;
-    let telemetry = match cred_telemetry::init("introspect", LogFormat::Json) {
+    let telemetry = match cred_telemetry::init_with("introspect", LogFormat::Json, a.health.metrics_listen.is_some()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("introspect: {e}");
             std::process::exit(2);
         }
     };
-    let result = serve(a).await;
+    let result = serve(a, telemetry.scrape()).await;
     // The last calls' spans and a final metric collection go out before exit.
     telemetry.shutdown().await;
     if let Err(e) = result {
@@ -158,7 +158,7 @@ async fn main() {
     }
 }
 
-async fn serve(a: ServeArgs) -> Result<(), String> {
+async fn serve(a: ServeArgs, scrape: Option<cred_telemetry::Scrape>) -> Result<(), String> {
     let deadline = Duration::from_millis(a.redis_timeout_ms);
     if a.cache_capacity == 0 || a.touch_granularity_ms == 0 {
         return Err("--cache-capacity and --touch-granularity-ms must be positive".into());
@@ -175,6 +175,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         &a.peers,
         drain,
         limits,
+        scrape,
     )
     .await?;
     let (target, flag) = a.redis.target()?;

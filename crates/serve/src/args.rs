@@ -158,6 +158,10 @@ pub struct HealthArgs {
     /// take seconds to stop sending), before the drain.
     #[arg(long, default_value_t = 0)]
     pub drain_delay_ms: u64,
+    /// Serve Prometheus metrics (GET /metrics, plaintext) on this address:
+    /// the same instruments the OTLP export carries. Off by default.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Who the caller is, behind proxies.
@@ -172,8 +176,9 @@ pub struct PeerArgs {
 }
 
 /// The serving options of the flags: TLS (with `client_ca`, the admin mTLS
-/// CA, when the service has one) and the health listener, bound now; or
-/// the setting at fault.
+/// CA, when the service has one), the health listener and the metrics
+/// listener (serving `scrape`, which telemetry made when asked for
+/// `--metrics-listen`), bound now; or the setting at fault.
 pub async fn serve_options(
     tls: &TlsArgs,
     client_ca: Option<ClientCa<'_>>,
@@ -181,6 +186,7 @@ pub async fn serve_options(
     peers: &PeerArgs,
     drain: Duration,
     limits: Limits,
+    scrape: Option<cred_telemetry::Scrape>,
 ) -> Result<ServeOptions, String> {
     let trusted_proxies =
         TrustedProxies::parse(&peers.trusted_proxies).map_err(|e| format!("--trusted-proxies: {e}"))?;
@@ -191,7 +197,12 @@ pub async fn serve_options(
         None => None,
     };
     let drain_delay = Duration::from_millis(health.drain_delay_ms);
-    Ok(ServeOptions { drain, drain_delay, tls, health_listener, limits, trusted_proxies })
+    let metrics = match (health.metrics_listen, scrape) {
+        (Some(a), Some(s)) => Some((TcpListener::bind(a).await.map_err(|e| format!("--metrics-listen {a}: {e}"))?, s)),
+        (Some(a), None) => return Err(format!("--metrics-listen {a}: telemetry was set up without Prometheus")),
+        (None, _) => None,
+    };
+    Ok(ServeOptions { drain, drain_delay, tls, health_listener, limits, trusted_proxies, metrics })
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! endpoints): an axum `Router` served over HTTP/1.1 and h2c by hyper, with
 //! a header read timeout (a slow client cannot hold a connection forever
 //! before its request), the caller's address as axum's `ConnectInfo`, and a
-//! graceful stop: no new connections, requests in flight finish.
+//! graceful stop: no new connections, requests in flight finish. Also the
+//! router of the Prometheus listener.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,4 +60,14 @@ pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Outp
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// `GET /metrics`: the registry in Prometheus' text format; anything else
+/// is 404.
+pub fn metrics_router(scrape: cred_telemetry::Scrape) -> Router {
+    let get = move || {
+        let scrape = scrape.clone();
+        async move { ([(http::header::CONTENT_TYPE, cred_telemetry::Scrape::CONTENT_TYPE)], scrape.text()) }
+    };
+    Router::new().route("/metrics", axum::routing::get(get))
 }

@@ -43,7 +43,10 @@ pub enum ServeError {
 /// `services` (the API this server serves), health and reflection itself:
 /// a client is never offered the other binary's services. Every descriptor
 /// stays resolvable (the shared types live in one set).
-pub fn with_reflection(router: Router, services: &[&'static str]) -> Result<Router, ServeError> {
+pub fn with_reflection<L: Clone>(
+    router: tonic::transport::server::Router<L>,
+    services: &[&'static str],
+) -> Result<tonic::transport::server::Router<L>, ServeError> {
     let builder = || {
         let b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cred_proto::FILE_DESCRIPTOR_SET)
@@ -161,6 +164,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Proxies whose `x-forwarded-for` names the caller (budgets per peer).
     pub trusted_proxies: TrustedProxies,
+    /// A plaintext listener serving Prometheus' `GET /metrics`.
+    pub metrics: Option<(TcpListener, cred_telemetry::Scrape)>,
 }
 
 impl ServeOptions {
@@ -173,6 +178,7 @@ impl ServeOptions {
             health_listener: None,
             limits: Limits::default(),
             trusted_proxies: TrustedProxies::default(),
+            metrics: None,
         }
     }
 }
@@ -201,8 +207,9 @@ pub struct Assembly {
     drain_delay: Duration,
     /// The plaintext health-only listener and its router, if any.
     health_only: Option<(tonic::transport::server::Router, TcpListener)>,
-    /// A plain HTTP listener and its router, served beside the gRPC one.
-    http: Option<(TcpListener, axum::Router)>,
+    /// Plain HTTP listeners and their routers (gateway endpoints,
+    /// metrics), served beside the gRPC one.
+    http: Vec<(TcpListener, axum::Router)>,
     /// Where health is reported.
     health: HealthReporter,
     /// The telemetry layer every API service goes behind.
@@ -225,7 +232,7 @@ impl Assembly {
             drain: opts.drain,
             drain_delay: opts.drain_delay,
             health_only,
-            http: None,
+            http: opts.metrics.into_iter().map(|(l, s)| (l, crate::http::metrics_router(s))).collect(),
             health,
             rpc: RpcLayer::new(),
             peers: opts.trusted_proxies,
@@ -267,7 +274,7 @@ impl Assembly {
     /// Also serves `router` over plain HTTP on `listener`, from start until
     /// the gRPC listener stops accepting, drained with it.
     pub fn http(mut self, listener: TcpListener, router: axum::Router) -> Assembly {
-        self.http = Some((listener, router));
+        self.http.push((listener, router));
         self
     }
 
@@ -299,8 +306,8 @@ impl Assembly {
 struct Beside {
     /// The health service alone and its plaintext listener.
     health_only: Option<(tonic::transport::server::Router, TcpListener)>,
-    /// The plain HTTP listener and its router.
-    http: Option<(TcpListener, axum::Router)>,
+    /// The plain HTTP listeners and their routers.
+    http: Vec<(TcpListener, axum::Router)>,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; then health
@@ -319,14 +326,19 @@ async fn serve_and_drain(
     beside: Beside,
 ) -> Result<(), ServeError> {
     let probes = beside.health_only.map(|(r, l)| tokio::spawn(r.serve_with_incoming(incoming(l))));
-    let (stop_http, mut http_stopping) = tokio::sync::watch::channel(false);
-    let http = beside.http.map(|(l, r)| {
-        tokio::spawn(crate::http::serve(l, r, async move {
-            let _ = http_stopping.wait_for(|stop| *stop).await;
-        }))
-    });
+    let (stop_http, http_stopping) = tokio::sync::watch::channel(false);
+    let http: Vec<_> = beside
+        .http
+        .into_iter()
+        .map(|(l, r)| {
+            let mut stopping = http_stopping.clone();
+            tokio::spawn(crate::http::serve(l, r, async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            }))
+        })
+        .collect();
     let result = serve_main(router, listener, health, shutdown, delay, drain, stop_http).await;
-    if let Some(mut h) = http {
+    for mut h in http {
         // It stopped accepting with the main listener; its requests in flight
         // (verifies: milliseconds) get at most one more drain period.
         if tokio::time::timeout(drain, &mut h).await.is_err() {

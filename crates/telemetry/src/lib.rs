@@ -9,7 +9,8 @@
 //!   and its request metrics;
 //! - `setup`: the subscriber (JSON or human logs on stderr, plus the
 //!   OpenTelemetry layer) and the OTLP/gRPC providers, configured by the
-//!   standard `OTEL_*` variables, with their shutdown guard;
+//!   standard `OTEL_*` variables, with their shutdown guard, and the
+//!   Prometheus registry a `/metrics` endpoint scrapes;
 //! - `metrics`: the instruments, including observable ones over
 //!   `cred_core`'s atomic counters, and the store latency histogram.
 //!
@@ -22,4 +23,4 @@ pub mod rpc;
 pub mod setup;
 
 pub use rpc::{CallLog, RpcLayer, record_tenant};
-pub use setup::{LogFormat, Telemetry, init};
+pub use setup::{LogFormat, Scrape, Telemetry, init, init_with};

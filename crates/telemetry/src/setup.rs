@@ -1,4 +1,4 @@
-//! The subscriber and the OTLP providers.
+//! The subscriber, the OTLP providers and the Prometheus registry.
 //!
 //! Export is on when a collector is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`
 //! or its per-signal `..._TRACES_ENDPOINT` / `..._METRICS_ENDPOINT`) and
@@ -7,7 +7,8 @@
 //! `OTEL_METRICS_EXPORTER` = `none` turn one signal off. Everything else
 //! (service name, resource attributes, sampler, export interval, headers,
 //! timeouts) is read by the OpenTelemetry SDK itself from the standard
-//! variables.
+//! variables. Independently, a binary asked to serve Prometheus gets a
+//! registry the same instruments feed ([`Scrape`]), with or without OTLP.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -83,8 +84,37 @@ impl Export {
 pub struct Telemetry {
     /// Exports spans in batches; `None` when traces are off.
     traces: Option<SdkTracerProvider>,
-    /// Exports metrics periodically; `None` when metrics are off.
+    /// Exports metrics periodically and/or feeds the Prometheus registry;
+    /// `None` when neither is on.
     metrics: Option<SdkMeterProvider>,
+    /// The Prometheus registry, when asked for.
+    scrape: Option<Scrape>,
+}
+
+/// The metrics in Prometheus' text exposition format, on demand (a
+/// scrape collects the instruments then).
+#[derive(Clone)]
+pub struct Scrape(prometheus::Registry);
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrape")
+    }
+}
+
+impl Scrape {
+    /// The content type of [`Scrape::text`].
+    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
+
+    /// Every metric, now, in the text format.
+    pub fn text(&self) -> String {
+        use prometheus::Encoder as _;
+        let mut out = Vec::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.0.gather(), &mut out) {
+            tracing::warn!(error = %e, "prometheus encoding");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
 }
 
 /// Sets up logs on stderr and, when a collector is configured, OTLP export
@@ -92,6 +122,11 @@ pub struct Telemetry {
 /// (`OTEL_SERVICE_NAME` wins). Call once, early, inside the tokio runtime
 /// (the gRPC exporter's channel lives on it).
 pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, String> {
+    init_with(service, format, false)
+}
+
+/// [`init`], and with `prometheus` a registry for [`Telemetry::scrape`].
+pub fn init_with(service: &'static str, format: LogFormat, prometheus: bool) -> Result<Telemetry, String> {
     let export = Export::from_env()?;
     let resource = resource(service);
     let traces = if export.traces {
@@ -104,16 +139,27 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Strin
     } else {
         None
     };
-    let metrics = if export.metrics {
+    let mut meters = SdkMeterProvider::builder().with_resource(resource);
+    if export.metrics {
         let exporter = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
             .build()
             .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT (metrics): {e}"))?;
         // The interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
-        Some(SdkMeterProvider::builder().with_periodic_exporter(exporter).with_resource(resource).build())
+        meters = meters.with_periodic_exporter(exporter);
+    }
+    let scrape = if prometheus {
+        let registry = prometheus::Registry::new();
+        let reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .build()
+            .map_err(|e| format!("prometheus exporter: {e}"))?;
+        meters = meters.with_reader(reader);
+        Some(Scrape(registry))
     } else {
         None
     };
+    let metrics = (export.metrics || prometheus).then(|| meters.build());
 
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match format {
@@ -153,7 +199,7 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Strin
     }
     TRACES_ON.store(traces.is_some(), Ordering::Relaxed);
     tracing::debug!(traces = export.traces, metrics = export.metrics, "telemetry export");
-    Ok(Telemetry { traces, metrics })
+    Ok(Telemetry { traces, metrics, scrape })
 }
 
 /// The SDK's resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), with
@@ -166,6 +212,11 @@ fn resource(service: &'static str) -> Resource {
 }
 
 impl Telemetry {
+    /// The Prometheus registry, when [`init_with`] was asked for one.
+    pub fn scrape(&self) -> Option<Scrape> {
+        self.scrape.clone()
+    }
+
     /// Whether anything is exported.
     pub fn exporting(&self) -> bool {
         self.traces.is_some() || self.metrics.is_some()

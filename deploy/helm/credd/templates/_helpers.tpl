@@ -205,6 +205,11 @@ otel.enabled, the standard OTEL_* variables.
 {{- $otel := .root.Values.otel -}}
 - name: RUST_LOG
   value: {{ $v.logLevel | quote }}
+{{- with .root.Values.metrics.port }}
+# Prometheus GET /metrics on the "metrics" port.
+- name: {{ upper $.component }}_METRICS_LISTEN
+  value: {{ printf "0.0.0.0:%d" (. | int64) | quote }}
+{{- end }}
 {{- if $otel.enabled }}
 - name: K8S_POD_NAME
   valueFrom:
