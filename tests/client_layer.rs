@@ -495,3 +495,23 @@ async fn throttled_is_429_with_retry_after() {
     assert!(e.get_details_retry_info().is_some_and(|r| r.retry_delay.is_some()));
     assert_eq!((probe.calls(), tprobe.calls()), (0, 0));
 }
+
+/// The tonic example's own `serve`: the layer on its one service.
+#[tokio::test]
+async fn the_tonic_example_serves_behind_the_layer() {
+    let w = world().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tonic_service::serve(listener, w.layer(), async {
+        let _ = stopped.await;
+    }));
+    let ch = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect");
+    let client = HealthClient::new(ch);
+    let r = check(&client, &w.keys.test_key).await.expect("a valid API key");
+    assert_eq!(r.metadata().get("tenant-id").unwrap(), w.keys.tenant_id.as_str());
+    assert_grpc_invalid(&check(&client, "sk_test_garbage").await.unwrap_err(), "garbage");
+    assert_grpc_invalid(&check(&client, "").await.unwrap_err(), "none");
+    let _ = stop.send(());
+    server.await.unwrap().expect("serves until stopped");
+}

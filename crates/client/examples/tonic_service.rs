@@ -1,8 +1,8 @@
 //! A tonic service behind `credd-client`: `grpc.health.v1.Health/Check`
 //! stands in for your API. The handler finds the verified `Identity` in the
 //! request extensions and answers with its tenant and subject in the
-//! response metadata. (A real service serves its probes' health elsewhere:
-//! `Server::layer` covers every service of the server.)
+//! response metadata. The layer wraps this one service (`Server::layer`
+//! would cover every service of the server, your probes' health included).
 //!
 //! ```sh
 //! introspect serve --redis-url redis://127.0.0.1:6379 --listen 127.0.0.1:50052 &
@@ -43,15 +43,15 @@ impl Health for WhoAmI {
     }
 }
 
-/// The service on `listener`, every call behind the layer.
+/// The service on `listener`, behind the layer.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     layer: IntrospectLayer,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    use tower::Layer;
     tonic::transport::Server::builder()
-        .layer(layer)
-        .add_service(HealthServer::new(WhoAmI))
+        .add_service(layer.layer(HealthServer::new(WhoAmI)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -184,6 +184,13 @@ where
     }
 }
 
+/// So one tonic service can be put behind the layer alone
+/// (`Server::builder().add_service(layer.layer(MyServer::new(..)))`), its
+/// neighbours (health, reflection) left open.
+impl<S: tonic::server::NamedService> tonic::server::NamedService for IntrospectService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 /// A refusal; `None`: no usable credential was presented.
 fn refused<R>(config: &Config, e: Option<Error>, protocol: Protocol, presented: bool) -> Response<ResponseBody<R>> {
     let e = e.unwrap_or(Error::InvalidCredential(InvalidReason::Malformed));
