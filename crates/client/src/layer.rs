@@ -172,7 +172,7 @@ where
                 Presented::Token(t) => Some(t.to_string()),
             };
             if let Some(token) = token {
-                match config.verify.verify(&token).await {
+                match config.verify.verify(token).await {
                     Ok(identity) => {
                         req.extensions_mut().insert(identity);
                     }

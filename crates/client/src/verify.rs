@@ -35,14 +35,14 @@ pub(crate) struct Verify {
 
 impl Verify {
     /// Verifies `token`.
-    pub async fn verify(&self, token: &str) -> Result<Identity, Error> {
+    pub async fn verify(&self, token: String) -> Result<Identity, Error> {
         // Garbage and typos are refused here, without a round trip: the
         // same parser introspect runs first.
-        if cred_core::token::Token::parse(token).is_err() {
+        if cred_core::token::Token::parse(&token).is_err() {
             return Err(Error::InvalidCredential(InvalidReason::Malformed));
         }
         let mut req = tonic::Request::new(pb::VerifyRequest {
-            token: token.to_string(),
+            token,
             required_environment: self.environment.map_or(pb::Environment::Unspecified, pb::Environment::from) as i32,
             required_scopes: self.scopes.clone(),
             passive: self.passive,
