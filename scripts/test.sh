@@ -65,7 +65,7 @@ fi
 echo "== helm chart"
 bash scripts/check-chart.sh
 echo "== layers (no file imports from a module above it in its crate's layout paragraph)"
-bash scripts/check-layers.sh crates/core crates/serve crates/proto crates/telemetry crates/authd crates/introspect crates/bench
+bash scripts/check-layers.sh crates/core crates/serve crates/proto crates/telemetry crates/authd crates/introspect crates/client crates/bench
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
