@@ -42,6 +42,9 @@ pub struct Target<'a> {
     pub addr: SocketAddr,
     pub path: &'a str,
     pub headers: &'a [String],
+    /// HTTP/1.1 (`--h1`; the streams are then the pipelining depth) instead
+    /// of h2c: introspect's forward-auth listener.
+    pub h1: bool,
 }
 
 /// What one run did.
@@ -96,6 +99,9 @@ pub async fn run(target: &Target<'_>, body: &Path, load: Load, log: &Path, limit
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"]);
     for h in target.headers {
         cmd.arg("-H").arg(h);
+    }
+    if target.h1 {
+        cmd.arg("--h1");
     }
     cmd.arg(format!("--log-file={}", log.display()));
     if let Some(r) = load.rps {

@@ -61,7 +61,7 @@ async fn count(env: &Env, name: &str, bin: &Path, args: &[String], requests: usi
         .verify(cred_proto::introspect::v1::VerifyRequest { token: env.hot_cst.clone(), ..Default::default() })
         .await
         .map_err(|s| format!("{name}: {s:?}"))?;
-    let target = Target { addr, path: VERIFY_PATH, headers: &[] };
+    let target = Target { addr, path: VERIFY_PATH, headers: &[], h1: false };
     let load = Load { connections: 1, streams: 10, requests, rps: None };
     let run = h2load::run(&target, &env.body, load, &env.dir.join("h2load.log"), LIMIT).await?;
     if run.succeeded != requests as u64 {

@@ -5,8 +5,8 @@
 //! floor) only parse flags and print; each figure is one module here.
 //!
 //! Layout, top floor first (a module uses only those below it):
-//! - `mint`, `session_memory`, `tenant_scale`, `verify_throughput`, `cold_round_trips`, `warm_commands`, `revocation`, `cache_memory`, `start_time`, `instructions`, `soak`:
-//!   one figure each (cred-bench's A and B, introspect-bench's a to g, the
+//! - `mint`, `session_memory`, `tenant_scale`, `verify_throughput`, `gateway_throughput`, `cold_round_trips`, `warm_commands`, `revocation`, `cache_memory`, `start_time`, `instructions`, `soak`:
+//!   one figure each (cred-bench's A to C, introspect-bench's a to h, the
 //!   soak);
 //! - `verify_env`, `summary`: introspect-bench's shared setting (authd,
 //!   replicas A and B, the no-op) and its summary table with verdicts;
@@ -25,6 +25,7 @@ pub mod authd_in_process;
 pub mod cache_memory;
 pub mod cold_round_trips;
 pub mod drive;
+pub mod gateway_throughput;
 pub mod h2load;
 pub mod instructions;
 pub mod mint;

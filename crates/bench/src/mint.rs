@@ -410,7 +410,7 @@ async fn h2load_create_client(
     let limit = Duration::from_secs(180);
 
     let c0 = count_keys(admin, "c:{*").await?;
-    let target = Target { addr, path: CREATE_CLIENT_PATH, headers: &headers };
+    let target = Target { addr, path: CREATE_CLIENT_PATH, headers: &headers, h1: false };
     let warm = h2load::run(&target, &body_path, H2LOAD_WARM_UP, &log, limit).await?;
     let c1 = count_keys(admin, "c:{*").await?;
     if c1 <= c0 {

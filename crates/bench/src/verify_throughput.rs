@@ -110,7 +110,7 @@ async fn load_run(
 ) -> Result<LoadRun, String> {
     let log = env.dir.join("h2load.log");
     let before = Sample::take(server.pid, env.redis_pid);
-    let target = Target { addr: server.addr, path: VERIFY_PATH, headers: &[] };
+    let target = Target { addr: server.addr, path: VERIFY_PATH, headers: &[], h1: false };
     let run = h2load::run(&target, body, load, &log, Duration::from_secs(90)).await?;
     let cpu = Sample::take(server.pid, env.redis_pid).since(&before);
     if run.succeeded == 0 {

@@ -38,7 +38,7 @@ pub async fn figure_c(env: &mut Env, sum: &mut Summary) -> Result<(), String> {
     let before = commandstats(&mut env.admin).await?;
     mon.mark(&mut env.admin, "bench-c-start").await?;
     let before_cpu = Sample::take(env.a.pid, env.redis_pid);
-    let target = Target { addr: env.a.addr, path: VERIFY_PATH, headers: &[] };
+    let target = Target { addr: env.a.addr, path: VERIFY_PATH, headers: &[], h1: false };
     let run = h2load::run(&target, &path, PACED_LOAD, &env.dir.join("h2load.log"), Duration::from_secs(40)).await?;
     let cpu = Sample::take(env.a.pid, env.redis_pid).since(&before_cpu);
     tokio::time::sleep(Duration::from_millis(200)).await;

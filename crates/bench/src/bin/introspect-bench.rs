@@ -12,7 +12,9 @@
 //! - e. memory per cached credential with 1,000,000 cached (`cache_memory`);
 //! - f. process start to SERVING (`start_time`);
 //! - g. instructions per warm verify under callgrind, beside the two no-ops
-//!   (`instructions`).
+//!   (`instructions`);
+//! - h. Envoy ext_authz Check and forward-auth against Verify on one replica
+//!   (`gateway_throughput`).
 //!
 //! The setting they share (Redis, authd in process, replicas A and B, the
 //! no-op) is `verify_env`. Every phase is bounded in time and count; the run
@@ -31,7 +33,8 @@ use cred_bench::redis_server::RedisServer;
 use cred_bench::summary::{Summary, report};
 use cred_bench::verify_env::Env;
 use cred_bench::{
-    cold_round_trips, h2load, instructions, process, revocation, start_time, verify_throughput, warm_commands,
+    cold_round_trips, gateway_throughput, h2load, instructions, process, revocation, start_time, verify_throughput,
+    warm_commands,
 };
 
 fn main() {
@@ -59,17 +62,17 @@ struct Config {
 }
 
 const USAGE: &str = "usage: introspect-bench [--only LETTERS] [--credentials N] [--rust-log FILTER]\n  \
-    --only LETTERS     run only these figures, e.g. --only ab (default abcdefg)\n  \
+    --only LETTERS     run only these figures, e.g. --only ab (default abcdefgh)\n  \
     --credentials N    figure e's cached credentials (default 1000000)\n  \
     --rust-log FILTER  RUST_LOG of every introspect started (default: unset, the shipped level; \
     `info,cred::rpc=debug` logs every verify)";
 
 fn parse_args(args: &[String]) -> Result<Config, String> {
-    let mut c = Config { only: "abcdefg".into(), credentials: MEMORY_CREDENTIALS, rust_log: None };
+    let mut c = Config { only: "abcdefgh".into(), credentials: MEMORY_CREDENTIALS, rust_log: None };
     let mut args = args.iter().cloned();
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
-            ("--only", Some(v)) if !v.is_empty() && v.chars().all(|c| "abcdefg".contains(c)) => c.only = v,
+            ("--only", Some(v)) if !v.is_empty() && v.chars().all(|c| "abcdefgh".contains(c)) => c.only = v,
             ("--credentials", Some(v)) => {
                 c.credentials =
                     v.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("--credentials {v}\n{USAGE}"))?
@@ -159,6 +162,11 @@ async fn figures(mut env: Env, only: &str) -> Result<(), String> {
         let t = Instant::now();
         let r = instructions::figure_g(&mut env, &mut sum).await;
         report("g", t, &r, &mut sum);
+    }
+    if wanted('h') {
+        let t = Instant::now();
+        let r = gateway_throughput::figure_h(&mut env, &mut sum).await;
+        report("h", t, &r, &mut sum);
     }
     if wanted('e') {
         let t = Instant::now();
