@@ -274,11 +274,7 @@ async fn serve_with(a: ServeArgs, scrape: Option<cred_telemetry::Scrape>) -> Res
     let timeout = Duration::from_millis(a.redis_timeout_ms);
     let (target, flag) = a.redis.target()?;
     // A refused password names the flags it came from.
-    let creds = if a.redis_auth.auth()?.is_some() {
-        " (credentials from --redis-password-file or --redis-password)"
-    } else {
-        ""
-    };
+    let creds = a.redis_auth.used();
     let store = RedisStore::open(
         &target,
         RedisOptions {
@@ -286,6 +282,7 @@ async fn serve_with(a: ServeArgs, scrape: Option<cred_telemetry::Scrape>) -> Res
             connection_timeout: timeout,
             wait_replicas,
             auth: a.redis_auth.auth()?,
+            tls: a.redis_auth.tls(&target)?,
         },
     )
     .await

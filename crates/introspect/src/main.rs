@@ -180,17 +180,14 @@ async fn serve(a: ServeArgs, scrape: Option<cred_telemetry::Scrape>) -> Result<(
     .await?;
     let (target, flag) = a.redis.target()?;
     // A refused password names the flags it came from.
-    let creds = if a.redis_auth.auth()?.is_some() {
-        " (credentials from --redis-password-file or --redis-password)"
-    } else {
-        ""
-    };
+    let creds = a.redis_auth.used();
     let store = RedisStore::open(
         &target,
         RedisOptions {
             response_timeout: deadline,
             connection_timeout: deadline,
             auth: a.redis_auth.auth()?,
+            tls: a.redis_auth.tls(&target)?,
             ..RedisOptions::default()
         },
     )

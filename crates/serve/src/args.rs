@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Command};
 use cred_core::store::RedisTarget;
-use cred_core::store::redis::RedisAuth;
+use cred_core::store::redis::{RedisAuth, RedisTls};
 use tokio::net::TcpListener;
 
 use crate::limits::Limits;
@@ -107,6 +107,17 @@ pub struct RedisAuthArgs {
     /// command line (which `ps` shows).
     #[arg(long, hide_env_values = true)]
     pub redis_password: Option<String>,
+    /// PEM CA that signed the Redis server's certificate, for `rediss://`
+    /// URLs (default: the system's roots).
+    #[arg(long)]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate for Redis servers that ask for one
+    /// (`tls-auth-clients yes`), with --redis-client-key-file.
+    #[arg(long, requires = "redis_client_key_file")]
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// PEM private key of --redis-client-cert-file.
+    #[arg(long, requires = "redis_client_cert_file")]
+    pub redis_client_key_file: Option<PathBuf>,
 }
 
 impl RedisAuthArgs {
@@ -132,6 +143,55 @@ impl RedisAuthArgs {
             }
             (None, None) => Ok(None),
         }
+    }
+
+    /// Which of these flags a connection used, for its error message
+    /// (` (credentials from --redis-password-file, CA from --redis-ca-file)`),
+    /// empty when none.
+    pub fn used(&self) -> String {
+        let mut used = Vec::new();
+        if self.redis_password_file.is_some() {
+            used.push("credentials from --redis-password-file");
+        } else if self.redis_password.is_some() {
+            used.push("credentials from --redis-password");
+        }
+        if self.redis_ca_file.is_some() {
+            used.push("CA from --redis-ca-file");
+        }
+        if self.redis_client_cert_file.is_some() {
+            used.push("client certificate from --redis-client-cert-file");
+        }
+        if used.is_empty() { String::new() } else { format!(" ({})", used.join(", ")) }
+    }
+
+    /// The TLS settings of `rediss://` connections, `None` when no file is
+    /// given; or the flag at fault. `target` says whether the URLs ask for
+    /// TLS: files without it are an error, not silently unused.
+    pub fn tls(&self, target: &RedisTarget) -> Result<Option<RedisTls>, String> {
+        let read = |flag: &str, p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
+            let Some(p) = p else { return Ok(None) };
+            let pem = std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN ") {
+                return Err(format!("{flag} {}: not a PEM file", p.display()));
+            }
+            Ok(Some(pem))
+        };
+        let ca_pem = read("--redis-ca-file", &self.redis_ca_file)?;
+        let cert = read("--redis-client-cert-file", &self.redis_client_cert_file)?;
+        let key = read("--redis-client-key-file", &self.redis_client_key_file)?;
+        let client = cert.zip(key);
+        if ca_pem.is_none() && client.is_none() {
+            return Ok(None);
+        }
+        let urls: Vec<&str> = match target {
+            RedisTarget::Standalone(u) => vec![u.as_str()],
+            RedisTarget::Cluster(nodes) => nodes.iter().map(String::as_str).collect(),
+        };
+        if let Some(u) = urls.iter().find(|u| !u.starts_with("rediss://")) {
+            let u = u.split('@').next_back().unwrap_or(u);
+            return Err(format!("--redis-ca-file / --redis-client-cert-file need rediss:// URLs (TLS); got {u}"));
+        }
+        Ok(Some(RedisTls { ca_pem, client }))
     }
 }
 

@@ -32,6 +32,51 @@ pub struct RedisOptions {
     pub wait_replicas: Option<WaitReplicas>,
     /// ACL user and password, kept out of the URL (they override the URL's).
     pub auth: Option<RedisAuth>,
+    /// The CA and client certificate of `rediss://` connections; `None`:
+    /// the system's roots, no client certificate.
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS to Redis beyond the `rediss://` URL: the CA that signed the
+/// server's certificate (managed Redis often uses a private one; `None`:
+/// the system's roots) and a client certificate for servers that ask
+/// (`tls-auth-clients yes`). The key never prints.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM CA certificate(s).
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and private key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl RedisTls {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(c, k)| redis::ClientTlsConfig { client_cert: c.clone(), client_key: k.clone() }),
+            root_cert: self.ca_pem.clone(),
+        }
+    }
+}
+
+/// A client for `info`, with `tls`'s certificates when given (which needs a
+/// `rediss://` address: said, not ignored).
+fn client(info: ConnectionInfo, tls: Option<&RedisTls>) -> Result<redis::Client, RedisError> {
+    match tls {
+        Some(t) => redis::Client::build_with_tls(info, t.certificates()),
+        None => redis::Client::open(info),
+    }
 }
 
 /// Redis credentials: an ACL user (Redis 6+; `default` when `None`) and its
@@ -78,6 +123,7 @@ impl Default for RedisOptions {
             connection_timeout: Duration::from_millis(500),
             wait_replicas: None,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -193,6 +239,8 @@ pub(super) enum Subscriber {
     Cluster {
         seeds: Vec<ConnectionInfo>,
         timeout: Duration,
+        /// The certificates of TLS seeds, for every node.
+        tls: Option<RedisTls>,
     },
 }
 
@@ -240,7 +288,7 @@ impl Connections {
     /// Connects to a standalone Redis (`redis://host:port/db`).
     pub(super) async fn connect(url: &str, opts: RedisOptions) -> StoreResult<Connections> {
         let info = url.into_connection_info().map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
-        let client = redis::Client::open(with_auth(info, opts.auth.as_ref()).set_tcp_settings(tcp_settings()))?;
+        let client = client(with_auth(info, opts.auth.as_ref()).set_tcp_settings(tcp_settings()), opts.tls.as_ref())?;
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(opts.response_timeout))
             .set_connection_timeout(Some(opts.connection_timeout))
@@ -313,7 +361,11 @@ impl Connections {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
-        let client = ClusterClientBuilder::new(seeds.clone())
+        let mut builder = ClusterClientBuilder::new(seeds.clone());
+        if let Some(t) = &opts.tls {
+            builder = builder.certs(t.certificates());
+        }
+        let client = builder
             .connection_timeout(opts.connection_timeout)
             .response_timeout(opts.response_timeout)
             // A failed node or a MOVED answer is retried (after a topology
@@ -324,7 +376,7 @@ impl Connections {
         let conn = client.get_async_connection().await?;
         Ok(Connections {
             conn: RedisConn::Cluster(conn),
-            sub: Subscriber::Cluster { seeds, timeout: opts.connection_timeout },
+            sub: Subscriber::Cluster { seeds, timeout: opts.connection_timeout, tls: opts.tls },
             writer: None,
         })
     }
@@ -353,14 +405,19 @@ impl Connections {
                     Err(_) => Err(StoreError::Unavailable("the subscription was not confirmed in time".into())),
                 }
             }
-            Subscriber::Cluster { seeds, timeout } => self.cluster_pubsub(seeds, *timeout).await,
+            Subscriber::Cluster { seeds, timeout, tls } => self.cluster_pubsub(seeds, *timeout, tls.as_ref()).await,
         }
     }
 
     /// A pub/sub connection subscribed to the invalidations on one live
     /// cluster node: the nodes of the current topology not flagged failing
     /// (from a rotating start, so replicas spread), then the seeds.
-    async fn cluster_pubsub(&self, seeds: &[ConnectionInfo], timeout: Duration) -> StoreResult<PubSub> {
+    async fn cluster_pubsub(
+        &self,
+        seeds: &[ConnectionInfo],
+        timeout: Duration,
+        tls: Option<&RedisTls>,
+    ) -> StoreResult<PubSub> {
         let mut addrs = match self.live_nodes().await {
             Ok(a) => a,
             Err(e) => {
@@ -373,17 +430,25 @@ impl Connections {
             addrs.rotate_left(start);
         }
         for s in seeds {
-            if let ConnectionAddr::Tcp(h, p) = s.addr()
-                && !addrs.contains(&(h.clone(), *p))
-            {
+            let (h, p) = match s.addr() {
+                ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => (h, p),
+                _ => continue,
+            };
+            if !addrs.contains(&(h.clone(), *p)) {
                 addrs.push((h.clone(), *p));
             }
         }
+        let secure = matches!(seeds.first().map(ConnectionInfo::addr), Some(ConnectionAddr::TcpTls { .. }));
         let mut last = StoreError::Unavailable("no cluster node to subscribe on".into());
         for (host, port) in addrs {
-            let info = seeds[0].clone().set_addr(ConnectionAddr::Tcp(host.clone(), port));
+            let addr = if secure {
+                ConnectionAddr::TcpTls { host: host.clone(), port, insecure: false, tls_params: None }
+            } else {
+                ConnectionAddr::Tcp(host.clone(), port)
+            };
+            let info = seeds[0].clone().set_addr(addr);
             let attempt = async {
-                let mut ps = redis::Client::open(info)?.get_async_pubsub().await?;
+                let mut ps = client(info, tls)?.get_async_pubsub().await?;
                 ps.subscribe(INVALIDATION_CHANNEL).await?;
                 Ok::<_, RedisError>(ps)
             };

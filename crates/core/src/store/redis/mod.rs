@@ -50,7 +50,7 @@ use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant, limits};
 use crate::token::{parse_short_id, short_id};
 use conn::{Connections, PUBSUB_PING_EVERY, PUBSUB_PING_TIMEOUT};
-pub use conn::{RedisAuth, RedisConn, RedisOptions, RedisTarget, WaitReplicas};
+pub use conn::{RedisAuth, RedisConn, RedisOptions, RedisTarget, RedisTls, WaitReplicas};
 use keys::*;
 use records::*;
 use scripts::*;
