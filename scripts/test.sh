@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): installs what a fresh Debian machine lacks
-# (redis-server, buf, helm, kubernetes-validate), then runs buf lint, buf
+# (redis-server, curl, buf, helm, kubernetes-validate), then runs buf lint, buf
 # breaking against the previous commit, the Helm chart checks, rustfmt,
 # clippy, every test and a short fuzz run.
 # Integration tests start their own redis-server on free loopback ports.
@@ -24,6 +24,8 @@ as_root_install() {
 
 command -v redis-server >/dev/null || as_root_install redis-server redis-server
 command -v redis-server >/dev/null || { echo "test.sh: redis-server still missing after install" >&2; exit 1; }
+# tests/authd_http.rs runs the README's curl commands with the real curl.
+command -v curl >/dev/null || as_root_install curl curl
 
 BUF="$TOOLS/node_modules/@bufbuild/buf-linux-x64/bin/buf"
 if [ ! -x "$BUF" ]; then
