@@ -55,9 +55,16 @@ impl Server {
         let (stop, stopped) = oneshot::channel::<()>();
         let opts = cred_serve::serve::ServeOptions::new(Duration::from_secs(2));
         let task = tokio::spawn(async move {
-            authd::server::run_with_http(grpc_l, Some(http_l), authority, operators, opts, async {
-                let _ = stopped.await;
-            })
+            authd::server::run_with_http(
+                grpc_l,
+                Some(authd::http::Listen { listener: http_l, console: false }),
+                authority,
+                operators,
+                opts,
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
             .expect("authd serves");
         });
@@ -404,6 +411,7 @@ async fn bad_input_bad_keys_and_wrong_routes_get_json_errors() {
     // Unknown paths: 404 JSON; a known path with the wrong method: 405 with Allow.
     s.call(M::GET, "/v2/clients", k, "").await.refused(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown path");
     s.call(M::GET, "/", None, "").await.refused(StatusCode::NOT_FOUND, "NOT_FOUND", "root");
+    s.call(M::GET, "/console/", None, "").await.refused(StatusCode::NOT_FOUND, "NOT_FOUND", "console off by default");
     let wrong = s.call(M::PUT, nobody, k, "{}").await;
     wrong.refused(StatusCode::METHOD_NOT_ALLOWED, "UNIMPLEMENTED", "wrong method");
     assert_eq!(wrong.headers.get("allow").unwrap(), "GET, DELETE");

@@ -50,6 +50,10 @@ struct ServeArgs {
     /// google.api.http options (README "HTTP/JSON"). Off unless set.
     #[arg(long, env = "AUTHD_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// Serve the operator console (a browser UI for the admin API) at
+    /// /console/ on the --http-listen address. Off by default.
+    #[arg(long, env = "AUTHD_CONSOLE", requires = "http_listen")]
+    console: bool,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -195,6 +199,10 @@ struct DevArgs {
     /// google.api.http options (README "HTTP/JSON"). Off unless set.
     #[arg(long, env = "AUTHD_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// Serve the operator console (a browser UI for the admin API) at
+    /// /console/ on the --http-listen address. Off by default.
+    #[arg(long, env = "AUTHD_CONSOLE", requires = "http_listen")]
+    console: bool,
     /// Use this Redis instead of the in-memory store.
     #[arg(long, env = "AUTHD_REDIS_URL")]
     redis_url: Option<String>,
@@ -303,7 +311,7 @@ async fn serve_with(a: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = opts.tls.is_some(), "authd serving");
-    let http = bind_http(a.http_listen).await?;
+    let http = bind_http(a.http_listen, a.console).await?;
     if http.is_some() && opts.tls.is_some() {
         tracing::warn!("--http-listen serves plaintext beside the TLS gRPC listener: terminate TLS in front of it");
     }
@@ -321,7 +329,7 @@ async fn dev(a: DevArgs) -> Result<(), String> {
 async fn dev_serve(a: DevArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let http = bind_http(a.http_listen).await?;
+    let http = bind_http(a.http_listen, a.console).await?;
     let (secret, _) = OperatorSecret::generate();
     let limits = a.budgets.limits(&a.limits)?;
     match a.redis_url {
@@ -339,7 +347,7 @@ async fn dev_serve(a: DevArgs) -> Result<(), String> {
 }
 
 async fn dev_with<S: Store>(
-    (listener, http): (TcpListener, Option<TcpListener>),
+    (listener, http): (TcpListener, Option<authd::http::Listen>),
     addr: SocketAddr,
     authority: Authority<S>,
     secret: OperatorSecret,
@@ -354,17 +362,20 @@ async fn dev_with<S: Store>(
 }
 
 /// The HTTP/JSON listener of `--http-listen`, if set.
-async fn bind_http(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, String> {
+async fn bind_http(addr: Option<SocketAddr>, console: bool) -> Result<Option<authd::http::Listen>, String> {
     let Some(addr) = addr else { return Ok(None) };
-    let l = TcpListener::bind(addr).await.map_err(|e| format!("--http-listen {addr}: {e}"))?;
-    let local = l.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(addr = %local, "authd serving HTTP/JSON");
-    Ok(Some(l))
+    let listener = TcpListener::bind(addr).await.map_err(|e| format!("--http-listen {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(addr = %local, console, "authd serving HTTP/JSON");
+    if console {
+        println!("operator console: http://{local}/console/");
+    }
+    Ok(Some(authd::http::Listen { listener, console }))
 }
 
 async fn run<S: Store>(
     listener: TcpListener,
-    http: Option<TcpListener>,
+    http: Option<authd::http::Listen>,
     authority: Authority<S>,
     operators: OperatorAuth,
     opts: ServeOptions,

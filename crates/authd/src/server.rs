@@ -38,13 +38,13 @@ pub async fn run<S: Store>(
 }
 
 /// [`run`], and HTTP/JSON on `http` when given (plaintext, HTTP/1.1 and
-/// h2c): every RPC at the path of its `google.api.http` option, through the
+/// h2c; with the operator console if asked): every RPC at the path of its `google.api.http` option, through the
 /// same layers as gRPC (size limit, peer address, telemetry, admin mTLS), so
 /// budgets, audit and metrics cannot tell the two apart. It stops with the
 /// gRPC listener and drains as long.
 pub async fn run_with_http<S: Store>(
     listener: TcpListener,
-    http: Option<TcpListener>,
+    http: Option<http::Listen>,
     authority: Authority<S>,
     operators: OperatorAuth,
     opts: ServeOptions,
@@ -72,7 +72,7 @@ pub async fn run_with_http<S: Store>(
     let sessions = SessionServiceServer::new(SessionApi { authority }).max_decoding_message_size(max);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let http_task = match http {
-        Some(l) => {
+        Some(http::Listen { listener: l, console }) => {
             // The layers of `Assembly::api`, in its order, around the same services.
             let rpc = cred_telemetry::RpcLayer::new();
             let grpc = Routes::new(rpc.layer(peers.service(limits.service(admin.clone()))))
@@ -81,7 +81,7 @@ pub async fn run_with_http<S: Store>(
             // Built from the descriptor set compiled in: every RPC has a
             // route (a unit test checks), so this cannot fail at run time.
             let table = http::Table::authd().expect("the built-in proto has an HTTP route for every RPC");
-            let api = http::Api { table: std::sync::Arc::new(table), grpc, limits };
+            let api = http::Api { table: std::sync::Arc::new(table), grpc, limits, console };
             let mut stopped = stopped.clone();
             let until = async move {
                 let _ = stopped.wait_for(|s| *s).await;

@@ -25,6 +25,7 @@ use tonic::transport::server::TcpConnectInfo;
 use tonic::{Code, Status};
 use tower::ServiceExt;
 
+use super::console;
 use super::routes::{Found, Table};
 use super::transcode;
 
@@ -45,6 +46,8 @@ pub struct Api {
     pub grpc: Routes,
     /// The limits of the gRPC listener, applied here too.
     pub limits: Limits,
+    /// Whether the operator console is served under `/console/`.
+    pub console: bool,
 }
 
 /// Serves `api` on `listener` until `shutdown` completes; then, as the
@@ -110,6 +113,11 @@ async fn answer(
     local: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if api.console && req.method() == Method::GET && req.uri().path().starts_with(console::PREFIX) {
+        let path = req.uri().path();
+        return console::asset(path)
+            .unwrap_or_else(|| refused(Status::not_found(format!("no console page {path}")).into()));
+    }
     match call(api, remote, local, req).await {
         Ok(json) => json_response(StatusCode::OK, json),
         Err(refusal) => refused(refusal),
