@@ -1,6 +1,7 @@
 //! The operator console in a real browser: authd with the console on, over
 //! a real Redis, and `tests/console/console.mjs` driving headless Chromium
-//! through playwright-core (sign in, a wrong key refused, create a tenant,
+//! through playwright-core (sign in, a wrong key refused, create a tenant
+//! and find it in the tenant list,
 //! New API key read from the page and used with curl, New test client key,
 //! revoked and refused, the audit trail, roll, revoke-before); screenshots
 //! go to `target/console-screenshots/`. node, /usr/bin/chromium and
@@ -76,7 +77,13 @@ async fn the_console_in_headless_chromium() {
     println!("{stdout}{stderr}");
     assert!(out.status.success(), "console.mjs failed ({}):\n{stdout}\n{stderr}", out.status);
     assert!(stdout.contains("console test: ok"), "{stdout}");
-    for shot in ["1-signin-refused.png", "2-api-key-shown-once.png", "3-tenant.png", "4-after-revoke-before.png"] {
+    for shot in [
+        "1-signin-refused.png",
+        "2-tenants.png",
+        "3-api-key-shown-once.png",
+        "4-tenant.png",
+        "5-after-revoke-before.png",
+    ] {
         let len = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 1000, "screenshot {shot} missing or empty");
     }

@@ -220,6 +220,9 @@ async fn the_portal_walkthrough_over_http_json() {
     assert!(t["tenant"].get("tenant_id").is_none(), "proto3 JSON names are lowerCamelCase: {t}");
     let got = s.call(M::GET, &format!("/v1/tenants/{tenant}"), op, "").await.ok("get tenant");
     assert_eq!(got["tenant"]["tenantId"], tenant.as_str());
+    let all = s.call(M::GET, "/v1/tenants?pageSize=10", op, "").await.ok("list tenants");
+    assert_eq!(all["tenants"], json!([got["tenant"]]), "the one tenant, as GetTenant reads it");
+    assert!(all.get("nextPageToken").is_none(), "the last page: {all}");
     let k = s
         .call(
             M::POST,

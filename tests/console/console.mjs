@@ -94,6 +94,11 @@ try {
   await page.waitForSelector("#tenant:not([hidden])");
   check((await text("#tenant-title")) === "Tenant " + name, "tenant title");
   check((await text("#tenant-info")).includes("3600s"), "idle timeout shown");
+  await page.click("#back");
+  await page.waitForFunction((n) => document.getElementById("tenant-list").textContent.includes(n), name);
+  await page.screenshot({ path: path.join(shots, "2-tenants.png") });
+  await page.locator("#tenant-list tbody tr", { hasText: name }).getByText("Open").click();
+  await page.waitForSelector("#tenant:not([hidden])");
 
   step = "New API key, shown once, used with curl";
   await page.selectOption("#key-env", "ENVIRONMENT_TEST");
@@ -107,7 +112,7 @@ try {
   await page.click("#copy-secret");
   await noticeSays("Copied");
   check((await page.evaluate(() => navigator.clipboard.readText())) === apiKey, "copy button copies the key");
-  await page.screenshot({ path: path.join(shots, "2-api-key-shown-once.png"), fullPage: true });
+  await page.screenshot({ path: path.join(shots, "3-api-key-shown-once.png"), fullPage: true });
   let [code, body] = curl("-X", "POST", url + "/v1/clients", "-H", "Authorization: Bearer " + apiKey, "-d", "{}");
   check(code === 200 && String(body.token).startsWith("cst_test_"), `curl with the API key: ${code} ${JSON.stringify(body)}`);
 
@@ -130,7 +135,7 @@ try {
     const t = document.getElementById("audit-list").textContent;
     return t.includes("api_key.create") && t.includes("session.revoke") && t.includes("client.create");
   });
-  await page.screenshot({ path: path.join(shots, "3-tenant.png"), fullPage: true });
+  await page.screenshot({ path: path.join(shots, "4-tenant.png"), fullPage: true });
 
   step = "roll an API key with grace";
   const rows = await page.locator("#key-list tbody tr").count();
@@ -148,7 +153,7 @@ try {
   await noticeSays("issued before");
   [code, body] = curl("-X", "POST", url + "/v1/clients", "-H", "Authorization: Bearer " + apiKey, "-d", "{}");
   check(code === 401, `API key after revoke-before: ${code} ${JSON.stringify(body)}`);
-  await page.screenshot({ path: path.join(shots, "4-after-revoke-before.png"), fullPage: true });
+  await page.screenshot({ path: path.join(shots, "5-after-revoke-before.png"), fullPage: true });
 
   step = "no script errors, no CSP violations";
   check(problems.length === 0, "browser console errors: " + problems.join(" | "));

@@ -5,13 +5,13 @@
 "use strict";
 
 const KEY = "authd.operatorKey";
-const RECENT = "authd.tenants";
 const PROBE = "00000000-0000-4000-8000-000000000000";
 const $ = (id) => document.getElementById(id);
 
 let tenant = null; // the open tenant
 let acting = null; // { secret, keyId, environment }
 let keysPage = ""; // next page token of the API key listing
+let tenantsPage = ""; // next page token of the tenant listing
 let auditAfter = ""; // last event id shown
 let clientId = null;
 
@@ -128,27 +128,31 @@ function signOut() {
 
 // ---- tenants ----
 
-function recent() {
-  try { return JSON.parse(sessionStorage.getItem(RECENT) || "[]"); } catch (_) { return []; }
-}
-
-function remember(t) {
-  const list = recent().filter((x) => x.id !== t.tenantId);
-  list.unshift({ id: t.tenantId, name: t.name });
-  sessionStorage.setItem(RECENT, JSON.stringify(list.slice(0, 50)));
-}
-
-function showTenants() {
+async function showTenants() {
   show("tenants");
+  await loadTenants(true);
+}
+
+async function loadTenants(first) {
+  if (first) tenantsPage = "";
+  const q = "?pageSize=20" + (tenantsPage ? "&pageToken=" + encodeURIComponent(tenantsPage) : "");
+  const r = await call("GET", "/v1/tenants" + q);
+  if (!r) return;
   const body = $("tenant-list").tBodies[0];
   body.replaceChildren();
-  for (const t of recent()) {
+  for (const t of r.tenants || []) {
     const tr = document.createElement("tr");
     cell(tr, t.name);
-    cell(tr, t.id, true);
-    button(cell(tr, ""), "Open", "secondary", () => openTenant(t.id));
+    cell(tr, t.tenantId, true);
+    cell(tr, t.idleTimeout);
+    cell(tr, t.maxLifetime);
+    cell(tr, t.createTime);
+    cell(tr, t.revokedBefore);
+    button(cell(tr, ""), "Open", "secondary", () => openTenant(t.tenantId));
     body.appendChild(tr);
   }
+  tenantsPage = r.nextPageToken || "";
+  $("tenants-next").hidden = !tenantsPage;
 }
 
 async function createTenant(ev) {
@@ -161,7 +165,6 @@ async function createTenant(ev) {
   const r = await call("POST", "/v1/tenants", body);
   if (!r) return;
   notice("Tenant " + r.tenant.name + " created.");
-  remember(r.tenant);
   await openTenant(r.tenant.tenantId, true);
 }
 
@@ -170,7 +173,6 @@ async function openTenant(id, keepNotice) {
   if (!r) return;
   if (!keepNotice) $("notice").hidden = true;
   tenant = r.tenant;
-  remember(tenant);
   if (acting && acting.tenantId !== tenant.tenantId) acting = null;
   show("tenant");
   $("shown-once").hidden = true;
@@ -393,6 +395,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("tenant-create").addEventListener("submit", createTenant);
   $("tenant-open").addEventListener("submit", (ev) => { ev.preventDefault(); openTenant($("tenant-open-id").value.trim()); });
   $("back").addEventListener("click", showTenants);
+  $("tenants-first").addEventListener("click", () => loadTenants(true));
+  $("tenants-next").addEventListener("click", () => loadTenants(false));
   $("key-create").addEventListener("submit", createKey);
   $("keys-more").addEventListener("click", () => loadKeys(false));
   $("acting").addEventListener("submit", (ev) => {
