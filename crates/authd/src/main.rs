@@ -357,6 +357,10 @@ async fn dev_with<S: Store>(
     let setup = authd::dev::bootstrap(&authority, &secret).await.map_err(|e| format!("dev setup: {e}"))?;
     let operators = OperatorAuth::new(secret, Allowlist::of([setup.operator_key_id]));
     println!("{}", authd::dev::banner(&setup, addr, store));
+    if let Some(h) = &http {
+        let local = h.listener.local_addr().map_err(|e| e.to_string())?;
+        println!("{}", authd::dev::http_banner(&setup, local, h.console));
+    }
     let opts = ServeOptions { limits, ..ServeOptions::default() };
     run(listener, http, authority, operators, opts).await
 }
@@ -367,9 +371,6 @@ async fn bind_http(addr: Option<SocketAddr>, console: bool) -> Result<Option<aut
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("--http-listen {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %local, console, "authd serving HTTP/JSON");
-    if console {
-        println!("operator console: http://{local}/console/");
-    }
     Ok(Some(authd::http::Listen { listener, console }))
 }
 

@@ -113,7 +113,10 @@ async fn answer(
     local: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if api.console && req.method() == Method::GET && req.uri().path().starts_with(console::PREFIX) {
+    if api.console
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && req.uri().path().starts_with(console::PREFIX)
+    {
         let path = req.uri().path();
         return console::asset(path)
             .unwrap_or_else(|| refused(Status::not_found(format!("no console page {path}")).into()));
