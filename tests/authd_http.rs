@@ -3,7 +3,8 @@
 //! and the real `curl` binary for some steps), every step's status and body
 //! checked; bad input, bad and revoked keys, a missing scope, not found,
 //! wrong paths and methods, an oversized body, the failure budget shared
-//! with gRPC (429 and Retry-After), h2c, and Redis down (503).
+//! with gRPC (429 and Retry-After), h2c, Redis down (503), and admin mTLS
+//! (the admin routes refused over HTTP).
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -39,6 +40,10 @@ struct Server {
 
 impl Server {
     async fn start(guard: Option<GuardOptions>) -> Server {
+        Server::start_with(guard, cred_serve::serve::ServeOptions::new(Duration::from_secs(2))).await
+    }
+
+    async fn start_with(guard: Option<GuardOptions>, opts: cred_serve::serve::ServeOptions) -> Server {
         let redis = Redis::start(Backend::Standalone);
         let store = RedisStore::open(&redis.target(), RedisOptions::default()).await.expect("connect to test redis");
         let (secret, _) = OperatorSecret::generate();
@@ -53,7 +58,6 @@ impl Server {
         let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc, http) = (grpc_l.local_addr().unwrap(), http_l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let opts = cred_serve::serve::ServeOptions::new(Duration::from_secs(2));
         let task = tokio::spawn(async move {
             authd::server::run_with_http(
                 grpc_l,
@@ -471,5 +475,33 @@ async fn budgets_are_shared_with_grpc_and_redis_down_is_503() {
     s.redis.server_mut().shutdown();
     let down = s.call(Method::GET, nobody, Some(&key), "").await;
     down.refused(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "redis down");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_admin_mtls_the_admin_routes_are_refused_over_http() {
+    // Server TLS with a client CA: AdminService then needs a verified client
+    // certificate, which the plaintext HTTP listener never has.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["admin-ca".to_string()]).unwrap();
+    let (cert, key) = (write("cert.pem", server.cert.pem()), write("key.pem", server.signing_key.serialize_pem()));
+    let ca = write("ca.pem", ca.cert.pem());
+    let tls = cred_serve::tls::ServerTls::load(&cert, &key, Some((cred_serve::tls::CLIENT_CA_FLAG, &ca))).unwrap();
+    let opts = cred_serve::serve::ServeOptions {
+        tls: Some(tls),
+        ..cred_serve::serve::ServeOptions::new(Duration::from_secs(2))
+    };
+    let s = Server::start_with(None, opts).await;
+    let r = s.call(Method::POST, "/v1/tenants", Some(&s.operator), r#"{"name": "acme"}"#).await;
+    r.refused(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "admin over HTTP with mTLS on");
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("client certificate"), "{}", r.json);
+    // The client API is not behind the certificate: a bad key is told apart.
+    s.call(Method::POST, "/v1/clients", Some("garbage"), "{}").await.invalid_api_key("client API");
     s.stop().await;
 }
