@@ -3,7 +3,8 @@
 //! through playwright-core (sign in, a wrong key refused, create a tenant
 //! and find it in the tenant list,
 //! New API key read from the page and used with curl, New test client key,
-//! revoked and refused, the audit trail, roll, revoke-before); screenshots
+//! revoked and refused, the audit trail, roll, revoke a key, revoke all and
+//! delete a client, revoke-before); screenshots
 //! go to `target/console-screenshots/`. node, /usr/bin/chromium and
 //! playwright-core (`scripts/test.sh` installs them) missing = a failure.
 

@@ -143,6 +143,29 @@ try {
   await page.waitForFunction(() => document.getElementById("shown-once-what").textContent.startsWith("Rolled"));
   await page.waitForFunction((n) => document.querySelectorAll("#key-list tbody tr").length === n + 1, rows);
 
+  step = "revoke an API key";
+  await page.locator("#key-list tbody tr").last().getByText("Revoke").click();
+  await noticeSays("Revoked");
+
+  step = "revoke all sessions of a client, then delete it";
+  const tck2 = await (async () => {
+    await page.click("#tck-create button");
+    await page.waitForFunction((old) => {
+      const t = document.getElementById("secret-value").textContent;
+      return t.startsWith("tck_test_") && t !== old;
+    }, tck);
+    return (await text("#secret-value")).trim();
+  })();
+  check(tck2.startsWith("tck_test_") && tck2 !== tck, "a second test client key");
+  await page.waitForSelector("#client:not([hidden]) #session-list tbody tr");
+  await page.click("#revoke-all");
+  await noticeSays("1 session(s) revoked");
+  [code, body] = curl(url + "/v1/session", "-H", "Authorization: Bearer " + tck2);
+  check(code === 401, `after revoke all: ${code} ${JSON.stringify(body)}`);
+  await page.click("#delete-client");
+  await noticeSays("deleted");
+  check(await page.isHidden("#client"), "the deleted client is no longer shown");
+
   step = "revoke-before needs the typed name";
   check(await page.isDisabled("#revoke-before-go"), "disabled before typing");
   await page.fill("#revoke-confirm", "acme");
