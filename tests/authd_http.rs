@@ -383,6 +383,8 @@ async fn bad_input_bad_keys_and_wrong_routes_get_json_errors() {
     bad.bad_request("pageSize", "bad query value");
     assert_eq!(bad.details("BadRequest").unwrap()["fieldViolations"][0]["field"], "pageSize");
     s.call(M::GET, "/v1/clients/c1/sessions?colour=red", k, "").await.bad_request("colour", "unknown query parameter");
+    s.call(M::GET, "/v1/tenants?pageToken=nonsense", op, "").await.bad_request("page_token", "bad page token");
+    s.call(M::GET, "/v1/tenants?pageSize=5000", op, "").await.bad_request("page_size", "page too large");
     // The service's own validation, as over gRPC: the field named.
     s.call(M::POST, "/v1/tenants", op, r#"{"name": ""}"#).await.bad_request("name", "empty name");
     s.call(M::GET, "/v1/clients/not-a-uuid", k, "").await.bad_request("client_id", "bad id");
@@ -396,6 +398,11 @@ async fn bad_input_bad_keys_and_wrong_routes_get_json_errors() {
     let forged = cred_core::token::Token::mint(t.kind, t.env, t.route, t.id).expose();
     s.call(M::POST, "/v1/clients", Some(&forged), "{}").await.invalid_api_key("forged secret");
     s.call(M::POST, "/v1/clients", op, "{}").await.invalid_api_key("operator key on ClientService");
+    s.call(M::GET, "/v1/tenants", k, "").await.refused(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        "API key lists tenants",
+    );
     s.call(M::GET, &format!("/v1/tenants/{tenant}"), k, "").await.refused(
         StatusCode::UNAUTHORIZED,
         "UNAUTHENTICATED",

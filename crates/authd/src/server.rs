@@ -9,8 +9,12 @@ use cred_core::store::Store;
 use cred_proto::authd::v1::admin_service_server::AdminServiceServer;
 use cred_proto::authd::v1::client_service_server::ClientServiceServer;
 use cred_proto::authd::v1::session_service_server::SessionServiceServer;
+use cred_serve::limits::{Limits, SizeLimited};
+use cred_serve::peer::{Resolved, TrustedProxies};
 use cred_serve::serve::{Assembly, ServeError, ServeOptions};
 use cred_serve::tls::require_client_cert;
+use cred_telemetry::RpcLayer;
+use cred_telemetry::rpc::Rpc;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
@@ -73,11 +77,10 @@ pub async fn run_with_http<S: Store>(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let http_task = match http {
         Some(http::Listen { listener: l, console }) => {
-            // The layers of `Assembly::api`, in its order, around the same services.
-            let rpc = cred_telemetry::RpcLayer::new();
-            let grpc = Routes::new(rpc.layer(peers.service(limits.service(admin.clone()))))
-                .add_service(rpc.layer(peers.service(limits.service(clients.clone()))))
-                .add_service(rpc.layer(peers.service(limits.service(sessions.clone()))));
+            let edge = Edge { rpc: cred_telemetry::RpcLayer::new(), peers, limits };
+            let grpc = Routes::new(edge.layered(admin.clone()))
+                .add_service(edge.layered(clients.clone()))
+                .add_service(edge.layered(sessions.clone()));
             // Built from the descriptor set compiled in: every RPC has a
             // route (a unit test checks), so this cannot fail at run time.
             let table = http::Table::authd().expect("the built-in proto has an HTTP route for every RPC");
@@ -114,4 +117,30 @@ pub async fn run_with_http<S: Store>(
         let _ = t.await;
     }
     served
+}
+
+/// The layers `Assembly::api` puts around each API service on the gRPC
+/// listener, rebuilt for the HTTP/JSON listener's calls (cred-serve builds
+/// and serves its router itself, so the layers are not shared by value).
+struct Edge {
+    /// A span, a log line and `rpc.server.*` metrics per call.
+    rpc: RpcLayer,
+    /// Who the caller is behind trusted proxies (the per-peer budgets).
+    peers: TrustedProxies,
+    /// The request size limit.
+    limits: Limits,
+}
+
+impl Edge {
+    /// `svc` behind the layers, outermost first, as `Assembly::api` orders them.
+    fn layered<S>(&self, svc: S) -> Rpc<Resolved<SizeLimited<S>>> {
+        // Telemetry outermost, so its metrics count the refusals below it too.
+        self.rpc.layer(
+            // The caller's address, before any check reads it.
+            self.peers.service(
+                // An oversized message is RESOURCE_EXHAUSTED before it is read.
+                self.limits.service(svc),
+            ),
+        )
+    }
 }

@@ -130,8 +130,11 @@ async fn answer(
 /// A refusal: a gRPC status, with the HTTP status it gets when the one
 /// table has no word for it (405, 413), and the methods a 405 allows.
 struct Refusal {
+    /// What went wrong, as the gRPC stack says it (the JSON body's source).
     status: Status,
+    /// The HTTP status when the one table's (from the code) does not fit.
     http: Option<StatusCode>,
+    /// For a 405: the methods the path takes (the `Allow` header).
     allow: Vec<Method>,
 }
 

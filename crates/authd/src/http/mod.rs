@@ -17,6 +17,7 @@ pub use routes::Table;
 
 /// The HTTP/JSON listener of a server, and whether it serves the console.
 pub struct Listen {
+    /// Where HTTP/JSON is served (bound by the caller: tests use port 0).
     pub listener: tokio::net::TcpListener,
     /// Serve the operator console under `/console/` (off by default).
     pub console: bool,

@@ -22,6 +22,7 @@ pub enum BodyRule {
 /// One segment of a path template.
 #[derive(Debug, Clone)]
 enum Segment {
+    /// A fixed segment, matched exactly.
     Literal(String),
     /// `{field}`: one path segment, the value of a top-level field.
     Var(FieldDescriptor),
@@ -30,11 +31,15 @@ enum Segment {
 /// One RPC's HTTP binding.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// The HTTP method of the binding.
     pub method: Method,
+    /// The path template, segment by segment.
     segments: Vec<Segment>,
     /// The custom verb after `:` in the last segment (`:revokeAll`).
     verb: Option<String>,
+    /// Where the body goes in the request message.
     pub body: BodyRule,
+    /// The RPC: its input and output types are the JSON's.
     pub rpc: MethodDescriptor,
     /// `/authd.v1.ClientService/CreateClient`: where the gRPC stack routes it.
     pub grpc_path: String,
@@ -55,6 +60,7 @@ pub enum Found<'a> {
 /// Every route of [`SERVICES`].
 #[derive(Debug, Clone)]
 pub struct Table {
+    /// In proto order; a request tries them in turn (a score of them).
     routes: Vec<Route>,
 }
 
