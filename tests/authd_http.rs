@@ -373,11 +373,15 @@ async fn bad_input_bad_keys_and_wrong_routes_get_json_errors() {
     // wrong types, trailing garbage, bodies where none is taken.
     s.call(M::POST, "/v1/clients", k, r#"{"labels": "#).await.bad_request("EOF", "truncated JSON");
     s.call(M::POST, "/v1/clients", k, r#"{"lables": {}}"#).await.bad_request("lables", "unknown field");
-    s.call(M::POST, "/v1/clients", k, r#"{"labels": ["a"]}"#).await.bad_request("invalid type", "wrong type");
+    let bad = s.call(M::POST, "/v1/clients", k, r#"{"labels": ["a"]}"#).await;
+    bad.bad_request("invalid type", "wrong type");
+    assert_eq!(bad.details("BadRequest").unwrap()["fieldViolations"][0]["field"], "labels");
     s.call(M::POST, "/v1/clients", k, r#"{} {}"#).await.bad_request("trailing", "trailing data");
-    s.call(M::POST, "/v1/tenants", op, r#"{"name": "x", "idleTimeout": "soon"}"#)
-        .await
-        .bad_request("body", "bad duration");
+    let bad = s.call(M::POST, "/v1/tenants", op, r#"{"name": "x", "idleTimeout": "soon"}"#).await;
+    bad.bad_request("duration", "bad duration");
+    assert_eq!(bad.details("BadRequest").unwrap()["fieldViolations"][0]["field"], "idleTimeout");
+    let bad = s.call(M::POST, "/v1/tenants", op, r#"{"name": "x", "quotas": {"clients": -1}}"#).await;
+    bad.bad_request("quotas.clients", "nested field");
     s.call(M::GET, "/v1/session", k, r#"{"a": 1}"#).await.bad_request("takes no body", "body on GET");
     let bad = s.call(M::GET, "/v1/clients/c1/sessions?pageSize=lots", k, "").await;
     bad.bad_request("pageSize", "bad query value");

@@ -79,14 +79,41 @@ pub fn request(
     Ok(msg.encode_to_vec())
 }
 
-/// `json` as a message of type `desc`; errors name `what` and serde's
-/// description (the unknown field, or the wrong type and where).
+/// `json` as a message of type `desc`. Not JSON: the error names `what`
+/// and where it breaks; JSON that does not fit: it names the field
+/// (`quotas.clients`, an unknown `nmae`) and what is wrong with it.
 fn from_json(desc: &MessageDescriptor, json: &[u8], what: &str) -> Result<DynamicMessage, Status> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let msg = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &DeserializeOptions::new())
-        .and_then(|m| de.end().map(|()| m))
-        .map_err(|e| bad_field(what, format!("not a JSON {}: {e}", desc.name())))?;
-    Ok(msg)
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| bad_field(what, format!("not JSON: {e}")))?;
+    DynamicMessage::deserialize_with_options(desc.clone(), &value, &DeserializeOptions::new()).map_err(|e| {
+        let field = culprit(desc, &value).unwrap_or_else(|| what.to_string());
+        bad_field(&field, format!("{e} (in a {})", desc.name()))
+    })
+}
+
+/// The path of the first field of `value` that does not fit `desc`, found
+/// by trying each alone (descending into message fields), if one does.
+fn culprit(desc: &MessageDescriptor, value: &serde_json::Value) -> Option<String> {
+    let fits = |d: &MessageDescriptor, v: &serde_json::Value| {
+        DynamicMessage::deserialize_with_options(d.clone(), v, &DeserializeOptions::new()).is_ok()
+    };
+    for (key, v) in value.as_object()? {
+        let alone = serde_json::Value::Object([(key.clone(), v.clone())].into_iter().collect());
+        if fits(desc, &alone) {
+            continue;
+        }
+        let field = desc.get_field_by_json_name(key).or_else(|| desc.get_field_by_name(key));
+        let Some(f) = field else { return Some(key.clone()) };
+        if let Kind::Message(m) = f.kind()
+            && !f.is_list()
+            && !f.is_map()
+            && let Some(inner) = culprit(&m, v)
+        {
+            return Some(format!("{}.{inner}", f.json_name()));
+        }
+        return Some(f.json_name().to_string());
+    }
+    None
 }
 
 /// A field's value from its text in a path or query: scalars and enums as
@@ -194,9 +221,14 @@ mod tests {
         let e = |method, path, query, body| encode(&t, method, path, query, body).unwrap_err();
         let s = e(Method::POST, "/v1/tenants", None, r#"{"nmae":"x"}"#);
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert!(s.message().contains("nmae"), "{}", s.message());
+        assert!(s.message().starts_with("nmae: "), "{}", s.message());
+        let s = e(Method::POST, "/v1/tenants", None, r#"{"name":"a","quotas":{"clients":"-1"}}"#);
+        assert!(s.message().starts_with("quotas.clients: "), "{}", s.message());
+        let s = e(Method::POST, "/v1/tenants", None, r#"{"name":"a","idle_timeout":"soon"}"#);
+        assert!(s.message().starts_with("idleTimeout: "), "{}", s.message());
+        assert!(e(Method::POST, "/v1/tenants", None, "[1]").message().starts_with("body: "));
         assert!(e(Method::POST, "/v1/tenants", None, r#"{"name":"#).message().contains("EOF"));
-        assert!(e(Method::POST, "/v1/tenants", None, r#"{"name":5}"#).message().contains("invalid type"));
+        assert!(e(Method::POST, "/v1/tenants", None, r#"{"name":5}"#).message().starts_with("name: invalid type"));
         assert!(e(Method::POST, "/v1/tenants", None, r#"{"name":"a"} x"#).message().contains("trailing"));
         assert!(e(Method::GET, "/v1/clients/c1/sessions", Some("pageSize=-1"), "").message().starts_with("pageSize"));
         assert!(e(Method::GET, "/v1/clients/c1/sessions", Some("bogus=1"), "").message().starts_with("bogus"));
