@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what a fresh Debian machine lacks
-# (redis-server, nginx, curl, Envoy, buf, helm, kubernetes-validate), then runs buf lint, buf
+# (redis-server, nginx, curl, Envoy, buf, chromium and playwright-core, helm, kubernetes-validate),
+# then runs buf lint, buf
 # breaking against the previous commit, the Helm chart checks, rustfmt,
 # clippy, every test and a short fuzz run.
 # Integration tests start their own redis-server on free loopback ports.
@@ -24,7 +25,8 @@ as_root_install() {
 
 command -v redis-server >/dev/null || as_root_install redis-server redis-server
 command -v redis-server >/dev/null || { echo "test.sh: redis-server still missing after install" >&2; exit 1; }
-# The gateway tests (tests/gateways.rs) run a real nginx, a real Envoy and curl.
+# The gateway tests (tests/gateways.rs) run a real nginx, a real Envoy and curl;
+# tests/authd_http.rs runs the README's curl commands with the real curl.
 command -v curl >/dev/null || as_root_install curl curl
 [ -x /usr/sbin/nginx ] || as_root_install "nginx (auth_request)" nginx-light
 [ -x /usr/sbin/nginx ] || { echo "test.sh: nginx still missing after install" >&2; exit 1; }
@@ -49,6 +51,21 @@ if [ ! -x "$BUF" ]; then
   echo "test.sh: installing buf $BUF_VERSION from npm into .tools/"
   npm install --prefix "$TOOLS" --no-save --no-audit --no-fund --loglevel=error "@bufbuild/buf@$BUF_VERSION" >/dev/null
   [ -x "$BUF" ] || { echo "test.sh: buf did not install at $BUF" >&2; exit 1; }
+fi
+
+# The console's browser test (tests/authd_console.rs): Debian's chromium,
+# driven by playwright-core, in its own prefix (an npm install into .tools/
+# would prune buf, and the other way round).
+PLAYWRIGHT_VERSION=1.65.2
+command -v chromium >/dev/null || as_root_install "chromium (the console's browser test)" chromium
+[ -x /usr/bin/chromium ] || { echo "test.sh: /usr/bin/chromium still missing after install" >&2; exit 1; }
+command -v node >/dev/null || as_root_install "node (the console's browser test)" nodejs npm
+PLAYWRIGHT="$TOOLS/playwright/node_modules/playwright-core"
+if [ ! -f "$PLAYWRIGHT/package.json" ]; then
+  command -v npm >/dev/null || as_root_install "npm (to fetch playwright-core)" nodejs npm
+  echo "test.sh: installing playwright-core $PLAYWRIGHT_VERSION from npm into .tools/playwright/"
+  npm install --prefix "$TOOLS/playwright" --no-save --no-audit --no-fund --loglevel=error "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+  [ -f "$PLAYWRIGHT/package.json" ] || { echo "test.sh: playwright-core did not install at $PLAYWRIGHT" >&2; exit 1; }
 fi
 
 echo "== buf lint"

@@ -65,6 +65,20 @@ impl<S: Store> AdminService for AdminApi<S> {
         Ok(Response::new(pb::GetTenantResponse { tenant: Some(convert::tenant(t)) }))
     }
 
+    async fn list_tenants(
+        &self,
+        req: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        self.operators.check(&req).map_err(to_status)?;
+        let r = req.get_ref();
+        let page = PageRequest { token: &r.page_token, size: r.page_size };
+        let tenants = self.authority.list_tenants(page).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: tenants.items.into_iter().map(convert::tenant).collect(),
+            next_page_token: tenants.next_page_token,
+        }))
+    }
+
     async fn create_api_key(
         &self,
         req: Request<pb::CreateApiKeyRequest>,

@@ -144,3 +144,27 @@ pub fn banner(d: &DevSetup, addr: SocketAddr, store: &str) -> String {
     let _ = writeln!(o, "# The same with buf curl:\n{}", b(token, body, method));
     o
 }
+
+/// The banner's HTTP/JSON part (`dev --http-listen`): the Portal flow as
+/// pasteable curl commands, and the console's address when it is on.
+pub fn http_banner(d: &DevSetup, http: SocketAddr, console: bool) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# HTTP/JSON on {http} (README \"HTTP/JSON\"):");
+    let (k, c) = (&d.test_key, d.client_id);
+    let lines = [
+        format!(
+            "curl -sS -X POST http://{http}/v1/clients -H 'Authorization: Bearer {k}' -d '{{\"labels\": {{\"plan\": \"free\"}}}}'"
+        ),
+        format!("curl -sS -X POST http://{http}/v1/clients/{c}/sessions -H 'Authorization: Bearer {k}'"),
+        format!("curl -sS http://{http}/v1/session -H 'Authorization: Bearer {}'", d.session_token),
+        format!("curl -sS http://{http}/v1/clients/{c}/sessions -H 'Authorization: Bearer {k}'"),
+        format!("curl -sS http://{http}/v1/tenants -H 'Authorization: Bearer {}'", d.operator_token),
+    ];
+    for l in lines {
+        let _ = writeln!(o, "{l}");
+    }
+    if console {
+        let _ = writeln!(o, "\n# Operator console (sign in with the operator key above): http://{http}/console/");
+    }
+    o
+}

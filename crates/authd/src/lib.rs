@@ -4,6 +4,8 @@
 //! Layout, one sentence a module:
 //! - `server`: assembles the services, health and reflection, and serves
 //!   them on a listener the caller hands in until the caller's shutdown;
+//! - `http`: the HTTP/JSON listener, transcoding each request into a call
+//!   of the same gRPC service stack;
 //! - `admin`, `clients`, `sessions`: one gRPC service each, converting
 //!   requests to domain calls and back;
 //! - `auth`: takes the bearer credential from metadata and checks operator
@@ -18,6 +20,7 @@ pub mod auth;
 pub mod clients;
 pub mod convert;
 pub mod dev;
+pub mod http;
 pub mod server;
 pub mod sessions;
 pub mod status;

@@ -45,6 +45,15 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "AUTHD_LISTEN", default_value = "0.0.0.0:50051")]
     listen: SocketAddr,
+    /// Also serve every RPC as HTTP/JSON on this address (HTTP/1.1 and h2c,
+    /// plaintext: put TLS in front of it), at the paths of the proto's
+    /// google.api.http options (README "HTTP/JSON"). Off unless set.
+    #[arg(long, env = "AUTHD_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Serve the operator console (a browser UI for the admin API) at
+    /// /console/ on the --http-listen address. Off by default.
+    #[arg(long, env = "AUTHD_CONSOLE", requires = "http_listen")]
+    console: bool,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -185,6 +194,15 @@ struct DevArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, env = "AUTHD_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Also serve every RPC as HTTP/JSON on this address (HTTP/1.1 and h2c,
+    /// plaintext: put TLS in front of it), at the paths of the proto's
+    /// google.api.http options (README "HTTP/JSON"). Off unless set.
+    #[arg(long, env = "AUTHD_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Serve the operator console (a browser UI for the admin API) at
+    /// /console/ on the --http-listen address. Off by default.
+    #[arg(long, env = "AUTHD_CONSOLE", requires = "http_listen")]
+    console: bool,
     /// Use this Redis instead of the in-memory store.
     #[arg(long, env = "AUTHD_REDIS_URL")]
     redis_url: Option<String>,
@@ -291,8 +309,12 @@ async fn serve_with(a: ServeArgs, scrape: Option<cred_telemetry::Scrape>) -> Res
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = opts.tls.is_some(), "authd serving");
+    let http = bind_http(a.http_listen, a.console).await?;
+    if http.is_some() && opts.tls.is_some() {
+        tracing::warn!("--http-listen serves plaintext beside the TLS gRPC listener: terminate TLS in front of it");
+    }
     let authority = a.budgets.guard(a.cache.apply(Authority::new(instrumented(store))));
-    run(listener, authority, operators, opts).await
+    run(listener, http, authority, operators, opts).await
 }
 
 async fn dev(a: DevArgs) -> Result<(), String> {
@@ -305,6 +327,7 @@ async fn dev(a: DevArgs) -> Result<(), String> {
 async fn dev_serve(a: DevArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let http = bind_http(a.http_listen, a.console).await?;
     let (secret, _) = OperatorSecret::generate();
     let limits = a.budgets.limits(&a.limits)?;
     match a.redis_url {
@@ -312,17 +335,17 @@ async fn dev_serve(a: DevArgs) -> Result<(), String> {
             let store =
                 RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
             let authority = a.budgets.guard(a.cache.apply(Authority::new(instrumented(store))));
-            dev_with(listener, addr, authority, secret, &url, limits).await
+            dev_with((listener, http), addr, authority, secret, &url, limits).await
         }
         None => {
             let authority = a.budgets.guard(a.cache.apply(Authority::new(instrumented(MemoryStore::new()))));
-            dev_with(listener, addr, authority, secret, "in-memory", limits).await
+            dev_with((listener, http), addr, authority, secret, "in-memory", limits).await
         }
     }
 }
 
 async fn dev_with<S: Store>(
-    listener: TcpListener,
+    (listener, http): (TcpListener, Option<authd::http::Listen>),
     addr: SocketAddr,
     authority: Authority<S>,
     secret: OperatorSecret,
@@ -332,12 +355,26 @@ async fn dev_with<S: Store>(
     let setup = authd::dev::bootstrap(&authority, &secret).await.map_err(|e| format!("dev setup: {e}"))?;
     let operators = OperatorAuth::new(secret, Allowlist::of([setup.operator_key_id]));
     println!("{}", authd::dev::banner(&setup, addr, store));
+    if let Some(h) = &http {
+        let local = h.listener.local_addr().map_err(|e| e.to_string())?;
+        println!("{}", authd::dev::http_banner(&setup, local, h.console));
+    }
     let opts = ServeOptions { limits, ..ServeOptions::default() };
-    run(listener, authority, operators, opts).await
+    run(listener, http, authority, operators, opts).await
+}
+
+/// The HTTP/JSON listener of `--http-listen`, if set.
+async fn bind_http(addr: Option<SocketAddr>, console: bool) -> Result<Option<authd::http::Listen>, String> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = TcpListener::bind(addr).await.map_err(|e| format!("--http-listen {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(addr = %local, console, "authd serving HTTP/JSON");
+    Ok(Some(authd::http::Listen { listener, console }))
 }
 
 async fn run<S: Store>(
     listener: TcpListener,
+    http: Option<authd::http::Listen>,
     authority: Authority<S>,
     operators: OperatorAuth,
     opts: ServeOptions,
@@ -347,7 +384,9 @@ async fn run<S: Store>(
         cred_serve::serve::shutdown_signal().await;
         tracing::info!(?drain, "shutting down: NOT_SERVING, draining calls in flight");
     };
-    authd::server::run(listener, authority, operators, opts, shutdown).await.map_err(|e| e.to_string())?;
+    authd::server::run_with_http(listener, http, authority, operators, opts, shutdown)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }

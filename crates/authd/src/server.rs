@@ -1,5 +1,6 @@
 //! Assembles authd's gRPC server: the three services, `grpc.health.v1`, and
-//! server reflection (v1 for grpcurl and buf curl, v1alpha for grpcio).
+//! server reflection (v1 for grpcurl and buf curl, v1alpha for grpcio); and,
+//! when asked, the HTTP/JSON listener over the same services and layers.
 
 use std::future::Future;
 
@@ -8,14 +9,21 @@ use cred_core::store::Store;
 use cred_proto::authd::v1::admin_service_server::AdminServiceServer;
 use cred_proto::authd::v1::client_service_server::ClientServiceServer;
 use cred_proto::authd::v1::session_service_server::SessionServiceServer;
+use cred_serve::limits::{Limits, SizeLimited};
+use cred_serve::peer::{Resolved, TrustedProxies};
 use cred_serve::serve::{Assembly, ServeError, ServeOptions};
 use cred_serve::tls::require_client_cert;
+use cred_telemetry::RpcLayer;
+use cred_telemetry::rpc::Rpc;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
+use tower::Layer;
 
 use crate::admin::AdminApi;
 use crate::auth::OperatorAuth;
 use crate::clients::ClientApi;
+use crate::http;
 use crate::sessions::SessionApi;
 
 /// Serves authd on `listener` until `shutdown` completes, then drains for
@@ -25,6 +33,22 @@ use crate::sessions::SessionApi;
 /// other services do not. Starts the API key cache's invalidation listener.
 pub async fn run<S: Store>(
     listener: TcpListener,
+    authority: Authority<S>,
+    operators: OperatorAuth,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    run_with_http(listener, None, authority, operators, opts, shutdown).await
+}
+
+/// [`run`], and HTTP/JSON on `http` when given (plaintext, HTTP/1.1 and
+/// h2c; with the operator console if asked): every RPC at the path of its `google.api.http` option, through the
+/// same layers as gRPC (size limit, peer address, telemetry, admin mTLS), so
+/// budgets, audit and metrics cannot tell the two apart. It stops with the
+/// gRPC listener and drains as long.
+pub async fn run_with_http<S: Store>(
+    listener: TcpListener,
+    http: Option<http::Listen>,
     authority: Authority<S>,
     operators: OperatorAuth,
     opts: ServeOptions,
@@ -40,15 +64,43 @@ pub async fn run<S: Store>(
     }
     // Admin mTLS: a verified client certificate, checked before the key.
     let admin_mtls = require_client_cert(opts.tls.as_ref());
+    let (limits, peers, pacing) = (opts.limits, opts.trusted_proxies.clone(), (opts.drain_delay, opts.drain));
     let edge = Assembly::new(opts)?;
     let max = edge.max_request_bytes();
-    let admin = AdminServiceServer::new(AdminApi { authority: authority.clone(), operators });
-    let clients = ClientServiceServer::new(ClientApi { authority: authority.clone() });
+    let admin = InterceptedService::new(
+        AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }).max_decoding_message_size(max),
+        admin_mtls,
+    );
+    let clients = ClientServiceServer::new(ClientApi { authority: authority.clone() }).max_decoding_message_size(max);
     let store = authority.store().clone();
-    let sessions = SessionServiceServer::new(SessionApi { authority });
-    edge.api(InterceptedService::new(admin.max_decoding_message_size(max), admin_mtls))
-        .api(clients.max_decoding_message_size(max))
-        .api(sessions.max_decoding_message_size(max))
+    let sessions = SessionServiceServer::new(SessionApi { authority }).max_decoding_message_size(max);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let http_task = match http {
+        Some(http::Listen { listener: l, console }) => {
+            let edge = Edge { rpc: cred_telemetry::RpcLayer::new(), peers, limits };
+            let grpc = Routes::new(edge.layered(admin.clone()))
+                .add_service(edge.layered(clients.clone()))
+                .add_service(edge.layered(sessions.clone()));
+            // Built from the descriptor set compiled in: every RPC has a
+            // route (a unit test checks), so this cannot fail at run time.
+            let table = http::Table::authd().expect("the built-in proto has an HTTP route for every RPC");
+            let api = http::Api { table: std::sync::Arc::new(table), grpc, limits, console };
+            let mut stopped = stopped.clone();
+            let until = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(http::serve(l, api, pacing, until)))
+        }
+        None => None,
+    };
+    let shutdown = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let served = edge
+        .api(admin)
+        .api(clients)
+        .api(sessions)
         // NOT_SERVING while the store does not answer.
         .serve(
             listener,
@@ -58,5 +110,37 @@ pub async fn run<S: Store>(
             },
             shutdown,
         )
-        .await
+        .await;
+    let _ = stop.send(true);
+    if let Some(t) = http_task {
+        // It stops on the same signal and drains no longer than gRPC.
+        let _ = t.await;
+    }
+    served
+}
+
+/// The layers `Assembly::api` puts around each API service on the gRPC
+/// listener, rebuilt for the HTTP/JSON listener's calls (cred-serve builds
+/// and serves its router itself, so the layers are not shared by value).
+struct Edge {
+    /// A span, a log line and `rpc.server.*` metrics per call.
+    rpc: RpcLayer,
+    /// Who the caller is behind trusted proxies (the per-peer budgets).
+    peers: TrustedProxies,
+    /// The request size limit.
+    limits: Limits,
+}
+
+impl Edge {
+    /// `svc` behind the layers, outermost first, as `Assembly::api` orders them.
+    fn layered<S>(&self, svc: S) -> Rpc<Resolved<SizeLimited<S>>> {
+        // Telemetry outermost, so its metrics count the refusals below it too.
+        self.rpc.layer(
+            // The caller's address, before any check reads it.
+            self.peers.service(
+                // An oversized message is RESOURCE_EXHAUSTED before it is read.
+                self.limits.service(svc),
+            ),
+        )
+    }
 }

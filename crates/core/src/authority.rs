@@ -303,6 +303,12 @@ impl<S: Store> Authority<S> {
         self.store.get_tenant(id).await?.ok_or(Error::NotFound("tenant"))
     }
 
+    /// A page of every tenant, oldest first.
+    pub async fn list_tenants(&self, page: PageRequest<'_>) -> Result<Listed<Tenant>, Error> {
+        let (after, limit) = page.parse()?;
+        Ok(self.store.list_tenants(after, limit).await?.into())
+    }
+
     /// Sets a tenant's quotas. Lowering one below what the tenant holds
     /// removes nothing; it only refuses more.
     pub async fn set_quotas(&self, actor: &str, tenant: Uuid, q: Quotas) -> Result<Tenant, Error> {

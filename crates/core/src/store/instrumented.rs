@@ -91,6 +91,13 @@ impl<S: Store> Store for Instrumented<S> {
     fn get_tenant(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send {
         self.call("get_tenant", self.inner.get_tenant(id))
     }
+    fn list_tenants(
+        &self,
+        after: Option<After>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<Tenant>>> + Send {
+        self.call("list_tenants", self.inner.list_tenants(after, limit))
+    }
     fn revoke_tenant_before(
         &self,
         id: Uuid,

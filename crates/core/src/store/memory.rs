@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use super::{
     AUDIT_MAX_LEN, After, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, Page, Pushed, REMEMBER_MS,
-    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult, api_key_order, session_order,
+    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult, api_key_order, session_order, tenant_order,
 };
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant, limits};
@@ -159,6 +159,11 @@ impl Store for MemoryStore {
 
     async fn get_tenant(&self, id: Uuid) -> StoreResult<Option<Tenant>> {
         Ok(self.lock().tenants.get(&id).cloned())
+    }
+
+    async fn list_tenants(&self, after: Option<After>, limit: usize) -> StoreResult<Page<Tenant>> {
+        let v: Vec<Tenant> = self.lock().tenants.values().cloned().collect();
+        Ok(page(v, tenant_order, after, limit))
     }
 
     async fn revoke_tenant_before(&self, id: Uuid, before: Millis, now: Millis) -> StoreResult<Option<Tenant>> {

@@ -164,6 +164,11 @@ pub struct Page<T> {
     pub next: Option<After>,
 }
 
+/// A tenant's sort score in listings: its creation time.
+pub fn tenant_order(t: &Tenant) -> After {
+    After { score: t.created_at, id: t.id }
+}
+
 /// A session's sort score in listings: its cap, or `Millis::MAX`.
 pub fn session_order(s: &Session) -> After {
     After { score: s.max_expires_at.unwrap_or(Millis::MAX), id: s.id }
@@ -197,6 +202,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn put_tenant(&self, t: &Tenant) -> impl Future<Output = StoreResult<()>> + Send;
     /// Reads a tenant.
     fn get_tenant(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send;
+    /// A page of every tenant, oldest first (ordered by [`tenant_order`]).
+    fn list_tenants(
+        &self,
+        after: Option<After>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<Tenant>>> + Send;
     /// Raises a tenant's revoke-before time to `before`; returns the updated
     /// tenant. Never lowers it, except a stored cut-off more than
     /// [`crate::model::limits::CLOCK_SKEW_MS`] past `now` (set before

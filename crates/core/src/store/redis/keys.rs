@@ -7,6 +7,7 @@
 //! | `t:{T}` | hash | tenant T: `n` name, `i` idle ms, `m` max ms, `c` created, `r` revoked-before, `qk` `qc` `qs` quotas (API keys, clients, sessions per client), `nc` clients counted |
 //! | `k:{T}:K` | hash | API key K of T: `e` env, `n` name, `s` scopes, `c` created, `x` expiry, `r` successor, `h` hash; TTL = expiry + 1 day (past the expiry it is read as "expired", never as live) |
 //! | `kx:{T}` | sorted set | ids of T's API keys scored by creation time (pruned on list; pages of ListApiKeys) |
+//! | `tx` | sorted set | every tenant's id scored by creation time (ListTenants; the one key outside a tenant's slot, written before the tenant itself) |
 //! | `ki:{T}` | set | ids of T's API keys as written before `kx` (moved into `kx` by the next list) |
 //! | `a:{T}` | stream | T's audit trail, capped |
 //! | `c:{C}` | hash | client C: `t` tenant, `e` env, `c` created, `l` labels (JSON) |
@@ -33,6 +34,10 @@ use crate::token::short_id;
 pub(super) fn tenant_key(t: Uuid) -> String {
     format!("t:{{{}}}", short_id(t))
 }
+/// The index of every tenant (ListTenants). Not in any tenant's slot: it is
+/// written on its own before the tenant, so a listed id may be dangling
+/// (skipped when read), but a tenant that exists is never missing from it.
+pub(super) const TENANT_INDEX: &str = "tx";
 pub(super) fn api_key_key(t: Uuid, k: Uuid) -> String {
     format!("k:{{{}}}:{}", short_id(t), short_id(k))
 }

@@ -256,9 +256,25 @@ impl Store for RedisStore {
             ("qc", q.clients.to_string()),
             ("qs", q.sessions_per_client.to_string()),
         ]);
+        // The index first (another slot, so not in one MULTI): a tenant
+        // that exists is always listed; a failed write leaves at most a
+        // dangling id, skipped by the listing.
+        let () = wc.zadd(TENANT_INDEX, short_id(t.id), t.created_at).await?;
         let () = wc.hset_multiple(tenant_key(t.id), &fields).await?;
         self.c.replicated(&mut wc).await?;
         Ok(())
+    }
+
+    async fn list_tenants(&self, after: Option<After>, limit: usize) -> StoreResult<Page<Tenant>> {
+        let (ids, next) = self.page_of(TENANT_INDEX, None, after, limit).await?;
+        // One read per tenant (each in its own slot), at once.
+        let reads = ids.iter().map(|(member, _)| async move {
+            let id = parse_short_id(member).ok_or_else(|| corrupt("tenant index"))?;
+            let f: HashMap<String, Vec<u8>> = self.c.conn.clone().hgetall(tenant_key(id)).await?;
+            tenant_from(id, f)
+        });
+        let items = futures::future::try_join_all(reads).await?.into_iter().flatten().collect();
+        Ok(Page { items, next })
     }
 
     async fn get_tenant(&self, id: Uuid) -> StoreResult<Option<Tenant>> {
