@@ -69,13 +69,9 @@ fn source(r: &CheckRequest) -> Option<IpAddr> {
     }
 }
 
-fn set(name: &http::HeaderName, value: &http::HeaderValue) -> HeaderValueOption {
+fn set(name: &http::HeaderName, value: String) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue {
-            key: name.as_str().to_string(),
-            value: value.to_str().unwrap_or_default().to_string(),
-            ..Default::default()
-        }),
+        header: Some(HeaderValue { key: name.as_str().to_string(), value, ..Default::default() }),
         // Replaces whatever the client sent under that name.
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         ..Default::default()
@@ -91,7 +87,7 @@ fn allowed(ok: OkHttpResponse) -> CheckResponse {
 }
 
 fn denied(r: &Refusal) -> CheckResponse {
-    let headers = r.headers().iter().map(|(n, v)| set(n, v)).collect();
+    let headers = r.headers().iter().map(|(n, v)| set(n, v.to_str().unwrap_or_default().to_string())).collect();
     let denied = DeniedHttpResponse {
         status: Some(HttpStatus { code: i32::from(r.status.as_u16()) }),
         headers,
@@ -130,8 +126,7 @@ impl<S: Store> Authorization for ExtAuthz<S> {
             Ok(v) => {
                 record_tenant(v.tenant_id);
                 verify_outcome("VALID");
-                let set_now = self.headers.of(&v);
-                let headers = set_now.iter().map(|(n, v)| set(n, v)).collect();
+                let set_now = self.headers.values(&v);
                 let headers_to_remove = self
                     .headers
                     .all()
@@ -139,6 +134,7 @@ impl<S: Store> Authorization for ExtAuthz<S> {
                     .filter(|n| !set_now.iter().any(|(s, _)| s == n))
                     .map(|n| n.as_str().to_string())
                     .collect();
+                let headers = set_now.into_iter().map(|(n, v)| set(n, v)).collect();
                 allowed(OkHttpResponse { headers, headers_to_remove, ..Default::default() })
             }
             Err(e) => {

@@ -108,25 +108,31 @@ impl IdentityHeaders {
         [&self.kind, &self.tenant, &self.environment, &self.client, &self.session, &self.key, &self.scopes]
     }
 
-    /// The headers that carry `v`'s identity, with their values.
-    pub fn of(&self, v: &Verified) -> Vec<(&HeaderName, HeaderValue)> {
-        let text = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
-        let mut out = vec![
-            (&self.kind, HeaderValue::from_static(kind_name(v.kind))),
-            (&self.tenant, text(&v.tenant_id.to_string())),
-            (&self.environment, HeaderValue::from_static(env_name(v.env))),
-        ];
+    /// The headers that carry `v`'s identity, with their values as text
+    /// (ids, names: always valid header values). One allocation a value:
+    /// ext_authz sends these strings as they are.
+    pub fn values(&self, v: &Verified) -> Vec<(&HeaderName, String)> {
+        let mut out = Vec::with_capacity(5);
+        out.push((&self.kind, kind_name(v.kind).to_string()));
+        out.push((&self.tenant, v.tenant_id.to_string()));
+        out.push((&self.environment, env_name(v.env).to_string()));
         match v.kind {
             TokenKind::Session | TokenKind::TestClientKey => {
-                out.push((&self.client, text(&v.key.0.to_string())));
-                out.push((&self.session, text(&v.key.1.to_string())));
+                out.push((&self.client, v.key.0.to_string()));
+                out.push((&self.session, v.key.1.to_string()));
             }
             TokenKind::ApiKey => {
-                out.push((&self.key, text(&v.key.1.to_string())));
-                out.push((&self.scopes, text(&scope_names(v.scopes).join(" "))));
+                out.push((&self.key, v.key.1.to_string()));
+                out.push((&self.scopes, scope_names(v.scopes).join(" ")));
             }
         }
         out
+    }
+
+    /// [`IdentityHeaders::values`] as HTTP header values (forward-auth).
+    pub fn of(&self, v: &Verified) -> Vec<(&HeaderName, HeaderValue)> {
+        let value = |s: String| HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        self.values(v).into_iter().map(|(n, s)| (n, value(s))).collect()
     }
 }
 
