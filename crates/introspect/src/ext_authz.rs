@@ -91,7 +91,7 @@ fn denied(r: &Refusal) -> CheckResponse {
     let denied = DeniedHttpResponse {
         status: Some(HttpStatus { code: i32::from(r.status.as_u16()) }),
         headers,
-        body: r.body.clone(),
+        body: r.body.to_string(),
     };
     CheckResponse {
         status: Some(rpc::Status { code: r.code as i32, message: String::new(), details: vec![] }),

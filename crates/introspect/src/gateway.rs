@@ -185,7 +185,7 @@ pub struct Refusal {
     pub retry_after: Option<u64>,
     /// The AIP-193 JSON body (ErrorInfo `INVALID_API_KEY` for an unusable
     /// credential, as from authd).
-    pub body: String,
+    pub body: serde_json::Value,
 }
 
 impl Refusal {
@@ -200,7 +200,7 @@ impl Refusal {
             StatusCode::FORBIDDEN => Some(r#"Bearer error="insufficient_scope""#),
             _ => None,
         };
-        Refusal { code: s.code(), status, www_authenticate, retry_after, body: body.to_string() }
+        Refusal { code: s.code(), status, www_authenticate, retry_after, body }
     }
 
     /// The headers of the refusal, besides its body's content type.
@@ -262,7 +262,8 @@ mod tests {
     fn refusals_carry_rfc_6750_challenges_and_no_cause() {
         let r = Refusal::of(Error::InvalidCredential(cred_core::InvalidReason::Revoked), true);
         assert_eq!((r.status, r.www_authenticate), (StatusCode::UNAUTHORIZED, Some(r#"Bearer error="invalid_token""#)));
-        assert!(r.body.contains("INVALID_API_KEY") && !r.body.contains("REVOKED"), "{}", r.body);
+        let body = r.body.to_string();
+        assert!(body.contains("INVALID_API_KEY") && !body.contains("REVOKED"), "{body}");
         let r = Refusal::of(Error::InvalidCredential(cred_core::InvalidReason::Malformed), false);
         assert_eq!(r.www_authenticate, Some("Bearer"));
         let r = Refusal::of(Error::PermissionDenied("clients.read"), true);

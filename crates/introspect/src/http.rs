@@ -57,7 +57,7 @@ pub fn router<S: Store>(gateway: Gateway<S>) -> Router {
 /// call log says of a refused call, so a gateway's refusals show too).
 fn refused(endpoint: &'static str, outcome: &'static str, r: Refusal) -> Response {
     tracing::info!(endpoint, status = r.status.as_u16(), outcome, "refused");
-    let mut resp = (r.status, r.body.clone()).into_response();
+    let mut resp = (r.status, r.body.to_string()).into_response();
     for (name, value) in r.headers() {
         resp.headers_mut().insert(name, value);
     }
