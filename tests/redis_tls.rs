@@ -186,7 +186,10 @@ async fn both_services_run_over_tls_with_an_acl_user_and_refuse_bad_settings_at_
     // Every connection of both services is on the TLS port, as the ACL user.
     let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut admin).await.unwrap();
     let ours: Vec<&str> = list.lines().filter(|l| l.contains(" user=credd ")).collect();
-    assert!(ours.len() >= 4, "expected the services' connections (commands, subscriptions):\n{list}");
+    // At least authd's commands, introspect's commands and its subscription (authd may share one
+    // multiplexed connection for everything, so the exact count is not fixed).
+    assert!(ours.len() >= 3, "expected the services' connections (commands, subscriptions):\n{list}");
+    assert!(ours.iter().any(|l| l.contains(" sub=1 ")), "no subscription as the ACL user:\n{list}");
     for l in &ours {
         assert!(l.contains(&format!("laddr=127.0.0.1:{tls_port} ")), "not over TLS: {l}");
     }
