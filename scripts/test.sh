@@ -81,6 +81,10 @@ else
 fi
 echo "== helm chart"
 bash scripts/check-chart.sh
+# Every base image of the Dockerfile is pinned by digest (a tag can move).
+if grep -E '^FROM ' Dockerfile | grep -Ev '@sha256:[0-9a-f]{64}( |$)'; then
+  echo "test.sh: the Dockerfile lines above name a base image by tag only; pin it by digest" >&2; exit 1
+fi
 echo "== layers (no file imports from a module above it in its crate's layout paragraph)"
 bash scripts/check-layers.sh crates/core crates/serve crates/proto crates/telemetry crates/authd crates/introspect crates/client crates/bench
 echo "== cargo fmt --check"

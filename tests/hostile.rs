@@ -455,6 +455,80 @@ async fn x_forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
     assert_throttled(&clients.get_client(r).await.unwrap_err(), "peer");
 }
 
+/// Envoy's ext_authz check request says where the end user's request came
+/// from. That address is the per-peer budget's caller only when the gRPC
+/// peer (the Envoy) is a trusted proxy: anyone else who can reach the port
+/// could name a new address per guess and never run out.
+#[tokio::test]
+async fn ext_authz_source_address_counts_only_from_a_trusted_envoy() {
+    use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+
+    let authd = Authd::start().await;
+    let keys = authd.tenant(None).await;
+    let tenant: uuid::Uuid = keys.tenant_id.parse().unwrap();
+    let check = |source: &str, token: &str| {
+        let headers = HashMap::from([("authorization".to_string(), format!("Bearer {token}"))]);
+        let http = attribute_context::HttpRequest { headers, ..Default::default() };
+        let addr = SocketAddress {
+            address: source.into(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(443)),
+            ..Default::default()
+        };
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(attribute_context::Peer {
+                    address: Some(Address { address: Some(address::Address::SocketAddress(addr)) }),
+                    ..Default::default()
+                }),
+                request: Some(attribute_context::Request { http: Some(http), ..Default::default() }),
+                ..Default::default()
+            }),
+        }
+    };
+    let guess = || Token::mint(TokenKind::ApiKey, Environment::Test, tenant, uuid::Uuid::new_v4()).expose();
+    let status = |r: &CheckResponse| match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map_or(0, |s| s.code),
+        Some(HttpResponse::OkResponse(_)) => 200,
+        _ => 0,
+    };
+    let opts = || VerifyOptions { guard: Some(guard(0, BUDGET)), ..Default::default() };
+
+    // Not trusted: a new source address per guess still spends the one
+    // budget of the caller's own address.
+    let replica = Replica::start(&authd.redis.target(), opts()).await;
+    let mut envoy = AuthorizationClient::new(replica.channel.clone());
+    let mut codes = Vec::new();
+    for i in 0..=BUDGET + 1 {
+        let r = envoy.check(check(&format!("198.51.100.{i}"), &guess())).await.expect("an answer").into_inner();
+        codes.push(status(&r));
+    }
+    assert_eq!(codes.last(), Some(&429), "a rotating source address dodged the budget: {codes:?}");
+
+    // Trusted (the Envoy's address is in --trusted-proxies): each end user
+    // has their own budget, so the attacker's spent one refuses no one else.
+    let serve = cred_serve::serve::ServeOptions {
+        trusted_proxies: cred_serve::peer::TrustedProxies::parse(&["127.0.0.0/8", "::1"]).unwrap(),
+        ..Default::default()
+    };
+    let replica = Replica::start_serving(&authd.redis.target(), opts(), serve).await;
+    let mut envoy = AuthorizationClient::new(replica.channel.clone());
+    let mut codes = Vec::new();
+    for _ in 0..=BUDGET + 1 {
+        let r = envoy.check(check("198.51.100.66", &guess())).await.expect("an answer").into_inner();
+        codes.push(status(&r));
+    }
+    assert_eq!(codes.last(), Some(&429), "the attacker's own address was never throttled: {codes:?}");
+    let r = envoy.check(check("198.51.100.7", &guess())).await.expect("an answer").into_inner();
+    assert_eq!(status(&r), 401, "another end user behind the same Envoy was throttled");
+    let req = authed(&keys.test_key, apb::CreateClientRequest::default());
+    let token = authd.clients().create_client(req).await.expect("create client").into_inner().token;
+    let r = envoy.check(check("198.51.100.66", &token)).await.expect("an answer").into_inner();
+    assert_eq!(status(&r), 200, "a valid token from the throttled address was refused");
+}
+
 /// The time of a refusal tells nothing of its reason: 2,000 refusals of
 /// each kind, 32 at a time, timed at the client over loopback (the floor is
 /// applied by the server, so loopback adds the same to each); every one

@@ -27,6 +27,15 @@ impl Replica {
     /// Starts a replica against `redis` and waits until its invalidation
     /// channel is up.
     pub async fn start(redis: &RedisTarget, opts: VerifyOptions) -> Replica {
+        Replica::start_serving(redis, opts, cred_serve::serve::ServeOptions::default()).await
+    }
+
+    /// [`Replica::start`] with the server's options (trusted proxies, limits).
+    pub async fn start_serving(
+        redis: &RedisTarget,
+        opts: VerifyOptions,
+        serve: cred_serve::serve::ServeOptions,
+    ) -> Replica {
         let ro = RedisOptions {
             response_timeout: opts.deadline,
             connection_timeout: opts.deadline,
@@ -39,7 +48,7 @@ impl Replica {
         let (stop, stopped) = oneshot::channel::<()>();
         let v = verifier.clone();
         tokio::spawn(async move {
-            introspect::server::run(listener, v, cred_serve::serve::ServeOptions::default(), async {
+            introspect::server::run(listener, v, serve, async {
                 let _ = stopped.await;
             })
             .await

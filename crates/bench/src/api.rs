@@ -1,9 +1,14 @@
 //! The calls a benchmark makes as a user would, over real gRPC: a tenant and
 //! an API key through authd's admin API, a client and its first session, a
-//! verify; and the framing h2load sends.
+//! verify; Envoy's Check of a request carrying a token; and the framing
+//! h2load sends.
+
+use std::collections::HashMap;
 
 use cred_proto::authd::v1 as apb;
 use cred_proto::introspect::v1 as ipb;
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -21,6 +26,23 @@ pub fn authed<T>(token: &str, msg: T) -> Request<T> {
 /// A status as `Code: message`.
 pub fn status_text(s: tonic::Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
+}
+
+/// Envoy's ext_authz method.
+pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// What Envoy's ext_authz filter sends for `GET /orders` with
+/// `authorization: Bearer <token>` (the header map as Envoy fills it).
+pub fn check_request(token: &str) -> CheckRequest {
+    let headers = HashMap::from([("authorization".to_string(), format!("Bearer {token}"))]);
+    let http =
+        attribute_context::HttpRequest { method: "GET".into(), path: "/orders".into(), headers, ..Default::default() };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request { http: Some(http), ..Default::default() }),
+            ..Default::default()
+        }),
+    }
 }
 
 /// One gRPC message on the wire: the 5-byte prefix (not compressed, length

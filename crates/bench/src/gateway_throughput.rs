@@ -6,15 +6,13 @@
 //! (pipelined to the same depth as the h2 streams; informative: another
 //! protocol).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+use envoy_types::ext_authz::v3::pb::HttpResponse;
 use prost::Message;
 
-use crate::api::grpc_frame;
+use crate::api::{CHECK_PATH, check_request, grpc_frame};
 use crate::h2load::{self, H2Run, Load, Target};
 use crate::proc_stats::Sample;
 use crate::process::{self, Proc};
@@ -26,7 +24,6 @@ use crate::verify_env::{Env, VERIFY_PATH};
 const LOAD: Load = Load { connections: 4, streams: 10, requests: 200_000, rps: None };
 const WARM_UP: Load = Load { connections: 4, streams: 10, requests: 20_000, rps: None };
 const ROUNDS: usize = 3;
-const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 const FORWARD_AUTH_PATH: &str = "/forward-auth";
 /// The target of Check against Verify.
 const MIN_CHECK: f64 = 0.9;
@@ -70,15 +67,7 @@ pub async fn figure_h(env: &mut Env, sum: &mut Summary) -> Result<(), String> {
     let http_addr = ([127, 0, 0, 1], http_port).into();
 
     // The Check body, and one Check through a real client: allowed?
-    let headers = HashMap::from([("authorization".to_string(), format!("Bearer {}", env.hot_cst))]);
-    let http =
-        attribute_context::HttpRequest { method: "GET".into(), path: "/orders".into(), headers, ..Default::default() };
-    let check = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request { http: Some(http), ..Default::default() }),
-            ..Default::default()
-        }),
-    };
+    let check = check_request(&env.hot_cst);
     let check_body = env.dir.join("check.body");
     std::fs::write(&check_body, grpc_frame(&check.encode_to_vec())).map_err(|e| e.to_string())?;
     let mut client =

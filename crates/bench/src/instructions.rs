@@ -9,6 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
+
+use crate::api::{CHECK_PATH, check_request, grpc_frame};
 use crate::h2load::{self, Load, Target};
 use crate::process::{self, Proc, free_port, wait_serving};
 use crate::summary::Summary;
@@ -22,6 +25,8 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 /// A server to count: its name, program and arguments (before `--listen`).
 type Server = (&'static str, PathBuf, Vec<String>);
+/// What h2load calls: the method's path and the request body file.
+type Call<'a> = (&'static str, &'a Path);
 
 /// The three servers.
 fn servers(env: &Env) -> Result<[Server; 3], String> {
@@ -36,7 +41,14 @@ fn servers(env: &Env) -> Result<[Server; 3], String> {
 
 /// Instructions one process ran: `bin args --listen <free> [--redis-url]`
 /// under callgrind, `requests` warm verifies, SIGTERM.
-async fn count(env: &Env, name: &str, bin: &Path, args: &[String], requests: usize) -> Result<u64, String> {
+async fn count(
+    env: &Env,
+    name: &str,
+    bin: &Path,
+    args: &[String],
+    call: Call<'_>,
+    requests: usize,
+) -> Result<u64, String> {
     let out = env.dir.join(format!("callgrind.{}.{requests}.out", name.replace(' ', "_")));
     let addr = ([127, 0, 0, 1], free_port()?).into();
     let mut cmd = tokio::process::Command::new("valgrind");
@@ -61,9 +73,9 @@ async fn count(env: &Env, name: &str, bin: &Path, args: &[String], requests: usi
         .verify(cred_proto::introspect::v1::VerifyRequest { token: env.hot_cst.clone(), ..Default::default() })
         .await
         .map_err(|s| format!("{name}: {s:?}"))?;
-    let target = Target { addr, path: VERIFY_PATH, headers: &[], h1: false };
+    let target = Target { addr, path: call.0, headers: &[], h1: false };
     let load = Load { connections: 1, streams: 10, requests, rps: None };
-    let run = h2load::run(&target, &env.body, load, &env.dir.join("h2load.log"), LIMIT).await?;
+    let run = h2load::run(&target, call.1, load, &env.dir.join("h2load.log"), LIMIT).await?;
     if run.succeeded != requests as u64 {
         return Err(format!("{name}: {} of {requests} requests succeeded", run.succeeded));
     }
@@ -82,15 +94,25 @@ pub async fn figure_g(env: &mut Env, sum: &mut Summary) -> Result<(), String> {
          process, -n {MANY}; per request = (Ir({MANY}) - Ir({FEW})) / {}",
         MANY - FEW
     );
+    let check_body = env.dir.join("check-g.body");
+    std::fs::write(&check_body, grpc_frame(&check_request(&env.hot_cst).encode_to_vec())).map_err(|e| e.to_string())?;
+    let [bare, stack, shipped] = servers(env)?;
+    let check = ("introspect, Check", shipped.1.clone(), shipped.2.clone());
+    let runs: [(Server, Call<'_>); 4] = [
+        (bare, (VERIFY_PATH, &env.body)),
+        (stack, (VERIFY_PATH, &env.body)),
+        (shipped, (VERIFY_PATH, &env.body)),
+        (check, (CHECK_PATH, &check_body)),
+    ];
     let mut per = Vec::new();
-    for (name, bin, args) in servers(env)? {
-        let few = count(env, name, &bin, &args, FEW).await?;
-        let many = count(env, name, &bin, &args, MANY).await?;
+    for ((name, bin, args), call) in runs {
+        let few = count(env, name, &bin, &args, call, FEW).await?;
+        let many = count(env, name, &bin, &args, call, MANY).await?;
         let ir = many.saturating_sub(few) as f64 / (MANY - FEW) as f64;
         println!("  {name:<24} Ir {few} ({FEW} requests), {many} ({MANY}): {ir:.0} instructions per request");
         per.push((name, ir));
     }
-    let (bare, stack, verify) = (per[0].1, per[1].1, per[2].1);
+    let (bare, stack, verify, check) = (per[0].1, per[1].1, per[2].1, per[3].1);
     sum.row(
         "g. instructions per warm verify, introspect / bare no-op",
         format!(
@@ -100,6 +122,12 @@ pub async fn figure_g(env: &mut Env, sum: &mut Summary) -> Result<(), String> {
         ),
         "-",
         "(informative: repeatable under noise; the CPU target is row a)".into(),
+    );
+    sum.row(
+        "g. instructions per Check, against per Verify",
+        format!("{:.2} ({check:.0} / {verify:.0})", check / verify),
+        "-",
+        "(informative: figure h's ratio, counted)".into(),
     );
     Ok(())
 }

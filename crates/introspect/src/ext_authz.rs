@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use cred_core::store::Store;
 use cred_core::{Error, InvalidReason};
+use cred_serve::peer::TrustedProxies;
 use envoy_types::ext_authz::v3::pb::{
     Address, Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
     HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
@@ -40,6 +41,9 @@ pub struct ExtAuthz<S> {
     pub verifier: Verifier<S>,
     /// The identity headers' names.
     pub headers: Arc<IdentityHeaders>,
+    /// The gRPC peers (Envoys) whose reported downstream address counts as
+    /// the caller for the per-peer budget.
+    pub proxies: TrustedProxies,
 }
 
 /// The value of header `name` (lower case, as Envoy sends names) of the
@@ -60,7 +64,7 @@ fn header<'a>(
 }
 
 /// The end user's address as Envoy saw it (for the per-peer budget, when
-/// on); the gRPC peer (Envoy itself) otherwise.
+/// on), as the check request says.
 fn source(r: &CheckRequest) -> Option<IpAddr> {
     let a = r.attributes.as_ref()?.source.as_ref()?.address.as_ref()?.address.as_ref()?;
     match a {
@@ -104,8 +108,15 @@ fn denied(r: &Refusal) -> CheckResponse {
 impl<S: Store> Authorization for ExtAuthz<S> {
     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         let caller = cred_serve::peer::client_ip(&req);
+        let tcp = req.remote_addr().map(|a| a.ip());
         let r = req.into_inner();
-        let peer = source(&r).or(caller);
+        // The address in the check request counts only from a trusted proxy:
+        // anyone else reaching this port could name a new address per guess
+        // and spend budgets that are not theirs.
+        let peer = match tcp {
+            Some(ip) if self.proxies.trusts(ip) => source(&r).or(caller),
+            _ => caller,
+        };
         let empty = HashMap::new();
         let ext = r.attributes.as_ref().map_or(&empty, |a| &a.context_extensions);
         let http = r.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|q| q.http.as_ref());

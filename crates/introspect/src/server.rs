@@ -72,7 +72,11 @@ pub async fn run_with<S: Store>(
     let mut edge = Assembly::new(opts)?.call_log(CallLog::Notable);
     let store = verifier.store().clone();
     let max = edge.max_request_bytes();
-    let envoy = ExtAuthz { verifier: verifier.clone(), headers: std::sync::Arc::new(gateway.headers.clone()) };
+    let envoy = ExtAuthz {
+        verifier: verifier.clone(),
+        headers: std::sync::Arc::new(gateway.headers.clone()),
+        proxies: proxies.clone(),
+    };
     let envoy = InterceptedService::new(AuthorizationServer::new(envoy).max_decoding_message_size(max), mtls.clone());
     if let Some(l) = gateway.http {
         let g = Gateway { verifier: verifier.clone(), headers: gateway.headers, callers: gateway.callers, proxies };

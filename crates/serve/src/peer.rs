@@ -41,7 +41,8 @@ impl TrustedProxies {
         Ok(TrustedProxies(Arc::new(nets)))
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` (IPv4-mapped IPv6 as IPv4) is a trusted proxy.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
