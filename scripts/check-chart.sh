@@ -54,20 +54,22 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
 # kubernetes-validate only warns (exit 0) on a kind it has no schema for, so a mistyped
-# apiVersion would pass. Fail on any warning except the one expected CRD: ServiceMonitor
-# (monitoring.coreos.com/v1), which chart_checks.py checks against the rendered Services.
+# apiVersion would pass. Fail on any warning except the expected CRDs: ServiceMonitor
+# (monitoring.coreos.com/v1) and GRPCRoute (gateway.networking.k8s.io/v1), which chart_checks.py
+# checks against the rendered Services.
 validate() {
   local file=$1 version log note
-  for version in "$KUBE_MIN" "$KUBE_MAX"; do
+  for version in ${2:-$KUBE_MIN $KUBE_MAX}; do
     log="$OUT/validate.log"
     if ! python3 -m kubernetes_validate --strict --quiet -k "$version" "$file" >"$log" 2>&1; then
       cat "$log"; die "kubernetes-validate --strict -k $version rejected $(basename "$file")"
     fi
-    if grep -v "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1 " "$log" | grep -q .; then
+    if grep -v -e "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1 " \
+        -e "Couldn't find schema for kind GRPCRoute with api version gateway.networking.k8s.io/v1 " "$log" | grep -q .; then
       cat "$log"; die "kubernetes-validate -k $version: unexpected output for $(basename "$file")"
     fi
     note=""
-    grep -q ServiceMonitor "$log" && note=" (ServiceMonitor: a CRD without schema here; checked below)"
+    grep -q -e ServiceMonitor -e GRPCRoute "$log" && note=" (ServiceMonitor, GRPCRoute: CRDs without schema here; checked below)"
     say "kubernetes-validate --strict -k $version: $(grep -c '^kind:' "$file") resources valid$note"
   done
 }
@@ -103,14 +105,29 @@ for set in default all-on; do
   validate "$file"
   python3 deploy/helm/tests/chart_checks.py servicemonitor "$file" || die "ServiceMonitor check failed for the $set values"
   python3 deploy/helm/tests/chart_checks.py probes "$file" || die "probe check failed for the $set values"
+  python3 deploy/helm/tests/chart_checks.py wiring "$file" || die "wiring check failed for the $set values"
   if [ "$set" = default ]; then
     expect_kinds "$file" Deployment=2 Service=2 PodDisruptionBudget=2 ServiceAccount=1 Secret=0 \
-      HorizontalPodAutoscaler=0 NetworkPolicy=0 ServiceMonitor=0
+      HorizontalPodAutoscaler=0 NetworkPolicy=0 ServiceMonitor=0 Pod=2 GRPCRoute=0 Ingress=0
+    grep -q REDIS_PASSWORD_FILE "$file" && die "default values: a Redis password file without redis.existingSecret"
   else
     expect_kinds "$file" Deployment=2 Service=2 PodDisruptionBudget=2 ServiceAccount=1 Secret=1 \
-      HorizontalPodAutoscaler=2 NetworkPolicy=2 ServiceMonitor=1
+      HorizontalPodAutoscaler=2 NetworkPolicy=2 ServiceMonitor=1 Pod=2 GRPCRoute=1 Ingress=1
+    [ "$(grep -c 'REDIS_PASSWORD_FILE$' "$file")" = 2 ] || die "all-on values: want a Redis password file in both Deployments"
   fi
 done
+
+step "as a subchart (global set), without tests, on the newest Kubernetes with trafficDistribution"
+file="$OUT/newest.yaml"
+"$HELM" template credd "$CHART" --namespace credd --kube-version "$KUBE_MAX" -f "$ALL_ON" \
+  --set global.storageClass=fast --set tests.enabled=false \
+  --set introspect.service.trafficDistribution=PreferClose >"$file" \
+  || die "helm template failed on Kubernetes $KUBE_MAX"
+validate "$file" "$KUBE_MAX"
+python3 deploy/helm/tests/chart_checks.py wiring "$file" || die "wiring check failed on Kubernetes $KUBE_MAX"
+expect_kinds "$file" Pod=0
+[ "$(grep -c '^  trafficDistribution: PreferClose$' "$file")" = 1 ] || die "trafficDistribution not rendered once"
+say "trafficDistribution: PreferClose on the introspect Service"
 
 step "bad values must fail helm template"
 # <expected message> <helm args>...
@@ -139,6 +156,16 @@ expect_fail "authd.tls.adminClientCa.enabled needs authd.tls.enabled" --set auth
 expect_fail "authd.tls.healthPort must differ" -f "$ALL_ON" --set authd.tls.healthPort=50061
 expect_fail "introspect.http.port must differ" -f "$ALL_ON" --set introspect.http.port=50062
 expect_fail "Additional property adminClientCa is not allowed" --set introspect.tls.adminClientCa.enabled=true
+expect_fail "Additional property existingSecrets is not allowed" --set redis.existingSecrets=x
+expect_fail "redis.username needs redis.existingSecret" --set redis.username=credd
+expect_fail "Additional property enable is not allowed" --set tests.enable=true
+expect_fail "trafficDistribution needs Kubernetes 1.31" --set introspect.service.trafficDistribution=PreferClose
+expect_fail "trafficDistribution: Does not match pattern" --kube-version "$KUBE_MAX" --set introspect.service.trafficDistribution=Closest
+expect_fail "Additional property trafficDistribution is not allowed" --set authd.service.trafficDistribution=PreferClose
+expect_fail "authd.grpcRoute.parentRefs is required" --set authd.grpcRoute.enabled=true
+expect_fail "Additional property parentRef is not allowed" --set authd.grpcRoute.parentRef=x
+expect_fail "authd.ingress.hosts is required" --set authd.ingress.enabled=true
+expect_fail "Additional property host is not allowed" --set authd.ingress.host=a.example.com
 
 echo
 say "OK: chart checks passed in $(( $(date +%s) - start ))s"

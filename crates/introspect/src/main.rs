@@ -30,7 +30,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the verify API against Redis.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Ask a server's grpc.health.v1 for a health name; exit 0 only on
+    /// SERVING (the chart's `helm test`: the image has no shell).
+    HealthCheck(cred_serve::check::HealthCheckArgs),
 }
 
 #[derive(Args)]
@@ -141,7 +144,16 @@ impl EnvPolicy {
 async fn main() {
     // The shared flags get introspect's env var names (INTROSPECT_MAX_REQUEST_BYTES, ...).
     let cmd = Cli::command().mut_subcommand("serve", |c| env_prefix(c, "INTROSPECT"));
-    let Cmd::Serve(a) = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit()).cmd;
+    let a = match Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit()).cmd {
+        Cmd::Serve(a) => *a,
+        Cmd::HealthCheck(a) => match cred_serve::check::health_check(&a).await {
+            Ok(ok) => return println!("{ok}"),
+            Err(e) => {
+                eprintln!("introspect: {e}");
+                std::process::exit(2);
+            }
+        },
+    };
     let telemetry = match cred_telemetry::init_with("introspect", LogFormat::Json, a.health.metrics_listen.is_some()) {
         Ok(t) => t,
         Err(e) => {

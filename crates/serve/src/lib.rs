@@ -19,10 +19,13 @@
 //! - `peer`: the caller's address for the per-peer budgets, through
 //!   trusted proxies' `x-forwarded-for`;
 //! - `status`: the one table from `cred_core::Error` to `tonic::Status`,
-//!   with what the services really differ in as an `Edge` parameter.
+//!   with what the services really differ in as an `Edge` parameter;
+//! - `check`: the `health-check` subcommand, a `grpc.health.v1` client
+//!   (the distroless image's `helm test` runs it).
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod check;
 pub mod http;
 pub mod limits;
 pub mod peer;

@@ -43,7 +43,10 @@ pub enum ServeError {
 /// Adds server reflection, both protocol versions, to `router`, listing
 /// `services` (the API this server serves), health and reflection itself:
 /// a client is never offered the other binary's services. Every descriptor
-/// stays resolvable (the shared types live in one set).
+/// stays resolvable (the shared types live in one set), and so are the
+/// `google.rpc` error details (`ErrorInfo`, `BadRequest`, `RetryInfo`, ...)
+/// the status table attaches: grpcurl and buf curl then print an ErrorInfo's
+/// reason and metadata as text, not as base64 bytes.
 pub fn with_reflection<L: Clone>(
     router: tonic::transport::server::Router<L>,
     services: &[&'static str],
@@ -51,7 +54,8 @@ pub fn with_reflection<L: Clone>(
     let builder = || {
         let b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cred_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
         let listed = [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",

@@ -15,6 +15,13 @@
       status (NOT_SERVING only while draining), and each Deployment sets a drain delay and spreads
       its pods (topologySpreadConstraints).
 
+  chart_checks.py wiring <rendered.yaml>
+      what kubernetes-validate cannot see across resources: each `helm test` Pod runs its
+      component's `health-check` against a port its Service names (the plaintext "health" port
+      when the gRPC port speaks TLS), and a NetworkPolicy of the render admits it there; a
+      GRPCRoute (a CRD without schema here) or Ingress routes to authd's Service and grpc port;
+      with a Redis password file set, it is a mounted Secret key.
+
 Needs PyYAML (a dependency of kubernetes-validate).
 """
 
@@ -128,8 +135,87 @@ def check_probes(rendered: Path) -> list[str]:
     return errors
 
 
+def check_wiring(rendered: Path) -> list[str]:
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    kind = lambda k: [d for d in docs if d.get("kind") == k]
+    services = {s["metadata"]["name"]: s for s in kind("Service")}
+    port_names = lambda svc: {p["port"]: p.get("name") for p in svc["spec"].get("ports", [])}
+    errors = []
+    deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in kind("Deployment")}
+
+    def tls_on(component: str) -> bool:
+        env = deployments[component]["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        return any(e["name"].endswith("_TLS_CERT_FILE") for e in env)
+
+    for pod in kind("Pod"):
+        name = pod["metadata"]["name"]
+        if pod["metadata"].get("annotations", {}).get("helm.sh/hook") != "test":
+            errors.append(f"Pod {name}: not a helm test hook")
+        c = pod["spec"]["containers"][0]
+        args = c.get("args", [])
+        binary = c.get("command", [""])[0].rsplit("/", 1)[-1]
+        if binary not in deployments or args[:2] != ["health-check", "--addr"]:
+            errors.append(f"Pod {name}: runs {c.get('command')} {args}, want <component> health-check --addr")
+            continue
+        host, port = args[2].rsplit(":", 1)
+        svc = services.get(host.split(".")[0])
+        want = "health" if tls_on(binary) else "grpc"
+        if not svc or svc["metadata"]["labels"].get("app.kubernetes.io/component") != binary:
+            errors.append(f"Pod {name}: asks {host}, not the {binary} Service of this render")
+        elif port_names(svc).get(int(port)) != want:
+            errors.append(f"Pod {name}: port {port} is {port_names(svc).get(int(port))!r} on {host}, want {want!r}")
+        if c.get("image") != deployments[binary]["spec"]["template"]["spec"]["containers"][0]["image"]:
+            errors.append(f"Pod {name}: not the Deployments' image")
+        labels = pod["metadata"]["labels"]
+        for np in kind("NetworkPolicy"):
+            if np["metadata"]["labels"].get("app.kubernetes.io/component") != binary:
+                continue
+            admitted = any(
+                any(p.get("port") == want for p in rule.get("ports", []))
+                and any(
+                    "podSelector" in f and f["podSelector"].get("matchLabels", {}).items() <= labels.items()
+                    for f in rule.get("from", [])
+                )
+                for rule in np["spec"].get("ingress", [])
+            )
+            if not admitted:
+                errors.append(f"Pod {name}: NetworkPolicy {np['metadata']['name']} does not admit it on {want!r}")
+
+    authd = next((s for s in services.values() if s["metadata"]["labels"].get("app.kubernetes.io/component") == "authd"), None)
+    for route in kind("GRPCRoute"):
+        name = route["metadata"]["name"]
+        if route.get("apiVersion") != "gateway.networking.k8s.io/v1":
+            errors.append(f"GRPCRoute {name}: apiVersion {route.get('apiVersion')}, want gateway.networking.k8s.io/v1")
+        if not route["spec"].get("parentRefs"):
+            errors.append(f"GRPCRoute {name}: no parentRefs")
+        for rule in route["spec"].get("rules", []):
+            for ref in rule.get("backendRefs", []):
+                if not authd or ref.get("name") != authd["metadata"]["name"] or port_names(authd).get(ref.get("port")) != "grpc":
+                    errors.append(f"GRPCRoute {name}: backend {ref} is not authd's grpc port")
+    for ing in kind("Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                svc = path["backend"]["service"]
+                if not authd or svc["name"] != authd["metadata"]["name"] or svc["port"].get("name") != "grpc":
+                    errors.append(f"Ingress {ing['metadata']['name']}: backend {svc} is not authd's grpc port")
+
+    for component, d in deployments.items():
+        spec = d["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        file = env.get(f"{component.upper()}_REDIS_PASSWORD_FILE")
+        if not file:
+            continue
+        mount = next((m for m in c.get("volumeMounts", []) if file.startswith(m["mountPath"] + "/")), None)
+        vol = mount and next((v for v in spec.get("volumes", []) if v["name"] == mount["name"]), None)
+        items = (vol or {}).get("secret", {}).get("items", [])
+        if not vol or not any(i["path"] == file[len(mount["mountPath"]) + 1 :] for i in items):
+            errors.append(f"{d['metadata']['name']}: {file} is not a mounted Secret key")
+    return errors
+
+
 def main() -> int:
-    if len(sys.argv) != 3 or sys.argv[1] not in ("values", "servicemonitor", "probes"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("values", "servicemonitor", "probes", "wiring"):
         print(__doc__, file=sys.stderr)
         return 2
     what, arg = sys.argv[1], Path(sys.argv[2])
@@ -137,6 +223,10 @@ def main() -> int:
         errors, done = check_values(arg), f"values.yaml documented, values.schema.json strict ({arg})"
     elif what == "probes":
         errors, done = check_probes(arg), f"probes: liveness on credd.live, readiness overall, drain delay set ({arg.name})"
+    elif what == "wiring":
+        errors = check_wiring(arg)
+        n = {k: sum(1 for d in yaml.safe_load_all(arg.read_text()) if d and d.get("kind") == k) for k in ("Pod", "GRPCRoute", "Ingress")}
+        done = f"wiring: {n['Pod']} test Pod(s), {n['GRPCRoute']} GRPCRoute(s), {n['Ingress']} Ingress(es) point at ports their Services name ({arg.name})"
     else:
         errors = check_servicemonitor(arg)
         n = sum(1 for d in yaml.safe_load_all(arg.read_text()) if d and d.get("kind") == "ServiceMonitor")

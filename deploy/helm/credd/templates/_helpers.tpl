@@ -291,3 +291,44 @@ topologySpreadConstraints:
 {{- define "credd.intOrPercent" -}}
 {{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ . | int64 }}{{ end }}
 {{- end }}
+
+{{/*
+The Redis password from redis.existingSecret, as a file (*_REDIS_PASSWORD_FILE) and, with
+redis.username, the ACL user: env, mount and volume of a component.
+*/}}
+{{- define "credd.redisAuthEnv" -}}
+{{- $r := .root.Values.redis }}
+{{- $p := upper .component }}
+{{- if and $r.username (not $r.existingSecret) }}
+{{- fail "redis.username needs redis.existingSecret (the password of that user)" }}
+{{- end }}
+{{- if $r.existingSecret -}}
+- name: {{ $p }}_REDIS_PASSWORD_FILE
+  value: /etc/credd/redis-auth/password
+{{- with $r.username }}
+- name: {{ $p }}_REDIS_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "credd.redisAuthMounts" -}}
+{{- if .root.Values.redis.existingSecret -}}
+- name: redis-auth
+  mountPath: /etc/credd/redis-auth
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "credd.redisAuthVolumes" -}}
+{{- $r := .root.Values.redis }}
+{{- if $r.existingSecret -}}
+- name: redis-auth
+  secret:
+    secretName: {{ $r.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $r.passwordKey }}
+        path: password
+{{- end }}
+{{- end }}
