@@ -1,6 +1,6 @@
 //! Telemetry of the real binaries: spans and metrics exported over OTLP/gRPC
-//! to a real receiver (opentelemetry-proto's collector services, in this
-//! process), trace context continued from the caller's `traceparent`, the
+//! and OTLP/HTTP (protobuf) to a real receiver (opentelemetry-proto's
+//! collector services and messages, in this process), trace context continued from the caller's `traceparent`, the
 //! exporters flushed on SIGTERM, and the JSON logs: one line per RPC, no
 //! secret anywhere, nothing complaining when no collector is configured.
 //!
@@ -109,6 +109,8 @@ fn secrets(op: &Operator, tokens: &[&str]) -> Vec<String> {
 struct Receiver {
     traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    /// OTLP/HTTP only: the (path, content-type) of every request.
+    posts: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 #[tonic::async_trait]
@@ -143,6 +145,42 @@ impl Receiver {
             .add_service(MetricsServiceServer::new(rx.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(server);
+        (rx, format!("http://{addr}"))
+    }
+
+    /// An OTLP/HTTP receiver (`http/protobuf`): `POST /v1/traces` and
+    /// `/v1/metrics`, bodies decoded as the collector's request messages.
+    async fn start_http() -> (Receiver, String) {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode, Uri, header};
+
+        async fn post(State(rx): State<Receiver>, uri: Uri, headers: HeaderMap, body: Bytes) -> (StatusCode, Vec<u8>) {
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            rx.posts.lock().unwrap().push((uri.path().to_string(), ct.to_string()));
+            let answer = match uri.path() {
+                "/v1/traces" => ExportTraceServiceRequest::decode(body).map(|r| {
+                    rx.traces.lock().unwrap().push(r);
+                    ExportTraceServiceResponse::default().encode_to_vec()
+                }),
+                _ => ExportMetricsServiceRequest::decode(body).map(|r| {
+                    rx.metrics.lock().unwrap().push(r);
+                    ExportMetricsServiceResponse::default().encode_to_vec()
+                }),
+            };
+            match answer {
+                Ok(b) => (StatusCode::OK, b),
+                Err(e) => (StatusCode::BAD_REQUEST, e.to_string().into_bytes()),
+            }
+        }
+        let rx = Receiver::default();
+        let app = axum::Router::new()
+            .route("/v1/traces", axum::routing::post(post))
+            .route("/v1/metrics", axum::routing::post(post))
+            .with_state(rx.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
         (rx, format!("http://{addr}"))
     }
 
@@ -406,6 +444,68 @@ async fn spans_and_metrics_reach_a_real_otlp_receiver_and_carry_no_secret() {
     }
 }
 
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`: both binaries post spans and
+/// metrics to `<endpoint>/v1/traces` and `/v1/metrics` (the SDK's batch and
+/// periodic threads, no tokio runtime there), while serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_reach_a_real_otlp_http_receiver() {
+    let redis = RedisServer::start();
+    let op = operator();
+    let (rx, endpoint) = Receiver::start_http().await;
+    // Short delays: the exports must arrive while the processes run, not
+    // only from the flush at shutdown.
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_string()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_string()),
+    ];
+    let (mut authd, aaddr, mut introspect, iaddr) = start(&redis, &op, &env);
+    let mut c = clients(&aaddr, &iaddr).await;
+    let tp = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let t =
+        c.admin.create_tenant(req(&op.token, tp, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }));
+    t.await.unwrap();
+    let e = c.verify.verify(req("", tp, verify_req("garbage"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    let ok = [("rpc.method", "CreateTenant"), ("rpc.grpc.status_code", "0")];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let spans = |s| rx.spans(s).iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let (a, i) = (spans("authd"), spans("introspect"));
+        let done = a.iter().any(|n| n == "authd.v1.AdminService/CreateTenant")
+            && i.iter().any(|n| n == "introspect.v1.IntrospectService/Verify")
+            && rx.counter("authd", "rpc.server.requests", &ok) == 1
+            && rx.counter("introspect", "cred.verify.outcomes", &[("outcome", "MALFORMED")]) == 1;
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no OTLP/HTTP export within 15 s: authd spans {a:?}, introspect spans {i:?}, posts {:?}\nauthd:\n{}\nintrospect:\n{}",
+            rx.posts.lock().unwrap(),
+            authd.lines().join("\n"),
+            introspect.lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let verify = rx.spans("introspect").into_iter().find(|s| s.name.ends_with("/Verify")).unwrap();
+    assert_eq!(hex(&verify.trace_id), "0af7651916cd43dd8448eb211c80319c", "the caller's trace continues");
+    for (path, ct) in rx.posts.lock().unwrap().iter() {
+        assert!(path == "/v1/traces" || path == "/v1/metrics", "{path}");
+        assert_eq!(ct, "application/x-protobuf", "{path}");
+    }
+    assert_eq!(authd.terminate(), Some(0), "authd exit:\n{}", authd.lines().join("\n"));
+    assert_eq!(introspect.terminate(), Some(0), "introspect exit:\n{}", introspect.lines().join("\n"));
+    for (name, p) in [("authd", &authd), ("introspect", &introspect)] {
+        for l in p.lines() {
+            let level = json(&l)["level"].as_str().unwrap_or_default().to_string();
+            assert!(level == "INFO" || level == "DEBUG", "{name}: the export complained: {l}");
+        }
+    }
+}
+
 /// One parsed JSON log line.
 fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"))
@@ -636,7 +736,7 @@ async fn otel_sdk_disabled_exports_nothing_and_bad_otel_settings_fail_at_start()
 
     // A setting this build cannot honour stops the binary at start, named.
     for (bin_name, var, value) in
-        [("introspect", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("authd", "OTEL_TRACES_EXPORTER", "zipkin")]
+        [("introspect", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"), ("authd", "OTEL_TRACES_EXPORTER", "zipkin")]
     {
         let mut cmd = Command::new(bin(bin_name));
         cmd.env_clear().args(["serve", "--listen", "127.0.0.1:0"]);
