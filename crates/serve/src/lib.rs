@@ -13,13 +13,16 @@
 //! - `unserved`: requests for what the server does not serve, counted and
 //!   logged;
 //! - `tls`: server TLS from PEM files, checked at start with errors naming
-//!   the flag, and the client-certificate interceptor of admin mTLS;
+//!   the flag, the handshakes with the config current at each accept,
+//!   reloaded when the files change, and the client-certificate interceptor
+//!   of admin mTLS;
 //! - `limits`: request size, metadata, stream and timeout limits, and the
 //!   wrapper that refuses an oversized message from its length prefix;
 //! - `peer`: the caller's address for the per-peer budgets, through
 //!   trusted proxies' `x-forwarded-for`;
 //! - `status`: the one table from `cred_core::Error` to `tonic::Status`,
-//!   with what the services really differ in as an `Edge` parameter.
+//!   with what the services really differ in as an `Edge` parameter;
+//! - `watch`: a reload run on SIGHUP and when files' directories change.
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -30,3 +33,4 @@ pub mod serve;
 pub mod status;
 pub mod tls;
 pub mod unserved;
+pub mod watch;
