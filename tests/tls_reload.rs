@@ -3,18 +3,22 @@
 //! symlinks through `..data`, which is swapped to a new directory): a new
 //! connection sees the new certificate within a bound, an open one keeps
 //! working, and a garbage file keeps the last good certificate and is
-//! logged at ERROR naming the flag. Certificates are made at test time
-//! (rcgen); needs `redis-server` and the binaries (`cargo build --bins`).
+//! logged at ERROR naming the flag; authd's admin client CA is reloaded the
+//! same way. Certificates are made at test time (rcgen); needs
+//! `redis-server` and the binaries (`cargo build --bins`).
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cred_proto::authd::v1 as pb;
 use cred_tests::RedisServer;
-use cred_tests::binaries::{Proc, bin};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use cred_tests::binaries::{Proc, bin, operator};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -22,6 +26,11 @@ use tonic_health::pb::health_client::HealthClient;
 /// A self-signed CA: (its PEM, a server leaf for localhost and 127.0.0.1 as
 /// (certificate PEM, key PEM)).
 fn ca_and_leaf(name: &str) -> (String, (String, String)) {
+    ca_and_leaf_for(name, ExtendedKeyUsagePurpose::ServerAuth)
+}
+
+/// As [`ca_and_leaf`], the leaf for `usage`.
+fn ca_and_leaf_for(name: &str, usage: ExtendedKeyUsagePurpose) -> (String, (String, String)) {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, name);
@@ -30,6 +39,7 @@ fn ca_and_leaf(name: &str) -> (String, (String, String)) {
     leaf.distinguished_name.push(DnType::CommonName, "localhost");
     leaf.subject_alt_names =
         vec![SanType::DnsName("localhost".try_into().unwrap()), SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    leaf.extended_key_usages = vec![usage];
     let key = KeyPair::generate().unwrap();
     let cert = leaf.signed_by(&key, &ca).unwrap();
     (ca.pem(), (cert.pem(), key.serialize_pem()))
@@ -39,16 +49,21 @@ fn ca_and_leaf(name: &str) -> (String, (String, String)) {
 /// `dir/tls.crt -> ..data/tls.crt`, `..data -> ..<version>`, the swap of
 /// `..data` a rename (atomic, as the kubelet's).
 fn publish(dir: &Path, version: &str, cert: &str, key: &str) {
+    publish_files(dir, version, &[("tls.crt", cert), ("tls.key", key)]);
+}
+
+fn publish_files(dir: &Path, version: &str, files: &[(&str, &str)]) {
     let v = dir.join(format!("..{version}"));
     std::fs::create_dir(&v).unwrap();
-    std::fs::write(v.join("tls.crt"), cert).unwrap();
-    std::fs::write(v.join("tls.key"), key).unwrap();
+    for (name, text) in files {
+        std::fs::write(v.join(name), text).unwrap();
+    }
     let tmp = dir.join("..data_tmp");
     symlink(format!("..{version}"), &tmp).unwrap();
     std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    for f in ["tls.crt", "tls.key"] {
-        if !dir.join(f).exists() {
-            symlink(format!("..data/{f}"), dir.join(f)).unwrap();
+    for (name, _) in files {
+        if !dir.join(name).exists() {
+            symlink(format!("..data/{name}"), dir.join(name)).unwrap();
         }
     }
 }
@@ -159,5 +174,84 @@ async fn a_new_certificate_applies_to_new_connections_and_a_bad_one_is_refused()
     assert!(p.alive(), "SIGHUP killed it:\n{}", p.lines().join("\n"));
     assert_eq!(health_with(&addr, &ca_a).await, Ok(ServingStatus::Serving));
     assert_eq!(reloaded(&p), 2, "an unchanged file is not a reload");
+    assert_eq!(p.terminate(), Some(0), "{}", p.lines().join("\n"));
+}
+
+/// An admin call over TLS trusting `server_ca`, with `identity` as the
+/// client certificate: `Err` when the handshake or the call fails.
+async fn list_tenants(addr: &str, server_ca: &str, identity: &(String, String), token: &str) -> Result<(), String> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(server_ca))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&identity.0, &identity.1));
+    let ch = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| format!("{e:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let mut req = tonic::Request::new(pb::ListTenantsRequest::default());
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let admin = pb::admin_service_client::AdminServiceClient::new(ch).list_tenants(req).await;
+    admin.map(|_| ()).map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authd_reloads_the_admin_client_ca() {
+    let redis = RedisServer::start();
+    let op = operator();
+    let (tls_dir, ca_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (server_ca, (cert, key)) = ca_and_leaf("credd reload server CA");
+    let (ca_x, admin_x) = ca_and_leaf_for("credd admin CA X", ExtendedKeyUsagePurpose::ClientAuth);
+    let (ca_y, admin_y) = ca_and_leaf_for("credd admin CA Y", ExtendedKeyUsagePurpose::ClientAuth);
+    publish(tls_dir.path(), "1", &cert, &key);
+    publish_files(ca_dir.path(), "1", &[("ca.crt", &ca_x)]);
+
+    let mut cmd = Command::new(bin("authd"));
+    cmd.env_clear()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--tls-cert-file")
+        .arg(tls_dir.path().join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(tls_dir.path().join("tls.key"))
+        .arg("--admin-client-ca-file")
+        .arg(ca_dir.path().join("ca.crt"))
+        .env("AUTHD_REDIS_URL", redis.url())
+        .env("AUTHD_OPERATOR_SECRET_FILE", op.dir.path().join("secret"))
+        .env("AUTHD_OPERATOR_ALLOWLIST_FILE", op.dir.path().join("allowlist"))
+        .env("AUTHD_DRAIN_TIMEOUT_MS", "1000");
+    let mut p = Proc::spawn(cmd);
+    let addr = p.wait_serving();
+    list_tenants(&addr, &server_ca, &admin_x, &op.token).await.expect("an admin certificate from CA X");
+    assert!(list_tenants(&addr, &server_ca, &admin_y, &op.token).await.is_err(), "CA Y accepted before the swap");
+
+    publish_files(ca_dir.path(), "2", &[("ca.crt", &ca_y)]);
+    let start = Instant::now();
+    loop {
+        let (x, y) = (
+            list_tenants(&addr, &server_ca, &admin_x, &op.token).await,
+            list_tenants(&addr, &server_ca, &admin_y, &op.token).await,
+        );
+        if x.is_err() && y.is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "client CA not reloaded within 10 s: X {x:?}, Y {y:?}\n{}",
+            p.lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A garbage CA keeps Y.
+    publish_files(ca_dir.path(), "3", &[("ca.crt", "garbage\n")]);
+    let start = Instant::now();
+    while !p.lines().iter().any(|l| l.contains(r#""level":"ERROR""#) && l.contains("--admin-client-ca-file")) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no ERROR naming the flag:\n{}", p.lines().join("\n"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    list_tenants(&addr, &server_ca, &admin_y, &op.token).await.expect("CA Y still trusted");
     assert_eq!(p.terminate(), Some(0), "{}", p.lines().join("\n"));
 }
