@@ -151,6 +151,59 @@ impl Receiver {
     /// An OTLP/HTTP receiver (`http/protobuf`): `POST /v1/traces` and
     /// `/v1/metrics`, bodies decoded as the collector's request messages.
     async fn start_http() -> (Receiver, String) {
+        let (rx, app) = Receiver::http_app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (rx, format!("http://{addr}"))
+    }
+
+    /// [`Receiver::start_http`] over TLS only, with a certificate for
+    /// 127.0.0.1 from a CA made now: (receiver, https endpoint, CA PEM).
+    async fn start_https() -> (Receiver, String, String) {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, "credd test OTLP CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (rx, app) = Receiver::http_app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (rx, format!("https://{addr}"), ca.pem())
+    }
+
+    fn http_app() -> (Receiver, axum::Router) {
         use axum::body::Bytes;
         use axum::extract::State;
         use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -178,10 +231,7 @@ impl Receiver {
             .route("/v1/traces", axum::routing::post(post))
             .route("/v1/metrics", axum::routing::post(post))
             .with_state(rx.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (rx, format!("http://{addr}"))
+        (rx, app)
     }
 
     /// Every span exported by `service`.
@@ -449,17 +499,32 @@ async fn spans_and_metrics_reach_a_real_otlp_receiver_and_carry_no_secret() {
 /// periodic threads, no tokio runtime there), while serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_metrics_reach_a_real_otlp_http_receiver() {
+    let (rx, endpoint) = Receiver::start_http().await;
+    exports_over_http(rx, endpoint, vec![]).await;
+}
+
+/// The same to an `https://` collector whose CA is given by `SSL_CERT_FILE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_reach_an_otlp_https_receiver() {
+    let (rx, endpoint, ca) = Receiver::start_https().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    let ca_file = dir.path().join("ca.pem").display().to_string();
+    exports_over_http(rx, endpoint, vec![("SSL_CERT_FILE", ca_file)]).await;
+}
+
+async fn exports_over_http(rx: Receiver, endpoint: String, extra: Vec<(&str, String)>) {
     let redis = RedisServer::start();
     let op = operator();
-    let (rx, endpoint) = Receiver::start_http().await;
     // Short delays: the exports must arrive while the processes run, not
     // only from the flush at shutdown.
-    let env = [
+    let mut env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_string()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
         ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_string()),
     ];
+    env.extend(extra);
     let (mut authd, aaddr, mut introspect, iaddr) = start(&redis, &op, &env);
     let mut c = clients(&aaddr, &iaddr).await;
     let tp = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");

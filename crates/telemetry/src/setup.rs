@@ -9,8 +9,9 @@
 //! `..._METRICS_PROTOCOL`) picks `grpc` (the default here) or
 //! `http/protobuf`; over HTTP the SDK appends `/v1/traces` and `/v1/metrics`
 //! to `OTEL_EXPORTER_OTLP_ENDPOINT` (a per-signal endpoint is used as is),
-//! and a blocking client runs on the SDK's own export threads, which have no
-//! tokio runtime. Everything else
+//! and a blocking client (reqwest, rustls; the system's roots, which
+//! `SSL_CERT_FILE` can replace) runs on the SDK's own export threads, which
+//! have no tokio runtime. Everything else
 //! (service name, resource attributes, sampler, export interval, headers,
 //! timeouts) is read by the OpenTelemetry SDK itself from the standard
 //! variables. Independently, a binary asked to serve Prometheus gets a
@@ -153,6 +154,10 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Strin
 /// [`init`], and with `prometheus` a registry for [`Telemetry::scrape`].
 pub fn init_with(service: &'static str, format: LogFormat, prometheus: bool) -> Result<Telemetry, String> {
     let export = Export::from_env()?;
+    // The OTLP/HTTP client's rustls (for an https:// collector) takes the
+    // process default provider; ring, as everywhere else here. An Err means
+    // one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let resource = resource(service);
     let traces = if let Some(protocol) = export.traces {
         let exporter = match protocol {
