@@ -106,6 +106,11 @@ for set in default all-on; do
   python3 deploy/helm/tests/chart_checks.py servicemonitor "$file" || die "ServiceMonitor check failed for the $set values"
   python3 deploy/helm/tests/chart_checks.py probes "$file" || die "probe check failed for the $set values"
   python3 deploy/helm/tests/chart_checks.py wiring "$file" || die "wiring check failed for the $set values"
+  # The OTLP protocol reaches both containers (all-on: http/protobuf).
+  if [ "$set" = all-on ]; then
+    got=$(grep -A1 'name: OTEL_EXPORTER_OTLP_PROTOCOL' "$file" | grep -c 'value: "http/protobuf"' || true)
+    [ "$got" = 2 ] || die "all-on: OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf in $got containers, want 2"
+  fi
   if [ "$set" = default ]; then
     expect_kinds "$file" Deployment=2 Service=2 PodDisruptionBudget=2 ServiceAccount=1 Secret=0 \
       HorizontalPodAutoscaler=0 NetworkPolicy=0 ServiceMonitor=0 Pod=2 GRPCRoute=0 Ingress=0
@@ -144,6 +149,7 @@ expect_fail "Additional property imag is not allowed" --set imag.tag=1
 expect_fail "Additional property enable is not allowed" --set introspect.autoscaling.enable=true
 expect_fail "Additional property periodSecond is not allowed" --set authd.livenessProbe.periodSecond=5
 expect_fail "Additional property endpont is not allowed" -f "$ALL_ON" --set otel.endpont=x
+expect_fail "otel.protocol" -f "$ALL_ON" --set otel.protocol=http/json
 expect_fail "Invalid type" --set introspect.cacheCapacity=lots
 expect_fail "secret.operatorSecret is required" --set secret.create=true --set secret.redisUrl=redis://r:6379
 expect_fail "needs metrics.port" --set metrics.serviceMonitor.enabled=true

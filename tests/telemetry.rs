@@ -1,6 +1,6 @@
 //! Telemetry of the real binaries: spans and metrics exported over OTLP/gRPC
-//! to a real receiver (opentelemetry-proto's collector services, in this
-//! process), trace context continued from the caller's `traceparent`, the
+//! and OTLP/HTTP (protobuf) to a real receiver (opentelemetry-proto's
+//! collector services and messages, in this process), trace context continued from the caller's `traceparent`, the
 //! exporters flushed on SIGTERM, and the JSON logs: one line per RPC, no
 //! secret anywhere, nothing complaining when no collector is configured.
 //!
@@ -109,6 +109,8 @@ fn secrets(op: &Operator, tokens: &[&str]) -> Vec<String> {
 struct Receiver {
     traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    /// OTLP/HTTP only: the (path, content-type) of every request.
+    posts: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 #[tonic::async_trait]
@@ -144,6 +146,92 @@ impl Receiver {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(server);
         (rx, format!("http://{addr}"))
+    }
+
+    /// An OTLP/HTTP receiver (`http/protobuf`): `POST /v1/traces` and
+    /// `/v1/metrics`, bodies decoded as the collector's request messages.
+    async fn start_http() -> (Receiver, String) {
+        let (rx, app) = Receiver::http_app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (rx, format!("http://{addr}"))
+    }
+
+    /// [`Receiver::start_http`] over TLS only, with a certificate for
+    /// 127.0.0.1 from a CA made now: (receiver, https endpoint, CA PEM).
+    async fn start_https() -> (Receiver, String, String) {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, "credd test OTLP CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (rx, app) = Receiver::http_app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (rx, format!("https://{addr}"), ca.pem())
+    }
+
+    fn http_app() -> (Receiver, axum::Router) {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode, Uri, header};
+
+        async fn post(State(rx): State<Receiver>, uri: Uri, headers: HeaderMap, body: Bytes) -> (StatusCode, Vec<u8>) {
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            rx.posts.lock().unwrap().push((uri.path().to_string(), ct.to_string()));
+            let answer = match uri.path() {
+                "/v1/traces" => ExportTraceServiceRequest::decode(body).map(|r| {
+                    rx.traces.lock().unwrap().push(r);
+                    ExportTraceServiceResponse::default().encode_to_vec()
+                }),
+                _ => ExportMetricsServiceRequest::decode(body).map(|r| {
+                    rx.metrics.lock().unwrap().push(r);
+                    ExportMetricsServiceResponse::default().encode_to_vec()
+                }),
+            };
+            match answer {
+                Ok(b) => (StatusCode::OK, b),
+                Err(e) => (StatusCode::BAD_REQUEST, e.to_string().into_bytes()),
+            }
+        }
+        let rx = Receiver::default();
+        let app = axum::Router::new()
+            .route("/v1/traces", axum::routing::post(post))
+            .route("/v1/metrics", axum::routing::post(post))
+            .with_state(rx.clone());
+        (rx, app)
     }
 
     /// Every span exported by `service`.
@@ -406,6 +494,83 @@ async fn spans_and_metrics_reach_a_real_otlp_receiver_and_carry_no_secret() {
     }
 }
 
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`: both binaries post spans and
+/// metrics to `<endpoint>/v1/traces` and `/v1/metrics` (the SDK's batch and
+/// periodic threads, no tokio runtime there), while serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_reach_a_real_otlp_http_receiver() {
+    let (rx, endpoint) = Receiver::start_http().await;
+    exports_over_http(rx, endpoint, vec![]).await;
+}
+
+/// The same to an `https://` collector whose CA is given by `SSL_CERT_FILE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_reach_an_otlp_https_receiver() {
+    let (rx, endpoint, ca) = Receiver::start_https().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    let ca_file = dir.path().join("ca.pem").display().to_string();
+    exports_over_http(rx, endpoint, vec![("SSL_CERT_FILE", ca_file)]).await;
+}
+
+async fn exports_over_http(rx: Receiver, endpoint: String, extra: Vec<(&str, String)>) {
+    let redis = RedisServer::start();
+    let op = operator();
+    // Short delays: the exports must arrive while the processes run, not
+    // only from the flush at shutdown.
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_string()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_string()),
+    ];
+    env.extend(extra);
+    let (mut authd, aaddr, mut introspect, iaddr) = start(&redis, &op, &env);
+    let mut c = clients(&aaddr, &iaddr).await;
+    let tp = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let t =
+        c.admin.create_tenant(req(&op.token, tp, pb::CreateTenantRequest { name: "t".into(), ..Default::default() }));
+    t.await.unwrap();
+    let e = c.verify.verify(req("", tp, verify_req("garbage"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    let ok = [("rpc.method", "CreateTenant"), ("rpc.grpc.status_code", "0")];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let spans = |s| rx.spans(s).iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let (a, i) = (spans("authd"), spans("introspect"));
+        let done = a.iter().any(|n| n == "authd.v1.AdminService/CreateTenant")
+            && i.iter().any(|n| n == "introspect.v1.IntrospectService/Verify")
+            && rx.counter("authd", "rpc.server.requests", &ok) == 1
+            && rx.counter("introspect", "cred.verify.outcomes", &[("outcome", "MALFORMED")]) == 1;
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no OTLP/HTTP export within 15 s: authd spans {a:?}, introspect spans {i:?}, posts {:?}\nauthd:\n{}\nintrospect:\n{}",
+            rx.posts.lock().unwrap(),
+            authd.lines().join("\n"),
+            introspect.lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let verify = rx.spans("introspect").into_iter().find(|s| s.name.ends_with("/Verify")).unwrap();
+    assert_eq!(hex(&verify.trace_id), "0af7651916cd43dd8448eb211c80319c", "the caller's trace continues");
+    for (path, ct) in rx.posts.lock().unwrap().iter() {
+        assert!(path == "/v1/traces" || path == "/v1/metrics", "{path}");
+        assert_eq!(ct, "application/x-protobuf", "{path}");
+    }
+    assert_eq!(authd.terminate(), Some(0), "authd exit:\n{}", authd.lines().join("\n"));
+    assert_eq!(introspect.terminate(), Some(0), "introspect exit:\n{}", introspect.lines().join("\n"));
+    for (name, p) in [("authd", &authd), ("introspect", &introspect)] {
+        for l in p.lines() {
+            let level = json(&l)["level"].as_str().unwrap_or_default().to_string();
+            assert!(level == "INFO" || level == "DEBUG", "{name}: the export complained: {l}");
+        }
+    }
+}
+
 /// One parsed JSON log line.
 fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"))
@@ -636,7 +801,7 @@ async fn otel_sdk_disabled_exports_nothing_and_bad_otel_settings_fail_at_start()
 
     // A setting this build cannot honour stops the binary at start, named.
     for (bin_name, var, value) in
-        [("introspect", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("authd", "OTEL_TRACES_EXPORTER", "zipkin")]
+        [("introspect", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"), ("authd", "OTEL_TRACES_EXPORTER", "zipkin")]
     {
         let mut cmd = Command::new(bin(bin_name));
         cmd.env_clear().args(["serve", "--listen", "127.0.0.1:0"]);

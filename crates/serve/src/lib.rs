@@ -13,7 +13,9 @@
 //! - `unserved`: requests for what the server does not serve, counted and
 //!   logged;
 //! - `tls`: server TLS from PEM files, checked at start with errors naming
-//!   the flag, and the client-certificate interceptor of admin mTLS;
+//!   the flag, the handshakes with the config current at each accept,
+//!   reloaded when the files change, and the client-certificate interceptor
+//!   of admin mTLS;
 //! - `limits`: request size, metadata, stream and timeout limits, and the
 //!   wrapper that refuses an oversized message from its length prefix;
 //! - `peer`: the caller's address for the per-peer budgets, through
@@ -22,6 +24,7 @@
 //!   with what the services really differ in as an `Edge` parameter;
 //! - `check`: the `health-check` subcommand, a `grpc.health.v1` client
 //!   (the distroless image's `helm test` runs it).
+//! - `watch`: a reload run on SIGHUP and when files' directories change.
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -33,3 +36,4 @@ pub mod serve;
 pub mod status;
 pub mod tls;
 pub mod unserved;
+pub mod watch;

@@ -25,7 +25,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::limits::Limits;
-use crate::tls::{ServerTls, server_builder};
+use crate::tls::ServerTls;
 
 /// The server's router: every request passes the [`UnservedLayer`] first.
 pub type Router =
@@ -279,13 +279,15 @@ pub struct Assembly {
     rpc: RpcLayer,
     /// Resolves the caller behind trusted proxies.
     peers: TrustedProxies,
+    /// TLS on the main listener, reloaded while serving.
+    tls: Option<ServerTls>,
 }
 
 impl Assembly {
     /// The server of `opts`, with health and reflection and no API yet.
     pub fn new(opts: ServeOptions) -> Result<Assembly, ServeError> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let mut builder = opts.limits.apply(server_builder(opts.tls.as_ref())?).layer(UnservedLayer);
+        let mut builder = opts.limits.apply(Server::builder()).layer(UnservedLayer);
         let health_only = opts.health_listener.map(|l| (Server::builder().add_service(health_service.clone()), l));
         let router = builder.add_service(health_service);
         Ok(Assembly {
@@ -299,6 +301,7 @@ impl Assembly {
             health,
             rpc: RpcLayer::new(),
             peers: opts.trusted_proxies,
+            tls: opts.tls,
         })
     }
 
@@ -361,8 +364,20 @@ impl Assembly {
         let router = with_reflection(self.router, &self.names)?;
         let watch = watch_health(self.health, self.names, probe);
         let beside = Beside { health_only: self.health_only, http: self.http };
-        serve_and_drain(router, listener, watch, shutdown, (self.drain_delay, self.drain), beside).await
+        if let Some(tls) = &self.tls {
+            tls.watch();
+        }
+        let main = Main { router, listener, tls: self.tls };
+        serve_and_drain(main, watch, shutdown, (self.drain_delay, self.drain), beside).await
     }
+}
+
+/// The main listener and what it serves.
+struct Main {
+    router: Router,
+    listener: TcpListener,
+    /// Handshakes on accepted connections, when set.
+    tls: Option<ServerTls>,
 }
 
 /// What is served beside the main listener.
@@ -381,8 +396,7 @@ struct Beside {
 /// main server returns, so probes see NOT_SERVING while calls drain; the
 /// HTTP listener stops accepting with the main one and is drained with it.
 async fn serve_and_drain(
-    router: Router,
-    listener: TcpListener,
+    main: Main,
     health: HealthWatch,
     shutdown: impl Future<Output = ()> + Send,
     (delay, drain): (Duration, Duration),
@@ -400,7 +414,11 @@ async fn serve_and_drain(
             }))
         })
         .collect();
-    let result = serve_main(router, listener, health, shutdown, delay, drain, stop_http).await;
+    let tcp = incoming(main.listener);
+    let result = match main.tls {
+        Some(tls) => serve_main(main.router, tls.incoming(tcp), health, shutdown, delay, drain, stop_http).await,
+        None => serve_main(main.router, tcp, health, shutdown, delay, drain, stop_http).await,
+    };
     for mut h in http {
         // It stopped accepting with the main listener; its requests in flight
         // (verifies: milliseconds) get at most one more drain period.
@@ -414,15 +432,18 @@ async fn serve_and_drain(
     result
 }
 
-async fn serve_main(
+async fn serve_main<IO>(
     router: Router,
-    listener: TcpListener,
+    incoming: impl Stream<Item = std::io::Result<IO>> + Send + 'static,
     health: HealthWatch,
     shutdown: impl Future<Output = ()> + Send,
     delay: Duration,
     drain: Duration,
     stop_http: tokio::sync::watch::Sender<bool>,
-) -> Result<(), ServeError> {
+) -> Result<(), ServeError>
+where
+    IO: tonic::transport::server::Connected + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -432,7 +453,7 @@ async fn serve_main(
         let _ = stop_http.send(true);
         let _ = stopping.send(());
     };
-    let serve = router.serve_with_incoming_shutdown(incoming(listener), signal);
+    let serve = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(serve);
     let deadline = async {
         match stopped.await {

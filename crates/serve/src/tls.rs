@@ -1,14 +1,26 @@
 //! Optional server TLS (rustls, ring) for both services, loaded from PEM
-//! files at start, and the client-certificate check behind authd's admin
-//! mTLS. Every error names the flag whose file is wrong, so a bad setting
-//! fails at start, not at the first handshake.
+//! files at start and reloaded when they change (a watch on their
+//! directories, and SIGHUP), and the client-certificate check behind authd's
+//! admin mTLS. Every error names the flag whose file is wrong, so a bad
+//! setting fails at start, not at the first handshake; after start a bad
+//! file is logged at ERROR and the previous certificate stays in use.
+//!
+//! The handshake is done here rather than by tonic's `ServerTlsConfig`,
+//! which cannot change its certificate: each accepted connection takes the
+//! rustls config current at that moment, so a reload applies to new
+//! connections and leaves open ones as they are.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Status};
 
 /// The certificate flag, the same in both services.
@@ -37,18 +49,48 @@ pub enum TlsError {
     Pair(String),
 }
 
-/// Server TLS built from the files, ready for [`ServerTls::apply`].
+/// Server TLS built from the files; [`ServerTls::incoming`] does the
+/// handshakes, [`ServerTls::watch`] keeps it current. Clones share the
+/// current config.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
-    /// tonic's config: identity, and the client CA when set.
-    config: ServerTlsConfig,
-    /// The flag of the client CA, when client certificates are requested
-    /// and verified (mTLS).
-    client_ca_flag: Option<&'static str>,
+    /// Where the PEM files are.
+    files: Arc<Files>,
+    /// The config new connections get, replaced whole by a good reload.
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+    /// The file contents `current` was built from (a reload that reads the
+    /// same bytes changes nothing and logs nothing).
+    loaded: Arc<Mutex<Pem>>,
 }
 
 /// A client CA file and the flag that named it (for errors).
 pub type ClientCa<'a> = (&'static str, &'a Path);
+
+#[derive(Debug)]
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+    /// The client CA and its flag, when client certificates are requested
+    /// and verified (mTLS).
+    client_ca: Option<(&'static str, PathBuf)>,
+}
+
+/// The bytes of the files, as read.
+#[derive(Debug, PartialEq, Eq)]
+struct Pem {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The files changed and parse: new connections get them.
+    Applied,
+    /// The files hold what is already in use.
+    Unchanged,
+}
 
 impl ServerTls {
     /// The TLS setting of a service from its flags: `None` when TLS is off.
@@ -75,50 +117,145 @@ impl ServerTls {
     /// still connect, and each service decides which RPCs need one; a
     /// certificate that does not verify fails the handshake.
     pub fn load(cert: &Path, key: &Path, client_ca: Option<ClientCa<'_>>) -> Result<ServerTls, TlsError> {
-        let cert_pem = read(CERT_FLAG, cert)?;
-        let certs = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| file_error(CERT_FLAG, cert, format!("not PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(file_error(CERT_FLAG, cert, "no CERTIFICATE in the file"));
+        let files =
+            Files { cert: cert.into(), key: key.into(), client_ca: client_ca.map(|(flag, p)| (flag, p.to_path_buf())) };
+        let pem = files.read()?;
+        let config = files.config(&pem)?;
+        Ok(ServerTls {
+            files: Arc::new(files),
+            current: Arc::new(RwLock::new(Arc::new(config))),
+            loaded: Arc::new(Mutex::new(pem)),
+        })
+    }
+
+    /// Re-reads the files; when they changed and are good, new connections
+    /// get them. On an error nothing changes: the previous certificate stays.
+    pub fn reload(&self) -> Result<Reload, TlsError> {
+        let pem = self.files.read()?;
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if *loaded == pem {
+            return Ok(Reload::Unchanged);
         }
-        let key_pem = read(KEY_FLAG, key)?;
-        PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| file_error(KEY_FLAG, key, format!("no PEM private key: {e}")))?;
-        let mut config =
-            ServerTlsConfig::new().identity(Identity::from_pem(&cert_pem, &key_pem)).timeout(HANDSHAKE_TIMEOUT);
-        if let Some((flag, ca)) = client_ca {
-            let ca_pem = read(flag, ca)?;
-            let roots = CertificateDer::pem_slice_iter(&ca_pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| file_error(flag, ca, format!("not PEM: {e}")))?;
-            if roots.is_empty() {
-                return Err(file_error(flag, ca, "no CERTIFICATE in the file"));
+        let config = self.files.config(&pem)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        *loaded = pem;
+        Ok(Reload::Applied)
+    }
+
+    /// Reloads on SIGHUP and whenever something changes in the files'
+    /// directories (Kubernetes updates a mounted Secret by swapping a
+    /// symlink there, and sends no signal), for as long as the process
+    /// runs. A failed reload is logged at ERROR, naming the flag.
+    pub fn watch(&self) {
+        let files = &self.files;
+        let paths = [Some(&files.cert), Some(&files.key), files.client_ca.as_ref().map(|(_, p)| p)];
+        let tls = self.clone();
+        crate::watch::on_change("TLS", paths.into_iter().flatten().cloned().collect(), move || match tls.reload() {
+            Ok(Reload::Applied) => {
+                tracing::info!(cert = %tls.files.cert.display(), "TLS certificate reloaded; new connections get it")
             }
-            config = config.client_ca_root(Certificate::from_pem(&ca_pem)).client_auth_optional(true);
-        }
-        // Build rustls' config once now, so a key that is not the
-        // certificate's (or a CA rustls refuses) fails at start.
-        Server::builder().tls_config(config.clone()).map_err(|e| TlsError::Pair(chain(&e)))?;
-        Ok(ServerTls { config, client_ca_flag: client_ca.map(|(flag, _)| flag) })
+            Ok(Reload::Unchanged) => {}
+            Err(e) => tracing::error!(error = %e, "TLS files not reloaded; new connections keep the previous ones"),
+        });
     }
 
     /// Whether client certificates are verified (a client CA is set).
     pub fn verifies_clients(&self) -> bool {
-        self.client_ca_flag.is_some()
+        self.files.client_ca.is_some()
     }
 
-    /// Turns TLS on for `server`.
-    pub fn apply(&self, server: Server) -> Result<Server, tonic::transport::Error> {
-        server.tls_config(self.config.clone())
+    /// The TLS connections of `tcp`: each handshake runs on its own task
+    /// (bounded by [`HANDSHAKE_TIMEOUT`]) with the config current when the
+    /// connection was accepted; a failed one is dropped, logged at DEBUG
+    /// (scanners and plaintext clients are not news). Accept errors pass
+    /// through. Dropping the stream stops accepting.
+    pub fn incoming<S, IO>(&self, tcp: S) -> impl Stream<Item = std::io::Result<TlsStream<IO>>> + Send + 'static
+    where
+        S: Stream<Item = std::io::Result<IO>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let current = self.current.clone();
+        tokio::spawn(async move {
+            let mut tcp = std::pin::pin!(tcp);
+            loop {
+                let io = tokio::select! {
+                    () = tx.closed() => return,
+                    next = tcp.next() => match next {
+                        Some(Ok(io)) => io,
+                        Some(Err(e)) => {
+                            if tx.send(Err(e)).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        None => return,
+                    },
+                };
+                let config = current.read().unwrap_or_else(PoisonError::into_inner).clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                        Ok(Ok(s)) => {
+                            let _ = tx.send(Ok(s)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 }
 
-/// `builder` with TLS on when `tls` is set.
-pub fn server_builder(tls: Option<&ServerTls>) -> Result<Server, tonic::transport::Error> {
-    match tls {
-        Some(t) => t.apply(Server::builder()),
-        None => Ok(Server::builder()),
+impl Files {
+    fn read(&self) -> Result<Pem, TlsError> {
+        Ok(Pem {
+            cert: read(CERT_FLAG, &self.cert)?,
+            key: read(KEY_FLAG, &self.key)?,
+            client_ca: self.client_ca.as_ref().map(|(flag, p)| read(flag, p)).transpose()?,
+        })
+    }
+
+    /// rustls' config of `pem`: HTTP/2 only (ALPN `h2`, as tonic's), the
+    /// client CA's verifier when set.
+    fn config(&self, pem: &Pem) -> Result<ServerConfig, TlsError> {
+        let certs = CertificateDer::pem_slice_iter(&pem.cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_error(CERT_FLAG, &self.cert, format!("not PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(file_error(CERT_FLAG, &self.cert, "no CERTIFICATE in the file"));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&pem.key)
+            .map_err(|e| file_error(KEY_FLAG, &self.key, format!("no PEM private key: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Pair(e.to_string()))?;
+        let builder = match (&self.client_ca, &pem.client_ca) {
+            (Some((flag, path)), Some(ca_pem)) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(ca_pem) {
+                    let c = c.map_err(|e| file_error(flag, path, format!("not PEM: {e}")))?;
+                    roots.add(c).map_err(|e| file_error(flag, path, e.to_string()))?;
+                }
+                if roots.is_empty() {
+                    return Err(file_error(flag, path, "no CERTIFICATE in the file"));
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| file_error(flag, path, e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        // rustls checks here that the key is the certificate's.
+        let mut config = builder.with_single_cert(certs, key).map_err(|e| TlsError::Pair(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
     }
 }
 
@@ -135,7 +272,7 @@ pub fn has_client_cert<T>(req: &Request<T>) -> bool {
 pub fn require_client_cert(
     tls: Option<&ServerTls>,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
-    let flag = tls.and_then(|t| t.client_ca_flag);
+    let flag = tls.and_then(|t| t.files.client_ca.as_ref().map(|(flag, _)| *flag));
     move |req: Request<()>| match flag {
         Some(flag) if !has_client_cert(&req) => {
             Err(Status::unauthenticated(format!("this RPC needs a TLS client certificate issued by the CA of {flag}")))
@@ -150,17 +287,4 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 
 fn file_error(flag: &'static str, path: &Path, reason: impl Into<String>) -> TlsError {
     TlsError::File { flag, path: PathBuf::from(path).display().to_string(), reason: reason.into() }
-}
-
-/// An error and its sources on one line (tonic's own message is only
-/// "transport error").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }

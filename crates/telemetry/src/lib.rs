@@ -8,7 +8,7 @@
 //!   caller's `traceparent`), a log line (every call, or the notable ones)
 //!   and its request metrics;
 //! - `setup`: the subscriber (JSON or human logs on stderr, plus the
-//!   OpenTelemetry layer) and the OTLP/gRPC providers, configured by the
+//!   OpenTelemetry layer) and the OTLP providers (gRPC or HTTP/protobuf), configured by the
 //!   standard `OTEL_*` variables, with their shutdown guard, and the
 //!   Prometheus registry a `/metrics` endpoint scrapes;
 //! - `metrics`: the instruments, including observable ones over

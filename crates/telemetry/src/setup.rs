@@ -4,7 +4,14 @@
 //! or its per-signal `..._TRACES_ENDPOINT` / `..._METRICS_ENDPOINT`) and
 //! `OTEL_SDK_DISABLED` is not `true`; otherwise no exporter is built, so
 //! nothing is sent and nothing complains. `OTEL_TRACES_EXPORTER` /
-//! `OTEL_METRICS_EXPORTER` = `none` turn one signal off. Everything else
+//! `OTEL_METRICS_EXPORTER` = `none` turn one signal off.
+//! `OTEL_EXPORTER_OTLP_PROTOCOL` (or its per-signal `..._TRACES_PROTOCOL` /
+//! `..._METRICS_PROTOCOL`) picks `grpc` (the default here) or
+//! `http/protobuf`; over HTTP the SDK appends `/v1/traces` and `/v1/metrics`
+//! to `OTEL_EXPORTER_OTLP_ENDPOINT` (a per-signal endpoint is used as is),
+//! and a blocking client (reqwest, rustls; the system's roots, which
+//! `SSL_CERT_FILE` can replace) runs on the SDK's own export threads, which
+//! have no tokio runtime. Everything else
 //! (service name, resource attributes, sampler, export interval, headers,
 //! timeouts) is read by the OpenTelemetry SDK itself from the standard
 //! variables. Independently, a binary asked to serve Prometheus gets a
@@ -14,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Key, global};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -39,11 +47,20 @@ pub fn traces_on() -> bool {
     TRACES_ON.load(Ordering::Relaxed)
 }
 
-/// Which signals to export, from the environment.
+/// How one signal reaches the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (`grpc`).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (`http/protobuf`).
+    HttpProtobuf,
+}
+
+/// Which signals to export, and how, from the environment (`None`: off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Export {
-    pub traces: bool,
-    pub metrics: bool,
+    pub traces: Option<Protocol>,
+    pub metrics: Option<Protocol>,
 }
 
 impl Export {
@@ -54,27 +71,36 @@ impl Export {
     }
 
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Export, String> {
-        let off = Export { traces: false, metrics: false };
+        let off = Export { traces: None, metrics: None };
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(off);
         }
-        for p in
-            ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"]
-        {
-            if let Some(v) = var(p).filter(|v| v.trim() != "grpc") {
-                return Err(format!("{p}={v}: only grpc (OTLP/gRPC) is supported"));
+        // The per-signal variable wins over the general one, as in the SDK.
+        let protocol = |signal: &str| {
+            let (name, v) = [signal, "OTEL_EXPORTER_OTLP_PROTOCOL"]
+                .into_iter()
+                .find_map(|n| var(n).map(|v| (n, v)))
+                .unwrap_or(("", "grpc".into()));
+            match v.trim() {
+                "grpc" => Ok(Protocol::Grpc),
+                "http/protobuf" => Ok(Protocol::HttpProtobuf),
+                _ => Err(format!("{name}={v}: only grpc or http/protobuf is supported")),
             }
-        }
+        };
         let exporter = |name: &str| match var(name).as_deref().map(str::trim) {
             None | Some("otlp") => Ok(true),
             Some("none") => Ok(false),
             Some(v) => Err(format!("{name}={v}: only otlp or none is supported")),
         };
         let any = var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+        let traces = protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")?;
+        let metrics = protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")?;
         Ok(Export {
-            traces: exporter("OTEL_TRACES_EXPORTER")? && (any || var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()),
-            metrics: exporter("OTEL_METRICS_EXPORTER")?
-                && (any || var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()),
+            traces: (exporter("OTEL_TRACES_EXPORTER")? && (any || var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()))
+                .then_some(traces),
+            metrics: (exporter("OTEL_METRICS_EXPORTER")?
+                && (any || var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()))
+            .then_some(metrics),
         })
     }
 }
@@ -128,23 +154,35 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Strin
 /// [`init`], and with `prometheus` a registry for [`Telemetry::scrape`].
 pub fn init_with(service: &'static str, format: LogFormat, prometheus: bool) -> Result<Telemetry, String> {
     let export = Export::from_env()?;
+    // The OTLP/HTTP client's rustls (for an https:// collector) takes the
+    // process default provider; ring, as everywhere else here. An Err means
+    // one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let resource = resource(service);
-    let traces = if export.traces {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT (traces): {e}"))?;
+    let traces = if let Some(protocol) = export.traces {
+        let exporter = match protocol {
+            Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .build(),
+        }
+        .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT (traces): {e}"))?;
         // The sampler comes from OTEL_TRACES_SAMPLER(_ARG): the SDK's default config reads them.
         Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.clone()).build())
     } else {
         None
     };
     let mut meters = SdkMeterProvider::builder().with_resource(resource);
-    if export.metrics {
-        let exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT (metrics): {e}"))?;
+    if let Some(protocol) = export.metrics {
+        let exporter = match protocol {
+            Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder().with_tonic().build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .build(),
+        }
+        .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT (metrics): {e}"))?;
         // The interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
         meters = meters.with_periodic_exporter(exporter);
     }
@@ -159,7 +197,7 @@ pub fn init_with(service: &'static str, format: LogFormat, prometheus: bool) -> 
     } else {
         None
     };
-    let metrics = (export.metrics || prometheus).then(|| meters.build());
+    let metrics = (export.metrics.is_some() || prometheus).then(|| meters.build());
 
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match format {
@@ -198,7 +236,7 @@ pub fn init_with(service: &'static str, format: LogFormat, prometheus: bool) -> 
         global::set_meter_provider(m.clone());
     }
     TRACES_ON.store(traces.is_some(), Ordering::Relaxed);
-    tracing::debug!(traces = export.traces, metrics = export.metrics, "telemetry export");
+    tracing::debug!(traces = ?export.traces, metrics = ?export.metrics, "telemetry export");
     Ok(Telemetry { traces, metrics, scrape })
 }
 
@@ -254,19 +292,26 @@ mod tests {
 
     #[test]
     fn export_follows_the_standard_variables() {
-        let on = Export { traces: true, metrics: true };
-        let off = Export { traces: false, metrics: false };
+        let (g, h) = (Some(Protocol::Grpc), Some(Protocol::HttpProtobuf));
+        let on = Export { traces: g, metrics: g };
+        let off = Export { traces: None, metrics: None };
         assert_eq!(export(&[]), Ok(off), "no collector configured: nothing exported");
         assert_eq!(export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")]), Ok(on));
         let ep = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
         assert_eq!(export(&[ep, ("OTEL_SDK_DISABLED", "true")]), Ok(off));
-        assert_eq!(export(&[ep, ("OTEL_TRACES_EXPORTER", "none")]), Ok(Export { traces: false, metrics: true }));
+        assert_eq!(export(&[ep, ("OTEL_TRACES_EXPORTER", "none")]), Ok(Export { traces: None, metrics: g }));
         assert_eq!(
             export(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://127.0.0.1:4317")]),
-            Ok(Export { traces: false, metrics: true })
+            Ok(Export { traces: None, metrics: g })
         );
-        let e = export(&[ep, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).unwrap_err();
-        assert!(e.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
+        let http = ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+        assert_eq!(export(&[ep, http]), Ok(Export { traces: h, metrics: h }));
+        let grpc_traces = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc");
+        assert_eq!(export(&[ep, http, grpc_traces]), Ok(Export { traces: g, metrics: h }), "per signal wins");
+        let e = export(&[ep, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/json"), "{e}");
+        let e = export(&[ep, ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "thrift")]).unwrap_err();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), "{e}");
         let e = export(&[ep, ("OTEL_METRICS_EXPORTER", "prometheus")]).unwrap_err();
         assert!(e.contains("OTEL_METRICS_EXPORTER"), "{e}");
     }

@@ -225,6 +225,8 @@ otel.enabled, the standard OTEL_* variables.
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $otel.protocol | quote }}
 - name: OTEL_TRACES_SAMPLER
   value: {{ $otel.sampler | quote }}
 {{- with $otel.samplerArg }}
