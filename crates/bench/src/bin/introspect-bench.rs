@@ -95,7 +95,16 @@ async fn run() -> Result<(), String> {
     let build = "`cargo build --release -p introspect -p cred-bench` (or run crates/bench/introspect-bench.sh)";
     let introspect_bin = process::sibling("introspect", build)?;
     let noop_bin = process::sibling("noop-introspect", build)?;
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let dir = tmp.path().to_path_buf();
+    // INTROSPECT_BENCH_KEEP=1 keeps the run's files (logs, callgrind outputs
+    // for callgrind_annotate) instead of removing them at the end.
+    let _tmp = if std::env::var_os("INTROSPECT_BENCH_KEEP").is_some() {
+        println!("introspect-bench: keeping the run's files in {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
+    };
     let redis = RedisServer::start().await?;
     let mut admin = admin_connection(&redis.url()).await?;
     println!(
@@ -113,7 +122,7 @@ async fn run() -> Result<(), String> {
     // child (kill_on_drop); Redis is killed when `redis` drops.
     tokio::select! {
         r = async {
-            let env = Env::start(&redis, introspect_bin, noop_bin, dir.path(), config.credentials, config.rust_log.clone()).await?;
+            let env = Env::start(&redis, introspect_bin, noop_bin, &dir, config.credentials, config.rust_log.clone()).await?;
             figures(env, &config.only).await
         } => r,
         () = cred_serve::serve::shutdown_signal() => {
