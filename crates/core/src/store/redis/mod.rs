@@ -5,6 +5,8 @@
 //! - `records`: field codecs between domain records and Redis values;
 //! - `keys`: every key name, and the key layout table;
 //! - `conn`: options, targets, connections and the subscriber's pub/sub;
+//! - `sentinel`: the `redis+sentinel://` URL and the lookup of the current
+//!   master through the sentinels;
 //! - `seq`: sequence numbers on published invalidations (the publisher's
 //!   numbering, the subscriber's gap detection).
 //!
@@ -28,11 +30,16 @@
 //! cluster broadcasts to every node: the subscriber listens on any one live
 //! node and, when that node is lost, the stream ends and the next
 //! subscription picks another one from the current topology (or the seeds).
+//! Behind Sentinel the store behaves as on one server, the master the
+//! sentinels name: a connection that fails, or answers as a replica
+//! (`READONLY`), is dropped and the next call asks the sentinels again, as
+//! does the next subscription after one ends.
 
 mod conn;
 mod keys;
 mod records;
 mod scripts;
+mod sentinel;
 mod seq;
 
 use std::collections::HashMap;
@@ -51,6 +58,7 @@ use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant, limits};
 use crate::token::{parse_short_id, short_id};
 use conn::{Connections, PUBSUB_PING_EVERY, PUBSUB_PING_TIMEOUT};
 pub use conn::{RedisAuth, RedisConn, RedisOptions, RedisTarget, RedisTls, WaitReplicas};
+pub use sentinel::SentinelTarget;
 use keys::*;
 use records::*;
 use scripts::*;

@@ -1,0 +1,173 @@
+//! A Redis Sentinel setup on loopback: a master, its replicas and three
+//! sentinels (`redis-server <conf> --sentinel`, so no other binary is
+//! needed), with a fast failover (down after 1 s); everything killed on drop.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::RedisServer;
+use crate::redis_process::{free_port, pong};
+
+/// The name the sentinels monitor the master under.
+pub const MASTER_NAME: &str = "credd-master";
+
+/// One sentinel process; killed on drop.
+struct Sentinel {
+    /// The process.
+    child: Child,
+    /// Its loopback port.
+    port: u16,
+    /// Holds its config file (a sentinel rewrites it) for as long as it runs.
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sentinel {
+    fn spawn(master_port: u16) -> Option<Sentinel> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let conf = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel failover-timeout {MASTER_NAME} 4000\n\
+             sentinel parallel-syncs {MASTER_NAME} 2\n",
+            dir = dir.path().display()
+        );
+        let path = dir.path().join("sentinel.conf");
+        std::fs::write(&path, conf).expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&path)
+            .arg("--sentinel")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server --sentinel ({e}): install redis-server (Debian: apt-get install -y redis-server)")
+            });
+        let mut s = Sentinel { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if pong(port) {
+                return Some(s);
+            }
+            if let Ok(Some(_)) = s.child.try_wait() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+/// A master (node 0 at first), replicas, and three sentinels watching them.
+pub struct SentinelSetup {
+    /// The data nodes: the first master, then the replicas. Which one is
+    /// master changes on a failover: ask [`SentinelSetup::master_port`].
+    pub nodes: Vec<RedisServer>,
+    /// The sentinels.
+    sentinels: Vec<Sentinel>,
+}
+
+impl SentinelSetup {
+    /// A master, `replicas` replicas of it (every node runs `setup`'s
+    /// commands first, e.g. an ACL user, which Redis does not replicate) and
+    /// three sentinels; returns once every sentinel sees every replica and
+    /// the other two sentinels, so a failover can be agreed on.
+    pub async fn start(replicas: usize, setup: &[&[&str]]) -> SentinelSetup {
+        let master = RedisServer::start();
+        let mut nodes = vec![master];
+        let mport = nodes[0].port.to_string();
+        for _ in 0..replicas {
+            nodes.push(RedisServer::start_with(&["--replicaof", "127.0.0.1", &mport]));
+        }
+        for n in &nodes {
+            let mut c = n.conn().await;
+            for cmd in setup {
+                let () = redis::cmd(cmd[0]).arg(&cmd[1..]).query_async(&mut c).await.expect("setup command");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for r in &nodes[1..] {
+            loop {
+                let info: String = redis::cmd("INFO").arg("replication").query_async(&mut r.conn().await).await.unwrap();
+                if info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "replica {} never linked to its master:\n{info}", r.port);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let port = nodes[0].port;
+        let sentinels = (0..3)
+            .map(|_| (0..3).find_map(|_| Sentinel::spawn(port)).expect("a sentinel did not answer PING after 3 attempts"))
+            .collect();
+        let setup = SentinelSetup { nodes, sentinels };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut ready = true;
+            for s in &setup.sentinels {
+                let m = sentinel_master(s.port).await;
+                let n = |k: &str| m.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                ready &= n("num-slaves") == replicas && n("num-other-sentinels") == 2;
+            }
+            if ready {
+                return setup;
+            }
+            assert!(Instant::now() < deadline, "the sentinels did not find each other and the replicas within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `host:port,host:port,host:port` of the sentinels.
+    pub fn sentinel_hosts(&self) -> String {
+        self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// `redis+sentinel://<sentinels>/<master name>`.
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://{}/{MASTER_NAME}", self.sentinel_hosts())
+    }
+
+    /// The master's port as the first sentinel tells it now.
+    pub async fn master_port(&self) -> u16 {
+        let mut c = client(self.sentinels[0].port).await;
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(MASTER_NAME)
+            .query_async(&mut c)
+            .await
+            .expect("SENTINEL GET-MASTER-ADDR-BY-NAME");
+        port
+    }
+
+    /// The data node on `port`.
+    pub fn node(&self, port: u16) -> &RedisServer {
+        self.nodes.iter().find(|n| n.port == port).expect("no node on that port")
+    }
+}
+
+async fn client(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to a sentinel")
+}
+
+/// `SENTINEL MASTER <name>` as field → value.
+async fn sentinel_master(port: u16) -> std::collections::HashMap<String, String> {
+    redis::cmd("SENTINEL")
+        .arg("MASTER")
+        .arg(MASTER_NAME)
+        .query_async(&mut client(port).await)
+        .await
+        .unwrap_or_default()
+}
