@@ -382,7 +382,8 @@ impl Dialer {
         let dialled = async {
             let client = match &self.dial {
                 Dial::Fixed(c) => c.clone(),
-                Dial::Sentinel(d) => d.master().await?,
+                // Boxed: the lookup's futures are deep (see `open`).
+                Dial::Sentinel(d) => Box::pin(d.master()).await?,
             };
             client.get_multiplexed_async_connection_with_config(&self.cfg).await
         };
@@ -568,7 +569,10 @@ impl Connections {
         match target {
             RedisTarget::Standalone(url) => Connections::connect(url, opts).await,
             RedisTarget::Cluster(nodes) => Connections::connect_cluster(nodes, opts).await,
-            RedisTarget::Sentinel(t) => Connections::connect_sentinel(t, opts).await,
+            // Boxed: the lookup's futures are deep, and every caller's
+            // future would otherwise carry their layout (a test crate's
+            // chain of async constructors overflowed the query depth).
+            RedisTarget::Sentinel(t) => Box::pin(Connections::connect_sentinel(t, opts)).await,
         }
     }
 
@@ -591,7 +595,7 @@ impl Connections {
             Subscriber::Cluster { seeds, timeout, tls } => self.cluster_pubsub(seeds, *timeout, tls.as_ref()).await,
             Subscriber::Sentinel(discovery) => {
                 let attempt = async {
-                    let mut ps = discovery.master().await?.get_async_pubsub().await?;
+                    let mut ps = Box::pin(discovery.master()).await?.get_async_pubsub().await?;
                     ps.subscribe(INVALIDATION_CHANNEL).await?;
                     Ok::<_, RedisError>(ps)
                 };
