@@ -114,6 +114,7 @@ async fn both_services_follow_a_sentinel_failover_without_a_restart() {
     let wrong = format!("redis+sentinel://{}/no-such-master", setup.sentinel_hosts());
     let err = fails_at_start(command("introspect", &wrong, &password, &op), "a wrong master name");
     assert!(err.contains("--redis-url") && err.contains("no-such-master"), "{err}");
+    println!("a wrong master name: {}", err.lines().last().unwrap_or(""));
 
     let mut authd = Proc::spawn(command("authd", &url, &password, &op));
     let mut introspect = Proc::spawn(command("introspect", &url, &password, &op));
@@ -155,10 +156,8 @@ async fn both_services_follow_a_sentinel_failover_without_a_restart() {
     // A revoked token, which must never be valid again.
     let doomed = clients.create_session(authed(&key, session(0))).await.unwrap().into_inner();
     verify.verify(verify_req(&doomed.token)).await.expect("verify before revoking");
-    let revoke = pb::RevokeSessionRequest {
-        client_id: client_ids[0].clone(),
-        session_id: doomed.session.unwrap().session_id,
-    };
+    let revoke =
+        pb::RevokeSessionRequest { client_id: client_ids[0].clone(), session_id: doomed.session.unwrap().session_id };
     clients.revoke_session(authed(&key, revoke)).await.expect("revoke");
     assert_eventually!(
         verify.verify(verify_req(&doomed.token)).await.is_err_and(|s| s.code() == Code::Unauthenticated),
@@ -296,10 +295,8 @@ async fn both_services_follow_a_sentinel_failover_without_a_restart() {
     let late = clients.create_session(authed(&key, session(1))).await.expect("a session after the failover");
     let late = late.into_inner();
     verify.verify(verify_req(&late.token)).await.expect("verify after the failover");
-    let revoke = pb::RevokeSessionRequest {
-        client_id: client_ids[1].clone(),
-        session_id: late.session.unwrap().session_id,
-    };
+    let revoke =
+        pb::RevokeSessionRequest { client_id: client_ids[1].clone(), session_id: late.session.unwrap().session_id };
     let revoked_at = Instant::now();
     clients.revoke_session(authed(&key, revoke)).await.expect("revoke after the failover");
     assert_eventually!(
@@ -313,6 +310,109 @@ async fn both_services_follow_a_sentinel_failover_without_a_restart() {
         minted.len(),
         revoked_at.elapsed().as_secs_f64()
     );
+
+    // A master demoted while alive (`SENTINEL FAILOVER`): both follow again,
+    // and no write lands on the demoted one (it would answer READONLY, which
+    // drops the connection; Sentinel also closes its clients).
+    setup.failover().await;
+    let switch = Instant::now();
+    assert_eventually!(
+        setup.master_port().await != new,
+        Duration::from_secs(20),
+        "SENTINEL FAILOVER did not promote another node"
+    );
+    let third = setup.master_port().await;
+    let switched = switch.elapsed();
+    // Both move to the promoted node at once, although the demoted one still
+    // answers as a master until Sentinel turns it into a replica: authd's
+    // writes (and their WAIT) and introspect's subscription.
+    let mut promoted = setup.node(third).conn().await;
+    let mut moved = (None, None);
+    while moved.0.is_none() || moved.1.is_none() {
+        assert!(
+            switch.elapsed() < RECOVERY_BOUND,
+            "not on the promoted node within {RECOVERY_BOUND:?}: authd {:?}, introspect {:?}",
+            moved.0,
+            moved.1
+        );
+        // A write to try (refused until a replica acknowledges it).
+        let _ = clients.create_session(authed(&key, session(3))).await;
+        let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut promoted).await.unwrap();
+        let credd: Vec<&str> = list.lines().filter(|l| l.contains(" user=credd ")).collect();
+        if moved.0.is_none() && credd.iter().any(|l| l.contains(" cmd=wait ")) {
+            moved.0 = Some(switch.elapsed());
+        }
+        if moved.1.is_none() && credd.iter().any(|l| l.contains(" sub=1 ")) {
+            moved.1 = Some(switch.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The sentinels are asked every second; Sentinel turns the old master
+    // into a replica only after 8 s or more, so following must not wait for that.
+    let lag = moved.0.unwrap().max(moved.1.unwrap()) - switched;
+    assert!(lag < Duration::from_secs(6), "followed the promoted node {lag:?} after the sentinels named it");
+    println!(
+        "sentinel failover: after SENTINEL FAILOVER, the sentinels named :{third} at {:.2} s; authd's WAIT writer \
+         on it at {:.2} s, introspect's subscription at {:.2} s",
+        switched.as_secs_f64(),
+        moved.0.unwrap().as_secs_f64(),
+        moved.1.unwrap().as_secs_f64()
+    );
+    let (mut after, mut first, mut why) = (Vec::new(), None, std::collections::BTreeMap::new());
+    while after.len() < 10 {
+        assert!(
+            switch.elapsed() < RECOVERY_BOUND,
+            "authd did not follow the second failover within {RECOVERY_BOUND:?}"
+        );
+        match clients.create_session(authed(&key, session(2 + after.len()))).await {
+            Ok(r) => {
+                first.get_or_insert(switch.elapsed());
+                after.push(r.into_inner().token);
+            }
+            Err(s) => {
+                assert_eq!(s.code(), Code::Unavailable, "authd during the second failover: {s:?}");
+                *why.entry(s.message().chars().take(60).collect::<String>()).or_insert(0) += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let writing = first.unwrap();
+    println!("sentinel failover: refusals after SENTINEL FAILOVER: {why:?}");
+
+    for t in &after {
+        assert_eventually!(
+            verify.verify(verify_req(t)).await.is_ok(),
+            RECOVERY_BOUND,
+            "a session minted after the second failover never verified"
+        );
+    }
+    let readonly = readonly_errors(&setup, new).await;
+    println!(
+        "sentinel failover: :{new} demoted, :{third} promoted (SENTINEL FAILOVER); first session written with \
+         WAIT 1 {:.2} s after it (when the demoted node replicates the promoted one), 10 verified; READONLY \
+         answers on the demoted node: {readonly}",
+        writing.as_secs_f64(),
+    );
+    // A revocation reaches introspect through its moved subscription.
+    let last = clients.create_session(authed(&key, session(4))).await.expect("a session").into_inner();
+    verify.verify(verify_req(&last.token)).await.expect("verify after the second failover");
+    let revoke =
+        pb::RevokeSessionRequest { client_id: client_ids[4].clone(), session_id: last.session.unwrap().session_id };
+    clients.revoke_session(authed(&key, revoke)).await.expect("revoke after the second failover");
+    assert_eventually!(
+        verify.verify(verify_req(&last.token)).await.is_err_and(|s| s.code() == Code::Unauthenticated),
+        Duration::from_secs(5),
+        "a revocation after the second failover never reached introspect's cache"
+    );
+    assert!(authd.alive() && introspect.alive(), "a service exited");
     assert_eq!(authd.terminate(), Some(0));
     assert_eq!(introspect.terminate(), Some(0));
+}
+
+/// `errorstat_READONLY` of the node on `port` (`INFO errorstats`).
+async fn readonly_errors(setup: &SentinelSetup, port: u16) -> u64 {
+    let info: String =
+        redis::cmd("INFO").arg("errorstats").query_async(&mut setup.node(port).conn().await).await.unwrap();
+    let count = info.lines().find_map(|l| l.strip_prefix("errorstat_READONLY:count="));
+    count.map_or(0, |n| n.trim().parse().unwrap_or(0))
 }

@@ -16,8 +16,8 @@ pub mod gateways;
 pub mod introspect;
 pub mod proxy;
 pub mod redis_cluster;
-pub mod redis_sentinel;
 mod redis_process;
+pub mod redis_sentinel;
 pub mod redis_server;
 
 pub use authd::Authd;

@@ -97,7 +97,8 @@ impl SentinelSetup {
         let deadline = Instant::now() + Duration::from_secs(20);
         for r in &nodes[1..] {
             loop {
-                let info: String = redis::cmd("INFO").arg("replication").query_async(&mut r.conn().await).await.unwrap();
+                let info: String =
+                    redis::cmd("INFO").arg("replication").query_async(&mut r.conn().await).await.unwrap();
                 if info.contains("master_link_status:up") {
                     break;
                 }
@@ -107,7 +108,9 @@ impl SentinelSetup {
         }
         let port = nodes[0].port;
         let sentinels = (0..3)
-            .map(|_| (0..3).find_map(|_| Sentinel::spawn(port)).expect("a sentinel did not answer PING after 3 attempts"))
+            .map(|_| {
+                (0..3).find_map(|_| Sentinel::spawn(port)).expect("a sentinel did not answer PING after 3 attempts")
+            })
             .collect();
         let setup = SentinelSetup { nodes, sentinels };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -148,6 +151,24 @@ impl SentinelSetup {
         port
     }
 
+    /// Asks a sentinel for a failover now (`SENTINEL FAILOVER`): the master,
+    /// alive, is demoted to a replica of the one promoted. Retried for up to
+    /// 20 s while the sentinel has no good replica to promote yet (one still
+    /// syncing after an earlier failover).
+    pub async fn failover(&self) {
+        let mut c = client(self.sentinels[0].port).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r: redis::RedisResult<String> =
+                redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query_async(&mut c).await;
+            match r {
+                Ok(_) => return,
+                Err(e) => assert!(Instant::now() < deadline, "SENTINEL FAILOVER refused for 20 s: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The data node on `port`.
     pub fn node(&self, port: u16) -> &RedisServer {
         self.nodes.iter().find(|n| n.port == port).expect("no node on that port")
@@ -164,10 +185,5 @@ async fn client(port: u16) -> redis::aio::MultiplexedConnection {
 
 /// `SENTINEL MASTER <name>` as field → value.
 async fn sentinel_master(port: u16) -> std::collections::HashMap<String, String> {
-    redis::cmd("SENTINEL")
-        .arg("MASTER")
-        .arg(MASTER_NAME)
-        .query_async(&mut client(port).await)
-        .await
-        .unwrap_or_default()
+    redis::cmd("SENTINEL").arg("MASTER").arg(MASTER_NAME).query_async(&mut client(port).await).await.unwrap_or_default()
 }

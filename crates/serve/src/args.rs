@@ -87,7 +87,9 @@ impl RedisArgs {
     /// The store's target, with the flag to name in its errors.
     pub fn target(self) -> Result<(RedisTarget, &'static str), String> {
         match (self.redis_url, self.redis_cluster_nodes) {
-            (Some(url), None) => Ok((RedisTarget::from_url(&url).map_err(|e| format!("--redis-url: {e}"))?, "--redis-url")),
+            (Some(url), None) => {
+                Ok((RedisTarget::from_url(&url).map_err(|e| format!("--redis-url: {e}"))?, "--redis-url"))
+            }
             (None, Some(nodes)) => Ok((RedisTarget::Cluster(nodes), "--redis-cluster-nodes")),
             _ => Err("exactly one of --redis-url and --redis-cluster-nodes is required".into()),
         }
@@ -314,7 +316,8 @@ mod tests {
             panic!("a sentinel URL is a Sentinel target")
         };
         assert_eq!((t.sentinels.len(), t.master.as_str()), (2, "mymaster"));
-        let m = env_prefix(Cli::command(), "SVC").try_get_matches_from(["x", "--redis-url", "redis+sentinel://a"]).unwrap();
+        let m =
+            env_prefix(Cli::command(), "SVC").try_get_matches_from(["x", "--redis-url", "redis+sentinel://a"]).unwrap();
         let err = Cli::from_arg_matches(&m).unwrap().redis.target().unwrap_err();
         assert!(err.starts_with("--redis-url: ") && err.contains("master name"), "{err}");
     }

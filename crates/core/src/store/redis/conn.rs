@@ -21,7 +21,7 @@ use crate::clock::now_ms;
 use crate::error::StoreError;
 use crate::store::{INVALIDATION_CHANNEL, StoreResult};
 
-use super::sentinel::{Discovery, SentinelTarget, not_master};
+use super::sentinel::{Addr, Discovery, SentinelTarget, addr_of, not_master};
 
 /// How the Redis store connects.
 #[derive(Debug, Clone)]
@@ -180,6 +180,9 @@ pub enum RedisConn {
 pub struct Pinned {
     conn: MultiplexedConnection,
     broken: Arc<AtomicBool>,
+    /// The server it is connected to (behind Sentinel: compared with the
+    /// master the sentinels name).
+    addr: Option<Addr>,
 }
 
 impl Pinned {
@@ -289,6 +292,18 @@ pub(super) enum Subscriber {
     Sentinel(Arc<Discovery>),
 }
 
+/// Whether a subscription is no longer where invalidations are published:
+/// behind Sentinel, once the sentinels name a master other than its server
+/// (PUBLISH then goes there). Never, elsewhere.
+#[derive(Clone, Default)]
+pub(super) struct Moved(Option<(Arc<Discovery>, Option<Addr>)>);
+
+impl Moved {
+    pub(super) fn moved(&self) -> bool {
+        self.0.as_ref().is_some_and(|(d, addr)| d.replaced(addr))
+    }
+}
+
 /// The connections of one store.
 #[derive(Clone)]
 pub(super) struct Connections {
@@ -358,8 +373,14 @@ impl Dialer {
     /// The current connection, if it has not failed; or the recent dial failure.
     fn current(&self) -> Option<RedisResult<Pinned>> {
         let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = slot.conn.as_ref().filter(|p| !p.broken.load(Ordering::Acquire)) {
-            return Some(Ok(p.clone()));
+        if let Some(p) = &slot.conn
+            && !p.broken.load(Ordering::Acquire)
+        {
+            match &self.dial {
+                // Another master is named: never another command to this one.
+                Dial::Sentinel(d) if d.replaced(&p.addr) => p.broken.store(true, Ordering::Release),
+                _ => return Some(Ok(p.clone())),
+            }
         }
         match &slot.failed {
             Some((at, why)) if at.elapsed() < REDIAL_PAUSE => {
@@ -385,13 +406,14 @@ impl Dialer {
                 // Boxed: the lookup's futures are deep (see `open`).
                 Dial::Sentinel(d) => Box::pin(d.master()).await?,
             };
-            client.get_multiplexed_async_connection_with_config(&self.cfg).await
+            let conn = client.get_multiplexed_async_connection_with_config(&self.cfg).await?;
+            Ok::<_, RedisError>((conn, addr_of(&client)))
         };
         let dialled = dialled.await;
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         match dialled {
-            Ok(conn) => {
-                let p = Pinned { conn, broken: Arc::default() };
+            Ok((conn, addr)) => {
+                let p = Pinned { conn, broken: Arc::default(), addr };
                 *slot = Slot { conn: Some(p.clone()), failed: None };
                 Ok(p)
             }
@@ -539,7 +561,7 @@ impl Connections {
                     .set_client_to_sentinel_certificates(tls.certificates());
             }
         }
-        let discovery = Arc::new(Discovery::new(b.build()?, t.master.clone(), opts.connection_timeout));
+        let discovery = Discovery::start(b.build()?, t.master.clone(), opts.connection_timeout);
         let cfg = |response: Duration| {
             AsyncConnectionConfig::new()
                 .set_response_timeout(Some(response))
@@ -555,7 +577,8 @@ impl Connections {
             // Its own connection, for the same reason as on a standalone
             // server; it follows the master the same way.
             Some(w) => {
-                let writer = Dialer::new(Dial::Sentinel(discovery.clone()), cfg(opts.response_timeout + w.timeout), t.db);
+                let writer =
+                    Dialer::new(Dial::Sentinel(discovery.clone()), cfg(opts.response_timeout + w.timeout), t.db);
                 writer.get().await?;
                 Some((writer, w))
             }
@@ -576,9 +599,10 @@ impl Connections {
         }
     }
 
-    /// A pub/sub connection subscribed to the invalidations.
-    pub(super) async fn pubsub(&self) -> StoreResult<PubSub> {
-        match &self.sub {
+    /// A pub/sub connection subscribed to the invalidations, and how to
+    /// tell that it is no longer where they are published.
+    pub(super) async fn pubsub(&self) -> StoreResult<(PubSub, Moved)> {
+        let ps = match &self.sub {
             Subscriber::Standalone(client) => {
                 // Bounded: a connection that takes bytes but returns none
                 // would otherwise hang the subscriber for good.
@@ -588,23 +612,28 @@ impl Connections {
                     Ok::<_, RedisError>(ps)
                 };
                 match tokio::time::timeout(PUBSUB_PING_TIMEOUT * 2, attempt).await {
-                    Ok(r) => Ok(r?),
-                    Err(_) => Err(StoreError::Unavailable("the subscription was not confirmed in time".into())),
+                    Ok(r) => r?,
+                    Err(_) => return Err(StoreError::Unavailable("the subscription was not confirmed in time".into())),
                 }
             }
-            Subscriber::Cluster { seeds, timeout, tls } => self.cluster_pubsub(seeds, *timeout, tls.as_ref()).await,
+            Subscriber::Cluster { seeds, timeout, tls } => self.cluster_pubsub(seeds, *timeout, tls.as_ref()).await?,
             Subscriber::Sentinel(discovery) => {
                 let attempt = async {
-                    let mut ps = Box::pin(discovery.master()).await?.get_async_pubsub().await?;
+                    let master = Box::pin(discovery.master()).await?;
+                    let mut ps = master.get_async_pubsub().await?;
                     ps.subscribe(INVALIDATION_CHANNEL).await?;
-                    Ok::<_, RedisError>(ps)
+                    Ok::<_, RedisError>((ps, addr_of(&master)))
                 };
-                match tokio::time::timeout(PUBSUB_PING_TIMEOUT * 2, attempt).await {
-                    Ok(r) => Ok(r?),
+                return match tokio::time::timeout(PUBSUB_PING_TIMEOUT * 2, attempt).await {
+                    Ok(r) => {
+                        let (ps, addr) = r?;
+                        Ok((ps, Moved(Some((discovery.clone(), addr)))))
+                    }
                     Err(_) => Err(StoreError::Unavailable("the subscription was not confirmed in time".into())),
-                }
+                };
             }
-        }
+        };
+        Ok((ps, Moved::default()))
     }
 
     /// A pub/sub connection subscribed to the invalidations on one live

@@ -58,10 +58,10 @@ use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant, limits};
 use crate::token::{parse_short_id, short_id};
 use conn::{Connections, PUBSUB_PING_EVERY, PUBSUB_PING_TIMEOUT};
 pub use conn::{RedisAuth, RedisConn, RedisOptions, RedisTarget, RedisTls, WaitReplicas};
-pub use sentinel::SentinelTarget;
 use keys::*;
 use records::*;
 use scripts::*;
+pub use sentinel::SentinelTarget;
 use seq::{GapDetector, HEARTBEAT_EVERY, Heard, Publisher, Ticket};
 
 /// Redis-backed store over one multiplexed connection (to a server or a
@@ -632,18 +632,21 @@ impl Store for RedisStore {
             Tick,
             Dead(String),
         }
-        let (sink, messages) = self.c.pubsub().await?.split();
+        let (pubsub, moved) = self.c.pubsub().await?;
+        let (sink, messages) = pubsub.split();
         // The stream ends when the connection does, when a PING on it goes
-        // unanswered (see `PUBSUB_PING_EVERY`); a numbered message found
-        // missing (see `seq`) is told as `Pushed::Missed`.
-        let alive = futures::stream::unfold(sink, |mut sink| async move {
+        // unanswered (see `PUBSUB_PING_EVERY`), or when the sentinels name
+        // another master; a numbered message found missing (see `seq`) is
+        // told as `Pushed::Missed`.
+        let alive = futures::stream::unfold((sink, moved), |(mut sink, moved)| async move {
             tokio::time::sleep(PUBSUB_PING_EVERY).await;
             let event = match tokio::time::timeout(PUBSUB_PING_TIMEOUT, sink.ping::<redis::Value>()).await {
+                Ok(Ok(_)) if moved.moved() => Event::Dead("the sentinels name another master".to_string()),
                 Ok(Ok(_)) => Event::Tick,
                 Ok(Err(e)) => Event::Dead(format!("PING failed: {e}")),
                 Err(_) => Event::Dead(format!("no answer to PING within {PUBSUB_PING_TIMEOUT:?}")),
             };
-            Some((event, sink))
+            Some((event, (sink, moved)))
         });
         let messages = messages
             .filter_map(|m| std::future::ready(m.get_payload::<String>().ok().map(Event::Message)))

@@ -1,13 +1,14 @@
-//! Redis Sentinel: the `redis+sentinel://` URL, and asking the sentinels
-//! for the current master (through the redis crate's `SentinelClient`,
-//! which also checks with `ROLE` that the named master is one). Following a
-//! failover, re-dialling after a lost or demoted master, is the
-//! connections' job (`conn`).
+//! Redis Sentinel: the `redis+sentinel://` URL, asking the sentinels for
+//! the current master (through the redis crate's `SentinelClient`, which
+//! also checks with `ROLE` that the named master is one), and a watch of
+//! that answer every second. Following a failover, re-dialling after a
+//! lost, demoted or replaced master, is the connections' job (`conn`).
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::sentinel::SentinelClient;
-use redis::{ErrorKind, RedisError, RedisResult};
+use redis::{ConnectionAddr, ErrorKind, RedisError, RedisResult};
 
 /// The port of a sentinel given without one.
 const SENTINEL_PORT: u16 = 26379;
@@ -136,6 +137,24 @@ fn decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "the URL does not decode to UTF-8".to_string())
 }
 
+/// How often the sentinels are asked which server is master while the
+/// connections to it work. A failover that leaves the old master running
+/// (a manual `SENTINEL FAILOVER`, a partition that heals) is otherwise
+/// unseen: the old master answers, and Sentinel turns it into a replica only
+/// seconds later, dropping what was written to it meanwhile.
+pub(super) const MASTER_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// A server's address, to compare with the master the sentinels name.
+pub(super) type Addr = (String, u16);
+
+/// `(host, port)` of a client's server.
+pub(super) fn addr_of(client: &redis::Client) -> Option<Addr> {
+    match client.get_connection_info().addr() {
+        ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => Some((h.clone(), *p)),
+        _ => None,
+    }
+}
+
 /// Asks the sentinels for the current master. One lookup at a time (the
 /// library's client keeps one connection per sentinel), each bounded.
 pub(super) struct Discovery {
@@ -146,11 +165,40 @@ pub(super) struct Discovery {
     master: String,
     /// Longest wait for one lookup.
     timeout: Duration,
+    /// The master named by the last lookup that found one.
+    named: tokio::sync::watch::Sender<Option<Addr>>,
 }
 
 impl Discovery {
-    pub(super) fn new(client: SentinelClient, master: String, timeout: Duration) -> Discovery {
-        Discovery { client: tokio::sync::Mutex::new(client), master, timeout }
+    /// The discovery, and a task asking the sentinels every
+    /// [`MASTER_CHECK_EVERY`] (it ends with the last connection using it).
+    pub(super) fn start(client: SentinelClient, master: String, timeout: Duration) -> Arc<Discovery> {
+        let d = Arc::new(Discovery {
+            client: tokio::sync::Mutex::new(client),
+            master,
+            timeout,
+            named: tokio::sync::watch::Sender::new(None),
+        });
+        let weak: Weak<Discovery> = Arc::downgrade(&d);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(MASTER_CHECK_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(d) = weak.upgrade() else { return };
+                // A failed lookup changes nothing: a lost master fails the
+                // connections by itself.
+                if let Err(e) = d.master().await {
+                    tracing::debug!(error = %e, "sentinel check of the master failed");
+                }
+            }
+        });
+        d
+    }
+
+    /// Whether the sentinels last named a master other than `addr`.
+    pub(super) fn replaced(&self, addr: &Option<Addr>) -> bool {
+        matches!((&*self.named.borrow(), addr), (Some(named), Some(a)) if named != a)
     }
 
     /// A client for the server that is the master now; an error while
@@ -158,7 +206,14 @@ impl Discovery {
     pub(super) async fn master(&self) -> RedisResult<redis::Client> {
         let mut client = self.client.lock().await;
         match tokio::time::timeout(self.timeout, client.async_get_client()).await {
-            Ok(Ok(c)) => Ok(c),
+            Ok(Ok(c)) => {
+                let addr = addr_of(&c);
+                if addr.is_some() && *self.named.borrow() != addr {
+                    tracing::info!(master = ?addr, name = %self.master, "the sentinels name a master");
+                    self.named.send_replace(addr);
+                }
+                Ok(c)
+            }
             Ok(Err(e)) if e.kind() == ErrorKind::MasterNameNotFoundBySentinel => Err(RedisError::from((
                 ErrorKind::MasterNameNotFoundBySentinel,
                 "no sentinel names a live master",
@@ -190,18 +245,20 @@ mod tests {
     #[test]
     fn sentinel_urls_parse() {
         let t = SentinelTarget::parse("redis+sentinel://h1:26380,h2,[::1]:7/mymaster").unwrap();
-        assert_eq!(
-            t.sentinels,
-            vec![("h1".into(), 26380), ("h2".into(), 26379), ("::1".into(), 7)]
-        );
+        assert_eq!(t.sentinels, vec![("h1".into(), 26380), ("h2".into(), 26379), ("::1".into(), 7)]);
         assert_eq!((t.master.as_str(), t.tls, t.db, t.password), ("mymaster", false, 0, None));
         let t = SentinelTarget::parse("rediss+sentinel://u:p%40ss@h:1/m/3").unwrap();
         assert_eq!((t.tls, t.db, t.username.as_deref(), t.password.as_deref()), (true, 3, Some("u"), Some("p@ss")));
         assert!(!format!("{t:?}").contains("p@ss"));
         let t = SentinelTarget::parse("redis+sentinel://:pw@h/m").unwrap();
         assert_eq!((t.username, t.password.as_deref()), (None, Some("pw")));
-        for bad in ["redis://h/m", "redis+sentinel://h1", "redis+sentinel:///m", "redis+sentinel://h:x/m", "redis+sentinel://h/m/x"]
-        {
+        for bad in [
+            "redis://h/m",
+            "redis+sentinel://h1",
+            "redis+sentinel:///m",
+            "redis+sentinel://h:x/m",
+            "redis+sentinel://h/m/x",
+        ] {
             assert!(SentinelTarget::parse(bad).is_err(), "{bad}");
         }
     }
