@@ -171,7 +171,7 @@ pub enum RedisConn {
     /// Behind Sentinel: the master's connection, replaced by the next call
     /// after it failed or answered as a replica, with the master the
     /// sentinels name then (see [`Dialer`]).
-    Followed(Dialer),
+    Followed(Arc<Dialer>),
 }
 
 /// One connection that is never silently replaced: it notes its own
@@ -346,7 +346,7 @@ pub struct Dialer {
 #[derive(Clone)]
 enum Dial {
     /// Always the same server.
-    Fixed(redis::Client),
+    Fixed(Box<redis::Client>),
     /// The master the sentinels name at the time.
     Sentinel(Arc<Discovery>),
 }
@@ -402,7 +402,7 @@ impl Dialer {
         }
         let dialled = async {
             let client = match &self.dial {
-                Dial::Fixed(c) => c.clone(),
+                Dial::Fixed(c) => (**c).clone(),
                 // Boxed: the lookup's futures are deep (see `open`).
                 Dial::Sentinel(d) => Box::pin(d.master()).await?,
             };
@@ -453,7 +453,7 @@ impl Connections {
                 let cfg = AsyncConnectionConfig::new()
                     .set_response_timeout(Some(opts.response_timeout + w.timeout))
                     .set_connection_timeout(Some(opts.connection_timeout));
-                let writer = Dialer::new(Dial::Fixed(client.clone()), cfg, 0);
+                let writer = Dialer::new(Dial::Fixed(Box::new(client.clone())), cfg, 0);
                 writer.get().await?;
                 Some((writer, w))
             }
@@ -584,7 +584,7 @@ impl Connections {
             }
             None => None,
         };
-        Ok(Connections { conn: RedisConn::Followed(conn), sub: Subscriber::Sentinel(discovery), writer })
+        Ok(Connections { conn: RedisConn::Followed(Arc::new(conn)), sub: Subscriber::Sentinel(discovery), writer })
     }
 
     /// Connects to `target`.
