@@ -1,7 +1,8 @@
 //! Redis Sentinel for both binaries: a master, two replicas and three
 //! sentinels on loopback (`redis-server --sentinel`, down after 1 s), authd
 //! (writes followed by `WAIT 1`) and introspect over
-//! `redis+sentinel://…/<master>` as an ACL user whose password is in a file.
+//! `redis+sentinel://:<sentinels' password>@…/<master>` as an ACL user whose
+//! password is in a file.
 //! Under a bounded load of CreateSession and Verify calls the master is
 //! killed (SIGKILL): both services answer UNAVAILABLE while there is no
 //! master, then follow the promoted replica without a restart (the recovery
@@ -103,7 +104,7 @@ fn recovery(calls: &[Call], kill: Instant) -> (Option<Duration>, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_services_follow_a_sentinel_failover_without_a_restart() {
     let acl: &[&str] = &["ACL", "SETUSER", "credd", "on", ">pw-of-credd", "~*", "&*", "+@all"];
-    let mut setup = SentinelSetup::start(2, &[acl]).await;
+    let mut setup = SentinelSetup::start(2, &[acl], Some("pw-of-the-sentinels")).await;
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("password");
     std::fs::write(&password, "pw-of-credd\n").unwrap();
@@ -111,7 +112,7 @@ async fn both_services_follow_a_sentinel_failover_without_a_restart() {
     let url = setup.url();
 
     // A master name the sentinels do not know fails at start, naming the flag.
-    let wrong = format!("redis+sentinel://{}/no-such-master", setup.sentinel_hosts());
+    let wrong = setup.url().replace(cred_tests::redis_sentinel::MASTER_NAME, "no-such-master");
     let err = fails_at_start(command("introspect", &wrong, &password, &op), "a wrong master name");
     assert!(err.contains("--redis-url") && err.contains("no-such-master"), "{err}");
     println!("a wrong master name: {}", err.lines().last().unwrap_or(""));

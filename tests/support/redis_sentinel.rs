@@ -1,7 +1,11 @@
 //! A Redis Sentinel setup on loopback: a master, its replicas and three
 //! sentinels (`redis-server <conf> --sentinel`, so no other binary is
-//! needed), with a fast failover (down after 1 s); everything killed on drop.
+//! needed), with a fast failover (down after 1 s) and, if asked, a password
+//! on the sentinels (`requirepass`, which they also use with each other);
+//! everything killed on drop.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,7 +33,7 @@ impl Drop for Sentinel {
 }
 
 impl Sentinel {
-    fn spawn(master_port: u16) -> Option<Sentinel> {
+    fn spawn(master_port: u16, password: Option<&str>) -> Option<Sentinel> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let conf = format!(
@@ -39,7 +43,7 @@ impl Sentinel {
              sentinel failover-timeout {MASTER_NAME} 4000\n\
              sentinel parallel-syncs {MASTER_NAME} 2\n",
             dir = dir.path().display()
-        );
+        ) + &password.map(|p| format!("requirepass {p}\n")).unwrap_or_default();
         let path = dir.path().join("sentinel.conf");
         std::fs::write(&path, conf).expect("write sentinel.conf");
         let child = Command::new("redis-server")
@@ -55,7 +59,7 @@ impl Sentinel {
         let mut s = Sentinel { child, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if pong(port) {
+            if password.map_or_else(|| pong(port), |p| pong_with(port, p)) {
                 return Some(s);
             }
             if let Ok(Some(_)) = s.child.try_wait() {
@@ -67,6 +71,17 @@ impl Sentinel {
     }
 }
 
+/// `AUTH <password>` then `PING` answered.
+fn pong_with(port: u16, password: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let req = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n*1\r\n$4\r\nPING\r\n", password.len());
+    let mut buf = [0u8; 12];
+    s.write_all(req.as_bytes()).is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+OK\r\n+PONG\r\n"
+}
+
 /// A master (node 0 at first), replicas, and three sentinels watching them.
 pub struct SentinelSetup {
     /// The data nodes: the first master, then the replicas. Which one is
@@ -74,14 +89,17 @@ pub struct SentinelSetup {
     pub nodes: Vec<RedisServer>,
     /// The sentinels.
     sentinels: Vec<Sentinel>,
+    /// Their password, if any.
+    password: Option<String>,
 }
 
 impl SentinelSetup {
     /// A master, `replicas` replicas of it (every node runs `setup`'s
     /// commands first, e.g. an ACL user, which Redis does not replicate) and
-    /// three sentinels; returns once every sentinel sees every replica and
-    /// the other two sentinels, so a failover can be agreed on.
-    pub async fn start(replicas: usize, setup: &[&[&str]]) -> SentinelSetup {
+    /// three sentinels (with `password`, if given); returns once every
+    /// sentinel sees every replica and the other two sentinels, so a
+    /// failover can be agreed on.
+    pub async fn start(replicas: usize, setup: &[&[&str]], password: Option<&str>) -> SentinelSetup {
         let master = RedisServer::start();
         let mut nodes = vec![master];
         let mport = nodes[0].port.to_string();
@@ -109,15 +127,17 @@ impl SentinelSetup {
         let port = nodes[0].port;
         let sentinels = (0..3)
             .map(|_| {
-                (0..3).find_map(|_| Sentinel::spawn(port)).expect("a sentinel did not answer PING after 3 attempts")
+                (0..3)
+                    .find_map(|_| Sentinel::spawn(port, password))
+                    .expect("a sentinel did not answer PING after 3 attempts")
             })
             .collect();
-        let setup = SentinelSetup { nodes, sentinels };
+        let setup = SentinelSetup { nodes, sentinels, password: password.map(str::to_string) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut ready = true;
             for s in &setup.sentinels {
-                let m = sentinel_master(s.port).await;
+                let m = setup.sentinel_master(s.port).await;
                 let n = |k: &str| m.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
                 ready &= n("num-slaves") == replicas && n("num-other-sentinels") == 2;
             }
@@ -134,14 +154,15 @@ impl SentinelSetup {
         self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect::<Vec<_>>().join(",")
     }
 
-    /// `redis+sentinel://<sentinels>/<master name>`.
+    /// `redis+sentinel://[:<password>@]<sentinels>/<master name>`.
     pub fn url(&self) -> String {
-        format!("redis+sentinel://{}/{MASTER_NAME}", self.sentinel_hosts())
+        let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
+        format!("redis+sentinel://{auth}{}/{MASTER_NAME}", self.sentinel_hosts())
     }
 
     /// The master's port as the first sentinel tells it now.
     pub async fn master_port(&self) -> u16 {
-        let mut c = client(self.sentinels[0].port).await;
+        let mut c = self.client(self.sentinels[0].port).await;
         let (_, port): (String, u16) = redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(MASTER_NAME)
@@ -156,7 +177,7 @@ impl SentinelSetup {
     /// 20 s while the sentinel has no good replica to promote yet (one still
     /// syncing after an earlier failover).
     pub async fn failover(&self) {
-        let mut c = client(self.sentinels[0].port).await;
+        let mut c = self.client(self.sentinels[0].port).await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let r: redis::RedisResult<String> =
@@ -173,17 +194,24 @@ impl SentinelSetup {
     pub fn node(&self, port: u16) -> &RedisServer {
         self.nodes.iter().find(|n| n.port == port).expect("no node on that port")
     }
-}
 
-async fn client(port: u16) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to a sentinel")
-}
+    /// A connection to the sentinel on `port`.
+    async fn client(&self, port: u16) -> redis::aio::MultiplexedConnection {
+        let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
+        redis::Client::open(format!("redis://{auth}127.0.0.1:{port}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to a sentinel")
+    }
 
-/// `SENTINEL MASTER <name>` as field → value.
-async fn sentinel_master(port: u16) -> std::collections::HashMap<String, String> {
-    redis::cmd("SENTINEL").arg("MASTER").arg(MASTER_NAME).query_async(&mut client(port).await).await.unwrap_or_default()
+    /// `SENTINEL MASTER <name>` as field → value.
+    async fn sentinel_master(&self, port: u16) -> std::collections::HashMap<String, String> {
+        redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(MASTER_NAME)
+            .query_async(&mut self.client(port).await)
+            .await
+            .unwrap_or_default()
+    }
 }
