@@ -12,6 +12,9 @@
 //! introspect's cache through its new subscription. A wrong master name
 //! fails at start, naming the flag.
 //!
+//! A second test runs both over `rediss+sentinel://` (TLS to the sentinels
+//! and the servers, a private CA and a client certificate).
+//!
 //! Two replicas, not one: after a failover the promoted replica must have
 //! a replica of its own for `WAIT 1` to be answered (the killed master
 //! stays dead), which is what shows the WAIT path working on the new master.
@@ -24,7 +27,10 @@ use cred_proto::authd::v1 as pb;
 use cred_proto::introspect::v1 as ipb;
 use cred_tests::assert_eventually;
 use cred_tests::binaries::{Operator, Proc, bin, operator};
-use cred_tests::redis_sentinel::SentinelSetup;
+use cred_tests::redis_sentinel::{SentinelSetup, TlsFiles};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
 use tonic::Code;
 
 /// Clients the sessions are spread over (the per-client live-session quota
@@ -416,4 +422,99 @@ async fn readonly_errors(setup: &SentinelSetup, port: u16) -> u64 {
         redis::cmd("INFO").arg("errorstats").query_async(&mut setup.node(port).conn().await).await.unwrap();
     let count = info.lines().find_map(|l| l.strip_prefix("errorstat_READONLY:count="));
     count.map_or(0, |n| n.trim().parse().unwrap_or(0))
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// files in `dir`.
+fn pki(dir: &std::path::Path) -> TlsFiles {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "credd test Sentinel CA");
+    let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |cn: &str, usage: ExtendedKeyUsagePurpose| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        // The servers' certificate is also their client certificate (replication, sentinel links).
+        p.extended_key_usages = vec![usage, ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server, server_key) = leaf("redis", ExtendedKeyUsagePurpose::ServerAuth);
+    let (client, client_key) = leaf("credd", ExtendedKeyUsagePurpose::ClientAuth);
+    for (name, text) in [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server),
+        ("server.key", server_key),
+        ("client.pem", client),
+        ("client.key", client_key),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    TlsFiles { cert: dir.join("server.pem"), key: dir.join("server.key"), ca: dir.join("ca.pem") }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_services_run_behind_sentinel_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = pki(dir.path());
+    let acl: &[&str] = &["ACL", "SETUSER", "credd", "on", ">pw-of-credd", "~*", "&*", "+@all"];
+    let setup = SentinelSetup::start_with(1, &[acl], None, Some(&tls)).await;
+    let password = dir.path().join("password");
+    std::fs::write(&password, "pw-of-credd\n").unwrap();
+    let op = operator();
+    let url = setup.url();
+    assert!(url.starts_with("rediss+sentinel://"), "{url}");
+    let with_tls = |name: &str| {
+        let env = name.to_ascii_uppercase();
+        let mut c = command(name, &url, &password, &op);
+        c.env(format!("{env}_REDIS_CA_FILE"), &tls.ca)
+            .env(format!("{env}_REDIS_CLIENT_CERT_FILE"), dir.path().join("client.pem"))
+            .env(format!("{env}_REDIS_CLIENT_KEY_FILE"), dir.path().join("client.key"))
+            .env("AUTHD_REDIS_WAIT_REPLICAS", "1");
+        c
+    };
+    let mut authd = Proc::spawn(with_tls("authd"));
+    let mut introspect = Proc::spawn(with_tls("introspect"));
+    let (aaddr, iaddr) = (authd.wait_serving(), introspect.wait_serving());
+    let ach = channel(&aaddr).await;
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(ach.clone());
+    let mut clients = pb::client_service_client::ClientServiceClient::new(ach);
+    let mut verify = ipb::introspect_service_client::IntrospectServiceClient::new(channel(&iaddr).await);
+    let tenant = admin
+        .create_tenant(authed(&op.token, pb::CreateTenantRequest { name: "tls".into(), ..Default::default() }))
+        .await
+        .expect("create a tenant behind Sentinel over TLS")
+        .into_inner()
+        .tenant
+        .unwrap()
+        .tenant_id;
+    let key_req = pb::CreateApiKeyRequest {
+        tenant_id: tenant,
+        environment: pb::Environment::Production.into(),
+        name: "k".into(),
+        ..Default::default()
+    };
+    let key = admin.create_api_key(authed(&op.token, key_req)).await.unwrap().into_inner().secret;
+    let created = clients.create_client(authed(&key, pb::CreateClientRequest::default())).await.unwrap().into_inner();
+    let (client_id, cst) = (created.client.unwrap().client_id, created.token);
+    verify.verify(verify_req(&cst)).await.expect("introspect verifies behind Sentinel over TLS");
+    clients.revoke_all_sessions(authed(&key, pb::RevokeAllSessionsRequest { client_id })).await.expect("revoke");
+    assert_eventually!(
+        verify.verify(verify_req(&cst)).await.is_err_and(|s| s.code() == Code::Unauthenticated),
+        Duration::from_secs(5),
+        "the revocation never reached introspect over the TLS subscription"
+    );
+    // Every connection of both services to the master is on its TLS port.
+    let master = setup.master_port().await;
+    let list: String =
+        redis::cmd("CLIENT").arg("LIST").query_async(&mut setup.node(master).conn().await).await.unwrap();
+    let ours: Vec<&str> = list.lines().filter(|l| l.contains(" user=credd ")).collect();
+    assert!(ours.iter().any(|l| l.contains(" sub=1 ")), "no subscription as the ACL user:\n{list}");
+    for l in &ours {
+        assert!(l.contains(&format!("laddr=127.0.0.1:{master} ")), "not over TLS: {l}");
+    }
+    assert_eq!(authd.terminate(), Some(0));
+    assert_eq!(introspect.terminate(), Some(0));
 }

@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,12 +16,49 @@ use crate::redis_process::{free_port, pong};
 /// The name the sentinels monitor the master under.
 pub const MASTER_NAME: &str = "credd-master";
 
+/// TLS on every node and sentinel (`tls-replication yes`: replication and
+/// the sentinels' own links too), client certificates optional.
+pub struct TlsFiles {
+    /// PEM certificate of 127.0.0.1, used by every server.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA that signed it (and the clients' certificates).
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// The servers' TLS settings, on `port`, as config lines.
+    fn conf(&self, port: u16) -> String {
+        format!(
+            "tls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients optional\ntls-replication yes\n",
+            self.cert.display(),
+            self.key.display(),
+            self.ca.display()
+        )
+    }
+
+    /// The same as command-line arguments.
+    fn args(&self, port: u16) -> Vec<String> {
+        self.conf(port)
+            .lines()
+            .flat_map(|l| {
+                let (k, v) = l.split_once(' ').unwrap();
+                [format!("--{k}"), v.to_string()]
+            })
+            .collect()
+    }
+}
+
 /// One sentinel process; killed on drop.
 struct Sentinel {
     /// The process.
     child: Child,
     /// Its loopback port.
     port: u16,
+    /// Its TLS port, with TLS.
+    tls_port: Option<u16>,
     /// Holds its config file (a sentinel rewrites it) for as long as it runs.
     _dir: tempfile::TempDir,
 }
@@ -33,9 +71,10 @@ impl Drop for Sentinel {
 }
 
 impl Sentinel {
-    fn spawn(master_port: u16, password: Option<&str>) -> Option<Sentinel> {
+    fn spawn(master_port: u16, password: Option<&str>, tls: Option<&TlsFiles>) -> Option<Sentinel> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        let tls_port = tls.map(|_| free_port());
         let conf = format!(
             "port {port}\nbind 127.0.0.1\ndir {dir}\n\
              sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
@@ -43,7 +82,8 @@ impl Sentinel {
              sentinel failover-timeout {MASTER_NAME} 4000\n\
              sentinel parallel-syncs {MASTER_NAME} 2\n",
             dir = dir.path().display()
-        ) + &password.map(|p| format!("requirepass {p}\n")).unwrap_or_default();
+        ) + &password.map(|p| format!("requirepass {p}\n")).unwrap_or_default()
+            + &tls.zip(tls_port).map(|(t, p)| t.conf(p)).unwrap_or_default();
         let path = dir.path().join("sentinel.conf");
         std::fs::write(&path, conf).expect("write sentinel.conf");
         let child = Command::new("redis-server")
@@ -56,7 +96,7 @@ impl Sentinel {
             .unwrap_or_else(|e| {
                 panic!("cannot start redis-server --sentinel ({e}): install redis-server (Debian: apt-get install -y redis-server)")
             });
-        let mut s = Sentinel { child, port, _dir: dir };
+        let mut s = Sentinel { child, port, tls_port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if password.map_or_else(|| pong(port), |p| pong_with(port, p)) {
@@ -87,6 +127,8 @@ pub struct SentinelSetup {
     /// The data nodes: the first master, then the replicas. Which one is
     /// master changes on a failover: ask [`SentinelSetup::master_port`].
     pub nodes: Vec<RedisServer>,
+    /// The TLS port of each node, with TLS (what the sentinels know them by).
+    tls_ports: Vec<Option<u16>>,
     /// The sentinels.
     sentinels: Vec<Sentinel>,
     /// Their password, if any.
@@ -100,11 +142,27 @@ impl SentinelSetup {
     /// sentinel sees every replica and the other two sentinels, so a
     /// failover can be agreed on.
     pub async fn start(replicas: usize, setup: &[&[&str]], password: Option<&str>) -> SentinelSetup {
-        let master = RedisServer::start();
+        Self::start_with(replicas, setup, password, None).await
+    }
+
+    /// As [`Self::start`], with TLS everywhere when `tls` is given (each
+    /// node keeps a plaintext port too, for the test's own inspection).
+    pub async fn start_with(
+        replicas: usize,
+        setup: &[&[&str]],
+        password: Option<&str>,
+        tls: Option<&TlsFiles>,
+    ) -> SentinelSetup {
+        let tls_ports: Vec<Option<u16>> = (0..=replicas).map(|_| tls.map(|_| free_port())).collect();
+        let args = |i: usize| tls.zip(tls_ports[i]).map(|(t, p)| t.args(p)).unwrap_or_default();
+        let master_args = args(0);
+        let master = RedisServer::start_with(&master_args.iter().map(String::as_str).collect::<Vec<_>>());
         let mut nodes = vec![master];
-        let mport = nodes[0].port.to_string();
-        for _ in 0..replicas {
-            nodes.push(RedisServer::start_with(&["--replicaof", "127.0.0.1", &mport]));
+        let mport = tls_ports[0].unwrap_or(nodes[0].port).to_string();
+        for i in 1..=replicas {
+            let mut a = vec!["--replicaof".to_string(), "127.0.0.1".to_string(), mport.clone()];
+            a.extend(args(i));
+            nodes.push(RedisServer::start_with(&a.iter().map(String::as_str).collect::<Vec<_>>()));
         }
         for n in &nodes {
             let mut c = n.conn().await;
@@ -124,15 +182,15 @@ impl SentinelSetup {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        let port = nodes[0].port;
+        let port = tls_ports[0].unwrap_or(nodes[0].port);
         let sentinels = (0..3)
             .map(|_| {
                 (0..3)
-                    .find_map(|_| Sentinel::spawn(port, password))
+                    .find_map(|_| Sentinel::spawn(port, password, tls))
                     .expect("a sentinel did not answer PING after 3 attempts")
             })
             .collect();
-        let setup = SentinelSetup { nodes, sentinels, password: password.map(str::to_string) };
+        let setup = SentinelSetup { nodes, tls_ports, sentinels, password: password.map(str::to_string) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut ready = true;
@@ -151,13 +209,18 @@ impl SentinelSetup {
 
     /// `host:port,host:port,host:port` of the sentinels.
     pub fn sentinel_hosts(&self) -> String {
-        self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect::<Vec<_>>().join(",")
+        self.sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.tls_port.unwrap_or(s.port)))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// `redis+sentinel://[:<password>@]<sentinels>/<master name>`.
     pub fn url(&self) -> String {
         let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
-        format!("redis+sentinel://{auth}{}/{MASTER_NAME}", self.sentinel_hosts())
+        let scheme = if self.sentinels[0].tls_port.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}+sentinel://{auth}{}/{MASTER_NAME}", self.sentinel_hosts())
     }
 
     /// The master's port as the first sentinel tells it now.
@@ -190,9 +253,10 @@ impl SentinelSetup {
         }
     }
 
-    /// The data node on `port`.
+    /// The data node on `port` (its plaintext or TLS port).
     pub fn node(&self, port: u16) -> &RedisServer {
-        self.nodes.iter().find(|n| n.port == port).expect("no node on that port")
+        let i = (0..self.nodes.len()).find(|&i| self.nodes[i].port == port || self.tls_ports[i] == Some(port));
+        &self.nodes[i.expect("no node on that port")]
     }
 
     /// A connection to the sentinel on `port`.

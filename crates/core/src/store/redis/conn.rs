@@ -529,7 +529,7 @@ impl Connections {
 
     /// Connects to the master the sentinels of `t` name, with the same
     /// timeouts as a standalone server (a lookup of the master is bounded by
-    /// the connection timeout). `opts`' credentials and TLS certificates are
+    /// twice the connection timeout, at least 2 s). `opts`' credentials and TLS certificates are
     /// the servers'; the sentinels take the URL's credentials and the same
     /// certificates.
     pub(super) async fn connect_sentinel(t: &SentinelTarget, opts: RedisOptions) -> StoreResult<Connections> {
@@ -561,7 +561,11 @@ impl Connections {
                     .set_client_to_sentinel_certificates(tls.certificates());
             }
         }
-        let discovery = Discovery::start(b.build()?, t.master.clone(), opts.connection_timeout);
+        // A lookup is several round trips and connections (a sentinel, then
+        // the named master for `ROLE`), each a TLS handshake with rediss:
+        // one connection's timeout is too short for it.
+        let lookup = (opts.connection_timeout * 2).max(Duration::from_secs(2));
+        let discovery = Discovery::start(b.build()?, t.master.clone(), lookup);
         let cfg = |response: Duration| {
             AsyncConnectionConfig::new()
                 .set_response_timeout(Some(response))
