@@ -313,7 +313,7 @@ pub(super) struct Connections {
     pub(super) sub: Subscriber,
     /// With replica acknowledgement on: the connection writes go through
     /// (WAIT blocks the connection that issues it, so reads keep their own),
-    /// and what to wait for. Standalone only.
+    /// and what to wait for. Standalone or Sentinel only.
     pub(super) writer: Option<(Dialer, WaitReplicas)>,
 }
 
@@ -529,9 +529,9 @@ impl Connections {
 
     /// Connects to the master the sentinels of `t` name, with the same
     /// timeouts as a standalone server (a lookup of the master is bounded by
-    /// twice the connection timeout, at least 2 s). `opts`' credentials and TLS certificates are
-    /// the servers'; the sentinels take the URL's credentials and the same
-    /// certificates.
+    /// twice the connection timeout, at least 2 s). `opts`' credentials and
+    /// TLS certificates are the servers'; the sentinels take the URL's
+    /// credentials and the same certificates.
     pub(super) async fn connect_sentinel(t: &SentinelTarget, opts: RedisOptions) -> StoreResult<Connections> {
         let addrs = t.sentinels.iter().map(|(host, port)| match t.tls {
             true => ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None },
@@ -628,7 +628,8 @@ impl Connections {
                     ps.subscribe(INVALIDATION_CHANNEL).await?;
                     Ok::<_, RedisError>((ps, addr_of(&master)))
                 };
-                return match tokio::time::timeout(PUBSUB_PING_TIMEOUT * 2, attempt).await {
+                // The lookup has its own bound, on top of the subscription's.
+                return match tokio::time::timeout(PUBSUB_PING_TIMEOUT * 2 + discovery.timeout(), attempt).await {
                     Ok(r) => {
                         let (ps, addr) = r?;
                         Ok((ps, Moved(Some((discovery.clone(), addr)))))

@@ -196,6 +196,11 @@ impl Discovery {
         d
     }
 
+    /// The bound of one lookup.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Whether the sentinels last named a master other than `addr`.
     pub(super) fn replaced(&self, addr: &Option<Addr>) -> bool {
         matches!((&*self.named.borrow(), addr), (Some(named), Some(a)) if named != a)
