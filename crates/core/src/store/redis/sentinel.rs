@@ -63,6 +63,9 @@ impl SentinelTarget {
         } else {
             return Err("a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://".into());
         };
+        if rest.contains('?') || rest.contains('#') {
+            return Err("a Sentinel URL takes no query or fragment (?…, #…)".into());
+        }
         let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, hosts) = match hosts.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -263,6 +266,7 @@ mod tests {
             "redis+sentinel:///m",
             "redis+sentinel://h:x/m",
             "redis+sentinel://h/m/x",
+            "redis+sentinel://h/m?protocol=resp3",
         ] {
             assert!(SentinelTarget::parse(bad).is_err(), "{bad}");
         }
