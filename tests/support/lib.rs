@@ -17,6 +17,7 @@ pub mod introspect;
 pub mod proxy;
 pub mod redis_cluster;
 mod redis_process;
+pub mod redis_sentinel;
 pub mod redis_server;
 
 pub use authd::Authd;

@@ -71,8 +71,9 @@ impl LimitArgs {
 #[derive(Args, Debug, Clone)]
 #[group(id = "redis", required = true, multiple = false)]
 pub struct RedisArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0. Exactly one of this and
-    /// --redis-cluster-nodes.
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0, or behind Sentinel
+    /// redis+sentinel://host1:26379,host2:26379/mymaster (the sentinels and
+    /// the master's name). Exactly one of this and --redis-cluster-nodes.
     #[arg(long)]
     pub redis_url: Option<String>,
     /// Redis Cluster seed nodes, comma-separated, e.g.
@@ -86,7 +87,9 @@ impl RedisArgs {
     /// The store's target, with the flag to name in its errors.
     pub fn target(self) -> Result<(RedisTarget, &'static str), String> {
         match (self.redis_url, self.redis_cluster_nodes) {
-            (Some(url), None) => Ok((RedisTarget::Standalone(url), "--redis-url")),
+            (Some(url), None) => {
+                Ok((RedisTarget::from_url(&url).map_err(|e| format!("--redis-url: {e}"))?, "--redis-url"))
+            }
             (None, Some(nodes)) => Ok((RedisTarget::Cluster(nodes), "--redis-cluster-nodes")),
             _ => Err("exactly one of --redis-url and --redis-cluster-nodes is required".into()),
         }
@@ -186,6 +189,15 @@ impl RedisAuthArgs {
         let urls: Vec<&str> = match target {
             RedisTarget::Standalone(u) => vec![u.as_str()],
             RedisTarget::Cluster(nodes) => nodes.iter().map(String::as_str).collect(),
+            RedisTarget::Sentinel(t) if t.tls => vec![],
+            RedisTarget::Sentinel(t) => {
+                return Err(format!(
+                    "--redis-ca-file / --redis-client-cert-file need a rediss+sentinel:// URL (TLS); got \
+                     redis+sentinel://{}/{}",
+                    t.hosts(),
+                    t.master
+                ));
+            }
         };
         if let Some(u) = urls.iter().find(|u| !u.starts_with("rediss://")) {
             let u = u.split('@').next_back().unwrap_or(u);
@@ -297,6 +309,17 @@ mod tests {
         let cli = Cli::from_arg_matches(&m).unwrap();
         assert_eq!(cli.limits.limits().unwrap().max_request_bytes, 7);
         assert!(matches!(cli.redis.target().unwrap(), (RedisTarget::Standalone(_), "--redis-url")));
+        let m = env_prefix(Cli::command(), "SVC")
+            .try_get_matches_from(["x", "--redis-url", "redis+sentinel://a:1,b/mymaster"])
+            .unwrap();
+        let Ok((RedisTarget::Sentinel(t), "--redis-url")) = Cli::from_arg_matches(&m).unwrap().redis.target() else {
+            panic!("a sentinel URL is a Sentinel target")
+        };
+        assert_eq!((t.sentinels.len(), t.master.as_str()), (2, "mymaster"));
+        let m =
+            env_prefix(Cli::command(), "SVC").try_get_matches_from(["x", "--redis-url", "redis+sentinel://a"]).unwrap();
+        let err = Cli::from_arg_matches(&m).unwrap().redis.target().unwrap_err();
+        assert!(err.starts_with("--redis-url: ") && err.contains("master name"), "{err}");
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! How the Redis store connects: options, targets, the command connection
-//! (standalone or cluster, one type), the WAIT writer, and the dedicated
-//! pub/sub connection of the invalidation subscriber.
+//! (standalone, cluster or behind Sentinel, one type), the WAIT writer, and
+//! the dedicated pub/sub connection of the invalidation subscriber.
 
 use std::time::Duration;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
     RedisResult, Value,
@@ -18,6 +20,8 @@ use redis::{
 use crate::clock::now_ms;
 use crate::error::StoreError;
 use crate::store::{INVALIDATION_CHANNEL, StoreResult};
+
+use super::sentinel::{Addr, Discovery, SentinelTarget, addr_of, not_master};
 
 /// How the Redis store connects.
 #[derive(Debug, Clone)]
@@ -136,9 +140,24 @@ pub enum RedisTarget {
     /// A Redis Cluster, by some of its nodes (`redis://host:port` each); the
     /// rest of the topology is discovered from them.
     Cluster(Vec<String>),
+    /// A master and its replicas behind Redis Sentinel: the master is
+    /// whichever the sentinels name now (`redis+sentinel://…/master`).
+    Sentinel(SentinelTarget),
 }
 
-/// The command connection: multiplexed and self-reconnecting in both forms
+impl RedisTarget {
+    /// The target of one URL: `redis+sentinel://…` names sentinels, any
+    /// other URL one server.
+    pub fn from_url(url: &str) -> Result<RedisTarget, String> {
+        if SentinelTarget::is_sentinel_url(url) {
+            Ok(RedisTarget::Sentinel(SentinelTarget::parse(url)?))
+        } else {
+            Ok(RedisTarget::Standalone(url.to_string()))
+        }
+    }
+}
+
+/// The command connection: multiplexed and self-reconnecting in every form
 /// (commands of all tasks are pipelined on it). A cluster connection routes
 /// each command, script and pipeline by the slot of its keys, follows
 /// MOVED/ASK and refreshes the topology after a failover.
@@ -147,22 +166,36 @@ pub enum RedisConn {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
     /// The WAIT writer's connection: never re-dialled underneath (see
-    /// [`Writer`]).
+    /// [`Dialer`]).
     Pinned(Pinned),
+    /// Behind Sentinel: the master's connection, replaced by the next call
+    /// after it failed or answered as a replica, with the master the
+    /// sentinels name then (see [`Dialer`]).
+    Followed(Arc<Dialer>),
 }
 
 /// One connection that is never silently replaced: it notes its own
-/// failure, after which the [`Writer`] dials a new one for the next write.
+/// failure, after which the [`Dialer`] dials a new one for the next call.
 #[derive(Clone)]
 pub struct Pinned {
     conn: MultiplexedConnection,
     broken: Arc<AtomicBool>,
+    /// The server it is connected to (behind Sentinel: compared with the
+    /// master the sentinels name).
+    addr: Option<Addr>,
 }
 
 impl Pinned {
+    /// Marks the connection broken after a failure of the connection, or an
+    /// answer that the server is no longer a master (a demoted master must
+    /// never be written to again).
     fn note<T>(&self, r: RedisResult<T>) -> RedisResult<T> {
         if let Err(e) = &r
-            && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal())
+            && (e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.is_connection_refusal()
+                || not_master(e))
         {
             self.broken.store(true, Ordering::Release);
         }
@@ -176,6 +209,11 @@ impl ConnectionLike for RedisConn {
             RedisConn::Standalone(c) => c.req_packed_command(cmd),
             RedisConn::Cluster(c) => c.req_packed_command(cmd),
             RedisConn::Pinned(p) => Box::pin(async move {
+                let r = p.conn.req_packed_command(cmd).await;
+                p.note(r)
+            }),
+            RedisConn::Followed(d) => Box::pin(async move {
+                let mut p = d.pinned().await?;
                 let r = p.conn.req_packed_command(cmd).await;
                 p.note(r)
             }),
@@ -195,6 +233,11 @@ impl ConnectionLike for RedisConn {
                 let r = p.conn.req_packed_commands(pipeline, offset, count).await;
                 p.note(r)
             }),
+            RedisConn::Followed(d) => Box::pin(async move {
+                let mut p = d.pinned().await?;
+                let r = p.conn.req_packed_commands(pipeline, offset, count).await;
+                p.note(r)
+            }),
         }
     }
 
@@ -203,6 +246,7 @@ impl ConnectionLike for RedisConn {
             RedisConn::Standalone(c) => c.get_db(),
             RedisConn::Cluster(c) => c.get_db(),
             RedisConn::Pinned(p) => p.conn.get_db(),
+            RedisConn::Followed(d) => d.db,
         }
     }
 }
@@ -242,6 +286,22 @@ pub(super) enum Subscriber {
         /// The certificates of TLS seeds, for every node.
         tls: Option<RedisTls>,
     },
+    /// On the master the sentinels name at each (re)subscription: a
+    /// subscription on a lost master ends, and the next one finds the
+    /// promoted replica.
+    Sentinel(Arc<Discovery>),
+}
+
+/// Whether a subscription is no longer where invalidations are published:
+/// behind Sentinel, once the sentinels name a master other than its server
+/// (PUBLISH then goes there). Never, elsewhere.
+#[derive(Clone, Default)]
+pub(super) struct Moved(Option<(Arc<Discovery>, Option<Addr>)>);
+
+impl Moved {
+    pub(super) fn moved(&self) -> bool {
+        self.0.as_ref().is_some_and(|(d, addr)| d.replaced(addr))
+    }
 }
 
 /// The connections of one store.
@@ -253,34 +313,120 @@ pub(super) struct Connections {
     pub(super) sub: Subscriber,
     /// With replica acknowledgement on: the connection writes go through
     /// (WAIT blocks the connection that issues it, so reads keep their own),
-    /// and what to wait for. Standalone only.
-    pub(super) writer: Option<(Writer, WaitReplicas)>,
+    /// and what to wait for. Standalone or Sentinel only.
+    pub(super) writer: Option<(Dialer, WaitReplicas)>,
 }
 
-/// The connection of writes that are followed by WAIT. WAIT counts the
-/// acknowledgements of the writes *of the connection it is sent on*: sent on
-/// a connection re-dialled after the write's was lost, it would count none
-/// and report success at once. So the writer's connection is pinned: a
-/// write and its WAIT use the same one, a failure on it fails the call, and
-/// only the next write dials a new one.
+/// One connection at a time, never re-dialled underneath: a failure on it
+/// fails the call, and only a later call dials a new one, through [`Dial`].
+///
+/// Why the WAIT writer needs this: WAIT counts the acknowledgements of the
+/// writes *of the connection it is sent on*; sent on a connection
+/// re-dialled after the write's was lost, it would count none and report
+/// success at once. So a write and its WAIT use the same connection, and a
+/// failure on it fails the call. Why Sentinel's command connection uses it:
+/// the address changes on a failover, which a `ConnectionManager` (one
+/// client, one address) cannot follow; here a lost or demoted master's
+/// connection is dropped and the next call asks the sentinels again.
 #[derive(Clone)]
-pub(super) struct Writer {
-    client: redis::Client,
+pub struct Dialer {
+    /// Where a new connection goes.
+    dial: Dial,
+    /// Its timeouts.
     cfg: AsyncConnectionConfig,
-    current: Arc<tokio::sync::Mutex<Option<Pinned>>>,
+    /// The database number, for `ConnectionLike::get_db`.
+    db: i64,
+    /// The current connection and the last failed dial.
+    slot: Arc<std::sync::Mutex<Slot>>,
+    /// Held while dialling: one dial at a time, the others wait for its result.
+    dialling: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl Writer {
-    /// The current connection, or a new one if it failed.
-    async fn get(&self) -> StoreResult<RedisConn> {
-        let mut cur = self.current.lock().await;
-        if let Some(p) = cur.as_ref().filter(|p| !p.broken.load(Ordering::Acquire)) {
-            return Ok(RedisConn::Pinned(p.clone()));
+/// Where a [`Dialer`] connects.
+#[derive(Clone)]
+enum Dial {
+    /// Always the same server.
+    Fixed(Box<redis::Client>),
+    /// The master the sentinels name at the time.
+    Sentinel(Arc<Discovery>),
+}
+
+/// A [`Dialer`]'s state.
+#[derive(Default)]
+struct Slot {
+    /// The connection calls use until it breaks.
+    conn: Option<Pinned>,
+    /// When the last dial failed, and why: calls within [`REDIAL_PAUSE`] of it
+    /// fail at once with the same reason, so an outage does not turn every
+    /// call into a round of dials (and of sentinel queries).
+    failed: Option<(Instant, String)>,
+}
+
+/// How long a failed dial answers for the calls after it.
+const REDIAL_PAUSE: Duration = Duration::from_millis(100);
+
+impl Dialer {
+    fn new(dial: Dial, cfg: AsyncConnectionConfig, db: i64) -> Dialer {
+        Dialer { dial, cfg, db, slot: Arc::default(), dialling: Arc::default() }
+    }
+
+    /// The current connection, if it has not failed; or the recent dial failure.
+    fn current(&self) -> Option<RedisResult<Pinned>> {
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = &slot.conn
+            && !p.broken.load(Ordering::Acquire)
+        {
+            match &self.dial {
+                // Another master is named: never another command to this one.
+                Dial::Sentinel(d) if d.replaced(&p.addr) => p.broken.store(true, Ordering::Release),
+                _ => return Some(Ok(p.clone())),
+            }
         }
-        let conn = self.client.get_multiplexed_async_connection_with_config(&self.cfg).await?;
-        let p = Pinned { conn, broken: Arc::default() };
-        *cur = Some(p.clone());
-        Ok(RedisConn::Pinned(p))
+        match &slot.failed {
+            Some((at, why)) if at.elapsed() < REDIAL_PAUSE => {
+                Some(Err(RedisError::from((redis::ErrorKind::Io, "no Redis connection", why.clone()))))
+            }
+            _ => None,
+        }
+    }
+
+    /// The current connection, or a new one if it failed.
+    async fn pinned(&self) -> RedisResult<Pinned> {
+        if let Some(r) = self.current() {
+            return r;
+        }
+        let _one = self.dialling.lock().await;
+        // Another call may have dialled, or failed to, while this one waited.
+        if let Some(r) = self.current() {
+            return r;
+        }
+        let dialled = async {
+            let client = match &self.dial {
+                Dial::Fixed(c) => (**c).clone(),
+                // Boxed: the lookup's futures are deep (see `open`).
+                Dial::Sentinel(d) => Box::pin(d.master()).await?,
+            };
+            let conn = client.get_multiplexed_async_connection_with_config(&self.cfg).await?;
+            Ok::<_, RedisError>((conn, addr_of(&client)))
+        };
+        let dialled = dialled.await;
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        match dialled {
+            Ok((conn, addr)) => {
+                let p = Pinned { conn, broken: Arc::default(), addr };
+                *slot = Slot { conn: Some(p.clone()), failed: None };
+                Ok(p)
+            }
+            Err(e) => {
+                slot.failed = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Self::pinned`] as a command connection.
+    async fn get(&self) -> StoreResult<RedisConn> {
+        Ok(RedisConn::Pinned(self.pinned().await?))
     }
 }
 
@@ -307,7 +453,7 @@ impl Connections {
                 let cfg = AsyncConnectionConfig::new()
                     .set_response_timeout(Some(opts.response_timeout + w.timeout))
                     .set_connection_timeout(Some(opts.connection_timeout));
-                let writer = Writer { client: client.clone(), cfg, current: Arc::default() };
+                let writer = Dialer::new(Dial::Fixed(Box::new(client.clone())), cfg, 0);
                 writer.get().await?;
                 Some((writer, w))
             }
@@ -381,17 +527,86 @@ impl Connections {
         })
     }
 
+    /// Connects to the master the sentinels of `t` name, with the same
+    /// timeouts as a standalone server (a lookup of the master is bounded by
+    /// twice the connection timeout, at least 2 s). `opts`' credentials and
+    /// TLS certificates are the servers'; the sentinels take the URL's
+    /// credentials and the same certificates.
+    pub(super) async fn connect_sentinel(t: &SentinelTarget, opts: RedisOptions) -> StoreResult<Connections> {
+        let addrs = t.sentinels.iter().map(|(host, port)| match t.tls {
+            true => ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None },
+            false => ConnectionAddr::Tcp(host.clone(), *port),
+        });
+        let mut b = SentinelClientBuilder::new(addrs, &t.master, SentinelServerType::Master)?
+            .set_client_to_redis_db(t.db)
+            .set_client_to_redis_tcp_settings(tcp_settings())
+            .set_client_to_sentinel_tcp_settings(tcp_settings());
+        if let Some(a) = &opts.auth {
+            b = b.set_client_to_redis_password(&a.password);
+            if let Some(u) = &a.username {
+                b = b.set_client_to_redis_username(u);
+            }
+        }
+        if let Some(p) = &t.password {
+            b = b.set_client_to_sentinel_password(p);
+        }
+        if let Some(u) = &t.username {
+            b = b.set_client_to_sentinel_username(u);
+        }
+        if t.tls {
+            b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+            if let Some(tls) = &opts.tls {
+                b = b
+                    .set_client_to_redis_certificates(tls.certificates())
+                    .set_client_to_sentinel_certificates(tls.certificates());
+            }
+        }
+        // A lookup is several round trips and connections (a sentinel, then
+        // the named master for `ROLE`), each a TLS handshake with rediss:
+        // one connection's timeout is too short for it.
+        let lookup = (opts.connection_timeout * 2).max(Duration::from_secs(2));
+        let discovery = Discovery::start(b.build()?, t.master.clone(), lookup);
+        let cfg = |response: Duration| {
+            AsyncConnectionConfig::new()
+                .set_response_timeout(Some(response))
+                .set_connection_timeout(Some(opts.connection_timeout))
+        };
+        let conn = Dialer::new(Dial::Sentinel(discovery.clone()), cfg(opts.response_timeout), t.db);
+        // At start, a wrong master name or unreachable sentinels fail here.
+        conn.pinned().await?;
+        let writer = match opts.wait_replicas {
+            Some(w) if w.replicas == 0 || w.timeout.is_zero() => {
+                return Err(StoreError::Unavailable("WAIT needs at least 1 replica and a timeout of 1 ms".into()));
+            }
+            // Its own connection, for the same reason as on a standalone
+            // server; it follows the master the same way.
+            Some(w) => {
+                let writer =
+                    Dialer::new(Dial::Sentinel(discovery.clone()), cfg(opts.response_timeout + w.timeout), t.db);
+                writer.get().await?;
+                Some((writer, w))
+            }
+            None => None,
+        };
+        Ok(Connections { conn: RedisConn::Followed(Arc::new(conn)), sub: Subscriber::Sentinel(discovery), writer })
+    }
+
     /// Connects to `target`.
     pub(super) async fn open(target: &RedisTarget, opts: RedisOptions) -> StoreResult<Connections> {
         match target {
             RedisTarget::Standalone(url) => Connections::connect(url, opts).await,
             RedisTarget::Cluster(nodes) => Connections::connect_cluster(nodes, opts).await,
+            // Boxed: the lookup's futures are deep, and every caller's
+            // future would otherwise carry their layout (a test crate's
+            // chain of async constructors overflowed the query depth).
+            RedisTarget::Sentinel(t) => Box::pin(Connections::connect_sentinel(t, opts)).await,
         }
     }
 
-    /// A pub/sub connection subscribed to the invalidations.
-    pub(super) async fn pubsub(&self) -> StoreResult<PubSub> {
-        match &self.sub {
+    /// A pub/sub connection subscribed to the invalidations, and how to
+    /// tell that it is no longer where they are published.
+    pub(super) async fn pubsub(&self) -> StoreResult<(PubSub, Moved)> {
+        let ps = match &self.sub {
             Subscriber::Standalone(client) => {
                 // Bounded: a connection that takes bytes but returns none
                 // would otherwise hang the subscriber for good.
@@ -401,12 +616,29 @@ impl Connections {
                     Ok::<_, RedisError>(ps)
                 };
                 match tokio::time::timeout(PUBSUB_PING_TIMEOUT * 2, attempt).await {
-                    Ok(r) => Ok(r?),
-                    Err(_) => Err(StoreError::Unavailable("the subscription was not confirmed in time".into())),
+                    Ok(r) => r?,
+                    Err(_) => return Err(StoreError::Unavailable("the subscription was not confirmed in time".into())),
                 }
             }
-            Subscriber::Cluster { seeds, timeout, tls } => self.cluster_pubsub(seeds, *timeout, tls.as_ref()).await,
-        }
+            Subscriber::Cluster { seeds, timeout, tls } => self.cluster_pubsub(seeds, *timeout, tls.as_ref()).await?,
+            Subscriber::Sentinel(discovery) => {
+                let attempt = async {
+                    let master = Box::pin(discovery.master()).await?;
+                    let mut ps = master.get_async_pubsub().await?;
+                    ps.subscribe(INVALIDATION_CHANNEL).await?;
+                    Ok::<_, RedisError>((ps, addr_of(&master)))
+                };
+                // The lookup has its own bound, on top of the subscription's.
+                return match tokio::time::timeout(PUBSUB_PING_TIMEOUT * 2 + discovery.timeout(), attempt).await {
+                    Ok(r) => {
+                        let (ps, addr) = r?;
+                        Ok((ps, Moved(Some((discovery.clone(), addr)))))
+                    }
+                    Err(_) => Err(StoreError::Unavailable("the subscription was not confirmed in time".into())),
+                };
+            }
+        };
+        Ok((ps, Moved::default()))
     }
 
     /// A pub/sub connection subscribed to the invalidations on one live

@@ -5,6 +5,8 @@
 //! - `records`: field codecs between domain records and Redis values;
 //! - `keys`: every key name, and the key layout table;
 //! - `conn`: options, targets, connections and the subscriber's pub/sub;
+//! - `sentinel`: the `redis+sentinel://` URL and the lookup of the current
+//!   master through the sentinels;
 //! - `seq`: sequence numbers on published invalidations (the publisher's
 //!   numbering, the subscriber's gap detection).
 //!
@@ -28,11 +30,16 @@
 //! cluster broadcasts to every node: the subscriber listens on any one live
 //! node and, when that node is lost, the stream ends and the next
 //! subscription picks another one from the current topology (or the seeds).
+//! Behind Sentinel the store behaves as on one server, the master the
+//! sentinels name: a connection that fails, or answers as a replica
+//! (`READONLY`), is dropped and the next call asks the sentinels again, as
+//! does the next subscription after one ends.
 
 mod conn;
 mod keys;
 mod records;
 mod scripts;
+mod sentinel;
 mod seq;
 
 use std::collections::HashMap;
@@ -54,6 +61,7 @@ pub use conn::{RedisAuth, RedisConn, RedisOptions, RedisTarget, RedisTls, WaitRe
 use keys::*;
 use records::*;
 use scripts::*;
+pub use sentinel::SentinelTarget;
 use seq::{GapDetector, HEARTBEAT_EVERY, Heard, Publisher, Ticket};
 
 /// Redis-backed store over one multiplexed connection (to a server or a
@@ -624,18 +632,21 @@ impl Store for RedisStore {
             Tick,
             Dead(String),
         }
-        let (sink, messages) = self.c.pubsub().await?.split();
+        let (pubsub, moved) = self.c.pubsub().await?;
+        let (sink, messages) = pubsub.split();
         // The stream ends when the connection does, when a PING on it goes
-        // unanswered (see `PUBSUB_PING_EVERY`); a numbered message found
-        // missing (see `seq`) is told as `Pushed::Missed`.
-        let alive = futures::stream::unfold(sink, |mut sink| async move {
+        // unanswered (see `PUBSUB_PING_EVERY`), or when the sentinels name
+        // another master; a numbered message found missing (see `seq`) is
+        // told as `Pushed::Missed`.
+        let alive = futures::stream::unfold((sink, moved), |(mut sink, moved)| async move {
             tokio::time::sleep(PUBSUB_PING_EVERY).await;
             let event = match tokio::time::timeout(PUBSUB_PING_TIMEOUT, sink.ping::<redis::Value>()).await {
+                Ok(Ok(_)) if moved.moved() => Event::Dead("the sentinels name another master".to_string()),
                 Ok(Ok(_)) => Event::Tick,
                 Ok(Err(e)) => Event::Dead(format!("PING failed: {e}")),
                 Err(_) => Event::Dead(format!("no answer to PING within {PUBSUB_PING_TIMEOUT:?}")),
             };
-            Some((event, sink))
+            Some((event, (sink, moved)))
         });
         let messages = messages
             .filter_map(|m| std::future::ready(m.get_payload::<String>().ok().map(Event::Message)))
