@@ -462,8 +462,8 @@ async fn x_forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
 #[tokio::test]
 async fn ext_authz_source_address_counts_only_from_a_trusted_envoy() {
     use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 
     let authd = Authd::start().await;
