@@ -110,6 +110,9 @@ for set in default all-on; do
   if [ "$set" = all-on ]; then
     got=$(grep -A1 'name: OTEL_EXPORTER_OTLP_PROTOCOL' "$file" | grep -c 'value: "http/protobuf"' || true)
     [ "$got" = 2 ] || die "all-on: OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf in $got containers, want 2"
+    # authd's HTTP/JSON listener and console reach its container and Service.
+    grep -A1 'name: AUTHD_HTTP_LISTEN$' "$file" | grep -q 'value: "0.0.0.0:8080"' || die "all-on: AUTHD_HTTP_LISTEN not 0.0.0.0:8080"
+    grep -A1 'name: AUTHD_CONSOLE$' "$file" | grep -q 'value: "true"' || die "all-on: AUTHD_CONSOLE not set"
   fi
   if [ "$set" = default ]; then
     expect_kinds "$file" Deployment=2 Service=2 PodDisruptionBudget=2 ServiceAccount=1 Secret=0 \
@@ -161,6 +164,9 @@ expect_fail "redisWaitTimeoutMs" --set authd.redisWaitTimeoutMs=0
 expect_fail "authd.tls.adminClientCa.enabled needs authd.tls.enabled" --set authd.tls.adminClientCa.enabled=true
 expect_fail "authd.tls.healthPort must differ" -f "$ALL_ON" --set authd.tls.healthPort=50061
 expect_fail "introspect.http.port must differ" -f "$ALL_ON" --set introspect.http.port=50062
+expect_fail "authd.http.port must differ" -f "$ALL_ON" --set authd.http.port=50061
+expect_fail "authd.http.console needs authd.http.enabled" --set authd.http.console=true
+expect_fail "Additional property consol is not allowed" --set authd.http.consol=true
 expect_fail "Additional property adminClientCa is not allowed" --set introspect.tls.adminClientCa.enabled=true
 expect_fail "Additional property existingSecrets is not allowed" --set redis.existingSecrets=x
 expect_fail "redis.username needs redis.existingSecret" --set redis.username=credd

@@ -314,7 +314,7 @@ async fn serve_with(a: ServeArgs, scrape: Option<cred_telemetry::Scrape>) -> Res
     )
     .await
     .map_err(|e| format!("{flag}{creds}: {e}"))?;
-    spawn_allowlist_reloader(operators.clone(), a.operator_allowlist_file.clone());
+    watch_allowlist(operators.clone(), a.operator_allowlist_file.clone());
     let listener = TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, tls = opts.tls.is_some(), "authd serving");
@@ -430,80 +430,44 @@ async fn run<S: Store>(
     Ok(())
 }
 
-/// The allowlist is re-read on SIGHUP and whenever its file changes (a
-/// watch on its directory: Kubernetes updates a mounted Secret by swapping
-/// a symlink, and cannot send a signal). A file with bad lines is not taken as
-/// is: its removals apply at once (a key no longer on a good line stops
-/// working: never a removed key left working because of a typo elsewhere),
-/// its additions wait until it parses, and each bad line is logged at
-/// ERROR. An unreadable file changes nothing (nothing to read removals
-/// from), also logged at ERROR.
-fn spawn_allowlist_reloader(operators: OperatorAuth, path: PathBuf) {
-    // One pending reload at most: a burst of events is one reload.
-    let (poke, mut reloads) = tokio::sync::mpsc::channel::<()>(1);
-    let hup_poke = poke.clone();
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::error!("cannot listen for SIGHUP; the allowlist reloads only when its file changes");
-            return;
+/// The allowlist is re-read on SIGHUP and whenever its file changes
+/// (`cred_serve::watch`: a watch on its directory sees a Kubernetes Secret's
+/// symlink swap). A file with bad lines is not taken as is: its removals
+/// apply at once (a key no longer on a good line stops working: never a
+/// removed key left working because of a typo elsewhere), its additions wait
+/// until it parses, and each bad line is logged at ERROR. An unreadable file
+/// changes nothing (nothing to read removals from), also logged at ERROR.
+fn watch_allowlist(operators: OperatorAuth, path: PathBuf) {
+    // What was last applied: events on the directory's other files reload nothing.
+    let mut last: Option<String> = None;
+    cred_serve::watch::on_change("operator allowlist", vec![path.clone()], move || {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "allowlist unreadable; nothing changed");
+                return;
+            }
         };
-        while hup.recv().await.is_some() {
-            let _ = hup_poke.try_send(());
+        if last.as_deref() == Some(text.as_str()) {
+            return;
         }
-    });
-    let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = poke.try_send(());
-        }
-    })
-    .and_then(|mut w| {
-        use notify::Watcher;
-        w.watch(&dir, notify::RecursiveMode::NonRecursive).map(|()| w)
-    });
-    let watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot watch the allowlist; it reloads on SIGHUP only");
-            None
-        }
-    };
-    tokio::spawn(async move {
-        // The watcher lives as long as this task.
-        let _watcher = watcher;
-        let mut last: Option<String> = None;
-        while reloads.recv().await.is_some() {
-            // Let a writer finish (editors write in steps).
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            while reloads.try_recv().is_ok() {}
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e, "allowlist unreadable; nothing changed");
-                    continue;
-                }
-            };
-            if last.as_deref() == Some(text.as_str()) {
-                continue;
+        match Allowlist::parse_lenient(&text) {
+            (list, bad) if bad.is_empty() => {
+                tracing::info!(keys = list.len(), "operator allowlist reloaded");
+                operators.reload(list);
             }
-            last = Some(text.clone());
-            match Allowlist::parse_lenient(&text) {
-                (list, bad) if bad.is_empty() => {
-                    tracing::info!(keys = list.len(), "operator allowlist reloaded");
-                    operators.reload(list);
+            (good, bad) => {
+                let kept = operators.remove_missing(&good);
+                for b in &bad {
+                    tracing::error!(file = %path.display(), error = %b, "bad allowlist line");
                 }
-                (good, bad) => {
-                    let kept = operators.remove_missing(&good);
-                    for b in &bad {
-                        tracing::error!(file = %path.display(), error = %b, "bad allowlist line");
-                    }
-                    tracing::error!(
-                        keys = kept,
-                        bad_lines = bad.len(),
-                        "allowlist has bad lines: removals applied, additions held until it parses"
-                    );
-                }
+                tracing::error!(
+                    keys = kept,
+                    bad_lines = bad.len(),
+                    "allowlist has bad lines: removals applied, additions held until it parses"
+                );
             }
         }
+        last = Some(text);
     });
 }

@@ -64,8 +64,8 @@ pub async fn run_with_http<S: Store>(
     }
     // Admin mTLS: a verified client certificate, checked before the key.
     let admin_mtls = require_client_cert(opts.tls.as_ref());
-    let (limits, peers, pacing) = (opts.limits, opts.trusted_proxies.clone(), (opts.drain_delay, opts.drain));
-    let edge = Assembly::new(opts)?;
+    let (limits, peers) = (opts.limits, opts.trusted_proxies.clone());
+    let mut edge = Assembly::new(opts)?;
     let max = edge.max_request_bytes();
     let admin = InterceptedService::new(
         AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }).max_decoding_message_size(max),
@@ -74,31 +74,19 @@ pub async fn run_with_http<S: Store>(
     let clients = ClientServiceServer::new(ClientApi { authority: authority.clone() }).max_decoding_message_size(max);
     let store = authority.store().clone();
     let sessions = SessionServiceServer::new(SessionApi { authority }).max_decoding_message_size(max);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let http_task = match http {
-        Some(http::Listen { listener: l, console }) => {
-            let edge = Edge { rpc: cred_telemetry::RpcLayer::new(), peers, limits };
-            let grpc = Routes::new(edge.layered(admin.clone()))
-                .add_service(edge.layered(clients.clone()))
-                .add_service(edge.layered(sessions.clone()));
-            // Built from the descriptor set compiled in: every RPC has a
-            // route (a unit test checks), so this cannot fail at run time.
-            let table = http::Table::authd().expect("the built-in proto has an HTTP route for every RPC");
-            let api = http::Api { table: std::sync::Arc::new(table), grpc, limits, console };
-            let mut stopped = stopped.clone();
-            let until = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            Some(tokio::spawn(http::serve(l, api, pacing, until)))
-        }
-        None => None,
-    };
-    let shutdown = async {
-        shutdown.await;
-        let _ = stop.send(true);
-    };
-    let served = edge
-        .api(admin)
+    if let Some(http::Listen { listener: l, console }) = http {
+        let layers = Edge { rpc: cred_telemetry::RpcLayer::new(), peers, limits };
+        let grpc = Routes::new(layers.layered(admin.clone()))
+            .add_service(layers.layered(clients.clone()))
+            .add_service(layers.layered(sessions.clone()));
+        // Built from the descriptor set compiled in: every RPC has a
+        // route (a unit test checks), so this cannot fail at run time.
+        let table = http::Table::authd().expect("the built-in proto has an HTTP route for every RPC");
+        let api = http::Api { table: std::sync::Arc::new(table), grpc, limits, console };
+        // Served from start, stopped and drained with the gRPC listener.
+        edge = edge.http_limited(l, http::router(api));
+    }
+    edge.api(admin)
         .api(clients)
         .api(sessions)
         // NOT_SERVING while the store does not answer.
@@ -110,13 +98,7 @@ pub async fn run_with_http<S: Store>(
             },
             shutdown,
         )
-        .await;
-    let _ = stop.send(true);
-    if let Some(t) = http_task {
-        // It stops on the same signal and drains no longer than gRPC.
-        let _ = t.await;
-    }
-    served
+        .await
 }
 
 /// The layers `Assembly::api` puts around each API service on the gRPC

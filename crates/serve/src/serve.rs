@@ -270,9 +270,9 @@ pub struct Assembly {
     drain_delay: Duration,
     /// The plaintext health-only listener and its router, if any.
     health_only: Option<(tonic::transport::server::Router, TcpListener)>,
-    /// Plain HTTP listeners and their routers (gateway endpoints,
-    /// metrics), served beside the gRPC one.
-    http: Vec<(TcpListener, axum::Router)>,
+    /// Plain HTTP listeners, their routers (gateway endpoints, metrics,
+    /// authd's HTTP/JSON) and limits, served beside the gRPC one.
+    http: Vec<(TcpListener, axum::Router, Option<Limits>)>,
     /// Where health is reported.
     health: HealthReporter,
     /// The telemetry layer every API service goes behind.
@@ -297,7 +297,7 @@ impl Assembly {
             drain: opts.drain,
             drain_delay: opts.drain_delay,
             health_only,
-            http: opts.metrics.into_iter().map(|(l, s)| (l, crate::http::metrics_router(s))).collect(),
+            http: opts.metrics.into_iter().map(|(l, s)| (l, crate::http::metrics_router(s), None)).collect(),
             health,
             rpc: RpcLayer::new(),
             peers: opts.trusted_proxies,
@@ -340,7 +340,14 @@ impl Assembly {
     /// Also serves `router` over plain HTTP on `listener`, from start until
     /// the gRPC listener stops accepting, drained with it.
     pub fn http(mut self, listener: TcpListener, router: axum::Router) -> Assembly {
-        self.http.push((listener, router));
+        self.http.push((listener, router, None));
+        self
+    }
+
+    /// [`Assembly::http`], with the gRPC listener's header and stream
+    /// limits on its connections (an API served over both protocols).
+    pub fn http_limited(mut self, listener: TcpListener, router: axum::Router) -> Assembly {
+        self.http.push((listener, router, Some(self.limits)));
         self
     }
 
@@ -384,8 +391,9 @@ struct Main {
 struct Beside {
     /// The health service alone and its plaintext listener.
     health_only: Option<(tonic::transport::server::Router, TcpListener)>,
-    /// The plain HTTP listeners and their routers.
-    http: Vec<(TcpListener, axum::Router)>,
+    /// The plain HTTP listeners, their routers, and the limits they take
+    /// from the gRPC listener's (none: the defaults).
+    http: Vec<(TcpListener, axum::Router, Option<Limits>)>,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; then health
@@ -407,9 +415,9 @@ async fn serve_and_drain(
     let http: Vec<_> = beside
         .http
         .into_iter()
-        .map(|(l, r)| {
+        .map(|(l, r, limits)| {
             let mut stopping = http_stopping.clone();
-            tokio::spawn(crate::http::serve(l, r, async move {
+            tokio::spawn(crate::http::serve(l, r, limits, async move {
                 let _ = stopping.wait_for(|stop| *stop).await;
             }))
         })

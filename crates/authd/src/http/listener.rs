@@ -1,25 +1,19 @@
-//! The HTTP/JSON listener: HTTP/1.1 and h2c on one socket; each request is
-//! matched to its RPC, transcoded, and handed as a gRPC request to the
+//! The HTTP/JSON listener's router (served by `cred_serve::http`: HTTP/1.1
+//! and h2c on one socket); each request is matched to its RPC, transcoded, and handed as a gRPC request to the
 //! same service stack the gRPC listener runs (size limit, peer address,
 //! telemetry, admin mTLS check, the services themselves), and the gRPC
 //! answer is turned back into JSON or an AIP-193 error.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use axum::body::Body;
 use bytes::Bytes;
 use cred_serve::limits::Limits;
 use cred_serve::status::HttpError;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpConnectInfo;
 use tonic::{Code, Status};
@@ -32,10 +26,6 @@ use super::transcode;
 /// Request headers passed on to the gRPC stack: the credential, the
 /// caller's address behind proxies, and the trace context.
 const FORWARDED: [&str; 5] = ["authorization", "x-forwarded-for", "traceparent", "tracestate", "user-agent"];
-
-/// Longest wait for a request's headers on a new or idle HTTP/1.1
-/// connection: a peer that trickles them does not hold a slot for longer.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What answers HTTP requests.
 #[derive(Clone)]
@@ -50,69 +40,18 @@ pub struct Api {
     pub console: bool,
 }
 
-/// Serves `api` on `listener` until `shutdown` completes; then, as the
-/// gRPC listener does, goes on accepting for `delay`, stops accepting, and
-/// gives requests in flight at most `drain` to finish.
-pub async fn serve(
-    listener: TcpListener,
-    api: Api,
-    (delay, drain): (Duration, Duration),
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size((api.limits.max_header_list_bytes as usize).max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(api.limits.max_concurrent_streams)
-        .max_header_list_size(api.limits.max_header_list_bytes);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let stop = async {
-        shutdown.await;
-        tokio::time::sleep(delay).await;
-    };
-    tokio::pin!(stop);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: wait rather than spin.
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let local = tcp.local_addr().ok();
+/// `api` as the router `Assembly::http_limited` serves (cred_serve's accept
+/// loop, header read timeout and drain with the gRPC server; the gRPC
+/// listener's header and stream limits): every request goes to [`answer`].
+pub fn router(api: Api) -> axum::Router {
+    axum::Router::new().fallback_service(tower::service_fn(move |req: Request<Body>| {
         let api = api.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let api = api.clone();
-            async move { Ok::<_, Infallible>(answer(&api, remote, local, req).await) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(tcp), svc).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+        async move { Ok::<_, Infallible>(answer(&api, req).await) }
+    }))
 }
 
 /// The JSON answer to one request.
-async fn answer(
-    api: &Api,
-    remote: SocketAddr,
-    local: Option<SocketAddr>,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn answer(api: &Api, req: Request<Body>) -> Response<Full<Bytes>> {
     if api.console
         && matches!(*req.method(), Method::GET | Method::HEAD)
         && req.uri().path().starts_with(console::PREFIX)
@@ -121,7 +60,7 @@ async fn answer(
         return console::asset(path)
             .unwrap_or_else(|| refused(Status::not_found(format!("no console page {path}")).into()));
     }
-    match call(api, remote, local, req).await {
+    match call(api, req).await {
         Ok(json) => json_response(StatusCode::OK, json),
         Err(refusal) => refused(refusal),
     }
@@ -144,12 +83,7 @@ impl From<Status> for Refusal {
     }
 }
 
-async fn call(
-    api: &Api,
-    remote: SocketAddr,
-    local: Option<SocketAddr>,
-    req: Request<Incoming>,
-) -> Result<Vec<u8>, Refusal> {
+async fn call(api: &Api, req: Request<Body>) -> Result<Vec<u8>, Refusal> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     let (route, params) = match api.table.find(&parts.method, path) {
@@ -185,9 +119,11 @@ async fn call(
             headers.append(HeaderName::from_static(name), v.clone());
         }
     }
-    // What tonic's server sets on an accepted connection: the peer address
-    // for the per-peer budgets and the logs.
-    grpc.extensions_mut().insert(TcpConnectInfo { local_addr: local, remote_addr: Some(remote) });
+    // What tonic's server sets on an accepted connection (cred_serve's HTTP
+    // listener sets it too): the peer address for the per-peer budgets and the logs.
+    if let Some(peer) = parts.extensions.get::<TcpConnectInfo>() {
+        grpc.extensions_mut().insert(peer.clone());
+    }
     let timeout = api.limits.request_timeout;
     let resp = tokio::time::timeout(timeout, api.grpc.clone().oneshot(grpc))
         .await

@@ -2,7 +2,8 @@
 //! `google.api.http` options (ARCHITECTURE.md, "HTTP/JSON").
 //!
 //! One job a file, top first (each uses only those below it):
-//! `listener` (the socket, and a request's way through the gRPC stack),
+//! `listener` (the router `cred_serve` serves, and a request's way through the
+//! gRPC stack),
 //! `console` (the operator console's built-in assets and their headers),
 //! `transcode` (JSON ↔ the request and response messages, gRPC framing),
 //! `routes` (the route table from the descriptor set, path matching).
@@ -12,7 +13,7 @@ pub mod listener;
 pub mod routes;
 pub mod transcode;
 
-pub use listener::{Api, serve};
+pub use listener::{Api, router};
 pub use routes::Table;
 
 /// The HTTP/JSON listener of a server, and whether it serves the console.
