@@ -6,22 +6,29 @@
 //! the verify is the same call the gRPC API makes. An allowed request goes
 //! upstream with the identity headers set and every identity header it did
 //! not get from us removed, so a client cannot forge one; a denied one gets
-//! the gateway's refusal (`gateway::Refusal`).
+//! the gateway's refusal (`gateway::Refusal`). The service is served here
+//! rather than by envoy-types' generated server: it decodes the request into
+//! `check_request::CheckRequest`, the few fields a check reads.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use cred_core::store::Store;
 use cred_core::{Error, InvalidReason};
 use cred_serve::peer::TrustedProxies;
 use envoy_types::ext_authz::v3::pb::{
-    Address, Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
-    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
+    OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
+use tonic::body::Body;
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
+use crate::check_request::CheckRequest;
 use crate::gateway::{IdentityHeaders, Refusal, bearer, outcome, requirements};
 use crate::verifier::Verifier;
 use cred_telemetry::metrics::verify_outcome;
@@ -44,33 +51,6 @@ pub struct ExtAuthz<S> {
     /// The gRPC peers (Envoys) whose reported downstream address counts as
     /// the caller for the per-peer budget.
     pub proxies: TrustedProxies,
-}
-
-/// The value of header `name` (lower case, as Envoy sends names) of the
-/// checked request: from the `headers` map, or from `header_map` when
-/// Envoy is configured to send raw headers.
-fn header<'a>(
-    http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-    name: &str,
-) -> Option<&'a str> {
-    if let Some(v) = http.headers.get(name) {
-        return Some(v);
-    }
-    let map = http.header_map.as_ref()?;
-    map.headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case(name))
-        .and_then(|h| if h.value.is_empty() { std::str::from_utf8(&h.raw_value).ok() } else { Some(h.value.as_str()) })
-}
-
-/// The end user's address as Envoy saw it (for the per-peer budget, when
-/// on), as the check request says.
-fn source(r: &CheckRequest) -> Option<IpAddr> {
-    let a = r.attributes.as_ref()?.source.as_ref()?.address.as_ref()?.address.as_ref()?;
-    match a {
-        Address::SocketAddress(s) => s.address.parse().ok(),
-        _ => None,
-    }
 }
 
 fn set(name: &http::HeaderName, value: String) -> HeaderValueOption {
@@ -104,9 +84,10 @@ fn denied(r: &Refusal) -> CheckResponse {
     }
 }
 
-#[tonic::async_trait]
-impl<S: Store> Authorization for ExtAuthz<S> {
-    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+impl<S: Store> ExtAuthz<S> {
+    /// One check: Envoy's request in, the answer Envoy applies out (a
+    /// denial is an answer too: the call itself is OK).
+    pub async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         let caller = cred_serve::peer::client_ip(&req);
         let tcp = req.remote_addr().map(|a| a.ip());
         let r = req.into_inner();
@@ -114,21 +95,12 @@ impl<S: Store> Authorization for ExtAuthz<S> {
         // anyone else reaching this port could name a new address per guess
         // and spend budgets that are not theirs.
         let peer = match tcp {
-            Some(ip) if self.proxies.trusts(ip) => source(&r).or(caller),
+            Some(ip) if self.proxies.trusts(ip) => r.source().or(caller),
             _ => caller,
         };
-        let empty = HashMap::new();
-        let ext = r.attributes.as_ref().map_or(&empty, |a| &a.context_extensions);
-        let http = r.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|q| q.http.as_ref());
-        let token = http.and_then(|h| header(h, "authorization")).map(bearer).filter(|t| !t.is_empty());
-        let verified = match (
-            token,
-            requirements(
-                ext.get(ENVIRONMENT).map(String::as_str),
-                ext.get(SCOPES).map(String::as_str),
-                ext.get(PASSIVE).map(String::as_str),
-            ),
-        ) {
+        let token = r.header("authorization").map(bearer).filter(|t| !t.is_empty());
+        let verified = match (token, requirements(r.extension(ENVIRONMENT), r.extension(SCOPES), r.extension(PASSIVE)))
+        {
             (_, Err(e)) => Err(e),
             (None, _) => Err(Error::InvalidCredential(InvalidReason::Malformed)),
             (Some(t), Ok(want)) => self.verifier.verify_from(t, &want, peer).await,
@@ -159,5 +131,68 @@ impl<S: Store> Authorization for ExtAuthz<S> {
             }
         };
         Ok(Response::new(answer))
+    }
+}
+
+/// The gRPC service `envoy.service.auth.v3.Authorization` over an
+/// [`ExtAuthz`]: its one method, `Check`, and `UNIMPLEMENTED` for anything
+/// else (as a generated server answers).
+pub struct AuthorizationService<S> {
+    inner: Arc<ExtAuthz<S>>,
+    max_decoding: usize,
+}
+
+impl<S> AuthorizationService<S> {
+    /// The service, refusing requests larger than `max_decoding` bytes.
+    pub fn new(inner: ExtAuthz<S>, max_decoding: usize) -> Self {
+        AuthorizationService { inner: Arc::new(inner), max_decoding }
+    }
+}
+
+impl<S> Clone for AuthorizationService<S> {
+    fn clone(&self) -> Self {
+        AuthorizationService { inner: self.inner.clone(), max_decoding: self.max_decoding }
+    }
+}
+
+impl<S> NamedService for AuthorizationService<S> {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
+
+/// `Check` as tonic's unary method.
+struct CheckMethod<S>(Arc<ExtAuthz<S>>);
+
+impl<S: Store> UnaryService<CheckRequest> for CheckMethod<S> {
+    type Response = CheckResponse;
+    type Future = BoxFuture<Response<CheckResponse>, Status>;
+
+    fn call(&mut self, req: Request<CheckRequest>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { inner.check(req).await })
+    }
+}
+
+impl<S: Store> tower::Service<http::Request<Body>> for AuthorizationService<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() != "/envoy.service.auth.v3.Authorization/Check" {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let method = CheckMethod(self.inner.clone());
+        let max = self.max_decoding;
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default();
+            let mut grpc = Grpc::new(codec).apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(method, req).await)
+        })
     }
 }

@@ -9,7 +9,10 @@
 //!   paths counted;
 //! - `oauth`: RFC 7662 introspection: its callers' authentication and its
 //!   answers;
-//! - `ext_authz`: Envoy's `Authorization/Check` over the verifier;
+//! - `ext_authz`: Envoy's `Authorization/Check` over the verifier, and the
+//!   gRPC service that serves it;
+//! - `check_request`: the fields of Envoy's `CheckRequest` a check reads,
+//!   decoded without the rest;
 //! - `service`: the gRPC edge, and introspect's parameters of the one status
 //!   table (`cred_serve::status`);
 //! - `gateway`: what every gateway endpoint shares: the bearer of an
@@ -22,6 +25,7 @@
 //!   them, shared with authd).
 #![forbid(unsafe_code)]
 
+pub mod check_request;
 pub mod ext_authz;
 pub mod gateway;
 pub mod http;

@@ -13,9 +13,7 @@ use cred_telemetry::CallLog;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
-
-use crate::ext_authz::ExtAuthz;
+use crate::ext_authz::{AuthorizationService, ExtAuthz};
 use crate::gateway::{DEFAULT_PREFIX, IdentityHeaders};
 use crate::http::Gateway;
 use crate::oauth::Callers;
@@ -77,7 +75,7 @@ pub async fn run_with<S: Store>(
         headers: std::sync::Arc::new(gateway.headers.clone()),
         proxies: proxies.clone(),
     };
-    let envoy = InterceptedService::new(AuthorizationServer::new(envoy).max_decoding_message_size(max), mtls.clone());
+    let envoy = InterceptedService::new(AuthorizationService::new(envoy, max), mtls.clone());
     if let Some(l) = gateway.http {
         let g = Gateway { verifier: verifier.clone(), headers: gateway.headers, callers: gateway.callers, proxies };
         edge = edge.http(l, crate::http::router(g));
