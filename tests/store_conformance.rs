@@ -575,6 +575,21 @@ async fn quotas<S: Store>(s: S) {
     s.uncount_client(t.id).await.unwrap();
     assert!(s.create_client_audited(&c2, Some(&s2), &event(&c2), 1).await.unwrap());
     assert!(s.get_session(c2.id, s2.id).await.unwrap().session.is_some());
+
+    // Racers: 16 creations at once, on 16 threads lined up by a barrier,
+    // with 3 places left get exactly 3.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let handle = tokio::runtime::Handle::current();
+    let racers = (0..16).map(|_| {
+        let (s, c, barrier, handle) = (s.clone(), client(t.id), barrier.clone(), handle.clone());
+        let e = event(&c);
+        tokio::task::spawn_blocking(move || {
+            barrier.wait();
+            handle.block_on(s.create_client_audited(&c, None, &e, 4)).unwrap()
+        })
+    });
+    let won = futures::future::join_all(racers).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(won, 3, "concurrent creations passed the client quota");
 }
 
 /// Runs every test above against every store.

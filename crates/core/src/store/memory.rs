@@ -68,6 +68,16 @@ fn remembered(k: &ApiKey, now: Millis) -> bool {
 }
 
 impl Inner {
+    /// A client and its first session, if any.
+    fn insert_client(&mut self, c: &Client, first: Option<&Session>) {
+        self.clients.insert(c.id, c.clone());
+        if let Some(s) = first {
+            self.sessions.entry(c.id).or_default().insert(s.id, s.clone());
+            self.index.entry(c.id).or_default().insert(s.id, s.max_expires_at.unwrap_or(Millis::MAX));
+        }
+        self.wrote();
+    }
+
     fn wrote(&mut self) {
         self.writes += 1;
         if self.writes >= SWEEP_EVERY {
@@ -213,13 +223,13 @@ impl Store for MemoryStore {
         max: u64,
     ) -> StoreResult<bool> {
         self.append_audit(e).await?;
-        {
-            let g = self.lock();
-            if g.clients.values().filter(|x| x.tenant_id == c.tenant_id).count() as u64 >= max {
-                return Ok(false);
-            }
+        // The count and the insert under one lock: concurrent creations
+        // cannot both pass a quota with one place left.
+        let mut g = self.lock();
+        if g.clients.values().filter(|x| x.tenant_id == c.tenant_id).count() as u64 >= max {
+            return Ok(false);
         }
-        self.create_client(c, first).await?;
+        g.insert_client(c, first);
         Ok(true)
     }
 
@@ -281,13 +291,7 @@ impl Store for MemoryStore {
     }
 
     async fn create_client(&self, c: &Client, first: Option<&Session>) -> StoreResult<()> {
-        let mut g = self.lock();
-        g.clients.insert(c.id, c.clone());
-        if let Some(s) = first {
-            g.sessions.entry(c.id).or_default().insert(s.id, s.clone());
-            g.index.entry(c.id).or_default().insert(s.id, s.max_expires_at.unwrap_or(Millis::MAX));
-        }
-        g.wrote();
+        self.lock().insert_client(c, first);
         Ok(())
     }
 
