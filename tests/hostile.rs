@@ -195,6 +195,11 @@ async fn authd_a_guessing_peer_is_throttled_across_ids() {
         let s = clients.get_client(get(&keys.test_key)).await.unwrap_err();
         assert_eq!(s.code(), Code::NotFound, "{s:?}");
     }
+    // A key this process made after the address was throttled works on its
+    // first call from it (its hash is known here from the mint).
+    let fresh = authd.api_key(&keys.tenant_id, apb::Environment::Test, &[]).await;
+    let s = clients.get_client(get(&fresh)).await.unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "a key minted here, first used from a throttled address: {s:?}");
     // Operator keys count against the peer too (no store involved).
     let s = authd
         .admin()
@@ -206,6 +211,71 @@ async fn authd_a_guessing_peer_is_throttled_across_ids() {
     // throttled address.
     let req = apb::GetTenantRequest { tenant_id: keys.tenant_id.clone() };
     authd.admin().get_tenant(authed(&authd.operator, req)).await.expect("a valid operator key from a throttled peer");
+}
+
+/// The shared-address lockout of issue 11, after the cache: a credential the
+/// process has verified keeps working from an address an attacker throttled,
+/// each time its cache entry ages out (a store read decides, the budget does
+/// not), and a revoked one is still refused.
+#[tokio::test]
+async fn a_credential_verified_here_is_never_refused_by_a_throttled_address_once_its_cache_entry_ages_out() {
+    const AGE: Duration = Duration::from_millis(300);
+    let short = cred_core::cache::CacheOptions { max_age: AGE, ..Default::default() };
+    let authd = Authd::start_configured(Redis::start(Backend::Standalone), Default::default(), |a| {
+        a.with_api_key_cache(short.clone()).with_failure_guard(guard(BUDGET, BUDGET))
+    })
+    .await;
+    let keys = authd.tenant(None).await;
+    let replica = Replica::start(
+        &authd.redis.target(),
+        VerifyOptions { guard: Some(guard(BUDGET, BUDGET)), cache: short.clone(), ..Default::default() },
+    )
+    .await;
+    let session = {
+        let req = authed(&keys.test_key, apb::CreateClientRequest::default());
+        authd.clients().create_client(req).await.expect("create client").into_inner().token
+    };
+    assert!(authd.api_key_ok(&keys.test_key).await, "authd verifies the key once");
+    replica.verify(&session).await.expect("introspect verifies the session once");
+
+    // The attacker, at the same address, spends both peer budgets with
+    // well-formed guesses of random ids.
+    let tenant: uuid::Uuid = keys.tenant_id.parse().unwrap();
+    let guess = || Token::mint(TokenKind::ApiKey, Environment::Test, tenant, uuid::Uuid::new_v4()).expose();
+    let get = |key: &str| authed(key, apb::GetClientRequest { client_id: uuid::Uuid::new_v4().to_string() });
+    let mut clients = authd.clients();
+    for _ in 0..=BUDGET {
+        let _ = clients.get_client(get(&guess())).await;
+        let _ = replica.verify(&guess()).await;
+    }
+    assert_throttled(&clients.get_client(get(&guess())).await.unwrap_err(), "peer");
+    assert_throttled(&replica.verify(&guess()).await.unwrap_err(), "peer");
+
+    // Three times over, the entries age out and the real credentials are
+    // read from the store again, from the throttled address, while the
+    // attacker keeps the budgets spent.
+    for round in 0..3 {
+        tokio::time::sleep(AGE + Duration::from_millis(100)).await;
+        let before = authd.redis.server().command_stats();
+        let s = clients.get_client(get(&keys.test_key)).await.unwrap_err();
+        assert_eq!(s.code(), Code::NotFound, "round {round}: the real key from a throttled address: {s:?}");
+        replica.verify(&session).await.unwrap_or_else(|s| panic!("round {round}: the real session: {s:?}"));
+        assert!(!store_commands(authd.redis.server(), &before).is_empty(), "round {round}: not a store read");
+        assert_throttled(&clients.get_client(get(&guess())).await.unwrap_err(), "peer");
+        assert_throttled(&replica.verify(&guess()).await.unwrap_err(), "peer");
+    }
+
+    // What the store accepted lets a credential reach the store, never
+    // answers for it: revoked, it is refused, and then from memory.
+    let client_id = replica.verify(&session).await.expect("still valid").client_id;
+    let req = authed(&keys.test_key, apb::DeleteClientRequest { client_id });
+    authd.clients().delete_client(req).await.expect("delete the client");
+    tokio::time::sleep(AGE + Duration::from_millis(100)).await;
+    let cause = replica.cause(&session).await;
+    assert!(cause.is_some(), "a deleted client's session is refused");
+    let before = authd.redis.server().command_stats();
+    assert_eq!(replica.cause(&session).await, cause, "and stays refused");
+    assert!(store_commands(authd.redis.server(), &before).is_empty(), "a known-dead session read the store again");
 }
 
 #[tokio::test]

@@ -184,10 +184,20 @@ impl<S: Store> Authority<S> {
             return Err(invalid(r));
         }
         let (r, stored) = auth.await;
-        if let Err(Error::InvalidCredential(reason)) = &r {
-            g.refused(peer, &who, *reason, stored);
+        match &r {
+            Ok(_) => g.accepted(&who, hash),
+            Err(Error::InvalidCredential(reason)) => g.refused(peer, &who, *reason, stored),
+            Err(_) => {}
         }
         r
+    }
+
+    /// An API key this process just stored: its first call here is never
+    /// refused by a peer budget others spent (see [`FailureGuard::accepted`]).
+    fn minted(&self, token: &Token) {
+        if let Some(g) = &self.guard {
+            g.accepted(&identity(token), &token.hash());
+        }
     }
 
     /// Caches verified API keys (one store read saved on almost every
@@ -358,6 +368,7 @@ impl<S: Store> Authority<S> {
             }
         })
         .await?;
+        self.minted(&token);
         Ok(Issued { record: key, token: token.expose() })
     }
 
@@ -423,6 +434,7 @@ impl<S: Store> Authority<S> {
         })
         .await?;
         self.invalidate(Invalidation::ApiKey { tenant, key: id });
+        self.minted(&token);
         let old_expires_at = old.expires_at.map_or(grace_end, |x| x.min(grace_end));
         Ok(Rolled { new: Issued { record: new, token: token.expose() }, old_expires_at })
     }

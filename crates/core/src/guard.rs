@@ -14,6 +14,10 @@
 //! others spent, and a wrong secret or a dead credential presented again is
 //! refused from memory, at no cost to the store and drawing on no budget:
 //! a live id, a revoked one and an unknown one are throttled alike.
+//! Where peers have budgets, the secret of every credential the store last
+//! accepted is remembered too (its *known-good* hash), so a credential this
+//! process has verified is never refused by a peer budget others spent on a
+//! shared address, even once its cache entry has aged out or been flushed.
 //! Credentials are keyed by their whole identity (kind, environment, route,
 //! id), so a forged token with another route or kind teaches nothing about
 //! the real one. Peers are IP addresses, IPv6 grouped by /64 (one host's
@@ -102,8 +106,10 @@ struct Slot {
     /// `mono_ms` of the last failure: a minute later the budget is whole
     /// again and the slot is no different from none.
     last_failure: AtomicU64,
-    /// What the store said of this credential (credential budgets only).
-    known: std::sync::OnceLock<Known>,
+    /// What the store said of this credential (credential budgets only):
+    /// a death replaces a stored hash (the real secret, refused once it was
+    /// revoked, is refused from memory after that), never the other way.
+    known: std::sync::Mutex<Option<Known>>,
 }
 
 /// A budget is whole again this long after its last failure (quotas are per
@@ -130,7 +136,7 @@ impl<K: Eq + std::hash::Hash + Clone> Budgets<K> {
     /// failure would.
     fn known(&self, k: &K, now: u64) -> Option<Known> {
         let slot = self.slots.get(k)?;
-        let known = *slot.known.get()?;
+        let known = (*slot.known.lock().unwrap_or_else(|p| p.into_inner()))?;
         slot.last_failure.fetch_max(now, Ordering::Relaxed);
         Some(known)
     }
@@ -148,12 +154,15 @@ impl<K: Eq + std::hash::Hash + Clone> Budgets<K> {
                 limiter: RateLimiter::direct(quota),
                 blocked_until: AtomicU64::new(0),
                 last_failure: AtomicU64::new(0),
-                known: std::sync::OnceLock::new(),
+                known: std::sync::Mutex::new(None),
             }))
         });
         let Ok(slot) = slot;
         if let Some(k) = known {
-            let _ = slot.known.set(k);
+            let mut was = slot.known.lock().unwrap_or_else(|p| p.into_inner());
+            if !matches!(*was, Some(Known::Dead(_))) {
+                *was = Some(k);
+            }
         }
         let now = mono_ms();
         slot.last_failure.store(now, Ordering::Relaxed);
@@ -189,6 +198,9 @@ impl<K: Eq + std::hash::Hash + Clone> Budgets<K> {
 pub struct FailureGuard {
     credentials: Option<Budgets<Identity>>,
     peers: Option<Budgets<IpAddr>>,
+    /// The hash the store last accepted per credential, kept only with peer
+    /// budgets (what it lets past); bounded like the budgets.
+    good: Option<Lru<Identity, SecretHash>>,
 }
 
 /// What [`FailureGuard::check`] decides before a store read.
@@ -206,15 +218,16 @@ impl FailureGuard {
         FailureGuard {
             credentials: opts.per_credential.map(|n| Budgets::new(n, opts.capacity)),
             peers: opts.per_peer.map(|n| Budgets::new(n, opts.capacity)),
+            good: opts.per_peer.map(|_| Lru::new(opts.capacity.max(1))),
         }
     }
 
     /// Whether an attempt from `peer` with credential `who` and a secret
     /// hashing to `presented` may go on to the store. The stored secret of
-    /// a credential refused before always goes on, whatever budget others
-    /// spent; a secret known wrong, or a credential known dead, is refused
-    /// from memory; anything else is refused while its credential's or its
-    /// peer's budget is spent.
+    /// a credential refused before, and the secret the store last accepted,
+    /// always go on, whatever budget others spent; a secret known wrong, or
+    /// a credential known dead, is refused from memory; anything else is
+    /// refused while its credential's or its peer's budget is spent.
     pub fn check(&self, peer: Option<IpAddr>, who: &Identity, presented: &SecretHash) -> Result<Verdict, Throttled> {
         let now = mono_ms();
         if let Some(b) = &self.credentials {
@@ -224,6 +237,11 @@ impl FailureGuard {
                 Some(Known::Dead(r)) => return Ok(Verdict::Refuse(r)),
                 None => {}
             }
+        }
+        if let Some(good) = &self.good
+            && good.get(who).is_some_and(|h| h.matches(presented))
+        {
+            return Ok(Verdict::Go);
         }
         self.check_peer(peer)?;
         if let Some(b) = &self.credentials
@@ -263,6 +281,15 @@ impl FailureGuard {
             b.fail(who, Some(Known::of(reason, stored)));
         }
         self.failed(peer);
+    }
+
+    /// Records that the store accepted credential `who` with the secret
+    /// hashing to `presented`: from now on that secret goes on to the
+    /// store from any address (a store read still decides).
+    pub fn accepted(&self, who: &Identity, presented: &SecretHash) {
+        if let Some(good) = &self.good {
+            good.insert(*who, *presented);
+        }
     }
 
     /// Keys tracked (credentials, peers), for tests and metrics.
@@ -325,6 +352,31 @@ mod tests {
         assert_eq!(g.check(Some(attacker), &who(), &WRONG).unwrap_err().spent, Spent::Peer);
         // The victim, behind the same address, with the real secret: goes on.
         assert_eq!(g.check(Some(victim), &id, &REAL), Ok(Verdict::Go));
+    }
+
+    #[test]
+    fn a_secret_the_store_accepted_is_never_refused_by_a_spent_peer_budget() {
+        let g = guard(3, 2, 100);
+        let (id, shared): (Identity, IpAddr) = (who(), [10, 0, 0, 1].into());
+        g.accepted(&id, &REAL);
+        for _ in 0..5 {
+            g.refused(Some(shared), &who(), InvalidReason::Unknown, None);
+        }
+        assert_eq!(g.check(Some(shared), &who(), &REAL).unwrap_err().spent, Spent::Peer);
+        assert_eq!(g.check(Some(shared), &id, &REAL), Ok(Verdict::Go), "the accepted secret goes on");
+        assert_eq!(g.check(Some(shared), &id, &WRONG).unwrap_err().spent, Spent::Peer, "another secret does not");
+        // A forged secret teaches the stored hash; once the store says the
+        // credential is dead, memory refuses it whatever was learned before.
+        g.refused(Some(shared), &id, InvalidReason::Unknown, Some(REAL));
+        assert_eq!(g.check(Some(shared), &id, &REAL), Ok(Verdict::Go));
+        g.refused(Some(shared), &id, InvalidReason::Revoked, Some(REAL));
+        assert_eq!(g.check(Some(shared), &id, &REAL), Ok(Verdict::Refuse(InvalidReason::Revoked)));
+        g.refused(Some(shared), &id, InvalidReason::Unknown, Some(REAL));
+        assert_eq!(g.check(Some(shared), &id, &WRONG), Ok(Verdict::Refuse(InvalidReason::Revoked)), "dead stays dead");
+        // Without peer budgets nothing is remembered (nothing to let past).
+        let no_peers = guard(3, 0, 100);
+        no_peers.accepted(&id, &REAL);
+        assert!(no_peers.good.is_none());
     }
 
     #[test]

@@ -199,8 +199,12 @@ impl<S: Store> Verifier<S> {
                 }
                 let mut stored = None;
                 let loaded = self.load(&token, &hash, key, &mut stored).await;
-                if let (Err(Error::InvalidCredential(r)), Some(g)) = (&loaded, &self.inner.guard) {
-                    g.refused(peer, &who, *r, stored);
+                if let Some(g) = &self.inner.guard {
+                    match &loaded {
+                        Ok(_) => g.accepted(&who, &hash),
+                        Err(Error::InvalidCredential(r)) => g.refused(peer, &who, *r, stored),
+                        Err(_) => {}
+                    }
                 }
                 loaded?
             }
