@@ -126,6 +126,45 @@ fn run(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `authd dev --http-listen --console`: the banner's HTTP/JSON part works as
+/// printed (its curl lines pasted into bash with the exports, each answered
+/// with JSON and no error), and the console is served at the printed address
+/// with its security headers.
+#[tokio::test]
+async fn dev_mode_http_banner_and_console_work_as_printed() {
+    let mut cmd = Command::new(bin("authd"));
+    cmd.args(["dev", "--listen", "127.0.0.1:0", "--introspect-listen", "127.0.0.1:0"]).args([
+        "--http-listen",
+        "127.0.0.1:0",
+        "--console",
+    ]);
+    let mut p = Proc::spawn_with_stdout(cmd);
+    let mut out = BufReader::new(p.child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("/console/") {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "authd dev exited early:\n{banner}");
+        banner.push_str(&line);
+    }
+    let curls: Vec<&str> = banner.lines().filter(|l| l.starts_with("curl ")).collect();
+    assert!(curls.len() >= 5, "the HTTP banner's curl lines:\n{banner}");
+    for c in &curls {
+        let o = pasted(&banner, c);
+        let body = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{c}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{c}: not JSON ({e}): {body}"));
+        assert!(v.get("error").is_none() && v.get("code").is_none(), "{c}: an error: {body}");
+    }
+    let console = banner.split_whitespace().find(|w| w.ends_with("/console/")).expect("the console's address");
+    let o = Command::new("curl").args(["-sS", "-D", "-", "-o", "/dev/null", console]).output().expect("curl");
+    let head = String::from_utf8_lossy(&o.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{console}: {head}");
+    assert!(head.contains("content-security-policy: default-src 'self'; script-src 'self'"), "{head}");
+    assert!(!head.contains("set-cookie"), "{head}");
+    assert_eq!(p.terminate(), Some(0));
+}
+
 /// `authd serve` as an operator sets it up: a redis-server, an operator
 /// secret and key made offline, an allowlist file.
 struct Served {

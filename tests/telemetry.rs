@@ -932,3 +932,62 @@ async fn prometheus_scrapes_the_same_instruments_on_both_binaries() {
     assert_eq!(a.terminate(), Some(0));
     assert_eq!(i.terminate(), Some(0));
 }
+
+/// A call over authd's HTTP/JSON listener is the same call to telemetry as
+/// over gRPC: its span (named by the RPC, parent the caller's `traceparent`
+/// header), its `rpc.server.*` metric points and its one log line, for an
+/// answer and for a refusal; made with the real curl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_json_calls_have_the_same_spans_metrics_and_log_lines() {
+    let redis = RedisServer::start();
+    let op = operator();
+    let (rx, endpoint) = Receiver::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_string()),
+        ("AUTHD_HTTP_LISTEN", "127.0.0.1:0".to_string()),
+    ];
+    let (mut authd, _aaddr, mut introspect, _iaddr) = start(&redis, &op, &env);
+    let http = authd
+        .lines()
+        .iter()
+        .map(|l| json(l))
+        .find(|v| v["fields"]["message"] == "authd serving HTTP/JSON")
+        .and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
+        .expect("the HTTP/JSON listener's address in the log");
+    let (trace_id, parent) = ("5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8");
+    let curl = |path: &str, token: &str, body: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .arg(format!("http://{http}{path}"))
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["-H", &format!("traceparent: 00-{trace_id}-{parent}-01")])
+            .args(["-H", "Content-Type: application/json", "-d", body])
+            .output()
+            .expect("run curl (apt-get install curl)");
+        assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(curl("/v1/tenants", &op.token, r#"{"name":"over-http"}"#), "200");
+    assert_eq!(curl("/v1/tenants", "not-an-operator-key", r#"{"name":"x"}"#), "401");
+
+    let ok = [("rpc.method", "CreateTenant"), ("rpc.grpc.status_code", "0")];
+    let refused = [("rpc.method", "CreateTenant"), ("rpc.grpc.status_code", "16")];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rx.spans("authd").iter().filter(|s| s.name == "authd.v1.AdminService/CreateTenant").count() < 2
+        || rx.counter("authd", "rpc.server.requests", &ok) != 1
+        || rx.counter("authd", "rpc.server.requests", &refused) != 1
+    {
+        assert!(Instant::now() < deadline, "no span or metric point for the HTTP calls within 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in rx.spans("authd").iter().filter(|s| s.name == "authd.v1.AdminService/CreateTenant") {
+        assert_eq!(hex(&s.trace_id), trace_id, "the caller's trace continues over HTTP");
+        assert_eq!(hex(&s.parent_span_id), parent, "parent is the caller's span");
+    }
+    let lines: Vec<_> = rpc_lines(&authd).into_iter().filter(|l| l.0 == "authd.v1.AdminService/CreateTenant").collect();
+    assert_eq!(lines.iter().map(|l| l.1).collect::<Vec<_>>(), [0, 16], "one log line per HTTP call: {lines:?}");
+    assert_eq!(authd.terminate(), Some(0), "authd exit:\n{}", authd.lines().join("\n"));
+    assert_eq!(introspect.terminate(), Some(0));
+}
