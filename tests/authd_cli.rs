@@ -842,3 +842,111 @@ async fn refusals_take_the_same_time_at_the_server_whatever_the_reason() {
     let (lo, hi) = (medians.iter().map(|m| m.1).min().unwrap(), medians.iter().map(|m| m.1).max().unwrap());
     assert!(hi - lo < 2_000, "medians by reason differ by {} µs: {medians:?}", hi - lo);
 }
+
+/// README's HTTP/JSON walkthrough, run as written: its `sh` block is read
+/// from README.md, each `curl` command run in bash with the real curl against
+/// `authd serve --http-listen` over a real Redis, the placeholders (`$H`,
+/// `$OP`, `$KEY`, `<tenant id>`, `<client id>`, `<session id>`,
+/// `cst_live_...`) filled from the answers before it; each must answer 200
+/// with JSON holding every field its `→` comment names (`{}` exactly).
+#[tokio::test]
+async fn the_readme_http_walkthrough_runs_as_written() {
+    let served = serve(&[("AUTHD_HTTP_LISTEN", "127.0.0.1:0")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let http = loop {
+        let found = served.authd.lines().iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["fields"]["message"] == "authd serving HTTP/JSON")
+                .then(|| v["fields"]["addr"].as_str().map(String::from))?
+        });
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no HTTP/JSON listener in the log");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = readme
+        .split("\n## HTTP/JSON\n")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("\n```").next())
+        .expect("README's HTTP/JSON sh block");
+    // (command, what its answer must hold) pairs, continuation lines joined.
+    let mut steps: Vec<(String, Option<String>)> = Vec::new();
+    let mut lines = block.lines().peekable();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("curl ") {
+            if let (Some(expect), Some(last)) = (line.trim_start().strip_prefix("#   →"), steps.last_mut()) {
+                last.1 = Some(expect.trim().to_string());
+            }
+            continue;
+        }
+        let mut cmd = line.to_string();
+        while cmd.ends_with('\\') {
+            cmd.pop();
+            cmd.push_str(lines.next().expect("a continued line").trim_start());
+        }
+        match cmd.split_once("# →") {
+            Some((c, e)) => steps.push((c.trim_end().to_string(), Some(e.trim().to_string()))),
+            None => steps.push((cmd, None)),
+        }
+    }
+    assert!(steps.len() >= 10, "the walkthrough's commands: {steps:?}");
+
+    let mut vars: Vec<(String, String)> =
+        vec![("$H".into(), format!("http://{http}")), ("$OP".into(), served.operator.clone())];
+    for (cmd, expect) in &steps {
+        let mut run = cmd.clone();
+        for (k, v) in &vars {
+            run = run.replace(k.as_str(), v);
+        }
+        assert!(!run.contains('<') && !run.contains("..."), "a placeholder nothing filled: {run}");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("{run} -w '\\n%{{http_code}}'"))
+            .output()
+            .expect("bash and curl (apt-get install curl)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, status) = text.rsplit_once('\n').unwrap_or_else(|| panic!("{run}: {text}"));
+        assert_eq!(status, "200", "{cmd}\n→ {body}");
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{cmd}: not JSON ({e}): {body}"));
+        fn has(v: &serde_json::Value, key: &str) -> bool {
+            match v {
+                serde_json::Value::Object(m) => m.contains_key(key) || m.values().any(|x| has(x, key)),
+                serde_json::Value::Array(a) => a.iter().any(|x| has(x, key)),
+                _ => false,
+            }
+        }
+        match expect.as_deref() {
+            Some("{}") => assert_eq!(v, serde_json::json!({}), "{cmd}"),
+            Some(e) => {
+                for key in e.split('"').skip(1).step_by(2).filter(|k| e.contains(&format!("\"{k}\":"))) {
+                    assert!(has(&v, key), "{cmd}: the answer lacks \"{key}\" (README says {e}): {body}");
+                }
+                if let Some(n) = e.strip_prefix("{\"revokedCount\": ").and_then(|n| n.strip_suffix('}')) {
+                    assert_eq!(v["revokedCount"].as_u64().map(|x| x.to_string()).as_deref(), Some(n), "{cmd}: {body}");
+                }
+            }
+            None => {}
+        }
+        // What later steps use, first seen first kept.
+        let mut learn = |k: &str, val: Option<&str>| {
+            if let Some(val) = val
+                && !vars.iter().any(|(n, _)| n == k)
+            {
+                vars.push((k.to_string(), val.to_string()));
+            }
+        };
+        learn("<tenant id>", v["tenant"]["tenantId"].as_str());
+        learn("<client id>", v["client"]["clientId"].as_str());
+        learn("<session id>", v["session"]["sessionId"].as_str());
+        if let Some(s) = v["secret"].as_str().filter(|s| s.starts_with("sk_live_")) {
+            learn("$KEY", Some(s));
+        }
+        if let Some(t) = v["token"].as_str().filter(|t| t.starts_with("cst_live_")) {
+            learn("cst_live_...", Some(t));
+        }
+    }
+}
