@@ -343,3 +343,54 @@ async fn rfc7662_introspection_with_curl() {
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(curl(&["-u", &basic, &url]).status, 405);
 }
+
+/// A gateway's refusal reaches end users, so it tells nothing by its time:
+/// forward-auth's 401 and RFC 7662's `{"active":false}` take at least the
+/// refusal floor whatever the reason (garbage, an unknown id, a wrong secret
+/// for a token this replica has cached, a revoked token), timed by curl
+/// (the first byte of the answer), where an answer from memory would take
+/// well under a millisecond on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_refusals_take_the_refusal_floor_whatever_the_reason() {
+    use cred_core::model::Environment;
+    use cred_core::token::{Token, TokenKind};
+    let w = World::start().await;
+    let (cached, _) = w.session().await;
+    let r = curl(&["-H", &bearer(&cached), &format!("http://{}/forward-auth", w.http)]);
+    assert_eq!(r.status, 200, "the real token, once, to cache it: {r:?}");
+    let forged = {
+        let t = Token::parse(&cached).unwrap();
+        Token::mint(t.kind, t.env, t.route, t.id).expose()
+    };
+    let unknown = Token::mint(TokenKind::Session, Environment::Production, uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let revoked = w.revoked().await;
+    let (user, secret) = CALLER.split_once(':').unwrap();
+    let basic = format!("{user}:{secret}");
+    let floor = cred_serve::status::REFUSAL_FLOOR.as_secs_f64();
+    for (what, token) in [
+        ("garbage", "not-a-token".to_string()),
+        ("unknown id", unknown.expose()),
+        ("wrong secret, cached", forged),
+        ("revoked", revoked),
+    ] {
+        for _ in 0..5 {
+            let timed = |args: &[&str]| {
+                let out = Command::new("curl")
+                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_starttransfer}"])
+                    .args(args)
+                    .output()
+                    .expect("curl");
+                let text = String::from_utf8(out.stdout).unwrap();
+                let (code, secs) = text.split_once(' ').unwrap_or_else(|| panic!("curl printed {text}"));
+                (code.to_string(), secs.parse::<f64>().unwrap())
+            };
+            let (code, secs) = timed(&["-H", &bearer(&token), &format!("http://{}/forward-auth", w.http)]);
+            assert_eq!(code, "401", "forward-auth, {what}");
+            assert!(secs >= floor, "forward-auth refused {what} in {secs} s, under the floor");
+            let url = format!("http://{}/oauth2/introspect", w.http);
+            let (code, secs) = timed(&["-u", &basic, "--data-urlencode", &format!("token={token}"), &url]);
+            assert_eq!(code, "200", "RFC 7662, {what}");
+            assert!(secs >= floor, "RFC 7662 answered {what} inactive in {secs} s, under the floor");
+        }
+    }
+}

@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use cred_core::guard::FailureGuard;
 use cred_core::operator::{Allowlist, OperatorSecret};
@@ -26,22 +25,9 @@ pub fn peer<T>(req: &Request<T>) -> Option<IpAddr> {
     cred_serve::peer::client_ip(req)
 }
 
-/// The least time a refused credential takes to answer, from the start of
-/// its check: a refusal from memory or the cache (microseconds) and one
-/// read from Redis (a few hundred) then look alike to an outside caller,
-/// so time tells nothing of why (README, "Failure budgets").
-pub const REFUSAL_FLOOR: Duration = Duration::from_millis(5);
-
-/// `check` (an API key's or a session's), its refusal held until
-/// [`REFUSAL_FLOOR`] has passed since it began.
-pub async fn floored<T>(check: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-    let started = tokio::time::Instant::now();
-    let r = check.await;
-    if let Err(Error::InvalidCredential(_)) = &r {
-        tokio::time::sleep_until(started + REFUSAL_FLOOR).await;
-    }
-    r
-}
+// Refusals are held to the same floor whatever their reason (the function
+// lives in the one status table's module, shared with introspect's gateways).
+pub use cred_serve::status::{REFUSAL_FLOOR, floored};
 
 /// Checks operator keys: opens under the secret, id in the allowlist.
 #[derive(Clone)]

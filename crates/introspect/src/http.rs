@@ -21,6 +21,7 @@ use axum::routing::{any, post};
 use cred_core::store::Store;
 use cred_core::{Error, InvalidReason};
 use cred_serve::peer::TrustedProxies;
+use cred_serve::status::floored;
 
 use crate::gateway::{IdentityHeaders, Refusal, bearer, outcome, requirements};
 use crate::oauth::{Callers, introspect};
@@ -74,11 +75,15 @@ async fn forward_auth<S: Store>(
     let token = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(bearer);
     let token = token.filter(|t| !t.is_empty());
     let q = |k: &str| q.get(k).map(String::as_str);
-    let verified = match (token, requirements(q("environment"), q("scopes"), q("passive"))) {
-        (_, Err(e)) => Err(e),
-        (None, _) => Err(Error::InvalidCredential(InvalidReason::Malformed)),
-        (Some(t), Ok(want)) => g.verifier.verify_from(t, &want, Some(peer)).await,
-    };
+    // Its refusals reach end users: held to the floor, as authd's.
+    let verified = floored(async {
+        match (token, requirements(q("environment"), q("scopes"), q("passive"))) {
+            (_, Err(e)) => Err(e),
+            (None, _) => Err(Error::InvalidCredential(InvalidReason::Malformed)),
+            (Some(t), Ok(want)) => g.verifier.verify_from(t, &want, Some(peer)).await,
+        }
+    })
+    .await;
     match verified {
         Ok(v) => {
             record_tenant(v.tenant_id);

@@ -13,6 +13,7 @@ use base64::Engine;
 use cred_core::Error;
 use cred_core::store::Store;
 use cred_core::token::TokenKind;
+use cred_serve::status::floored;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
@@ -97,7 +98,9 @@ pub async fn introspect<S: Store>(verifier: &Verifier<S>, token: Option<&str>, p
         let body = json!({"error": "invalid_request", "error_description": "token: missing"});
         return (http::StatusCode::BAD_REQUEST, vec![], body);
     };
-    match verifier.verify_from(token, &Requirements::default(), peer).await {
+    // An inactive answer reaches, through the resource server, whoever
+    // presented the token: held to the floor, as authd's refusals.
+    match floored(verifier.verify_from(token, &Requirements::default(), peer)).await {
         Ok(v) => {
             record_tenant(v.tenant_id);
             verify_outcome("VALID");

@@ -21,7 +21,8 @@
 //! - `peer`: the caller's address for the per-peer budgets, through
 //!   trusted proxies' `x-forwarded-for`;
 //! - `status`: the one table from `cred_core::Error` to `tonic::Status`,
-//!   with what the services really differ in as an `Edge` parameter;
+//!   with what the services really differ in as an `Edge` parameter, and
+//!   the floor an outside caller's refusals are held to;
 //! - `check`: the `health-check` subcommand, a `grpc.health.v1` client
 //!   (the distroless image's `helm test` runs it).
 //! - `watch`: a reload run on SIGHUP and when files' directories change.

@@ -23,6 +23,27 @@ pub const THROTTLED: &str = "TOO_MANY_FAILED_AUTHENTICATIONS";
 /// edge tells it.
 pub const CAUSE: &str = "cause";
 
+/// The least time a refused credential takes to answer an outside caller,
+/// from the start of its check: a refusal from memory or the cache
+/// (microseconds) and one read from Redis (a few hundred) then look alike,
+/// so time tells nothing of why (README, "Failure budgets"). authd's
+/// callers and introspect's gateway endpoints (whose refusals reach end
+/// users) are held to it; introspect's gRPC API, for internal callers told
+/// the cause, is not.
+pub const REFUSAL_FLOOR: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// `check`, its refusal of a credential held until [`REFUSAL_FLOOR`] has
+/// passed since it began (other errors, throttling among them, are the same
+/// whatever the credential, and answer at once).
+pub async fn floored<T>(check: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let started = tokio::time::Instant::now();
+    let r = check.await;
+    if let Err(Error::InvalidCredential(_)) = &r {
+        tokio::time::sleep_until(started + REFUSAL_FLOOR).await;
+    }
+    r
+}
+
 /// What one service's answers differ in.
 #[derive(Debug, Clone, Copy)]
 pub struct Edge {
