@@ -701,6 +701,7 @@ async fn bad_input_table(backend: Backend) {
                         tenant_id: t.clone(),
                         after_event_id: "yesterday".into(),
                         page_size: 0,
+                        newest_first: false,
                     },
                 ))
                 .await
@@ -712,7 +713,12 @@ async fn bad_input_table(backend: Backend) {
             admin
                 .list_audit_events(authed(
                     &op,
-                    pb::ListAuditEventsRequest { tenant_id: t.clone(), after_event_id: String::new(), page_size: 5000 },
+                    pb::ListAuditEventsRequest {
+                        tenant_id: t.clone(),
+                        after_event_id: String::new(),
+                        page_size: 5000,
+                        newest_first: false,
+                    },
                 ))
                 .await
                 .map(drop),
@@ -883,12 +889,31 @@ async fn secrets_are_shown_once_and_never_stored() {
     let audit = admin
         .list_audit_events(authed(
             &a.operator,
-            pb::ListAuditEventsRequest { tenant_id: tid.clone(), after_event_id: String::new(), page_size: 0 },
+            pb::ListAuditEventsRequest {
+                tenant_id: tid.clone(),
+                after_event_id: String::new(),
+                page_size: 0,
+                newest_first: false,
+            },
         ))
         .await
         .unwrap()
         .into_inner();
     seen.extend(audit.encode_to_vec());
+    // The same trail newest first, over gRPC: the reverse order.
+    let newest = admin
+        .list_audit_events(authed(
+            &a.operator,
+            pb::ListAuditEventsRequest { tenant_id: tid.clone(), newest_first: true, ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids = |events: &[pb::AuditEvent]| events.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>();
+    let mut reversed = ids(&audit.events);
+    reversed.reverse();
+    assert!(reversed.len() > 2, "a trail to page: {reversed:?}");
+    assert_eq!(ids(&newest.events), reversed, "newest first is the trail reversed");
     seen.extend(
         clients
             .get_client(authed(&keys.live_key, pb::GetClientRequest { client_id: cid.clone() }))

@@ -306,7 +306,7 @@ async fn audit<S: Store>(s: S) {
         };
         ids.push(s.append_audit(&e).await.unwrap());
     }
-    let all = s.list_audit(t, None, 100).await.unwrap();
+    let all = s.list_audit(t, None, 100, false).await.unwrap();
     assert_eq!(all.len(), 3);
     assert_eq!(all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
     assert_eq!(all[1].action, "act.1");
@@ -317,12 +317,20 @@ async fn audit<S: Store>(s: S) {
     let e = AuditEvent { action: "client.create".into(), ..all[0].clone() };
     s.create_client_audited(&c, Some(&first), &e, u64::MAX).await.unwrap();
     assert_eq!(s.get_session(c.id, first.id).await.unwrap().session, Some(first));
-    let after = s.list_audit(t, Some(&ids[2]), 100).await.unwrap();
+    let after = s.list_audit(t, Some(&ids[2]), 100, false).await.unwrap();
     assert_eq!(after.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["client.create"]);
-    let rest = s.list_audit(t, Some(&ids[0]), 100).await.unwrap();
+    let rest = s.list_audit(t, Some(&ids[0]), 100, false).await.unwrap();
     assert_eq!(rest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["act.1", "act.2", "client.create"]);
-    assert_eq!(s.list_audit(t, None, 1).await.unwrap().len(), 1);
-    assert!(s.list_audit(rng::uuid(), None, 10).await.unwrap().is_empty());
+    assert_eq!(s.list_audit(t, None, 1, false).await.unwrap().len(), 1);
+    assert!(s.list_audit(rng::uuid(), None, 10, false).await.unwrap().is_empty());
+    // Newest first, paged towards older events from the last one seen.
+    let actions = |v: Vec<AuditEvent>| v.into_iter().map(|e| e.action).collect::<Vec<_>>();
+    let newest = s.list_audit(t, None, 2, true).await.unwrap();
+    assert_eq!(actions(newest.clone()), ["client.create", "act.2"]);
+    let older = s.list_audit(t, Some(&newest[1].id), 2, true).await.unwrap();
+    assert_eq!(actions(older.clone()), ["act.1", "act.0"]);
+    assert!(s.list_audit(t, Some(&older[1].id), 2, true).await.unwrap().is_empty(), "nothing before the oldest");
+    assert!(s.list_audit(rng::uuid(), None, 10, true).await.unwrap().is_empty());
 }
 
 async fn why_gone<S: Store>(s: S) {

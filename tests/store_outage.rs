@@ -465,7 +465,12 @@ async fn writes_wait_for_a_replica_and_fail_unavailable_when_it_does_not_acknowl
 
 /// The audit trail's actions with their subjects, oldest first.
 async fn audit_trail(a: &Authd, tenant_id: &str) -> Vec<(String, Vec<String>)> {
-    let req = pb::ListAuditEventsRequest { tenant_id: tenant_id.into(), after_event_id: String::new(), page_size: 100 };
+    let req = pb::ListAuditEventsRequest {
+        tenant_id: tenant_id.into(),
+        after_event_id: String::new(),
+        page_size: 100,
+        newest_first: false,
+    };
     let events = a.admin().list_audit_events(authed(&a.operator, req)).await.expect("list audit").into_inner().events;
     events.into_iter().map(|e| (e.action, e.subjects)).collect()
 }

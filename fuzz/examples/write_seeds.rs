@@ -89,8 +89,13 @@ fn main() {
         .encode_to_vec()
     });
     a(7, "list_audit", &|| {
-        pb::ListAuditEventsRequest { tenant_id: t(), after_event_id: "1700000000000-0".into(), page_size: 10 }
-            .encode_to_vec()
+        pb::ListAuditEventsRequest {
+            tenant_id: t(),
+            after_event_id: "1700000000000-0".into(),
+            page_size: 10,
+            newest_first: false,
+        }
+        .encode_to_vec()
     });
     a(0xd1, "get_tenant_no_bearer", &|| pb::GetTenantRequest { tenant_id: t() }.encode_to_vec());
 

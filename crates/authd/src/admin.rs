@@ -165,7 +165,7 @@ impl<S: Store> AdminService for AdminApi<S> {
         let tenant = tenant_id(&r.tenant_id)?;
         let after = (!r.after_event_id.is_empty()).then_some(r.after_event_id.as_str());
         let limit = if r.page_size == 0 { AUDIT_PAGE_DEFAULT } else { r.page_size as usize };
-        let events = self.authority.list_audit(tenant, after, limit).await.map_err(to_status)?;
+        let events = self.authority.list_audit(tenant, after, limit, r.newest_first).await.map_err(to_status)?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events.into_iter().map(convert::audit_event).collect(),
         }))

@@ -476,7 +476,13 @@ impl<S: Store> Authority<S> {
     }
 
     /// A page of the tenant's audit trail.
-    pub async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> Result<Vec<AuditEvent>, Error> {
+    pub async fn list_audit(
+        &self,
+        tenant: Uuid,
+        after: Option<&str>,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<AuditEvent>, Error> {
         if let Some(a) = after {
             let ok = a.split_once('-').is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
             if !ok {
@@ -487,7 +493,7 @@ impl<S: Store> Authority<S> {
             return Err(Error::invalid("page_size", format!("at most {}", limits::AUDIT_PAGE_MAX)));
         }
         self.get_tenant(tenant).await?;
-        Ok(self.store.list_audit(tenant, after, limit.max(1)).await?)
+        Ok(self.store.list_audit(tenant, after, limit.max(1), newest_first).await?)
     }
 
     // ---- tenant backends (API keys) ----

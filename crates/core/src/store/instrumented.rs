@@ -198,7 +198,8 @@ impl<S: Store> Store for Instrumented<S> {
         tenant: Uuid,
         after: Option<&str>,
         limit: usize,
+        newest_first: bool,
     ) -> impl Future<Output = StoreResult<Vec<AuditEvent>>> + Send {
-        self.call("list_audit", self.inner.list_audit(tenant, after, limit))
+        self.call("list_audit", self.inner.list_audit(tenant, after, limit, newest_first))
     }
 }

@@ -427,15 +427,23 @@ impl Store for MemoryStore {
         Ok(e.id)
     }
 
-    async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+    async fn list_audit(
+        &self,
+        tenant: Uuid,
+        after: Option<&str>,
+        limit: usize,
+        newest_first: bool,
+    ) -> StoreResult<Vec<AuditEvent>> {
         let after = after.map(parse_stream_id);
         let g = self.lock();
-        Ok(g.audit
-            .get(&tenant)
-            .map(|q| {
-                q.iter().filter(|e| after.is_none_or(|a| parse_stream_id(&e.id) > a)).take(limit).cloned().collect()
-            })
-            .unwrap_or_default())
+        let Some(q) = g.audit.get(&tenant) else { return Ok(vec![]) };
+        let page = |it: &mut dyn Iterator<Item = &AuditEvent>, past: &dyn Fn((u64, u64), (u64, u64)) -> bool| {
+            it.filter(|e| after.is_none_or(|a| past(parse_stream_id(&e.id), a))).take(limit).cloned().collect()
+        };
+        Ok(match newest_first {
+            false => page(&mut q.iter(), &|id, a| id > a),
+            true => page(&mut q.iter().rev(), &|id, a| id < a),
+        })
     }
 }
 

@@ -308,12 +308,14 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Whether the store answers at all (health checks).
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Reads the audit trail after `after` (exclusive), oldest first.
+    /// Reads the audit trail after `after` (exclusive), oldest first, or
+    /// newest first (then `after` pages towards older events).
     fn list_audit(
         &self,
         tenant: Uuid,
         after: Option<&str>,
         limit: usize,
+        newest_first: bool,
     ) -> impl Future<Output = StoreResult<Vec<AuditEvent>>> + Send;
 }
 

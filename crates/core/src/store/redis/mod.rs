@@ -676,12 +676,22 @@ impl Store for RedisStore {
         Ok(Box::pin(merged))
     }
 
-    async fn list_audit(&self, tenant: Uuid, after: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEvent>> {
-        let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
-        let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+    async fn list_audit(
+        &self,
+        tenant: Uuid,
+        after: Option<&str>,
+        limit: usize,
+        newest_first: bool,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        // Exclusive ranges ("(id") from the cursor: Redis 6.2 and later.
+        let (cmd, from, to) = match newest_first {
+            false => ("XRANGE", after.map_or_else(|| "-".to_string(), |a| format!("({a}")), "+"),
+            true => ("XREVRANGE", after.map_or_else(|| "+".to_string(), |a| format!("({a}")), "-"),
+        };
+        let rows: Vec<(String, HashMap<String, String>)> = redis::cmd(cmd)
             .arg(audit_key(tenant))
-            .arg(start)
-            .arg("+")
+            .arg(from)
+            .arg(to)
             .arg("COUNT")
             .arg(limit)
             .query_async(&mut self.c.conn.clone())
