@@ -135,6 +135,9 @@ try {
     const t = document.getElementById("audit-list").textContent;
     return t.includes("api_key.create") && t.includes("session.revoke") && t.includes("client.create");
   });
+  // Newest first: the revocation just made heads the trail.
+  const newest = await page.locator("#audit-list tbody tr").first().locator("td").nth(2).textContent();
+  check(newest === "session.revoke", `the newest audit event first: ${newest}`);
   await page.screenshot({ path: path.join(shots, "4-tenant.png"), fullPage: true });
 
   step = "roll an API key with grace";

@@ -351,7 +351,8 @@ async function deleteClient() {
 
 async function loadAudit(first) {
   if (first) auditAfter = "";
-  const q = "?pageSize=20" + (auditAfter ? "&afterEventId=" + encodeURIComponent(auditAfter) : "");
+  // Newest first (what an incident needs); "Older" pages back from the last row.
+  const q = "?pageSize=20&newestFirst=true" + (auditAfter ? "&afterEventId=" + encodeURIComponent(auditAfter) : "");
   const r = await call("GET", "/v1/tenants/" + tenant.tenantId + "/auditEvents" + q);
   if (!r) return;
   const events = r.events || [];
