@@ -971,6 +971,8 @@ async fn http_json_calls_have_the_same_spans_metrics_and_log_lines() {
     };
     assert_eq!(curl("/v1/tenants", &op.token, r#"{"name":"over-http"}"#), "200");
     assert_eq!(curl("/v1/tenants", "not-an-operator-key", r#"{"name":"x"}"#), "401");
+    // A path nothing serves: 404, and logged as unserved, as introspect's are.
+    assert_eq!(curl("/v1/no-such-thing", &op.token, "{}"), "404");
 
     let ok = [("rpc.method", "CreateTenant"), ("rpc.grpc.status_code", "0")];
     let refused = [("rpc.method", "CreateTenant"), ("rpc.grpc.status_code", "16")];
@@ -988,6 +990,15 @@ async fn http_json_calls_have_the_same_spans_metrics_and_log_lines() {
     }
     let lines: Vec<_> = rpc_lines(&authd).into_iter().filter(|l| l.0 == "authd.v1.AdminService/CreateTenant").collect();
     assert_eq!(lines.iter().map(|l| l.1).collect::<Vec<_>>(), [0, 16], "one log line per HTTP call: {lines:?}");
+    assert!(
+        authd
+            .lines()
+            .iter()
+            .map(|l| json(l))
+            .any(|v| v["level"] == "WARN" && v["fields"]["path"] == "/v1/no-such-thing"),
+        "the unserved path is not logged:\n{}",
+        authd.lines().join("\n")
+    );
     assert_eq!(authd.terminate(), Some(0), "authd exit:\n{}", authd.lines().join("\n"));
     assert_eq!(introspect.terminate(), Some(0));
 }

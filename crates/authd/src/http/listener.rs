@@ -89,6 +89,8 @@ async fn call(api: &Api, req: Request<Body>) -> Result<Vec<u8>, Refusal> {
     let (route, params) = match api.table.find(&parts.method, path) {
         Found::Route(r, p) => (r, p),
         Found::NoPath => {
+            // Counted and logged: how a gateway or client misconfiguration shows.
+            cred_serve::unserved::note("http", &parts.uri);
             return Err(Status::not_found(format!("no route {} {path} (README, \"HTTP/JSON\")", parts.method)).into());
         }
         Found::WrongMethod(allow) => {
