@@ -1119,7 +1119,8 @@ async fn lists_are_paged(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    let cid = c.client.unwrap().client_id;
+    let first_client = c.client.unwrap();
+    let cid = first_client.client_id.clone();
     for _ in 0..2 {
         let req = pb::CreateSessionRequest { client_id: cid.clone() };
         a.clients().create_session(authed(&keys.test_key, req)).await.unwrap();
@@ -1132,7 +1133,62 @@ async fn lists_are_paged(backend: Backend) {
     assert_eq!(second.sessions.len(), 1);
     assert!(second.next_page_token.is_empty());
 
+    // ListClients (operator): every client of the tenant in pages of two,
+    // oldest first, each as GetClient gives it; filtered by environment.
+    let mut made = vec![first_client];
+    for key in [&keys.live_key, &keys.test_key] {
+        let r = a.clients().create_client(authed(key, pb::CreateClientRequest::default())).await.unwrap();
+        made.push(r.into_inner().client.unwrap());
+    }
+    let list = |environment: pb::Environment, page_size: u32, page_token: String| pb::ListClientsRequest {
+        tenant_id: keys.tenant_id.clone(),
+        environment: environment.into(),
+        page_size,
+        page_token,
+    };
+    let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let req = list(pb::Environment::Unspecified, 2, token);
+        let r = a.admin().list_clients(authed(&a.operator, req)).await.expect("a page").into_inner();
+        assert!(r.clients.len() <= 2);
+        seen.extend(r.clients);
+        pages += 1;
+        token = r.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 2);
+    assert!(seen.windows(2).all(|w| w[0].create_time.unwrap().seconds <= w[1].create_time.unwrap().seconds));
+    let by_id = |v: &mut Vec<pb::Client>| v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    by_id(&mut seen);
+    by_id(&mut made);
+    assert_eq!(seen, made, "each client once, as it was made");
+    let got = a.clients().get_client(authed(&keys.test_key, pb::GetClientRequest { client_id: cid.clone() })).await;
+    assert!(seen.contains(&got.unwrap().into_inner().client.unwrap()), "the message GetClient returns");
+    for (env, n) in [(pb::Environment::Production, 1), (pb::Environment::Test, 2)] {
+        let r = a.admin().list_clients(authed(&a.operator, list(env, 0, String::new()))).await.unwrap().into_inner();
+        assert_eq!(r.clients.len(), n, "{env:?}");
+        assert!(r.clients.iter().all(|c| c.environment == i32::from(env)) && r.next_page_token.is_empty());
+    }
+    let other = a.tenant(None).await;
+    let req = pb::ListClientsRequest { tenant_id: other.tenant_id.clone(), ..Default::default() };
+    let r = a.admin().list_clients(authed(&a.operator, req)).await.unwrap().into_inner();
+    assert!(r.clients.is_empty(), "another tenant's clients are its own");
+    let req = pb::ListClientsRequest { tenant_id: uuid::Uuid::new_v4().to_string(), ..Default::default() };
+    let e = a.admin().list_clients(authed(&a.operator, req)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = a.admin().list_clients(authed(&keys.test_key, list(pb::Environment::Test, 0, String::new()))).await;
+    assert_eq!(e.unwrap_err().code(), Code::Unauthenticated, "an API key is no operator key");
+    let req = pb::ListClientsRequest { environment: 9, ..list(pb::Environment::Unspecified, 0, String::new()) };
+    let e = a.admin().list_clients(authed(&a.operator, req)).await.unwrap_err();
+    assert_eq!(e.get_details_bad_request().expect("BadRequest").field_violations[0].field, "environment");
+
     for (size, token, field) in [(1001, "", "page_size"), (0, "garbage", "page_token"), (0, "12.x", "page_token")] {
+        let req = list(pb::Environment::Unspecified, size, token.into());
+        let e = a.admin().list_clients(authed(&a.operator, req)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert_eq!(e.get_details_bad_request().expect("BadRequest").field_violations[0].field, field, "{e:?}");
         let req = pb::ListSessionsRequest { client_id: cid.clone(), page_size: size, page_token: token.into() };
         let e = a.clients().list_sessions(authed(&keys.test_key, req)).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");

@@ -287,6 +287,37 @@ async fn the_portal_walkthrough_over_http_json() {
     assert!(ids.contains(&session1.as_str()) && ids.contains(&session2.as_str()), "{list}");
     assert!(!list.to_string().contains(&token1), "a listing never shows a token");
 
+    // Operator: the tenant's clients, two a page, following nextPageToken
+    // to the end; each as GetClient reads it.
+    let mut made = vec![got["client"].clone()];
+    for _ in 0..2 {
+        made.push(s.call(M::POST, "/v1/clients", k, "{}").await.ok("another client")["client"].clone());
+    }
+    let (mut seen, mut path) = (Vec::new(), format!("/v1/tenants/{tenant}/clients?pageSize=2"));
+    loop {
+        let page = s.call(M::GET, &path, op, "").await.ok("list clients");
+        let items = page["clients"].as_array().unwrap();
+        assert!(!items.is_empty() && items.len() <= 2, "{page}");
+        seen.extend(items.iter().cloned());
+        match page.get("nextPageToken") {
+            Some(t) => path = format!("/v1/tenants/{tenant}/clients?pageSize=2&pageToken={}", t.as_str().unwrap()),
+            None => break,
+        }
+    }
+    let by_id = |v: &mut Vec<Value>| v.sort_by(|a, b| a["clientId"].as_str().cmp(&b["clientId"].as_str()));
+    by_id(&mut seen);
+    by_id(&mut made);
+    assert_eq!(seen, made, "every client once, as GetClient and CreateClient show it");
+    let test_only = s.call(M::GET, &format!("/v1/tenants/{tenant}/clients?environment=ENVIRONMENT_TEST"), op, "").await;
+    assert_eq!(test_only.ok("test clients"), json!({}), "none yet: an empty list is left out");
+    s.call(M::GET, &format!("/v1/tenants/{tenant}/clients?pageSize=1001"), op, "")
+        .await
+        .bad_request("page_size", "a page over 1000");
+    s.call(M::GET, &format!("/v1/tenants/{tenant}/clients"), k, "").await.invalid_api_key("an API key is no operator");
+    for c in made.iter().map(|c| c["clientId"].as_str().unwrap()).filter(|c| *c != client) {
+        s.call(M::DELETE, &format!("/v1/clients/{c}"), k, "").await.ok("delete");
+    }
+
     // Revoke one: its token is refused, the other still works.
     let r = s.call(M::DELETE, &format!("/v1/clients/{client}/sessions/{session1}"), k, "").await.ok("revoke one");
     assert_eq!(r, json!({}));

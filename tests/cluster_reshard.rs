@@ -4,7 +4,7 @@
 //! keys first: the order in which a script that derives keys from an index
 //! meets a moved index and unmoved sessions) while each client runs a
 //! sequential mix of create, read, list, revoke and revoke-all, and the
-//! tenant lists and revokes API keys. Every answer is checked against what
+//! tenant lists and revokes API keys and lists its clients. Every answer is checked against what
 //! the caller already knows: a wrong one fails the test; during a move a
 //! call may only fail UNAVAILABLE; once the moves are done, every call
 //! succeeds and the state is exactly what was acknowledged.
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cred_core::clock::now_ms;
 use cred_core::error::StoreError;
-use cred_core::model::{ApiKey, Client, Environment, Scopes, SecretHash, Session, Tenant};
+use cred_core::model::{ApiKey, AuditEvent, Client, Environment, Scopes, SecretHash, Session, Tenant};
 use cred_core::rng;
 use cred_core::store::{CreateSession, RedisStore, Store};
 use cred_core::token::short_id;
@@ -181,10 +181,11 @@ async fn round(store: &RedisStore, c: Uuid, m: &mut Model, t: &mut Tally, i: usi
 }
 
 /// The tenant's mix: create a key, list (every acknowledged key there, no
-/// revoked one), revoke the oldest.
+/// revoked one), revoke the oldest; list the clients (exactly `clients`).
 async fn tenant_round(
     store: &RedisStore,
     tenant: Uuid,
+    clients: &HashSet<Uuid>,
     keys: &mut Vec<Uuid>,
     gone: &mut Vec<Uuid>,
     t: &mut Tally,
@@ -206,6 +207,13 @@ async fn tenant_round(
             if listed.contains(id) {
                 t.wrong(format!("list_api_keys: revoked key {id} listed"));
             }
+        }
+    }
+    let listed = store.list_clients(tenant, None, None, 1000).await.map(|p| p.items);
+    if let Some(list) = t.check("list_clients", listed, strict) {
+        let listed: HashSet<Uuid> = list.iter().map(|c| c.id).collect();
+        if &listed != clients {
+            t.wrong(format!("list_clients: {listed:?}, not the tenant's clients {clients:?}"));
         }
     }
     if keys.len() > 3 {
@@ -242,7 +250,15 @@ async fn slot_migrations_under_load_give_no_wrong_answer_and_all_green_after() {
         })
         .collect();
     for c in &clients {
-        store.create_client(c, None).await.unwrap();
+        let e = AuditEvent {
+            id: String::new(),
+            time: c.created_at,
+            actor: "t".into(),
+            action: "client.create".into(),
+            tenant_id: t.id,
+            subjects: vec![format!("client:{}", c.id)],
+        };
+        assert!(store.create_client_audited(c, None, &e, u64::MAX).await.unwrap());
     }
 
     let moving = Arc::new(AtomicBool::new(true));
@@ -264,14 +280,15 @@ async fn slot_migrations_under_load_give_no_wrong_answer_and_all_green_after() {
     }
     let tenant_worker = {
         let (store, moving, tenant) = (store.clone(), moving.clone(), t.id);
+        let ours: HashSet<Uuid> = clients.iter().map(|c| c.id).collect();
         tokio::spawn(async move {
             let (mut keys, mut gone, mut tally, mut i) = (Vec::new(), Vec::new(), Tally::default(), 0);
             while moving.load(Ordering::Acquire) {
-                tenant_round(&store, tenant, &mut keys, &mut gone, &mut tally, false).await;
+                tenant_round(&store, tenant, &ours, &mut keys, &mut gone, &mut tally, false).await;
                 i += 1;
             }
             for _ in 0..8 {
-                tenant_round(&store, tenant, &mut keys, &mut gone, &mut tally, true).await;
+                tenant_round(&store, tenant, &ours, &mut keys, &mut gone, &mut tally, true).await;
             }
             (tally, i)
         })
@@ -288,7 +305,7 @@ async fn slot_migrations_under_load_give_no_wrong_answer_and_all_green_after() {
         let masters: Vec<u16> = cluster.ports.clone();
         let to = masters[(masters.iter().position(|&p| p == from).unwrap() + 1) % masters.len()];
         let first = |k: &str| match k.split(':').next() {
-            Some("si" | "ki") => 0,
+            Some("si" | "ki" | "cx") => 0,
             Some("sr" | "kr") => 1,
             Some("c" | "t") => 2,
             _ => 3,

@@ -11,7 +11,7 @@ use cred_core::model::SecretHash;
 use cred_core::rng;
 use cred_core::store::{
     After, CreateSession, Gone, Invalidation, MemoryStore, Page, Pushed, RollApiKey, Store, api_key_order,
-    session_order, tenant_order,
+    client_order, session_order, tenant_order,
 };
 use futures::StreamExt;
 use tokio::time::sleep;
@@ -543,6 +543,83 @@ async fn paging<S: Store>(s: S) {
     assert!(pages.concat().iter().rev().take(2).all(Session::is_test_key), "test client keys come last");
 }
 
+/// The audit event of a client's creation.
+fn created(c: &Client) -> AuditEvent {
+    AuditEvent {
+        id: String::new(),
+        time: now_ms(),
+        actor: "t".into(),
+        action: "client.create".into(),
+        tenant_id: c.tenant_id,
+        subjects: vec![format!("client:{}", c.id)],
+    }
+}
+
+/// ListClients: a tenant's clients (made by the audited create), once each
+/// in (creation, id) order across pages, by environment, never another
+/// tenant's, and not once deleted.
+async fn list_clients<S: Store>(s: S) {
+    let (t, other) = (tenant(), tenant());
+    s.put_tenant(&t).await.unwrap();
+    s.put_tenant(&other).await.unwrap();
+    let mut ours = Vec::new();
+    for i in 0..7 {
+        // Three share a creation time (ties go by id), in both environments.
+        let env = if i % 3 == 1 { Environment::Test } else { Environment::Production };
+        let c = Client { created_at: t.created_at + if i < 3 { 0 } else { i }, env, ..client(t.id) };
+        assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
+        // Another tenant's, at the same times: never listed with ours.
+        let o = Client { created_at: c.created_at, ..client(other.id) };
+        assert!(s.create_client_audited(&o, None, &created(&o), u64::MAX).await.unwrap());
+        ours.push(c);
+    }
+    // Written without the audited create: neither counted nor listed.
+    s.create_client(&client(t.id), None).await.unwrap();
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    let pages = every_page(3, |a, n| {
+        let s = &s;
+        async move { s.list_clients(t.id, None, a, n).await.unwrap() }
+    })
+    .await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    assert_eq!(pages.concat(), ours, "pages in (creation, id) order, each client once");
+    for env in [Environment::Production, Environment::Test] {
+        let want: Vec<Client> = ours.iter().filter(|c| c.env == env).cloned().collect();
+        let pages = every_page(2, |a, n| {
+            let s = &s;
+            async move { s.list_clients(t.id, Some(env), a, n).await.unwrap() }
+        })
+        .await;
+        assert_eq!(pages.concat(), want, "{env:?} only, in order");
+        assert!(pages.iter().all(|p| !p.is_empty()), "a filter never makes empty pages");
+    }
+    let theirs = s.list_clients(other.id, None, None, 1000).await.unwrap();
+    assert_eq!(theirs.items.len(), 7);
+    assert!(theirs.items.iter().all(|c| c.tenant_id == other.id));
+    assert!(s.list_clients(rng::uuid(), None, None, 1000).await.unwrap().items.is_empty());
+
+    // Page size bounds: one, and 1000 holding all.
+    let one = s.list_clients(t.id, None, None, 1).await.unwrap();
+    assert_eq!((one.items.as_slice(), one.next), (&ours[..1], Some(client_order(&ours[0]))));
+    let all = s.list_clients(t.id, None, None, 1000).await.unwrap();
+    assert_eq!((all.items, all.next), (ours.clone(), None));
+
+    // Deleted between pages, counted down as `Authority` does: not listed
+    // by a later page; deleted with its count-down lost: skipped.
+    let first = s.list_clients(t.id, None, None, 3).await.unwrap();
+    assert_eq!(first.items, ours[..3]);
+    assert!(s.delete_client(ours[4].id).await.unwrap());
+    s.uncount_client(t.id, ours[4].id).await.unwrap();
+    assert!(s.delete_client(ours[5].id).await.unwrap());
+    let rest = s.list_clients(t.id, None, first.next, 10).await.unwrap();
+    assert_eq!(rest.items, [&ours[3..4], &ours[6..]].concat());
+    assert_eq!(rest.next, None);
+    // Counted down without a delete (a creation taken back): unlisted.
+    s.uncount_client(t.id, ours[6].id).await.unwrap();
+    let left = s.list_clients(t.id, None, None, 10).await.unwrap().items;
+    assert_eq!(left, [&ours[..4]].concat());
+}
+
 async fn quotas<S: Store>(s: S) {
     let t = tenant();
     s.put_tenant(&t).await.unwrap();
@@ -580,7 +657,7 @@ async fn quotas<S: Store>(s: S) {
     assert_eq!(s.get_session(c2.id, s2.id).await.unwrap().session, None);
     // Deleted and counted down: room again.
     assert!(s.delete_client(c1.id).await.unwrap());
-    s.uncount_client(t.id).await.unwrap();
+    s.uncount_client(t.id, c1.id).await.unwrap();
     assert!(s.create_client_audited(&c2, Some(&s2), &event(&c2), 1).await.unwrap());
     assert!(s.get_session(c2.id, s2.id).await.unwrap().session.is_some());
 
@@ -645,6 +722,7 @@ conformance!(
     invalidations,
     paging,
     tenant_listing,
+    list_clients,
     quotas
 );
 
@@ -731,4 +809,37 @@ async fn redis_legacy_api_key_index_is_moved_on_list() {
         ::redis::cmd("SADD").arg(&legacy).arg(cred_core::token::short_id(a.id)).query_async(&mut conn).await.unwrap();
     s.revoke_api_key(t.id, a.id).await.unwrap();
     assert_eq!(s.list_api_keys(t.id, None, 10).await.unwrap().items, vec![b]);
+}
+
+/// A client index entry with no client (a delete whose count-down failed, a
+/// creation that never wrote its client) is skipped; it is dropped once older
+/// than the grace a cluster creation may take, never before.
+#[tokio::test]
+async fn redis_dangling_client_entries_are_skipped_and_pruned_when_old() {
+    use cred_core::store::CLIENT_INDEX_GRACE_MS;
+    use cred_core::token::short_id;
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let c = client(t.id);
+    assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
+    let mut conn = server.conn().await;
+    let index = format!("cx:{{{}}}:p", short_id(t.id));
+    let (old, young) = (short_id(rng::uuid()), short_id(rng::uuid()));
+    let now = now_ms();
+    let _: i64 = ::redis::cmd("ZADD")
+        .arg(&index)
+        .arg(now - CLIENT_INDEX_GRACE_MS - 1_000)
+        .arg(&old)
+        .arg(now)
+        .arg(&young)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let page = s.list_clients(t.id, None, None, 10).await.unwrap();
+    assert_eq!((page.items, page.next), (vec![c], None));
+    let left: Vec<String> = ::redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    assert!(!left.contains(&old), "an old dangling entry is pruned");
+    assert!(left.contains(&young), "a young one may be a creation under way: kept");
 }

@@ -97,6 +97,9 @@ fn main() {
         }
         .encode_to_vec()
     });
+    a(8, "list_clients", &|| {
+        pb::ListClientsRequest { tenant_id: t(), environment: 2, page_size: 2, ..Default::default() }.encode_to_vec()
+    });
     a(0xd1, "get_tenant_no_bearer", &|| pb::GetTenantRequest { tenant_id: t() }.encode_to_vec());
 
     // authd_client: selector % 16 % 9 = RPC, high bits 0 = all-scopes test key.

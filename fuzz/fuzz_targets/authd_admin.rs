@@ -1,7 +1,7 @@
 //! authd `AdminService`: every request message, decoded from arbitrary
 //! bytes and sent to the real service method (over a fresh in-memory store)
-//! with an operator key. Input: selector byte (low 3 bits: RPC; high 4 bits:
-//! bearer, 13–15 unusable), then the message's protobuf bytes.
+//! with an operator key. Input: selector byte (low 4 bits: RPC, 9–15 as 7;
+//! high 4 bits: bearer, 13–15 unusable), then the message's protobuf bytes.
 //!
 //! Checked: INVALID_ARGUMENT exactly when the oracle (README limits) finds a
 //! bad field, naming it in the message and a BadRequest; otherwise only the
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let unauth = sel >> 4 >= 13;
     // A body that does not decode is the codec's INVALID_ARGUMENT; nothing
     // of ours runs.
-    let _ = match sel % 8 {
+    let _ = match sel % 16 {
         0 => pb::CreateTenantRequest::decode(body).map(|r| create_tenant(&w, r, bearer, unauth)),
         1 => pb::GetTenantRequest::decode(body).map(|r| get_tenant(&w, r, bearer, unauth)),
         2 => pb::CreateApiKeyRequest::decode(body).map(|r| create_api_key(&w, r, bearer, unauth)),
@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
         4 => pb::RevokeApiKeyRequest::decode(body).map(|r| revoke_api_key(&w, r, bearer, unauth)),
         5 => pb::RollApiKeyRequest::decode(body).map(|r| roll_api_key(&w, r, bearer, unauth)),
         6 => pb::RevokeTenantCredentialsRequest::decode(body).map(|r| revoke_tenant(&w, r, bearer, unauth)),
+        8 => pb::ListClientsRequest::decode(body).map(|r| list_clients(&w, r, bearer, unauth)),
         _ => pb::ListAuditEventsRequest::decode(body).map(|r| list_audit(&w, r, bearer, unauth)),
     };
 });
@@ -148,6 +149,20 @@ fn list_api_keys(w: &World, mut r: pb::ListApiKeysRequest, bearer: Option<&str>,
     let id = r.tenant_id.clone();
     if let Some(resp) = e.check(block_on(api(w).list_api_keys(request(r, bearer)))) {
         assert!(resp.api_keys.iter().all(|k| same_id(&k.tenant_id, &id)));
+    }
+}
+
+fn list_clients(w: &World, mut r: pb::ListClientsRequest, bearer: Option<&str>, unauth: bool) {
+    w.subst(&mut r.tenant_id);
+    let mut e = expect(&["tenant_id", "environment", "page_size", "page_token"], LOOKUP, unauth);
+    e.bad_if(!oracle::uuid_ok(&r.tenant_id), "tenant_id")
+        .bad_if(r.environment != 0 && oracle::env_of(r.environment).is_none(), "environment")
+        .bad_if(!oracle::page_size_ok(r.page_size), "page_size")
+        .bad_if(!oracle::page_token_ok(&r.page_token), "page_token");
+    let (id, env, most) = (r.tenant_id.clone(), r.environment, if r.page_size == 0 { 100 } else { r.page_size });
+    if let Some(resp) = e.check(block_on(api(w).list_clients(request(r, bearer)))) {
+        assert!(resp.clients.len() <= most as usize, "a page larger than asked for");
+        assert!(resp.clients.iter().all(|c| same_id(&c.tenant_id, &id) && (env == 0 || c.environment == env)));
     }
 }
 

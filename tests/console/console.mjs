@@ -116,6 +116,30 @@ try {
   let [code, body] = curl("-X", "POST", url + "/v1/clients", "-H", "Authorization: Bearer " + apiKey, "-d", "{}");
   check(code === 200 && String(body.token).startsWith("cst_test_"), `curl with the API key: ${code} ${JSON.stringify(body)}`);
 
+  step = "the clients list: a client made with curl, Next paging, opened";
+  const made = body.client.clientId;
+  for (let i = 0; i < 20; i++) {
+    [code, body] = curl("-X", "POST", url + "/v1/clients", "-H", "Authorization: Bearer " + apiKey, "-d", "{}");
+    check(code === 200, `curl, client ${i + 2}: ${code} ${JSON.stringify(body)}`);
+  }
+  await page.selectOption("#client-env", "ENVIRONMENT_TEST");
+  await page.click("#client-filter button");
+  await page.waitForFunction(() => document.querySelectorAll("#client-list tbody tr").length === 20);
+  const madeRow = page.locator("#client-list tbody tr", { hasText: made });
+  check((await madeRow.textContent()).includes("test"), "the curl client, oldest, on the first page of 20");
+  check(await page.isVisible("#clients-next"), "21 clients: a Next page");
+  await page.click("#clients-next");
+  await page.waitForFunction(() => document.querySelectorAll("#client-list tbody tr").length === 1);
+  check(await page.isHidden("#clients-next"), "the last page has no Next");
+  check(!(await text("#client-list")).includes(made), "the second page holds the rest");
+  await page.click("#clients-first");
+  await madeRow.getByText("Open").click();
+  await page.waitForFunction(
+    (id) => !document.getElementById("client").hidden && document.getElementById("client-info").textContent.includes(id),
+    made,
+  );
+  check((await text("#session-list")).includes("no"), "its first session, from the curl call, listed");
+
   step = "New test client key, used, revoked, refused";
   await page.click("#dismiss-secret");
   await page.click("#tck-create button");
@@ -133,11 +157,18 @@ try {
   step = "the audit trail";
   await page.waitForFunction(() => {
     const t = document.getElementById("audit-list").textContent;
-    return t.includes("api_key.create") && t.includes("session.revoke") && t.includes("client.create");
+    return t.includes("session.revoke") && t.includes("client.create");
   });
   // Newest first: the revocation just made heads the trail.
   const newest = await page.locator("#audit-list tbody tr").first().locator("td").nth(2).textContent();
   check(newest === "session.revoke", `the newest audit event first: ${newest}`);
+  // The 21 clients made above fill the first page: the API key's creation is on an older one.
+  const firstAudit = await text("#audit-list");
+  await page.click("#audit-next");
+  await page.waitForFunction((b) => document.getElementById("audit-list").textContent !== b, firstAudit);
+  check((await text("#audit-list")).includes("api_key.create"), "the API key's creation on an older page of the trail");
+  await page.click("#audit-first");
+  await page.waitForFunction((b) => document.getElementById("audit-list").textContent === b, firstAudit);
   await page.screenshot({ path: path.join(shots, "4-tenant.png"), fullPage: true });
 
   step = "roll an API key with grace";

@@ -7,11 +7,13 @@
 const KEY = "authd.operatorKey";
 const PROBE = "00000000-0000-4000-8000-000000000000";
 const $ = (id) => document.getElementById(id);
+const envName = (e) => (e || "").replace("ENVIRONMENT_", "").toLowerCase();
 
 let tenant = null; // the open tenant
 let acting = null; // { secret, keyId, environment }
 let keysPage = ""; // next page token of the API key listing
 let tenantsPage = ""; // next page token of the tenant listing
+let clientsPage = ""; // next page token of the client listing
 let auditAfter = ""; // last event id shown
 let clientId = null;
 
@@ -181,7 +183,7 @@ async function openTenant(id, keepNotice) {
   $("revoke-before-go").disabled = true;
   renderTenant();
   renderActing();
-  await Promise.all([loadKeys(true), loadAudit(true)]);
+  await Promise.all([loadKeys(true), loadClients(true), loadAudit(true)]);
 }
 
 function renderTenant() {
@@ -213,7 +215,7 @@ async function loadKeys(first) {
     const tr = document.createElement("tr");
     tr.dataset.keyId = k.keyId;
     cell(tr, k.keyId, true);
-    cell(tr, (k.environment || "").replace("ENVIRONMENT_", "").toLowerCase());
+    cell(tr, envName(k.environment));
     cell(tr, k.name);
     cell(tr, (k.scopes || []).join(", ") || "all");
     cell(tr, k.createTime);
@@ -264,8 +266,55 @@ async function revokeKey(k) {
 
 function renderActing() {
   $("acting-what").textContent = acting
-    ? "Acting with API key " + (acting.keyId || "(pasted)") + (acting.environment ? " (" + acting.environment.replace("ENVIRONMENT_", "").toLowerCase() + ")" : "")
+    ? "Acting with API key " + (acting.keyId || "(pasted)") + (acting.environment ? " (" + envName(acting.environment) + ")" : "")
     : "No acting API key: create one above or paste one.";
+}
+
+/// The acting key's environment: as created here, or from a pasted key's
+/// prefix.
+function actingEnv() {
+  if (!acting) return null;
+  if (acting.environment) return acting.environment;
+  if (acting.secret.startsWith("sk_live_")) return "ENVIRONMENT_PRODUCTION";
+  if (acting.secret.startsWith("sk_test_")) return "ENVIRONMENT_TEST";
+  return null;
+}
+
+async function loadClients(first) {
+  if (first) clientsPage = "";
+  const env = $("client-env").value;
+  const q = "?pageSize=20" + (env ? "&environment=" + env : "") +
+    (clientsPage ? "&pageToken=" + encodeURIComponent(clientsPage) : "");
+  const r = await call("GET", "/v1/tenants/" + tenant.tenantId + "/clients" + q);
+  if (!r) return;
+  const body = $("client-list").tBodies[0];
+  body.replaceChildren();
+  for (const c of r.clients || []) {
+    const tr = document.createElement("tr");
+    tr.dataset.clientId = c.clientId;
+    cell(tr, c.clientId, true);
+    cell(tr, envName(c.environment));
+    cell(tr, Object.entries(c.labels || {}).map(([k, v]) => k + "=" + v).join(", "));
+    cell(tr, c.createTime);
+    button(cell(tr, ""), "Open", "secondary", () => openListedClient(c));
+    body.appendChild(tr);
+  }
+  clientsPage = r.nextPageToken || "";
+  $("clients-next").hidden = !clientsPage;
+}
+
+/// Opens a listed client in the client view, which reads it with the
+/// acting API key: another environment's key would only say "not found".
+async function openListedClient(c) {
+  if (!needActing()) return;
+  const env = actingEnv();
+  if (env && env !== c.environment) {
+    notice("Client " + c.clientId + " is a " + envName(c.environment) + " client: the acting API key is a " +
+      envName(env) + " key. Create or paste a " + envName(c.environment) + " key of this tenant first.", true);
+    return;
+  }
+  $("client-id").value = c.clientId;
+  await openClient(c.clientId);
 }
 
 function needActing() {
@@ -287,7 +336,7 @@ async function createTestClient(ev) {
   notice("Test client key created.");
   $("client-id").value = r.client.clientId;
   await openClient(r.client.clientId);
-  await loadAudit(true);
+  await Promise.all([loadClients(true), loadAudit(true)]);
 }
 
 async function openClient(id) {
@@ -344,7 +393,7 @@ async function deleteClient() {
   if (!r) return;
   notice("Client " + clientId + " deleted.");
   $("client").hidden = true;
-  await loadAudit(true);
+  await Promise.all([loadClients(true), loadAudit(true)]);
 }
 
 // ---- audit trail ----
@@ -408,6 +457,9 @@ document.addEventListener("DOMContentLoaded", () => {
     renderActing();
   });
   $("tck-create").addEventListener("submit", createTestClient);
+  $("client-filter").addEventListener("submit", (ev) => { ev.preventDefault(); loadClients(true); });
+  $("clients-first").addEventListener("click", () => loadClients(true));
+  $("clients-next").addEventListener("click", () => loadClients(false));
   $("client-open").addEventListener("submit", (ev) => { ev.preventDefault(); openClient($("client-id").value.trim()); });
   $("revoke-all").addEventListener("click", revokeAll);
   $("delete-client").addEventListener("click", deleteClient);

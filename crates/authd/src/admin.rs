@@ -114,6 +114,22 @@ impl<S: Store> AdminService for AdminApi<S> {
         }))
     }
 
+    async fn list_clients(
+        &self,
+        req: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        self.operators.check(&req).map_err(to_status)?;
+        let r = req.get_ref();
+        let tenant = tenant_id(&r.tenant_id)?;
+        let env = convert::env_filter("environment", r.environment).map_err(to_status)?;
+        let page = PageRequest { token: &r.page_token, size: r.page_size };
+        let clients = self.authority.list_clients(tenant, env, page).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListClientsResponse {
+            clients: clients.items.into_iter().map(convert::client).collect(),
+            next_page_token: clients.next_page_token,
+        }))
+    }
+
     async fn revoke_api_key(
         &self,
         req: Request<pb::RevokeApiKeyRequest>,

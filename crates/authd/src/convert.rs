@@ -26,6 +26,14 @@ pub fn env(field: &'static str, v: i32) -> Result<Environment, Error> {
         .ok_or_else(|| Error::invalid(field, "must be ENVIRONMENT_PRODUCTION or ENVIRONMENT_TEST"))
 }
 
+/// Parses an environment filter: UNSPECIFIED is `None` (either), an unknown
+/// value is refused.
+pub fn env_filter(field: &'static str, v: i32) -> Result<Option<Environment>, Error> {
+    pb::Environment::try_from(v).map(Option::from).map_err(|_| {
+        Error::invalid(field, "must be ENVIRONMENT_PRODUCTION, ENVIRONMENT_TEST or ENVIRONMENT_UNSPECIFIED (both)")
+    })
+}
+
 /// An optional Duration field in milliseconds; negative or malformed ones are
 /// refused.
 pub fn duration_ms(field: &'static str, d: Option<prost_types::Duration>) -> Result<Option<Millis>, Error> {

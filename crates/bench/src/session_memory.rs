@@ -1,13 +1,17 @@
 //! cred-bench's figure B, "memory per live session": Redis `used_memory`
 //! before and after 100,000 sessions written through `RedisStore`, in two
 //! layouts (1,000 clients × 100 sessions; 100,000 clients × 1 session), with
-//! the types, encodings and sizes of sample keys.
+//! the types, encodings and sizes of sample keys. Clients are written as
+//! CreateClient writes them (`create_client_audited`: the client, its first
+//! session, its entry in the tenant's client index and the count); the audit
+//! stream it appends to is deleted before each reading (capped at 10,000
+//! events, it is a per-tenant constant, not a per-session cost).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use cred_core::clock::now_ms;
-use cred_core::model::{Client, Environment, Session, Tenant, limits};
+use cred_core::model::{AuditEvent, Client, Environment, Session, Tenant, limits};
 use cred_core::rng;
 use cred_core::store::redis::RedisOptions;
 use cred_core::store::{CreateSession, RedisStore, Store};
@@ -50,7 +54,8 @@ impl Layout {
 pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Vec<Layout>, String> {
     println!(
         "\n== Figure B: Redis memory per live session ({MEMORY_SESSIONS} sessions, written \
-         through RedisStore; no audit events: the store calls do not append any)"
+         through RedisStore as authd writes them, client index included; the audit stream deleted \
+         before each reading)"
     );
     let store =
         RedisStore::connect(url, RedisOptions::default()).await.map_err(|e| format!("connecting the store: {e}"))?;
@@ -68,10 +73,11 @@ pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Ve
 
     // Layout 1: MEMORY_CLIENTS clients × (MEMORY_SESSIONS / MEMORY_CLIENTS)
     // sessions, the sessions added with the create-session script.
-    flush(admin).await?;
+    fresh(admin, &store, &tenant).await?;
     let m0 = used_memory(admin).await?;
     let clients: Arc<Vec<Client>> = Arc::new((0..MEMORY_CLIENTS).map(|_| client(&tenant, env)).collect());
     create_clients(&store, clients.clone()).await?;
+    drop_audit(admin, &tenant).await?;
     let m1 = used_memory(admin).await?;
     let sessions: Arc<Vec<Session>> =
         Arc::new((0..MEMORY_SESSIONS).map(|i| session(&tenant, env, clients[i % MEMORY_CLIENTS].id)).collect());
@@ -96,7 +102,7 @@ pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Ve
         total: m2 - m0,
         clients: m1 - m0,
         keys: dbsize(admin).await?,
-        samples: samples(admin, clients[0].id, sessions[0].id).await?,
+        samples: samples(admin, tenant.id, clients[0].id, sessions[0].id).await?,
         stats: memory_stats(admin).await?,
     };
     print_layout(&l);
@@ -106,13 +112,14 @@ pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Ve
     // Layout 2: MEMORY_SESSIONS clients × 1 session, written by
     // create_client with its first session (one MULTI each). The client
     // hashes alone are measured in a separate fill of clients only.
-    flush(admin).await?;
+    fresh(admin, &store, &tenant).await?;
     let c0 = used_memory(admin).await?;
     let clients: Arc<Vec<Client>> = Arc::new((0..MEMORY_SESSIONS).map(|_| client(&tenant, env)).collect());
     create_clients(&store, clients).await?;
+    drop_audit(admin, &tenant).await?;
     let c1 = used_memory(admin).await?;
 
-    flush(admin).await?;
+    fresh(admin, &store, &tenant).await?;
     let m0 = used_memory(admin).await?;
     let records: Arc<Vec<(Client, Session)>> = Arc::new(
         (0..MEMORY_SESSIONS)
@@ -129,13 +136,14 @@ pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Ve
             let (store, records) = (store.clone(), records.clone());
             async move {
                 let (c, s) = &records[i];
-                store.create_client(c, Some(s)).await.map_err(|e| e.to_string())
+                created(store.create_client_audited(c, Some(s), &event(c), u64::MAX).await)
             }
         })
     };
     drive(TASKS, 0, MEMORY_SESSIONS, SETUP_LIMIT, op)
         .await
         .require_all(MEMORY_SESSIONS, "creating clients with sessions")?;
+    drop_audit(admin, &tenant).await?;
     let m1 = used_memory(admin).await?;
     let l = Layout {
         name: "100,000 clients × 1 session",
@@ -143,7 +151,7 @@ pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Ve
         total: m1 - m0,
         clients: c1 - c0,
         keys: dbsize(admin).await?,
-        samples: samples(admin, records[0].0.id, records[0].1.id).await?,
+        samples: samples(admin, tenant.id, records[0].0.id, records[0].1.id).await?,
         stats: memory_stats(admin).await?,
     };
     print_layout(&l);
@@ -152,14 +160,51 @@ pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Ve
     Ok(layouts)
 }
 
-/// Writes client records (no sessions) from `TASKS` concurrent tasks.
+/// An empty Redis but for the tenant's record (the client count lives on it).
+async fn fresh(admin: &mut MultiplexedConnection, store: &RedisStore, tenant: &Tenant) -> Result<(), String> {
+    flush(admin).await?;
+    store.put_tenant(tenant).await.map_err(|e| format!("put_tenant: {e}"))
+}
+
+/// Deletes the tenant's audit stream (a capped per-tenant constant).
+async fn drop_audit(admin: &mut MultiplexedConnection, tenant: &Tenant) -> Result<(), String> {
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("a:{{{}}}", short_id(tenant.id)))
+        .query_async(admin)
+        .await
+        .map_err(|e| format!("DEL audit stream: {e}"))?;
+    Ok(())
+}
+
+/// The audit event CreateClient writes with `c`.
+fn event(c: &Client) -> AuditEvent {
+    AuditEvent {
+        id: String::new(),
+        time: c.created_at,
+        actor: "api_key:bench".into(),
+        action: "client.create".into(),
+        tenant_id: c.tenant_id,
+        subjects: vec![format!("client:{}", c.id)],
+    }
+}
+
+fn created(r: Result<bool, cred_core::error::StoreError>) -> Result<(), String> {
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("over the client quota".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Writes client records (no sessions) as CreateClient does, from `TASKS`
+/// concurrent tasks.
 async fn create_clients(store: &RedisStore, clients: Arc<Vec<Client>>) -> Result<(), String> {
     let n = clients.len();
     let op = {
         let store = store.clone();
         Arc::new(move |_task: usize, i: usize| {
             let (store, clients) = (store.clone(), clients.clone());
-            async move { store.create_client(&clients[i], None).await.map_err(|e| e.to_string()) }
+            async move { created(store.create_client_audited(&clients[i], None, &event(&clients[i]), u64::MAX).await) }
         })
     };
     drive(TASKS, 0, n, SETUP_LIMIT, op).await.require_all(n, "creating clients")
@@ -184,14 +229,21 @@ fn print_layout(l: &Layout) {
 }
 
 /// Type, size, `OBJECT ENCODING`, `MEMORY USAGE` and TTL of one client's keys: its
-/// hash, one session's string (40 bytes) and its session index.
+/// hash, one session's string (40 bytes) and its session index; and of the
+/// tenant's client index.
 async fn samples(
     admin: &mut MultiplexedConnection,
+    tenant: uuid::Uuid,
     client: uuid::Uuid,
     session: uuid::Uuid,
 ) -> Result<Vec<String>, String> {
     let c = short_id(client);
-    let keys = [format!("c:{{{c}}}"), format!("s:{{{c}}}:{}", short_id(session)), format!("si:{{{c}}}")];
+    let keys = [
+        format!("c:{{{c}}}"),
+        format!("s:{{{c}}}:{}", short_id(session)),
+        format!("si:{{{c}}}"),
+        format!("cx:{{{}}}:p", short_id(tenant)),
+    ];
     let mut out = Vec::new();
     for k in keys {
         let usage: Option<i64> = redis::cmd("MEMORY")
@@ -240,7 +292,7 @@ pub fn summary(b: &[Layout], o: &mut String) {
     let _ = writeln!(
         o,
         "\nFigure B: Redis memory per live session (used_memory delta / {MEMORY_SESSIONS}; \
-         records only: the store calls append no audit events; target <= 256 B)"
+         records as authd writes them, client index included, audit stream deleted; target <= 256 B)"
     );
     let _ = writeln!(
         o,

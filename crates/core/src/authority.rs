@@ -379,6 +379,18 @@ impl<S: Store> Authority<S> {
         Ok(self.store.list_api_keys(tenant, after, limit).await?.into())
     }
 
+    /// A page of a tenant's clients (of `env`, or both), oldest first.
+    pub async fn list_clients(
+        &self,
+        tenant: Uuid,
+        env: Option<Environment>,
+        page: PageRequest<'_>,
+    ) -> Result<Listed<Client>, Error> {
+        let (after, limit) = page.parse()?;
+        self.get_tenant(tenant).await?;
+        Ok(self.store.list_clients(tenant, env, after, limit).await?.into())
+    }
+
     /// Revokes an API key, and its successor if asked; returns the revoked ids.
     pub async fn revoke_api_key(
         &self,
@@ -699,9 +711,10 @@ impl<S: Store> Authority<S> {
             }
         })
         .await?;
-        // Counted down after: a failure here leaves the count one high
-        // (never low), which only a higher quota makes up for.
-        if let Err(err) = self.store.uncount_client(p.tenant.id).await {
+        // Counted down (and unlisted) after: a failure here leaves the count
+        // one high (never low), which only a higher quota makes up for, and
+        // an entry that listings skip and prune.
+        if let Err(err) = self.store.uncount_client(p.tenant.id, client_id).await {
             tracing::warn!(%err, tenant = %p.tenant.id, "client count not lowered");
         }
         Ok(())

@@ -4,7 +4,8 @@
 //! work (`cred_bench::mint`), figure B, Redis memory per live session
 //! (`cred_bench::session_memory`), and figure C, the largest single Redis
 //! command at 20,000 API keys and 100,000 clients in one tenant
-//! (`cred_bench::tenant_scale`). `cred-bench C` runs figure C alone.
+//! (`cred_bench::tenant_scale`). `cred-bench B` or `cred-bench C` runs that
+//! figure alone.
 //!
 //! Every phase is bounded in time and count; the run exits by itself. Run it
 //! with `cargo run --release -p cred-bench` (needs `redis-server`, `h2load`
@@ -33,10 +34,13 @@ fn main() {
 }
 
 async fn run() -> Result<(), String> {
-    let only_c = match std::env::args().nth(1).as_deref() {
-        None => false,
-        Some("C") => true,
-        Some(a) => return Err(format!("unknown argument {a:?}; cred-bench takes none, or C (figure C alone)")),
+    let (a_b, c) = match std::env::args().nth(1).as_deref() {
+        None => (true, true),
+        Some("B") => (false, false),
+        Some("C") => (false, true),
+        Some(a) => {
+            return Err(format!("unknown argument {a:?}; cred-bench takes none, B or C (that figure alone)"));
+        }
     };
     let redis = RedisServer::start().await?;
     let mut admin = admin_connection(&redis.url()).await?;
@@ -49,15 +53,19 @@ async fn run() -> Result<(), String> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     let mut summary = String::from("================================ SUMMARY ================================\n");
-    if !only_c {
+    if a_b {
         let a = mint::figure_a(&redis, &mut admin).await?;
-        let b = session_memory::figure_b(&redis.url(), &mut admin).await?;
         a.summary(&mut summary);
+    }
+    if a_b || !c {
+        let b = session_memory::figure_b(&redis.url(), &mut admin).await?;
         session_memory::summary(&b, &mut summary);
         redis_info::flush(&mut admin).await?;
     }
-    let c = tenant_scale::figure_c(&redis.url(), &mut admin).await?;
-    c.summary(&mut summary);
+    if c {
+        let c = tenant_scale::figure_c(&redis.url(), &mut admin).await?;
+        c.summary(&mut summary);
+    }
     println!("\n{summary}");
     // Redis is killed when `redis` drops, after the figures are done.
     Ok(())

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{After, ApiKeyLookup, CreateSession, Invalidations, Page, RollApiKey, SessionLookup, Store, StoreResult};
 use crate::clock::Millis;
-use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant};
+use crate::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Session, Tenant};
 
 /// Told the duration and outcome of every store call.
 pub trait StoreObserver: Send + Sync + 'static {
@@ -112,8 +112,8 @@ impl<S: Store> Store for Instrumented<S> {
     fn set_quotas(&self, tenant: Uuid, q: Quotas) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send {
         self.call("set_quotas", self.inner.set_quotas(tenant, q))
     }
-    fn uncount_client(&self, tenant: Uuid) -> impl Future<Output = StoreResult<()>> + Send {
-        self.call("uncount_client", self.inner.uncount_client(tenant))
+    fn uncount_client(&self, tenant: Uuid, client: Uuid) -> impl Future<Output = StoreResult<()>> + Send {
+        self.call("uncount_client", self.inner.uncount_client(tenant, client))
     }
     fn get_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<ApiKeyLookup>> + Send {
         self.call("get_api_key", self.inner.get_api_key(tenant, id))
@@ -151,6 +151,15 @@ impl<S: Store> Store for Instrumented<S> {
     }
     fn get_client(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Client>>> + Send {
         self.call("get_client", self.inner.get_client(id))
+    }
+    fn list_clients(
+        &self,
+        tenant: Uuid,
+        env: Option<Environment>,
+        after: Option<After>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<Client>>> + Send {
+        self.call("list_clients", self.inner.list_clients(tenant, env, after, limit))
     }
     fn delete_client(&self, id: Uuid) -> impl Future<Output = StoreResult<bool>> + Send {
         self.call("delete_client", self.inner.delete_client(id))

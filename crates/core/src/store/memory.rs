@@ -3,7 +3,7 @@
 //! clock on every read, as Redis does; dead entries are dropped on access
 //! and by a periodic sweep, so nothing grows without bound.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
@@ -13,10 +13,11 @@ use tokio::sync::broadcast;
 
 use super::{
     AUDIT_MAX_LEN, After, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, Page, Pushed, REMEMBER_MS,
-    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult, api_key_order, session_order, tenant_order,
+    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult, api_key_order, client_order, session_order,
+    tenant_order,
 };
 use crate::clock::{Millis, now_ms};
-use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant, limits};
+use crate::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Session, Tenant, limits};
 
 /// Writes between two full sweeps of dead entries.
 const SWEEP_EVERY: u32 = 1024;
@@ -41,6 +42,9 @@ struct Inner {
     /// Keyed by (tenant, key id), as the Redis keys are.
     api_keys: HashMap<(Uuid, Uuid), ApiKey>,
     clients: HashMap<Uuid, Client>,
+    /// Per tenant, its listed clients: those counted, as Redis' `cx:{T}:E`
+    /// (a client written by `create_client` alone is not listed).
+    listed: HashMap<Uuid, HashSet<Uuid>>,
     /// Per client, its sessions by id.
     sessions: HashMap<Uuid, BTreeMap<Uuid, Session>>,
     /// Per client, every session's cap (`Millis::MAX` for a test key), kept
@@ -97,6 +101,11 @@ impl Inner {
             }
             self.revoked.retain(|_, r| !r.is_empty());
             self.revoked_keys.retain(|_, keep| *keep > now);
+            let clients = &self.clients;
+            for l in self.listed.values_mut() {
+                l.retain(|id| clients.contains_key(id));
+            }
+            self.listed.retain(|_, l| !l.is_empty());
         }
     }
 
@@ -210,8 +219,11 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn uncount_client(&self, _tenant: Uuid) -> StoreResult<()> {
-        // Counted exactly from the clients themselves.
+    async fn uncount_client(&self, tenant: Uuid, client: Uuid) -> StoreResult<()> {
+        // Counted exactly from the clients themselves; only the listing.
+        if let Some(l) = self.lock().listed.get_mut(&tenant) {
+            l.remove(&client);
+        }
         Ok(())
     }
 
@@ -230,6 +242,7 @@ impl Store for MemoryStore {
             return Ok(false);
         }
         g.insert_client(c, first);
+        g.listed.entry(c.tenant_id).or_default().insert(c.id);
         Ok(true)
     }
 
@@ -297,6 +310,27 @@ impl Store for MemoryStore {
 
     async fn get_client(&self, id: Uuid) -> StoreResult<Option<Client>> {
         Ok(self.lock().clients.get(&id).cloned())
+    }
+
+    async fn list_clients(
+        &self,
+        tenant: Uuid,
+        env: Option<Environment>,
+        after: Option<After>,
+        limit: usize,
+    ) -> StoreResult<Page<Client>> {
+        let mut g = self.lock();
+        let g = &mut *g;
+        let Some(listed) = g.listed.get_mut(&tenant) else { return Ok(Page { items: Vec::new(), next: None }) };
+        // Nothing is under way here: a listed client that is gone goes.
+        listed.retain(|id| g.clients.contains_key(id));
+        let v: Vec<Client> = listed
+            .iter()
+            .filter_map(|id| g.clients.get(id))
+            .filter(|c| c.tenant_id == tenant && env.is_none_or(|e| c.env == e))
+            .cloned()
+            .collect();
+        Ok(page(v, client_order, after, limit))
     }
 
     async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {

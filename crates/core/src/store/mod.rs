@@ -17,7 +17,7 @@ use std::pin::Pin;
 use futures::Stream;
 use uuid::Uuid;
 
-use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant};
+use crate::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Session, Tenant};
 
 use crate::clock::Millis;
 pub(crate) use crate::error::StoreError;
@@ -179,6 +179,11 @@ pub fn api_key_order(k: &ApiKey) -> After {
     After { score: k.created_at, id: k.id }
 }
 
+/// A client's sort score in listings: its creation time.
+pub fn client_order(c: &Client) -> After {
+    After { score: c.created_at, id: c.id }
+}
+
 impl After {
     /// The sort key: (score, base62 id).
     pub fn key(&self) -> (Millis, String) {
@@ -190,6 +195,12 @@ impl After {
 pub const REMEMBER_MS: Millis = 24 * 3600 * 1000;
 /// How long a revoked test client key or API key is remembered.
 pub const REMEMBER_REVOKED_MS: Millis = 30 * 24 * 3600 * 1000;
+/// How old a listed client's index entry must be before a listing that
+/// finds no client for it drops it. On a cluster the entry is written with
+/// the count, on the tenant's slot, before the client on its own slot: a
+/// younger entry may be a creation still under way (bounded by the request
+/// timeout, seconds), so it is skipped but kept.
+pub const CLIENT_INDEX_GRACE_MS: Millis = 10 * 60 * 1000;
 /// Most revoked ids a set remembers (per client, per tenant): past that the
 /// soonest forgotten go first, refused all the same (as `UNKNOWN`). Bounds
 /// a set at about 400 KiB in Redis.
@@ -226,8 +237,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Sets a tenant's quotas; the tenant as it is now, `None` if there is
     /// no such tenant.
     fn set_quotas(&self, tenant: Uuid, q: Quotas) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send;
-    /// Counts a tenant's clients down by one (after a delete); never below 0.
-    fn uncount_client(&self, tenant: Uuid) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Counts a tenant's clients down by one (after a delete, or a creation
+    /// taken back), never below 0, and drops `client` from the tenant's
+    /// listing, in one atomic write on the tenant's records.
+    fn uncount_client(&self, tenant: Uuid, client: Uuid) -> impl Future<Output = StoreResult<()>> + Send;
     /// Reads an API key with its tenant, in one round trip (same hash slot).
     fn get_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<ApiKeyLookup>> + Send;
     /// A page of a tenant's live API keys, oldest first (ordered by
@@ -249,14 +262,17 @@ pub trait Store: Clone + Send + Sync + 'static {
         old_expires_at: Millis,
     ) -> impl Future<Output = StoreResult<RollApiKey>> + Send;
 
-    /// Writes a new client, and atomically with it its first session.
+    /// Writes a new client, and atomically with it its first session. Not
+    /// counted nor listed: [`Store::create_client_audited`] is the whole
+    /// creation.
     fn create_client(&self, c: &Client, first: Option<&Session>) -> impl Future<Output = StoreResult<()>> + Send;
     /// [`Store::create_client`] with its audit event, counted against the
-    /// tenant's `max` clients: false (no client kept) when over it. Event,
-    /// client and count in one atomic write where the store can, else the
-    /// event and count first (write-ahead, as every audited change: see
-    /// ARCHITECTURE.md, "Audit"); an event that cannot be written fails the
-    /// call with nothing written.
+    /// tenant's `max` clients and added to the tenant's listing: false (no
+    /// client kept) when over it. Event, client, count and listing in one
+    /// atomic write where the store can, else the event, count and listing
+    /// first (write-ahead, as every audited change: see ARCHITECTURE.md,
+    /// "Audit"); an event that cannot be written fails the call with nothing
+    /// written.
     fn create_client_audited(
         &self,
         c: &Client,
@@ -266,6 +282,18 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Reads a client.
     fn get_client(&self, id: Uuid) -> impl Future<Output = StoreResult<Option<Client>>> + Send;
+    /// A page of a tenant's clients (of `env`, or both), oldest first
+    /// (ordered by [`client_order`]): those made by
+    /// [`Store::create_client_audited`] and not yet uncounted. An index entry
+    /// whose client is gone is skipped, and dropped once older than
+    /// [`CLIENT_INDEX_GRACE_MS`].
+    fn list_clients(
+        &self,
+        tenant: Uuid,
+        env: Option<Environment>,
+        after: Option<After>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<Client>>> + Send;
     /// Deletes a client and every credential of it; false if it did not exist.
     fn delete_client(&self, id: Uuid) -> impl Future<Output = StoreResult<bool>> + Send;
 

@@ -7,6 +7,7 @@
 //! | `t:{T}` | hash | tenant T: `n` name, `i` idle ms, `m` max ms, `c` created, `r` revoked-before, `qk` `qc` `qs` quotas (API keys, clients, sessions per client), `nc` clients counted |
 //! | `k:{T}:K` | hash | API key K of T: `e` env, `n` name, `s` scopes, `c` created, `x` expiry, `r` successor, `h` hash; TTL = expiry + 1 day (past the expiry it is read as "expired", never as live) |
 //! | `kx:{T}` | sorted set | ids of T's API keys scored by creation time (pruned on list; pages of ListApiKeys) |
+//! | `cx:{T}:E` | sorted set | ids of T's clients of environment E (`p`, `t`) scored by creation time (ListClients); written with the client count `nc`, removed with its count-down; entries whose client is gone are skipped, and pruned once older than `CLIENT_INDEX_GRACE_MS` |
 //! | `tx` | sorted set | every tenant's id scored by creation time (ListTenants; the one key outside a tenant's slot, written before the tenant itself) |
 //! | `ki:{T}` | set | ids of T's API keys as written before `kx` (moved into `kx` by the next list) |
 //! | `a:{T}` | stream | T's audit trail, capped |
@@ -29,6 +30,7 @@
 
 use uuid::Uuid;
 
+use crate::model::Environment;
 use crate::token::short_id;
 
 pub(super) fn tenant_key(t: Uuid) -> String {
@@ -47,6 +49,11 @@ pub(super) fn api_index_key(t: Uuid) -> String {
 /// The API key index as a set, before `kx`: read only to move its members.
 pub(super) fn legacy_api_index_key(t: Uuid) -> String {
     format!("ki:{{{}}}", short_id(t))
+}
+/// T's clients of one environment (ListClients): one index per environment,
+/// so that a filtered listing reads only what it lists.
+pub(super) fn client_index_key(t: Uuid, env: Environment) -> String {
+    format!("cx:{{{}}}:{}", short_id(t), env.code())
 }
 pub(super) fn audit_key(t: Uuid) -> String {
     format!("a:{{{}}}", short_id(t))

@@ -50,11 +50,11 @@ use redis::{AsyncCommands, pipe};
 use uuid::Uuid;
 
 use super::{
-    After, ApiKeyLookup, CreateSession, Gone, INVALIDATION_CHANNEL, Invalidation, Invalidations, Page, Pushed,
-    REMEMBER_MS, RollApiKey, SessionLookup, Store, StoreError, StoreResult, api_key_order, session_order,
+    After, ApiKeyLookup, CLIENT_INDEX_GRACE_MS, CreateSession, Gone, INVALIDATION_CHANNEL, Invalidation, Invalidations,
+    Page, Pushed, REMEMBER_MS, RollApiKey, SessionLookup, Store, StoreError, StoreResult, api_key_order, session_order,
 };
 use crate::clock::{Millis, now_ms};
-use crate::model::{ApiKey, AuditEvent, Client, Quotas, Session, Tenant, limits};
+use crate::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Session, Tenant, limits};
 use crate::token::{parse_short_id, short_id};
 use conn::{Connections, PUBSUB_PING_EVERY, PUBSUB_PING_TIMEOUT};
 pub use conn::{RedisAuth, RedisConn, RedisOptions, RedisTarget, RedisTls, WaitReplicas};
@@ -341,9 +341,17 @@ impl Store for RedisStore {
         tenant_from(tenant, f)
     }
 
-    async fn uncount_client(&self, tenant: Uuid) -> StoreResult<()> {
+    async fn uncount_client(&self, tenant: Uuid, client: Uuid) -> StoreResult<()> {
         let mut wc = self.c.w().await?;
-        let _: i64 = COUNT_CLIENTS.key(tenant_key(tenant)).arg(-1).arg(0).invoke_async(&mut wc).await?;
+        let _: i64 = COUNT_CLIENTS
+            .key(tenant_key(tenant))
+            .key(client_index_key(tenant, Environment::Production))
+            .key(client_index_key(tenant, Environment::Test))
+            .arg(-1)
+            .arg(0)
+            .arg(short_id(client))
+            .invoke_async(&mut wc)
+            .await?;
         self.c.replicated(&mut wc).await?;
         Ok(())
     }
@@ -442,25 +450,28 @@ impl Store for RedisStore {
         e: &AuditEvent,
         max: u64,
     ) -> StoreResult<bool> {
+        // The count and the listing go together, on the tenant's slot.
         let count = |p: &mut redis::Pipeline| {
+            p.zadd(client_index_key(c.tenant_id, c.env), short_id(c.id), c.created_at).ignore();
             p.cmd("HINCRBY").arg(tenant_key(c.tenant_id)).arg("nc").arg(1);
         };
         if let RedisConn::Cluster(_) = self.c.conn {
-            // The client's slot and the tenant's (audit stream, count) may
-            // live on two nodes: the event and the count, then the client.
+            // The client's slot and the tenant's (audit stream, count,
+            // listing) may live on two nodes: the event, the count and the
+            // listing, then the client.
             let mut wc = self.c.w().await?;
             let mut p = pipe();
             p.atomic().add_command(xadd(e)).ignore();
             count(&mut p);
             let (n,): (u64,) = p.query_async(&mut wc).await?;
             if n > max {
-                self.uncount_client(c.tenant_id).await?;
+                self.uncount_client(c.tenant_id, c.id).await?;
                 return Ok(false);
             }
             if let Err(err) = self.create_client(c, first).await {
                 // Not created: not counted (best effort; a failure leaves
                 // the count one high, never low).
-                let _ = self.uncount_client(c.tenant_id).await;
+                let _ = self.uncount_client(c.tenant_id, c.id).await;
                 return Err(err);
             }
             return Ok(true);
@@ -490,7 +501,7 @@ impl Store for RedisStore {
                 undo.del(session_key(c.id, s.id)).ignore();
             }
             let () = undo.query_async(&mut wc).await?;
-            self.uncount_client(c.tenant_id).await?;
+            self.uncount_client(c.tenant_id, c.id).await?;
             return Ok(false);
         }
         self.c.replicated(&mut wc).await?;
@@ -500,6 +511,64 @@ impl Store for RedisStore {
     async fn get_client(&self, id: Uuid) -> StoreResult<Option<Client>> {
         let f: HashMap<String, Vec<u8>> = self.c.conn.clone().hgetall(client_key(id)).await?;
         client_from(id, f)
+    }
+
+    async fn list_clients(
+        &self,
+        tenant: Uuid,
+        env: Option<Environment>,
+        after: Option<After>,
+        limit: usize,
+    ) -> StoreResult<Page<Client>> {
+        let envs = match env {
+            Some(e) => vec![e],
+            None => vec![Environment::Production, Environment::Test],
+        };
+        // A page of each index, merged: the first `limit` of both are among
+        // the first `limit` of each.
+        let pages = envs.iter().map(|&e| async move {
+            let (rows, next) = self.page_of(&client_index_key(tenant, e), None, after, limit).await?;
+            Ok::<_, StoreError>((rows.into_iter().map(move |(m, s)| (s, m, e)).collect::<Vec<_>>(), next))
+        });
+        let (mut rows, mut more) = (Vec::new(), false);
+        for (r, next) in futures::future::try_join_all(pages).await? {
+            rows.extend(r);
+            more |= next.is_some();
+        }
+        rows.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        more |= rows.len() > limit;
+        rows.truncate(limit);
+        let next = match rows.last() {
+            Some((s, m, _)) if more => {
+                Some(After { score: *s, id: parse_short_id(m).ok_or_else(|| corrupt("client index"))? })
+            }
+            _ => None,
+        };
+        // One read per client (each in its own slot), at once.
+        let reads = rows.iter().map(|(_, member, _)| async move {
+            let id = parse_short_id(member).ok_or_else(|| corrupt("client index"))?;
+            let f: HashMap<String, Vec<u8>> = self.c.conn.clone().hgetall(client_key(id)).await?;
+            client_from(id, f)
+        });
+        let found = futures::future::try_join_all(reads).await?;
+        let (mut items, mut gone) = (Vec::with_capacity(rows.len()), Vec::new());
+        let old = now_ms() - CLIENT_INDEX_GRACE_MS;
+        for ((score, member, e), c) in rows.into_iter().zip(found) {
+            match c {
+                Some(c) if c.tenant_id == tenant && c.env == e => items.push(c),
+                // Gone (its delete's count-down failed) or taken back; a
+                // young entry may be a creation under way: kept.
+                _ if score < old => gone.push((e, member)),
+                _ => {}
+            }
+        }
+        for e in envs {
+            let members: Vec<&String> = gone.iter().filter(|(x, _)| *x == e).map(|(_, m)| m).collect();
+            if !members.is_empty() {
+                let _: i64 = self.c.conn.clone().zrem(client_index_key(tenant, e), members).await?;
+            }
+        }
+        Ok(Page { items, next })
     }
 
     async fn delete_client(&self, id: Uuid) -> StoreResult<bool> {
