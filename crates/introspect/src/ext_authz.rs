@@ -8,7 +8,8 @@
 //! not get from us removed, so a client cannot forge one; a denied one gets
 //! the gateway's refusal (`gateway::Refusal`). The service is served here
 //! rather than by envoy-types' generated server: it decodes the request into
-//! `check_request::CheckRequest`, the few fields a check reads.
+//! `check_request::CheckRequest`, the few fields a check reads, and encodes
+//! an allowed answer directly (`check_response::Answer`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,17 +20,13 @@ use std::task::{Context, Poll};
 use cred_core::store::Store;
 use cred_core::{Error, InvalidReason};
 use cred_serve::peer::TrustedProxies;
-use envoy_types::ext_authz::v3::pb::{
-    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
-    OkHttpResponse,
-};
-use envoy_types::pb::google::rpc;
 use tonic::body::Body;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use crate::check_request::CheckRequest;
-use crate::gateway::{IdentityHeaders, Refusal, bearer, outcome, requirements};
+use crate::check_response::{AllowedParts, Answer};
+use crate::gateway::{Refusal, bearer, outcome, requirements};
 use crate::verifier::Verifier;
 use cred_telemetry::metrics::verify_outcome;
 use cred_telemetry::record_tenant;
@@ -46,48 +43,18 @@ pub const PASSIVE: &str = "credd.passive";
 pub struct ExtAuthz<S> {
     /// The verify data path, shared with the gRPC API.
     pub verifier: Verifier<S>,
-    /// The identity headers' names.
-    pub headers: Arc<IdentityHeaders>,
+    /// The allowed answer's constant parts: the identity headers' names,
+    /// encoded once.
+    pub allowed: Arc<AllowedParts>,
     /// The gRPC peers (Envoys) whose reported downstream address counts as
     /// the caller for the per-peer budget.
     pub proxies: TrustedProxies,
 }
 
-fn set(name: &http::HeaderName, value: String) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue { key: name.as_str().to_string(), value, ..Default::default() }),
-        // Replaces whatever the client sent under that name.
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    }
-}
-
-fn allowed(ok: OkHttpResponse) -> CheckResponse {
-    CheckResponse {
-        status: Some(rpc::Status { code: tonic::Code::Ok as i32, ..Default::default() }),
-        http_response: Some(HttpResponse::OkResponse(ok)),
-        ..Default::default()
-    }
-}
-
-fn denied(r: &Refusal) -> CheckResponse {
-    let headers = r.headers().iter().map(|(n, v)| set(n, v.to_str().unwrap_or_default().to_string())).collect();
-    let denied = DeniedHttpResponse {
-        status: Some(HttpStatus { code: i32::from(r.status.as_u16()) }),
-        headers,
-        body: r.body.to_string(),
-    };
-    CheckResponse {
-        status: Some(rpc::Status { code: r.code as i32, message: String::new(), details: vec![] }),
-        http_response: Some(HttpResponse::DeniedResponse(denied)),
-        ..Default::default()
-    }
-}
-
 impl<S: Store> ExtAuthz<S> {
     /// One check: Envoy's request in, the answer Envoy applies out (a
     /// denial is an answer too: the call itself is OK).
-    pub async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    pub async fn check(&self, req: Request<CheckRequest>) -> Result<Response<Answer>, Status> {
         let caller = cred_serve::peer::client_ip(&req);
         let tcp = req.remote_addr().map(|a| a.ip());
         let r = req.into_inner();
@@ -109,16 +76,7 @@ impl<S: Store> ExtAuthz<S> {
             Ok(v) => {
                 record_tenant(v.tenant_id);
                 verify_outcome("VALID");
-                let set_now = self.headers.values(&v);
-                let headers_to_remove = self
-                    .headers
-                    .all()
-                    .into_iter()
-                    .filter(|n| !set_now.iter().any(|(s, _)| s == n))
-                    .map(|n| n.as_str().to_string())
-                    .collect();
-                let headers = set_now.into_iter().map(|(n, v)| set(n, v)).collect();
-                allowed(OkHttpResponse { headers, headers_to_remove, ..Default::default() })
+                Answer::Allowed(self.allowed.allowed(&v))
             }
             Err(e) => {
                 let o = outcome(&e);
@@ -127,7 +85,7 @@ impl<S: Store> ExtAuthz<S> {
                 // The call itself is OK (a denial is an answer): the call log
                 // would not show it, so it gets its own line.
                 tracing::info!(endpoint = "ext_authz", status = r.status.as_u16(), outcome = o, "refused");
-                denied(&r)
+                Answer::denied(&r)
             }
         };
         Ok(Response::new(answer))
@@ -165,8 +123,8 @@ type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'stati
 struct CheckMethod<S>(Arc<ExtAuthz<S>>);
 
 impl<S: Store> UnaryService<CheckRequest> for CheckMethod<S> {
-    type Response = CheckResponse;
-    type Future = BoxFuture<Response<CheckResponse>, Status>;
+    type Response = Answer;
+    type Future = BoxFuture<Response<Answer>, Status>;
 
     fn call(&mut self, req: Request<CheckRequest>) -> Self::Future {
         let inner = self.0.clone();
@@ -190,7 +148,7 @@ impl<S: Store> tower::Service<http::Request<Body>> for AuthorizationService<S> {
         let method = CheckMethod(self.inner.clone());
         let max = self.max_decoding;
         Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default();
+            let codec = tonic_prost::ProstCodec::<Answer, CheckRequest>::default();
             let mut grpc = Grpc::new(codec).apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(method, req).await)
         })

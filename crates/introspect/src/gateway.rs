@@ -109,8 +109,8 @@ impl IdentityHeaders {
     }
 
     /// The headers that carry `v`'s identity, with their values as text
-    /// (ids, names: always valid header values). One allocation a value:
-    /// ext_authz sends these strings as they are.
+    /// (ids, names: always valid header values). ext_authz writes the same
+    /// values without these strings (`check_response`).
     pub fn values(&self, v: &Verified) -> Vec<(&HeaderName, String)> {
         let mut out = Vec::with_capacity(5);
         out.push((&self.kind, kind_name(v.kind).to_string()));

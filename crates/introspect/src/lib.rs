@@ -11,6 +11,9 @@
 //!   answers;
 //! - `ext_authz`: Envoy's `Authorization/Check` over the verifier, and the
 //!   gRPC service that serves it;
+//! - `check_response`: Envoy's `CheckResponse`: an allowed answer encoded
+//!   directly, its header names encoded once; a denial as envoy-types'
+//!   message;
 //! - `check_request`: the fields of Envoy's `CheckRequest` a check reads,
 //!   decoded without the rest;
 //! - `service`: the gRPC edge, and introspect's parameters of the one status
@@ -26,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check_request;
+pub mod check_response;
 pub mod ext_authz;
 pub mod gateway;
 pub mod http;

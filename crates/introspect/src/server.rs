@@ -13,6 +13,7 @@ use cred_telemetry::CallLog;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::check_response::AllowedParts;
 use crate::ext_authz::{AuthorizationService, ExtAuthz};
 use crate::gateway::{DEFAULT_PREFIX, IdentityHeaders};
 use crate::http::Gateway;
@@ -72,7 +73,7 @@ pub async fn run_with<S: Store>(
     let max = edge.max_request_bytes();
     let envoy = ExtAuthz {
         verifier: verifier.clone(),
-        headers: std::sync::Arc::new(gateway.headers.clone()),
+        allowed: std::sync::Arc::new(AllowedParts::new(&gateway.headers)),
         proxies: proxies.clone(),
     };
     let envoy = InterceptedService::new(AuthorizationService::new(envoy, max), mtls.clone());
