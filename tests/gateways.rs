@@ -345,16 +345,19 @@ async fn rfc7662_introspection_with_curl() {
 }
 
 /// A gateway's refusal reaches end users, so it tells nothing by its time:
-/// forward-auth's 401 and RFC 7662's `{"active":false}` take at least the
-/// refusal floor whatever the reason (garbage, an unknown id, a wrong secret
-/// for a token this replica has cached, a revoked token), timed by curl
-/// (the first byte of the answer), where an answer from memory would take
-/// well under a millisecond on loopback.
+/// a real Envoy's ext_authz denial, forward-auth's 401 and RFC 7662's
+/// `{"active":false}` take at least the refusal floor whatever the reason
+/// (garbage, an unknown id, a wrong secret for a token this replica has
+/// cached, a revoked token), timed by curl (the first byte of the answer),
+/// where an answer from memory would take well under a millisecond on
+/// loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_refusals_take_the_refusal_floor_whatever_the_reason() {
     use cred_core::model::Environment;
     use cred_core::token::{Token, TokenKind};
     let w = World::start().await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(w.grpc, upstream.addr);
     let (cached, _) = w.session().await;
     let r = curl(&["-H", &bearer(&cached), &format!("http://{}/forward-auth", w.http)]);
     assert_eq!(r.status, 200, "the real token, once, to cache it: {r:?}");
@@ -384,6 +387,9 @@ async fn gateway_refusals_take_the_refusal_floor_whatever_the_reason() {
                 let (code, secs) = text.split_once(' ').unwrap_or_else(|| panic!("curl printed {text}"));
                 (code.to_string(), secs.parse::<f64>().unwrap())
             };
+            let (code, secs) = timed(&["-H", &bearer(&token), &envoy.url("/orders")]);
+            assert_eq!(code, "401", "Envoy ext_authz, {what}");
+            assert!(secs >= floor, "Envoy denied {what} in {secs} s, under the floor");
             let (code, secs) = timed(&["-H", &bearer(&token), &format!("http://{}/forward-auth", w.http)]);
             assert_eq!(code, "401", "forward-auth, {what}");
             assert!(secs >= floor, "forward-auth refused {what} in {secs} s, under the floor");

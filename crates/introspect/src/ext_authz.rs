@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use cred_core::store::Store;
 use cred_core::{Error, InvalidReason};
 use cred_serve::peer::TrustedProxies;
+use cred_serve::status::floored;
 use tonic::body::Body;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
@@ -66,12 +67,16 @@ impl<S: Store> ExtAuthz<S> {
             _ => caller,
         };
         let token = r.header("authorization").map(bearer).filter(|t| !t.is_empty());
-        let verified = match (token, requirements(r.extension(ENVIRONMENT), r.extension(SCOPES), r.extension(PASSIVE)))
-        {
-            (_, Err(e)) => Err(e),
-            (None, _) => Err(Error::InvalidCredential(InvalidReason::Malformed)),
-            (Some(t), Ok(want)) => self.verifier.verify_from(t, &want, peer).await,
-        };
+        // A denial reaches the end user: held to the refusal floor, as
+        // forward-auth's and authd's (a valid token is never held).
+        let verified = floored(async {
+            match (token, requirements(r.extension(ENVIRONMENT), r.extension(SCOPES), r.extension(PASSIVE))) {
+                (_, Err(e)) => Err(e),
+                (None, _) => Err(Error::InvalidCredential(InvalidReason::Malformed)),
+                (Some(t), Ok(want)) => self.verifier.verify_from(t, &want, peer).await,
+            }
+        })
+        .await;
         let answer = match verified {
             Ok(v) => {
                 record_tenant(v.tenant_id);
