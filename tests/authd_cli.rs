@@ -425,6 +425,16 @@ fn a_zero_wait_timeout_fails_at_start_naming_the_setting() {
     assert!(err.contains("--redis-wait-timeout-ms") && err.contains("AUTHD_REDIS_WAIT_TIMEOUT_MS"), "{err}");
 }
 
+/// A new tenant's id, made with the operator key.
+async fn new_tenant(
+    admin: &pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+    operator: &str,
+    name: &str,
+) -> String {
+    let req = pb::CreateTenantRequest { name: name.into(), ..Default::default() };
+    admin.clone().create_tenant(authed(operator, req)).await.unwrap().into_inner().tenant.unwrap().tenant_id
+}
+
 /// One round of the victim's calls against one of the attacker's, for
 /// `span`: the victim's API key and session token (both never used before
 /// the attack starts) each call every 10 ms; the attacker's tasks send, as
@@ -438,15 +448,7 @@ async fn under_attack(addr: &str, operator: &str, xff: Option<(&str, &str)>, gue
     let ch = channel(addr).await;
     let admin = pb::admin_service_client::AdminServiceClient::new(ch.clone());
     let mut clients = pb::client_service_client::ClientServiceClient::new(ch.clone());
-    let t = admin
-        .clone()
-        .create_tenant(authed(operator, pb::CreateTenantRequest { name: "v".into(), ..Default::default() }))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .tenant_id;
+    let t = new_tenant(&admin, operator, "v").await;
     let key_req = |name: &str| pb::CreateApiKeyRequest {
         tenant_id: t.clone(),
         environment: pb::Environment::Production.into(),
@@ -715,15 +717,7 @@ async fn refusals_take_the_same_time_at_the_server_whatever_the_reason() {
     let ch = channel(&served.addr).await;
     let admin = pb::admin_service_client::AdminServiceClient::new(ch.clone());
     let op = &served.operator;
-    let t = admin
-        .clone()
-        .create_tenant(authed(op, pb::CreateTenantRequest { name: "timing".into(), ..Default::default() }))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .tenant_id;
+    let t = new_tenant(&admin, op, "timing").await;
     let tenant: uuid::Uuid = t.parse().unwrap();
     let new_key = |expire: Option<prost_types::Timestamp>| {
         let (mut admin, t) = (admin.clone(), t.clone());
