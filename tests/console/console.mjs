@@ -153,6 +153,9 @@ try {
   [code, body] = curl(url + "/v1/session", "-H", "Authorization: Bearer " + tck);
   const reason = (body.error?.details || []).map((d) => d.reason).join();
   check(code === 401 && reason === "INVALID_API_KEY", `revoked test client key: ${code} ${JSON.stringify(body)}`);
+  // The secret of what was just revoked is no longer on the page.
+  check(await page.locator("#shown-once").isHidden(), "the revoked key's secret is still shown");
+  check(!(await text("body")).includes(tck), "the revoked key's secret is still in the page");
 
   step = "the audit trail";
   await page.waitForFunction(() => {

@@ -94,10 +94,22 @@ function show(section) {
   $("signout").hidden = section === "signin";
 }
 
-function shownOnce(what, secret) {
+// The id of what the shown-once box holds a secret of (an API key id, or a
+// test client key's client id): revoking it clears the box.
+let shownId = "";
+
+function shownOnce(what, secret, id) {
   $("shown-once-what").textContent = what;
   $("secret-value").textContent = secret;
   $("shown-once").hidden = false;
+  shownId = id;
+}
+
+function forgetShown(ids) {
+  if (!shownId || !ids.includes(shownId)) return;
+  $("shown-once").hidden = true;
+  $("secret-value").textContent = "";
+  shownId = "";
 }
 
 // ---- sign in ----
@@ -236,7 +248,7 @@ async function createKey(ev) {
   const body = { environment: $("key-env").value, name: $("key-name").value, scopes };
   const r = await call("POST", "/v1/tenants/" + tenant.tenantId + "/apiKeys", body);
   if (!r) return;
-  shownOnce("New API key " + r.apiKey.keyId, r.secret);
+  shownOnce("New API key " + r.apiKey.keyId, r.secret, r.apiKey.keyId);
   acting = { secret: r.secret, keyId: r.apiKey.keyId, environment: r.apiKey.environment, tenantId: tenant.tenantId };
   renderActing();
   notice("API key created.");
@@ -248,7 +260,7 @@ async function rollKey(k) {
   if (grace === null) return;
   const r = await call("POST", "/v1/tenants/" + tenant.tenantId + "/apiKeys/" + k.keyId + ":roll", { gracePeriod: grace + "s" });
   if (!r) return;
-  shownOnce("Rolled: new API key " + r.apiKey.keyId + " (the old one stops at " + r.oldKeyExpireTime + ")", r.secret);
+  shownOnce("Rolled: new API key " + r.apiKey.keyId + " (the old one stops at " + r.oldKeyExpireTime + ")", r.secret, r.apiKey.keyId);
   await Promise.all([loadKeys(true), loadAudit(true)]);
 }
 
@@ -257,6 +269,7 @@ async function revokeKey(k) {
   const r = await call("POST", "/v1/tenants/" + tenant.tenantId + "/apiKeys/" + k.keyId + ":revoke", {});
   if (!r) return;
   notice("Revoked " + (r.revokedKeyIds || []).join(", ") + ".");
+  forgetShown(r.revokedKeyIds || []);
   if (acting && acting.keyId === k.keyId) acting = null;
   renderActing();
   await Promise.all([loadKeys(true), loadAudit(true)]);
@@ -332,7 +345,7 @@ async function createTestClient(ev) {
   }
   const r = await call("POST", "/v1/testClients", { labels }, acting.secret);
   if (!r) return;
-  shownOnce("New test client key for client " + r.client.clientId, r.token);
+  shownOnce("New test client key for client " + r.client.clientId, r.token, r.client.clientId);
   notice("Test client key created.");
   $("client-id").value = r.client.clientId;
   await openClient(r.client.clientId);
@@ -374,6 +387,7 @@ async function revokeSession(id) {
   const r = await call("DELETE", "/v1/clients/" + clientId + "/sessions/" + id, undefined, acting.secret);
   if (!r) return;
   notice("Session " + id + " revoked.");
+  forgetShown([clientId]);
   await openClient(clientId);
   await loadAudit(true);
 }
@@ -383,6 +397,7 @@ async function revokeAll() {
   const r = await call("POST", "/v1/clients/" + clientId + "/sessions:revokeAll", {}, acting.secret);
   if (!r) return;
   notice((r.revokedCount || 0) + " session(s) revoked.");
+  forgetShown([clientId]);
   await openClient(clientId);
   await loadAudit(true);
 }
@@ -392,6 +407,7 @@ async function deleteClient() {
   const r = await call("DELETE", "/v1/clients/" + clientId, undefined, acting.secret);
   if (!r) return;
   notice("Client " + clientId + " deleted.");
+  forgetShown([clientId]);
   $("client").hidden = true;
   await Promise.all([loadClients(true), loadAudit(true)]);
 }
