@@ -147,7 +147,8 @@ async fn dev_mode_http_banner_and_console_work_as_printed() {
         banner.push_str(&line);
     }
     let curls: Vec<&str> = banner.lines().filter(|l| l.starts_with("curl ")).collect();
-    assert!(curls.len() >= 5, "the HTTP banner's curl lines:\n{banner}");
+    assert!(curls.len() >= 6, "the HTTP banner's curl lines:\n{banner}");
+    assert!(curls.iter().any(|c| c.contains("/clients?pageSize")), "ListClients in the banner:\n{banner}");
     for c in &curls {
         let o = pasted(&banner, c);
         let body = String::from_utf8_lossy(&o.stdout);

@@ -175,6 +175,10 @@ pub fn http_banner(d: &DevSetup, http: SocketAddr, console: bool) -> String {
         format!("curl -sS http://{http}/v1/session -H \"Authorization: Bearer ${cst}\""),
         format!("curl -sS http://{http}/v1/clients/{c}/sessions -H \"Authorization: Bearer ${k}\""),
         format!("curl -sS http://{http}/v1/tenants -H \"Authorization: Bearer ${op}\""),
+        format!(
+            "curl -sS \"http://{http}/v1/tenants/{}/clients?pageSize=10\" -H \"Authorization: Bearer ${op}\"",
+            d.tenant_id
+        ),
     ];
     for l in lines {
         let _ = writeln!(o, "{l}");
