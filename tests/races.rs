@@ -114,11 +114,11 @@ async fn session_accepted(s: &Stack, by: Checker, token: &str) -> bool {
     }
 }
 
-/// The session keys in Redis (this Redis holds one client only). The races
-/// run on a standalone server, whose whole keyspace one KEYS can see.
-async fn session_keys(s: &Stack) -> Vec<String> {
+/// The sessions stored in Redis (this Redis holds one client only). The
+/// races run on a standalone server, whose whole keyspace one KEYS can see.
+async fn session_keys(s: &Stack) -> Vec<uuid::Uuid> {
     let mut conn = s.authd.redis.server().conn().await;
-    redis::cmd("KEYS").arg("s:*").query_async(&mut conn).await.expect("KEYS")
+    cred_tests::session_layout::stored_sessions(&mut conn).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -843,3 +843,163 @@ async fn redis_dangling_client_entries_are_skipped_and_pruned_when_old() {
     assert!(!left.contains(&old), "an old dangling entry is pruned");
     assert!(left.contains(&young), "a young one may be a creation under way: kept");
 }
+
+/// Sessions written by the layout before sessions were client hash fields
+/// (a 40-byte string with 8-byte times and a TTL, indexed by cap in
+/// `si:{C}`; the client's tenant in base62; revoked ids in base62) keep
+/// working: verified, listed, counted in the quota, revoked one by one or
+/// all at once, and moved into the client hash by their next use.
+#[tokio::test]
+async fn redis_sessions_written_before_fields_keep_working_and_move_on_use() {
+    use cred_core::store::Gone;
+    use cred_core::token::short_id;
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let mut conn = server.conn().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let c = client(t.id);
+    let cid = short_id(c.id);
+    // The client as the old layout wrote it: the tenant in base62.
+    let labels = serde_json::to_string(&c.labels).unwrap();
+    let () = ::redis::cmd("HSET")
+        .arg(format!("c:{{{cid}}}"))
+        .arg("t")
+        .arg(short_id(t.id))
+        .arg("e")
+        .arg("p")
+        .arg("c")
+        .arg(c.created_at)
+        .arg("l")
+        .arg(&labels)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(s.get_client(c.id).await.unwrap(), Some(c.clone()));
+    let old = |x: &Session| {
+        let mut v = x.hash.0.to_vec();
+        v.extend_from_slice(&x.created_at.to_be_bytes());
+        v.extend_from_slice(&x.max_expires_at.unwrap_or(0).to_be_bytes());
+        v.extend_from_slice(&x.last_used.to_be_bytes());
+        v
+    };
+    let write_old = |x: Session| {
+        let mut conn = conn.clone();
+        let (key, index) = (format!("s:{{{cid}}}:{}", short_id(x.id)), format!("si:{{{cid}}}"));
+        let value = old(&x);
+        async move {
+            let mut p = ::redis::pipe();
+            let set = p.cmd("SET").arg(&key).arg(value);
+            if let Some(e) = x.expires_at {
+                set.arg("PXAT").arg(e);
+            }
+            set.ignore();
+            let score = x.max_expires_at.map_or("+inf".to_string(), |m| m.to_string());
+            p.cmd("ZADD").arg(&index).arg(score).arg(short_id(x.id)).ignore();
+            let () = p.query_async(&mut conn).await.unwrap();
+        }
+    };
+    let (a, b, d, k) = (
+        session(c.id, Some((600_000, 900_000))),
+        session(c.id, Some((600_000, 900_000))),
+        session(c.id, Some((600_000, 900_000))),
+        session(c.id, None),
+    );
+    for x in [&a, &b, &d, &k] {
+        write_old(x.clone()).await;
+    }
+
+    // Read and listed as before.
+    let got = s.get_session(c.id, a.id).await.unwrap();
+    assert_eq!((got.client, got.session, got.gone), (Some(c.clone()), Some(a.clone()), None));
+    assert_eq!(s.get_session(c.id, k.id).await.unwrap().session, Some(k.clone()));
+    let mut listed = s.list_sessions(c.id, None, 10).await.unwrap().items;
+    listed.sort_by_key(|x| x.id);
+    let mut want = vec![a.clone(), b.clone(), d.clone(), k.clone()];
+    want.sort_by_key(|x| x.id);
+    assert_eq!(listed, want);
+
+    // Counted in the quota: 4 old + 1 new fills 5.
+    let n = s.create_session(&session(c.id, Some((600_000, 900_000))), 5).await.unwrap();
+    assert_eq!(n, CreateSession::Created);
+    let full = s.create_session(&session(c.id, Some((600_000, 900_000))), 5).await.unwrap();
+    assert_eq!(full, CreateSession::Full);
+    assert_eq!(s.list_sessions(c.id, None, 10).await.unwrap().items.len(), 5);
+
+    // A use moves it into the client hash: the string and its index entry
+    // go, the field holds it, with the touched expiry.
+    let now = now_ms();
+    let exp = s.touch_session(c.id, a.id, now, 700_000).await.unwrap();
+    assert_eq!(exp, Some(now + 700_000));
+    let left: i64 =
+        ::redis::cmd("EXISTS").arg(format!("s:{{{cid}}}:{}", short_id(a.id))).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "the old session string was not moved");
+    assert!(cred_tests::session_layout::session_stored(&mut conn, c.id, a.id).await);
+    let moved = s.get_session(c.id, a.id).await.unwrap().session.expect("live after the move");
+    assert_eq!((moved.hash, moved.created_at, moved.max_expires_at), (a.hash, a.created_at, a.max_expires_at));
+    assert_eq!((moved.last_used, moved.expires_at), (now, Some(now + 700_000)));
+    // A test key too: no expiry, ever.
+    assert_eq!(s.touch_session(c.id, k.id, now, 700_000).await.unwrap(), Some(Millis::MAX));
+    let k2 = s.get_session(c.id, k.id).await.unwrap().session.expect("test key live after the move");
+    assert_eq!((k2.expires_at, k2.max_expires_at, k2.last_used), (None, None, now));
+    assert_eq!(s.list_sessions(c.id, None, 10).await.unwrap().items.len(), 5, "listed once after the move");
+
+    // Revoked one by one, and all at once: refused as revoked.
+    assert!(s.revoke_session(c.id, b.id).await.unwrap());
+    let gone = s.get_session(c.id, b.id).await.unwrap();
+    assert_eq!((gone.session, gone.gone), (None, Some(Gone::Revoked)));
+    assert_eq!(s.revoke_all_sessions(c.id).await.unwrap(), 4);
+    for x in [&a, &d, &k] {
+        let l = s.get_session(c.id, x.id).await.unwrap();
+        assert_eq!((l.session, l.gone), (None, Some(Gone::Revoked)), "{x:?}");
+    }
+    assert!(s.list_sessions(c.id, None, 10).await.unwrap().items.is_empty());
+    let strings: Vec<String> = ::redis::cmd("KEYS").arg(format!("s:{{{cid}}}:*")).query_async(&mut conn).await.unwrap();
+    assert!(strings.is_empty(), "{strings:?}");
+
+    // A revocation remembered in base62 (the old revoked set) still tells.
+    let e = session(c.id, Some((600_000, 900_000)));
+    let () = ::redis::cmd("ZADD")
+        .arg(format!("sr:{{{cid}}}"))
+        .arg(now + 900_000)
+        .arg(short_id(e.id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(s.get_session(c.id, e.id).await.unwrap().gone, Some(Gone::Revoked));
+}
+
+/// One client hash holds the client and its sessions: with one session it
+/// stays one small listpack (the memory figure B rests on), and a session
+/// gone a day past its cap is pruned by the next session write.
+#[tokio::test]
+async fn redis_a_client_and_its_sessions_are_one_small_hash() {
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let mut conn = server.conn().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let mut c = client(t.id);
+    c.labels.clear();
+    let first = session(c.id, Some((600_000, 900_000)));
+    assert!(s.create_client_audited(&c, Some(&first), &created(&c), u64::MAX).await.unwrap());
+    let key = cred_tests::session_layout::client_key(c.id);
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    assert!(!keys.iter().any(|k| k.starts_with("s:") || k.starts_with("si:")), "{keys:?}");
+    let enc: String = ::redis::cmd("OBJECT").arg("ENCODING").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(enc, "listpack");
+    let usage: i64 = ::redis::cmd("MEMORY").arg("USAGE").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!(usage <= 184, "a client with one session takes {usage} B (one 112-byte listpack: 184 B)");
+    // A session a day past its cap: read as unknown, then pruned by the
+    // next create.
+    let mut dead = session(c.id, Some((1, 2)));
+    dead.max_expires_at = Some(now_ms() - cred_core::store::REMEMBER_MS - 1);
+    dead.expires_at = dead.max_expires_at;
+    assert_eq!(s.create_session(&dead, 10).await.unwrap(), CreateSession::Created);
+    let l = s.get_session(c.id, dead.id).await.unwrap();
+    assert_eq!((l.session, l.gone), (None, None));
+    assert!(cred_tests::session_layout::session_stored(&mut conn, c.id, dead.id).await);
+    assert_eq!(s.create_session(&session(c.id, Some((600_000, 900_000))), 10).await.unwrap(), CreateSession::Created);
+    assert!(!cred_tests::session_layout::session_stored(&mut conn, c.id, dead.id).await, "not pruned");
+    assert!(cred_tests::session_layout::session_stored(&mut conn, c.id, first.id).await);
+}

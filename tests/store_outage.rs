@@ -24,6 +24,7 @@ use cred_core::token::short_id;
 use cred_proto::authd::v1 as pb;
 use cred_proto::introspect::v1 as ipb;
 use cred_tests::authd::{TenantKeys, authed};
+use cred_tests::session_layout::{self, session_stored};
 use cred_tests::{Authd, Redis, RedisServer, Replica};
 use introspect::VerifyOptions;
 use pb::client_service_client::ClientServiceClient;
@@ -539,7 +540,8 @@ async fn a_revocation_whose_reply_is_lost_is_audited_all_the_same() {
     let r = ClientServiceClient::new(a.channel.clone()).revoke_session(authed(&live_key, req)).await;
     assert!(proxy.thaw(), "the proxy never saw the audit event");
     assert_eq!(r.err().map(|s| s.code()), Some(Code::Unavailable));
-    assert!(exists(format!("s:{{{}}}:{}", id(&c4), id(&s4))).await, "revoked although its audit event got no answer");
+    let (c4_id, s4_id) = (c4.parse().unwrap(), s4.parse().unwrap());
+    assert!(session_stored(&mut raw, c4_id, s4_id).await, "revoked although its audit event got no answer");
     assert!(a.session_ok(&token4).await);
 
     // A request turned down after its event was written is marked so.
@@ -553,16 +555,12 @@ async fn a_revocation_whose_reply_is_lost_is_audited_all_the_same() {
 
     // Each revocation: its invalidation text (in the script's arguments),
     // the call, the key that must be gone (or field set) afterwards, and the
-    // audit action and subject that must be there.
+    // audit action and subject that must be there. A session is a field of
+    // its client's hash: "gone" is checked by `session_stored` for those.
     let clients = || ClientServiceClient::new(a.channel.clone());
     let kinds: Vec<(&str, String, String, String)> = vec![
-        (
-            "session.revoke",
-            format!("s:{}:{}@", id(&c1), id(&s1)),
-            format!("s:{{{}}}:{}", id(&c1), id(&s1)),
-            format!("session:{s1}"),
-        ),
-        ("session.revoke_all", format!("c:{}@", id(&c2)), format!("si:{{{}}}", id(&c2)), format!("client:{c2}")),
+        ("session.revoke", format!("s:{}:{}@", id(&c1), id(&s1)), String::from("session"), format!("session:{s1}")),
+        ("session.revoke_all", format!("c:{}@", id(&c2)), String::from("sessions"), format!("client:{c2}")),
         ("client.delete", format!("c:{}@", id(&c3)), format!("c:{{{}}}", id(&c3)), format!("client:{c3}")),
         (
             "api_key.revoke",
@@ -619,6 +617,16 @@ async fn a_revocation_whose_reply_is_lost_is_audited_all_the_same() {
             let r: Option<String> =
                 redis::cmd("HGET").arg(format!("t:{{{tenant}}}")).arg("r").query_async(&mut raw).await.unwrap();
             assert!(r.is_some(), "{action}: not applied");
+        } else if gone == "session" {
+            let stored = session_stored(&mut raw, c1.parse().unwrap(), s1.parse().unwrap()).await;
+            assert!(!stored, "{action}: not applied (session {s1} still stored)");
+        } else if gone == "sessions" {
+            let fields: Vec<Vec<u8>> = redis::cmd("HKEYS")
+                .arg(session_layout::client_key(c2.parse().unwrap()))
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            assert!(fields.iter().all(|f| f.len() == 1), "{action}: not applied (sessions of {c2} still stored)");
         } else {
             assert!(!exists(gone.clone()).await, "{action}: not applied ({gone} still there)");
         }

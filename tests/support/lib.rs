@@ -19,6 +19,7 @@ pub mod redis_cluster;
 mod redis_process;
 pub mod redis_sentinel;
 pub mod redis_server;
+pub mod session_layout;
 
 pub use authd::Authd;
 pub use backend::{Backend, Redis};

@@ -453,7 +453,7 @@ async fn h2load_create_client(
     notes.push(format!(
         "check: h2load {} done, {} succeeded (HTTP level; gRPC errors count as success), {} failed, {} log lines \
          not HTTP 200; Redis +{created} clients (c:{{*}} keys, SCAN), EXEC +{}, keys +{keys} ({:.2} per client: \
-         c, s, si); {:.0} DATA bytes per answer (an error answer has none): {}",
+         the client hash, its first session a field of it); {:.0} DATA bytes per answer (an error answer has none): {}",
         r.done,
         r.succeeded,
         r.failed,

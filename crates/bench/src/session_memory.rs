@@ -102,7 +102,7 @@ pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Ve
         total: m2 - m0,
         clients: m1 - m0,
         keys: dbsize(admin).await?,
-        samples: samples(admin, tenant.id, clients[0].id, sessions[0].id).await?,
+        samples: samples(admin, tenant.id, clients[0].id).await?,
         stats: memory_stats(admin).await?,
     };
     print_layout(&l);
@@ -151,7 +151,7 @@ pub async fn figure_b(url: &str, admin: &mut MultiplexedConnection) -> Result<Ve
         total: m1 - m0,
         clients: c1 - c0,
         keys: dbsize(admin).await?,
-        samples: samples(admin, tenant.id, records[0].0.id, records[0].1.id).await?,
+        samples: samples(admin, tenant.id, records[0].0.id).await?,
         stats: memory_stats(admin).await?,
     };
     print_layout(&l);
@@ -228,22 +228,15 @@ fn print_layout(l: &Layout) {
     println!("  {}", l.stats);
 }
 
-/// Type, size, `OBJECT ENCODING`, `MEMORY USAGE` and TTL of one client's keys: its
-/// hash, one session's string (40 bytes) and its session index; and of the
-/// tenant's client index.
+/// Type, size, `OBJECT ENCODING`, `MEMORY USAGE` and TTL of one client's
+/// hash (its sessions are fields of it) and of the tenant's client index.
 async fn samples(
     admin: &mut MultiplexedConnection,
     tenant: uuid::Uuid,
     client: uuid::Uuid,
-    session: uuid::Uuid,
 ) -> Result<Vec<String>, String> {
     let c = short_id(client);
-    let keys = [
-        format!("c:{{{c}}}"),
-        format!("s:{{{c}}}:{}", short_id(session)),
-        format!("si:{{{c}}}"),
-        format!("cx:{{{}}}:p", short_id(tenant)),
-    ];
+    let keys = [format!("c:{{{c}}}"), format!("cx:{{{}}}:p", short_id(tenant))];
     let mut out = Vec::new();
     for k in keys {
         let usage: Option<i64> = redis::cmd("MEMORY")

@@ -13,8 +13,8 @@ use tokio::sync::broadcast;
 
 use super::{
     AUDIT_MAX_LEN, After, ApiKeyLookup, CreateSession, Gone, Invalidation, Invalidations, Page, Pushed, REMEMBER_MS,
-    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult, api_key_order, client_order, session_order,
-    tenant_order,
+    REMEMBER_REVOKED_MS, RollApiKey, SessionLookup, Store, StoreResult, api_key_order, client_order, page,
+    session_order, tenant_order,
 };
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Session, Tenant, limits};
@@ -157,17 +157,6 @@ impl MemoryStore {
         // (every change is a few map operations), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// The page of `v` after `after` in the listing order of `order`.
-fn page<T>(mut v: Vec<T>, order: fn(&T) -> After, after: Option<After>, limit: usize) -> Page<T> {
-    v.sort_by_cached_key(|x| order(x).key());
-    let start = after.map_or(0, |a| v.partition_point(|x| order(x).key() <= a.key()));
-    let mut rest = v.split_off(start);
-    let more = rest.len() > limit;
-    rest.truncate(limit);
-    let next = if more { rest.last().map(order) } else { None };
-    Page { items: rest, next }
 }
 
 impl Store for MemoryStore {

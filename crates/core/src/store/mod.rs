@@ -184,6 +184,17 @@ pub fn client_order(c: &Client) -> After {
     After { score: c.created_at, id: c.id }
 }
 
+/// The page of `v` after `after` in the listing order of `order`.
+pub(crate) fn page<T>(mut v: Vec<T>, order: fn(&T) -> After, after: Option<After>, limit: usize) -> Page<T> {
+    v.sort_by_cached_key(|x| order(x).key());
+    let start = after.map_or(0, |a| v.partition_point(|x| order(x).key() <= a.key()));
+    let mut rest = v.split_off(start);
+    let more = rest.len() > limit;
+    rest.truncate(limit);
+    let next = if more { rest.last().map(order) } else { None };
+    Page { items: rest, next }
+}
+
 impl After {
     /// The sort key: (score, base62 id).
     pub fn key(&self) -> (Millis, String) {

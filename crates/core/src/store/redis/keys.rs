@@ -11,14 +11,14 @@
 //! | `tx` | sorted set | every tenant's id scored by creation time (ListTenants; the one key outside a tenant's slot, written before the tenant itself) |
 //! | `ki:{T}` | set | ids of T's API keys as written before `kx` (moved into `kx` by the next list) |
 //! | `a:{T}` | stream | T's audit trail, capped |
-//! | `c:{C}` | hash | client C: `t` tenant, `e` env, `c` created, `l` labels (JSON) |
-//! | `s:{C}:S` | string | session S of C, 40 bytes: hash (16) ‖ created ‖ cap (0 = test key) ‖ last use, each i64 big-endian; TTL = expiry |
-//! | `si:{C}` | sorted set | C's session ids scored by cap (+inf for a test key); TTL = the largest cap + 1 day |
-//! | `sr:{C}` | sorted set | C's revoked session ids, scored by how long to remember them; at most `REMEMBER_MAX` |
+//! | `c:{C}` | hash | client C: `t` tenant (16 bytes; base62 before), `e` env, `c` created, `l` labels (JSON); and each session S of C as a field named by S's 16 bytes: hash (16) ‖ created ‖ cap ‖ last use ‖ expiry, each 6-byte big-endian ms, 0 for none (a test key has neither cap nor expiry) |
+//! | `sr:{C}` | sorted set | C's revoked session ids (16 bytes; base62 before), scored by how long to remember them; at most `REMEMBER_MAX` |
+//! | `s:{C}:S`, `si:{C}` | string, sorted set | sessions as written before they were fields of `c:{C}` (the 40-byte value with 8-byte times, TTL = expiry; the index scored by cap): never written now; read, revoked and counted as before, and moved into `c:{C}` by their next use (touch) |
 //! | `kr:{T}` | sorted set | T's revoked API key ids, scored by how long to remember them; at most `REMEMBER_MAX` |
 //!
-//! `si` outlives its members' caps by a day so that a verify can tell
-//! "expired at the cap" and "expired idle" from "unknown", and an API key
+//! A session field is kept until its client's next session write prunes it, read
+//! as unknown once a day past its cap, so that a verify can tell "expired at the cap" and
+//! "expired idle" from "unknown", and an API key
 //! outlives its expiry by a day for the same reason (a rolled key past its
 //! grace reads as "revoked"); `sr` and `kr` tell "revoked". Every revocation also PUBLISHes an [`Invalidation`] on
 //! [`INVALIDATION_CHANNEL`] from the same script, so caches hear of it.
@@ -61,12 +61,15 @@ pub(super) fn audit_key(t: Uuid) -> String {
 pub(super) fn client_key(c: Uuid) -> String {
     format!("c:{{{}}}", short_id(c))
 }
+/// Prefix of C's session strings (before sessions were client hash fields).
 pub(super) fn session_prefix(c: Uuid) -> String {
     format!("s:{{{}}}:", short_id(c))
 }
+/// A session string (before sessions were client hash fields).
 pub(super) fn session_key(c: Uuid, s: Uuid) -> String {
     format!("s:{{{}}}:{}", short_id(c), short_id(s))
 }
+/// C's session index (before sessions were client hash fields).
 pub(super) fn session_index_key(c: Uuid) -> String {
     format!("si:{{{}}}", short_id(c))
 }

@@ -51,7 +51,8 @@ use uuid::Uuid;
 
 use super::{
     After, ApiKeyLookup, CLIENT_INDEX_GRACE_MS, CreateSession, Gone, INVALIDATION_CHANNEL, Invalidation, Invalidations,
-    Page, Pushed, REMEMBER_MS, RollApiKey, SessionLookup, Store, StoreError, StoreResult, api_key_order, session_order,
+    Page, Pushed, REMEMBER_MS, RollApiKey, SessionLookup, Store, StoreError, StoreResult, api_key_order, page,
+    session_order,
 };
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Session, Tenant, limits};
@@ -238,6 +239,17 @@ impl RedisStore {
         }
         self.c.replicated(&mut wc).await?;
         Ok((revoked, existed))
+    }
+
+    /// A client's record: its client fields only (its hash also holds its
+    /// sessions).
+    async fn read_client(&self, id: Uuid) -> StoreResult<Option<Client>> {
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(client_key(id))
+            .arg(&CLIENT_FIELDS[..])
+            .query_async(&mut self.c.conn.clone())
+            .await?;
+        client_from_values(id, values)
     }
 
     /// The underlying connection, for tests and benchmarks.
@@ -496,10 +508,7 @@ impl Store for RedisStore {
         if n > max {
             // Over the quota: taken back (its token was never returned).
             let mut undo = pipe();
-            undo.atomic().del(client_key(c.id)).ignore().del(session_index_key(c.id)).ignore();
-            if let Some(s) = first {
-                undo.del(session_key(c.id, s.id)).ignore();
-            }
+            undo.atomic().del(client_key(c.id)).ignore();
             let () = undo.query_async(&mut wc).await?;
             self.uncount_client(c.tenant_id, c.id).await?;
             return Ok(false);
@@ -509,8 +518,7 @@ impl Store for RedisStore {
     }
 
     async fn get_client(&self, id: Uuid) -> StoreResult<Option<Client>> {
-        let f: HashMap<String, Vec<u8>> = self.c.conn.clone().hgetall(client_key(id)).await?;
-        client_from(id, f)
+        self.read_client(id).await
     }
 
     async fn list_clients(
@@ -547,8 +555,7 @@ impl Store for RedisStore {
         // One read per client (each in its own slot), at once.
         let reads = rows.iter().map(|(_, member, _)| async move {
             let id = parse_short_id(member).ok_or_else(|| corrupt("client index"))?;
-            let f: HashMap<String, Vec<u8>> = self.c.conn.clone().hgetall(client_key(id)).await?;
-            client_from(id, f)
+            self.read_client(id).await
         });
         let found = futures::future::try_join_all(reads).await?;
         let (mut items, mut gone) = (Vec::with_capacity(rows.len()), Vec::new());
@@ -579,21 +586,18 @@ impl Store for RedisStore {
     async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
         let mut wc = self.c.w().await?;
         let (index, now) = (session_index_key(s.client_id), now_ms());
-        // Full, the script asks for the members to prune, so that it touches
-        // only keys it is given (see `revoke_sessions`).
+        let (field, value) = session_field(s);
+        // Full with sessions written before they were fields, the script
+        // asks for their index members to prune, so that it touches only
+        // keys it is given (see `revoke_sessions`).
         let mut prune: Option<Vec<String>> = None;
         let r = loop {
             let mut create = CREATE_SESSION.key(client_key(s.client_id));
-            create
-                .key(session_key(s.client_id, s.id))
-                .key(&index)
-                .arg(short_id(s.id))
-                .arg(now)
-                .arg(session_value(s))
-                .arg(s.expires_at.unwrap_or(0))
-                .arg(max_live)
-                .arg(session_score(s))
-                .arg(if prune.is_some() { "1" } else { "0" });
+            create.key(&index).arg(&field[..]).arg(&value).arg(now).arg(max_live).arg(if prune.is_some() {
+                "1"
+            } else {
+                "0"
+            });
             for sid in prune.iter().flatten() {
                 create.key(format!("{}{sid}", session_prefix(s.client_id))).arg(sid);
             }
@@ -612,27 +616,57 @@ impl Store for RedisStore {
     }
 
     async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<SessionLookup> {
-        let key = session_key(client, id);
-        let sid = short_id(id);
-        let (c, v, exp, cap, revoked): (Hash, Option<Vec<u8>>, i64, Option<f64>, Option<f64>) = pipe()
-            .hgetall(client_key(client))
-            .get(&key)
+        let (legacy, sid, now) = (session_key(client, id), short_id(id), now_ms());
+        let revoked = revoked_sessions_key(client);
+        // The session's field with the client's, and what tells a gone one
+        // (the revoked set, by 16 bytes or, before, base62); and the session
+        // as written before sessions were fields.
+        #[allow(clippy::type_complexity)]
+        let (mut c, revoked_raw, revoked_old, old, old_exp, old_cap): (
+            Vec<Option<Vec<u8>>>,
+            Option<f64>,
+            Option<f64>,
+            Option<Vec<u8>>,
+            i64,
+            Option<f64>,
+        ) = pipe()
+            .cmd("HMGET")
+            .arg(client_key(client))
+            .arg(&CLIENT_FIELDS[..])
+            .arg(id.as_bytes())
+            .zscore(&revoked, id.as_bytes())
+            .zscore(&revoked, &sid)
+            .get(&legacy)
             .cmd("PEXPIRETIME")
-            .arg(&key)
+            .arg(&legacy)
             .zscore(session_index_key(client), &sid)
-            .zscore(revoked_sessions_key(client), &sid)
             .query_async(&mut self.c.conn.clone())
             .await?;
-        let session = session_from(client, id, v, exp)?;
-        let gone = if session.is_some() { None } else { gone(cap, revoked.is_some(), now_ms()) };
-        Ok(SessionLookup { client: client_from(client, c)?, session, gone })
+        let field = c.pop().ok_or_else(|| corrupt("HMGET"))?;
+        let client_record = client_from_values(client, c)?;
+        let was_revoked = revoked_raw.is_some() || revoked_old.is_some();
+        let (session, gone) = match field {
+            Some(v) => match session_state(session_from_field(client, id, &v)?, now) {
+                Ok(s) => (Some(s), None),
+                Err(why) => (None, why),
+            },
+            None => match legacy_session_from(client, id, old, old_exp)? {
+                Some(s) => (Some(s), None),
+                None => (None, gone(old_cap, was_revoked, now)),
+            },
+        };
+        Ok(SessionLookup { client: client_record, session, gone })
     }
 
     async fn touch_session(&self, client: Uuid, id: Uuid, now: Millis, idle_ms: Millis) -> StoreResult<Option<Millis>> {
         let r: i64 = TOUCH_SESSION
+            .key(client_key(client))
             .key(session_key(client, id))
+            .key(session_index_key(client))
+            .arg(id.as_bytes())
             .arg(now)
             .arg(idle_ms)
+            .arg(short_id(id))
             .invoke_async(&mut self.c.conn.clone())
             .await?;
         Ok(match r {
@@ -643,35 +677,46 @@ impl Store for RedisStore {
     }
 
     async fn list_sessions(&self, client: Uuid, after: Option<After>, limit: usize) -> StoreResult<Page<Session>> {
-        // Members past their cap are kept a day to explain expiry: not live.
-        let (sids, next) = self.page_of(&session_index_key(client), Some(now_ms()), after, limit).await?;
-        if sids.is_empty() {
-            return Ok(Page { items: Vec::new(), next });
+        let now = now_ms();
+        // Sessions written before they were fields first: one moved into
+        // the hash between the two reads is then seen twice (kept once),
+        // never missed. Members past their cap are kept a day: not live.
+        let old = self.members(&session_index_key(client), Some(now)).await?;
+        let mut items = Vec::new();
+        if !old.is_empty() {
+            let mut list = LIST_SESSIONS.prepare_invoke();
+            for sid in &old {
+                list.key(format!("{}{sid}", session_prefix(client))).arg(sid);
+            }
+            let rows: Vec<(String, Vec<u8>, i64)> = list.invoke_async(&mut self.c.conn.clone()).await?;
+            for (sid, v, exp) in rows {
+                let id = parse_short_id(&sid).ok_or_else(|| corrupt("session index"))?;
+                items.extend(legacy_session_from(client, id, Some(v), exp)?);
+            }
         }
-        let mut list = LIST_SESSIONS.prepare_invoke();
-        for (sid, _) in &sids {
-            list.key(format!("{}{sid}", session_prefix(client))).arg(sid);
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = self.c.conn.clone().hgetall(client_key(client)).await?;
+        for (name, v) in fields {
+            let Ok(id) = Uuid::from_slice(&name) else { continue };
+            if items.iter().any(|s| s.id == id) {
+                continue;
+            }
+            items.extend(session_state(session_from_field(client, id, &v)?, now).ok());
         }
-        let rows: Vec<(String, Vec<u8>, i64)> = list.invoke_async(&mut self.c.conn.clone()).await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for (sid, v, exp) in rows {
-            let id = parse_short_id(&sid).ok_or_else(|| corrupt("session index"))?;
-            items.extend(session_from(client, id, Some(v), exp)?);
-        }
-        items.sort_by_cached_key(|s| session_order(s).key());
-        Ok(Page { items, next })
+        Ok(page(items, session_order, after, limit))
     }
 
     async fn revoke_session(&self, client: Uuid, id: Uuid) -> StoreResult<bool> {
         let mut wc = self.c.w().await?;
         let (msg, _answered) = self.numbered(Invalidation::Session { client, session: id });
         let n: i64 = REVOKE_SESSION
+            .key(client_key(client))
+            .key(revoked_sessions_key(client))
             .key(session_key(client, id))
             .key(session_index_key(client))
-            .key(revoked_sessions_key(client))
-            .arg(short_id(id))
+            .arg(id.as_bytes())
             .arg(now_ms())
             .arg(&msg)
+            .arg(short_id(id))
             .invoke_async(&mut wc)
             .await?;
         self.c.replicated(&mut wc).await?;

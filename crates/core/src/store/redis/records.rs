@@ -1,12 +1,13 @@
-//! Field codecs: domain records to and from Redis hashes, session strings,
-//! index scores and stream entries.
+//! Field codecs: domain records to and from Redis hashes, session fields
+//! (and the session strings written before them), index scores and stream
+//! entries.
 
 use std::collections::{BTreeMap, HashMap};
 
 use redis::{ErrorKind, RedisError};
 use uuid::Uuid;
 
-use super::keys::{audit_key, client_key, session_index_key, session_key};
+use super::keys::{audit_key, client_key};
 use crate::clock::Millis;
 use crate::error::StoreError;
 use crate::model::SecretHash;
@@ -53,6 +54,13 @@ impl Fields {
     }
     fn id(&self, f: &str) -> StoreResult<Uuid> {
         parse_short_id(&self.str(f)?).ok_or_else(|| corrupt(f))
+    }
+    /// An id written as its 16 bytes, or in base62 (before those).
+    fn raw_id(&self, f: &str) -> StoreResult<Uuid> {
+        match self.0.get(f).map(Vec::as_slice) {
+            Some(b) if b.len() == 16 => Ok(Uuid::from_slice(b).map_err(|_| corrupt(f))?),
+            _ => self.id(f),
+        }
     }
 }
 
@@ -123,27 +131,89 @@ pub(super) fn client_from(id: Uuid, f: HashMap<String, Vec<u8>>) -> StoreResult<
         Some(l) => serde_json::from_slice(l).map_err(|_| corrupt("l"))?,
         None => BTreeMap::new(),
     };
-    Ok(Some(Client { id, tenant_id: f.id("t")?, env: f.env("e")?, labels, created_at: f.int("c")? }))
+    Ok(Some(Client { id, tenant_id: f.raw_id("t")?, env: f.env("e")?, labels, created_at: f.int("c")? }))
 }
 
-/// Bytes of a session value; one small string is the most compact record
-/// Redis keeps (an embedded string: one allocation with its header).
+/// The client fields of a client hash, in the order [`client_from_values`]
+/// takes them (HMGET: the hash also holds the client's sessions).
+pub(super) const CLIENT_FIELDS: [&str; 4] = ["t", "e", "c", "l"];
+
+/// A client from the HMGET of [`CLIENT_FIELDS`].
+pub(super) fn client_from_values(id: Uuid, values: Vec<Option<Vec<u8>>>) -> StoreResult<Option<Client>> {
+    let f: HashMap<String, Vec<u8>> =
+        CLIENT_FIELDS.iter().zip(values).filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
+    client_from(id, f)
+}
+
+/// Bytes of a session string (before sessions were client hash fields).
+pub(super) const LEGACY_SESSION_LEN: usize = 40;
+
+/// Bytes of a session field's value: hash ‖ created ‖ cap ‖ last use ‖
+/// expiry, the times as 6-byte big-endian ms (0: none). 40 bytes, so that a
+/// client with one session stays in one 112-byte listpack allocation.
 pub(super) const SESSION_LEN: usize = 40;
 
-/// A session's value: hash ‖ created ‖ cap (0 = none) ‖ last use.
-pub(super) fn session_value(s: &Session) -> Vec<u8> {
-    let mut v = Vec::with_capacity(SESSION_LEN);
-    v.extend_from_slice(&s.hash.0);
-    v.extend_from_slice(&s.created_at.to_be_bytes());
-    v.extend_from_slice(&s.max_expires_at.unwrap_or(0).to_be_bytes());
-    v.extend_from_slice(&s.last_used.to_be_bytes());
-    v
+/// A time in 6 bytes (ms until the year 10889); 0 for none.
+fn u48(t: Option<Millis>) -> [u8; 6] {
+    let t = t.unwrap_or(0).clamp(0, (1 << 48) - 1) as u64;
+    let b = t.to_be_bytes();
+    [b[2], b[3], b[4], b[5], b[6], b[7]]
 }
 
-/// A session from its value and PEXPIRETIME (-1: none).
-pub(super) fn session_from(client_id: Uuid, id: Uuid, v: Option<Vec<u8>>, expire: i64) -> StoreResult<Option<Session>> {
-    let Some(v) = v else { return Ok(None) };
+fn from_u48(b: &[u8]) -> Millis {
+    b.iter().fold(0, |acc, &x| (acc << 8) | Millis::from(x))
+}
+
+/// A session's field in its client's hash: its id's 16 bytes (a client
+/// field's name is one letter), and its value.
+pub(super) fn session_field(s: &Session) -> ([u8; 16], Vec<u8>) {
+    let mut v = Vec::with_capacity(SESSION_LEN);
+    v.extend_from_slice(&s.hash.0);
+    v.extend_from_slice(&u48(Some(s.created_at)));
+    v.extend_from_slice(&u48(s.max_expires_at));
+    v.extend_from_slice(&u48(Some(s.last_used)));
+    v.extend_from_slice(&u48(s.expires_at));
+    (*s.id.as_bytes(), v)
+}
+
+/// A session from its field in the client hash, whatever its state.
+pub(super) fn session_from_field(client_id: Uuid, id: Uuid, v: &[u8]) -> StoreResult<Session> {
     if v.len() != SESSION_LEN {
+        return Err(corrupt("session field"));
+    }
+    let opt = |t: Millis| (t != 0).then_some(t);
+    Ok(Session {
+        id,
+        client_id,
+        created_at: from_u48(&v[16..22]),
+        max_expires_at: opt(from_u48(&v[22..28])),
+        last_used: from_u48(&v[28..34]),
+        expires_at: opt(from_u48(&v[34..40])),
+        hash: SecretHash(v[..16].try_into().map_err(|_| corrupt("session hash"))?),
+    })
+}
+
+/// What a stored session is at `now`: live, gone (and why), or past
+/// remembering (`Err(None)`), as the memory store tells it.
+pub(super) fn session_state(s: Session, now: Millis) -> Result<Session, Option<Gone>> {
+    match (s.max_expires_at, s.expires_at) {
+        (Some(cap), _) if cap.saturating_add(REMEMBER_MS) <= now => Err(None),
+        (Some(cap), _) if cap <= now => Err(Some(Gone::ExpiredMax)),
+        (_, Some(e)) if e <= now => Err(Some(Gone::ExpiredIdle)),
+        _ => Ok(s),
+    }
+}
+
+/// A session from a session string and its PEXPIRETIME (-1: none), as
+/// written before sessions were client hash fields.
+pub(super) fn legacy_session_from(
+    client_id: Uuid,
+    id: Uuid,
+    v: Option<Vec<u8>>,
+    expire: i64,
+) -> StoreResult<Option<Session>> {
+    let Some(v) = v else { return Ok(None) };
+    if v.len() != LEGACY_SESSION_LEN {
         return Err(corrupt("session value"));
     }
     let int = |at: usize| i64::from_be_bytes(v[at..at + 8].try_into().unwrap_or_default());
@@ -159,37 +229,22 @@ pub(super) fn session_from(client_id: Uuid, id: Uuid, v: Option<Vec<u8>>, expire
     }))
 }
 
-/// Index score of a session: its cap, +inf for a test key.
-pub(super) fn session_score(s: &Session) -> String {
-    s.max_expires_at.map_or_else(|| "+inf".to_string(), |m| m.to_string())
-}
-
-/// Appends a new session's writes to a MULTI.
-pub(super) fn push_session_writes(p: &mut redis::Pipeline, s: &Session) {
-    let key = session_key(s.client_id, s.id);
-    let set = p.cmd("SET").arg(&key).arg(session_value(s));
-    if let Some(e) = s.expires_at {
-        set.arg("PXAT").arg(e);
-    }
-    set.ignore();
-}
-
-/// Appends a client's records (and its first session) to a pipeline.
+/// Appends a client's record (and its first session) to a pipeline: one
+/// hash, the session a field of it.
 pub(super) fn push_client_writes(p: &mut redis::Pipeline, c: &Client, first: Option<&Session>) -> StoreResult<()> {
-    let mut fields =
-        vec![("t", short_id(c.tenant_id)), ("e", c.env.code().to_string()), ("c", c.created_at.to_string())];
+    let mut fields: Vec<(&[u8], Vec<u8>)> = vec![
+        (b"t", c.tenant_id.as_bytes().to_vec()),
+        (b"e", c.env.code().as_bytes().to_vec()),
+        (b"c", c.created_at.to_string().into_bytes()),
+    ];
     if !c.labels.is_empty() {
-        fields.push(("l", serde_json::to_string(&c.labels).map_err(|e| corrupt(&e.to_string()))?));
+        fields.push((b"l", serde_json::to_vec(&c.labels).map_err(|e| corrupt(&e.to_string()))?));
+    }
+    let session = first.map(session_field);
+    if let Some((name, value)) = &session {
+        fields.push((name.as_slice(), value.clone()));
     }
     p.hset_multiple(client_key(c.id), &fields).ignore();
-    if let Some(s) = first {
-        push_session_writes(p, s);
-        let idx = session_index_key(c.id);
-        p.zadd(&idx, short_id(s.id), session_score(s)).ignore();
-        if let Some(m) = s.max_expires_at {
-            p.cmd("PEXPIREAT").arg(&idx).arg(m + REMEMBER_MS).ignore();
-        }
-    }
     Ok(())
 }
 

@@ -2,7 +2,8 @@
 //! `scripts/`. Constants are spliced in once, at first use, where a script
 //! names them (`__REMEMBER_MS__`, `__REMEMBER_REVOKED_MS__`,
 //! `__REMEMBER_MAX__`, `__INVALIDATION_CHANNEL__`); the revoking scripts start with
-//! `announce.lua` (numbered PUBLISH, see `seq`) and, most, `remember.lua`.
+//! `announce.lua` (numbered PUBLISH, see `seq`) and, most, `remember.lua`; the
+//! session scripts with `session_field.lua` (a session field's codec).
 
 use std::sync::LazyLock;
 
@@ -14,6 +15,9 @@ use crate::store::{INVALIDATION_CHANNEL, REMEMBER_MAX, REMEMBER_MS, REMEMBER_REV
 const REMEMBER: &str = include_str!("scripts/remember.lua");
 /// The shared `announce(changed, msg)` function.
 const ANNOUNCE: &str = include_str!("scripts/announce.lua");
+/// The shared session field functions (`session_state`, `field_time`,
+/// `session_used`, `hdel_all`).
+const SESSION_FIELD: &str = include_str!("scripts/session_field.lua");
 
 /// A script's text with its constants spliced in.
 fn splice(lua: &str) -> String {
@@ -30,23 +34,24 @@ fn load(lua: &str, shared: &[&str]) -> Script {
 
 /// A new session, if the client exists and has room.
 pub(super) static CREATE_SESSION: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/create_session.lua"), &[]));
+    LazyLock::new(|| load(include_str!("scripts/create_session.lua"), &[SESSION_FIELD]));
 
 /// Slides a live session's expiry forward (never revives, never past the cap).
 pub(super) static TOUCH_SESSION: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/touch_session.lua"), &[]));
+    LazyLock::new(|| load(include_str!("scripts/touch_session.lua"), &[SESSION_FIELD]));
 
-/// A client's live sessions with their values and expiries.
+/// A client's live session strings (written before sessions were client
+/// hash fields) with their values and expiries.
 pub(super) static LIST_SESSIONS: LazyLock<Script> =
     LazyLock::new(|| load(include_str!("scripts/list_sessions.lua"), &[]));
 
 /// Deletes one session, remembers it as revoked, publishes.
 pub(super) static REVOKE_SESSION: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/revoke_session.lua"), &[ANNOUNCE, REMEMBER]));
+    LazyLock::new(|| load(include_str!("scripts/revoke_session.lua"), &[ANNOUNCE, REMEMBER, SESSION_FIELD]));
 
 /// Deletes every session of a client (and optionally the client), publishes.
 pub(super) static REVOKE_ALL_SESSIONS: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/revoke_all_sessions.lua"), &[ANNOUNCE, REMEMBER]));
+    LazyLock::new(|| load(include_str!("scripts/revoke_all_sessions.lua"), &[ANNOUNCE, REMEMBER, SESSION_FIELD]));
 
 /// A tenant's API keys, pruning dead index members.
 pub(super) static LIST_API_KEYS: LazyLock<Script> =
@@ -84,6 +89,7 @@ mod tests {
         for lua in [
             REMEMBER,
             ANNOUNCE,
+            SESSION_FIELD,
             include_str!("scripts/create_session.lua"),
             include_str!("scripts/touch_session.lua"),
             include_str!("scripts/list_sessions.lua"),

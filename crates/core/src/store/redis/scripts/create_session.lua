@@ -1,36 +1,41 @@
--- KEYS: client, session, index, then the session key of each index member
--- the caller read to prune (KEYS[3 + j] is the key of member ARGV[7 + j]).
--- ARGV: sid, now, value, expiry (0 = none), max live, index score, prune
--- ('1' when the members follow, else '0'), members.
--- Returns 1 created, -1 no such client, -2 full, -3 full unless pruned: call
--- again with the live-scored members. Every key it touches is declared, so it
--- is cluster-safe while the slot migrates.
+-- KEYS: client, the legacy session index (si), then the legacy session key of
+-- each index member the caller read to prune (KEYS[2 + j] is the key of
+-- member ARGV[5 + j]).
+-- ARGV: session field (16 bytes), value, now, max live, prune ('1' when the
+-- members follow, else '0'), members.
+-- Returns 1 created, -1 no such client, -2 full, -3 full unless the legacy
+-- index is pruned: call again with its live-scored members. Every key it
+-- touches is declared, so it is cluster-safe while the slot migrates.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local now = tonumber(ARGV[2])
-local max = tonumber(ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('%d', now - __REMEMBER_MS__))
--- Members past their cap (kept a day to explain expiry) do not count; members
--- that idled out are dropped when the index is full or twice the limit.
-local live = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf')
-if live >= max or redis.call('ZCARD', KEYS[3]) >= 2 * max then
-  if ARGV[7] ~= '1' then return -3 end
-  for j = 1, #ARGV - 7 do
-    if redis.call('EXISTS', KEYS[3 + j]) == 0 then redis.call('ZREM', KEYS[3], ARGV[7 + j]) end
+local now = tonumber(ARGV[3])
+local max = tonumber(ARGV[4])
+-- The client's sessions: live ones count; gone ones are kept to explain
+-- expiry until past remembering, or until the client has max fields.
+local all = redis.call('HGETALL', KEYS[1])
+local live, gone, forgotten, fields = 0, {}, {}, 0
+for i = 1, #all, 2 do
+  if #all[i] == 16 then
+    fields = fields + 1
+    local s = session_state(all[i + 1], now)
+    if s == 0 then live = live + 1 elseif s == 1 then table.insert(gone, all[i]) else table.insert(forgotten, all[i]) end
   end
-  live = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf')
-  if live >= max then return -2 end
 end
-if ARGV[4] ~= '0' then
-  redis.call('SET', KEYS[2], ARGV[3], 'PXAT', ARGV[4])
-else
-  redis.call('SET', KEYS[2], ARGV[3])
+hdel_all(KEYS[1], forgotten)
+if fields - #forgotten >= max then hdel_all(KEYS[1], gone) end
+-- Sessions written before they were fields (see keys.rs): counted as the
+-- index scores them (by cap), idled-out members dropped when that fills it.
+local legacy = 0
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now - __REMEMBER_MS__))
+  legacy = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[3], '+inf')
+  if live + legacy >= max then
+    if ARGV[5] ~= '1' then return -3 end
+    for j = 1, #ARGV - 5 do
+      if redis.call('EXISTS', KEYS[2 + j]) == 0 then redis.call('ZREM', KEYS[2], ARGV[5 + j]) end
+    end
+    legacy = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[3], '+inf')
+  end
 end
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
--- The index outlives its longest-lived member by a day.
-local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-if top[2] == 'inf' then
-  redis.call('PERSIST', KEYS[3])
-else
-  redis.call('PEXPIREAT', KEYS[3], string.format('%d', tonumber(top[2]) + __REMEMBER_MS__))
-end
+if live + legacy >= max then return -2 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
