@@ -48,7 +48,7 @@ struct Inner {
     /// Per client, its sessions by id.
     sessions: HashMap<Uuid, BTreeMap<Uuid, Session>>,
     /// Per client, every session's cap (`Millis::MAX` for a test key), kept
-    /// a day past it to explain expiry (Redis: `si:{C}`).
+    /// a day past it to explain expiry (Redis: the session field, kept until pruned).
     index: HashMap<Uuid, HashMap<Uuid, Millis>>,
     /// Per client, revoked sessions and until when to remember them.
     revoked: HashMap<Uuid, HashMap<Uuid, Millis>>,

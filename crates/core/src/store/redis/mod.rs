@@ -10,8 +10,9 @@
 //! - `seq`: sequence numbers on published invalidations (the publisher's
 //!   numbering, the subscriber's gap detection).
 //!
-//! `si` outlives its members' caps by a day so that a verify can tell
-//! "expired at the cap" and "expired idle" from "unknown"; `sr` and `kr` tell
+//! A session is a field of its client's hash, kept a day past its cap so
+//! that a verify can tell "expired at the cap" and "expired idle" from
+//! "unknown" (see `keys` for the layout); `sr` and `kr` tell
 //! "revoked". Every revocation also PUBLISHes an [`Invalidation`] on
 //! [`INVALIDATION_CHANNEL`] from the same script, so caches hear of it,
 //! numbered per process so that a subscriber notices a lost one (`seq`).
