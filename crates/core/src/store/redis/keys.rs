@@ -13,7 +13,7 @@
 //! | `a:{T}` | stream | T's audit trail, capped |
 //! | `c:{C}` | hash | client C: `t` tenant (16 bytes; base62 before), `e` env, `c` created, `l` labels (JSON); and each session S of C as a field named by S's 16 bytes: hash (16) ‖ created ‖ cap ‖ last use ‖ expiry, each 6-byte big-endian ms, 0 for none (a test key has neither cap nor expiry) |
 //! | `sr:{C}` | sorted set | C's revoked session ids (16 bytes; base62 before), scored by how long to remember them; at most `REMEMBER_MAX` |
-//! | `s:{C}:S`, `si:{C}` | string, sorted set | sessions as written before they were fields of `c:{C}` (the 40-byte value with 8-byte times, TTL = expiry; the index scored by cap): never written now; read, revoked and counted as before, and moved into `c:{C}` by their next use (touch) |
+//! | `s:{C}:S`, `si:{C}` | string, sorted set | sessions as written before they were fields of `c:{C}` (the 40-byte value with 8-byte times, TTL = expiry; the index scored by cap): never written now; read, touched, counted and revoked where they are (not moved: an older authd still revokes them there during a rollout) |
 //! | `kr:{T}` | sorted set | T's revoked API key ids, scored by how long to remember them; at most `REMEMBER_MAX` |
 //!
 //! A session field is kept until its client's next session write prunes it, read

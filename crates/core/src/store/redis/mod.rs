@@ -663,11 +663,9 @@ impl Store for RedisStore {
         let r: i64 = TOUCH_SESSION
             .key(client_key(client))
             .key(session_key(client, id))
-            .key(session_index_key(client))
             .arg(id.as_bytes())
             .arg(now)
             .arg(idle_ms)
-            .arg(short_id(id))
             .invoke_async(&mut self.c.conn.clone())
             .await?;
         Ok(match r {
@@ -679,9 +677,8 @@ impl Store for RedisStore {
 
     async fn list_sessions(&self, client: Uuid, after: Option<After>, limit: usize) -> StoreResult<Page<Session>> {
         let now = now_ms();
-        // Sessions written before they were fields first: one moved into
-        // the hash between the two reads is then seen twice (kept once),
-        // never missed. Members past their cap are kept a day: not live.
+        // Sessions written before they were fields (never moved), then the
+        // fields. Index members past their cap are kept a day: not live.
         let old = self.members(&session_index_key(client), Some(now)).await?;
         let mut items = Vec::new();
         if !old.is_empty() {
@@ -698,9 +695,6 @@ impl Store for RedisStore {
         let fields: Vec<(Vec<u8>, Vec<u8>)> = self.c.conn.clone().hgetall(client_key(client)).await?;
         for (name, v) in fields {
             let Ok(id) = Uuid::from_slice(&name) else { continue };
-            if items.iter().any(|s| s.id == id) {
-                continue;
-            }
             items.extend(session_state(session_from_field(client, id, &v)?, now).ok());
         }
         Ok(page(items, session_order, after, limit))
