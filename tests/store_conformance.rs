@@ -609,13 +609,13 @@ async fn list_clients<S: Store>(s: S) {
     let first = s.list_clients(t.id, None, None, 3).await.unwrap();
     assert_eq!(first.items, ours[..3]);
     assert!(s.delete_client(ours[4].id).await.unwrap());
-    s.uncount_client(t.id, ours[4].id).await.unwrap();
+    s.uncount_client(&ours[4]).await.unwrap();
     assert!(s.delete_client(ours[5].id).await.unwrap());
     let rest = s.list_clients(t.id, None, first.next, 10).await.unwrap();
     assert_eq!(rest.items, [&ours[3..4], &ours[6..]].concat());
     assert_eq!(rest.next, None);
     // Counted down without a delete (a creation taken back): unlisted.
-    s.uncount_client(t.id, ours[6].id).await.unwrap();
+    s.uncount_client(&ours[6]).await.unwrap();
     let left = s.list_clients(t.id, None, None, 10).await.unwrap().items;
     assert_eq!(left, [&ours[..4]].concat());
 }
@@ -657,7 +657,7 @@ async fn quotas<S: Store>(s: S) {
     assert_eq!(s.get_session(c2.id, s2.id).await.unwrap().session, None);
     // Deleted and counted down: room again.
     assert!(s.delete_client(c1.id).await.unwrap());
-    s.uncount_client(t.id, c1.id).await.unwrap();
+    s.uncount_client(&c1).await.unwrap();
     assert!(s.create_client_audited(&c2, Some(&s2), &event(&c2), 1).await.unwrap());
     assert!(s.get_session(c2.id, s2.id).await.unwrap().session.is_some());
 
@@ -825,7 +825,11 @@ async fn redis_dangling_client_entries_are_skipped_and_pruned_when_old() {
     let c = client(t.id);
     assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
     let mut conn = server.conn().await;
-    let index = format!("cx:{{{}}}:p", short_id(t.id));
+    // The index's one bucket (see `cd:{T}:E` in the key layout).
+    let dir = format!("cd:{{{}}}:p", short_id(t.id));
+    let buckets: Vec<String> = ::redis::cmd("ZRANGE").arg(&dir).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    assert_eq!(buckets.len(), 1);
+    let index = format!("cx:{{{}}}:p:{}", short_id(t.id), buckets[0]);
     let (old, young) = (short_id(rng::uuid()), short_id(rng::uuid()));
     let now = now_ms();
     let _: i64 = ::redis::cmd("ZADD")

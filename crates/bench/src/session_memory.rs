@@ -230,20 +230,24 @@ fn print_layout(l: &Layout) {
 
 /// Type, size, `OBJECT ENCODING`, `MEMORY USAGE` and TTL of one client's keys: its
 /// hash, one session's string (40 bytes) and its session index; and of the
-/// tenant's client index.
+/// tenant's client index: its directory and its first bucket.
 async fn samples(
     admin: &mut MultiplexedConnection,
     tenant: uuid::Uuid,
     client: uuid::Uuid,
     session: uuid::Uuid,
 ) -> Result<Vec<String>, String> {
-    let c = short_id(client);
-    let keys = [
-        format!("c:{{{c}}}"),
-        format!("s:{{{c}}}:{}", short_id(session)),
-        format!("si:{{{c}}}"),
-        format!("cx:{{{}}}:p", short_id(tenant)),
-    ];
+    let (c, t) = (short_id(client), short_id(tenant));
+    let dir = format!("cd:{{{t}}}:p");
+    let first: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&dir)
+        .arg(0)
+        .arg(0)
+        .query_async(admin)
+        .await
+        .map_err(|e| format!("ZRANGE {dir}: {e}"))?;
+    let bucket = format!("cx:{{{t}}}:p:{}", first.first().map_or("", String::as_str));
+    let keys = [format!("c:{{{c}}}"), format!("s:{{{c}}}:{}", short_id(session)), format!("si:{{{c}}}"), dir, bucket];
     let mut out = Vec::new();
     for k in keys {
         let usage: Option<i64> = redis::cmd("MEMORY")
@@ -261,8 +265,8 @@ async fn samples(
             .await
             .map_err(|e| format!("OBJECT ENCODING {k}: {e}"))?;
         let ty: String = redis::cmd("TYPE").arg(&k).query_async(admin).await.map_err(|e| format!("TYPE {k}: {e}"))?;
-        // A client is a hash, a session one fixed-width string, the index a
-        // sorted set.
+        // A client is a hash, a session one fixed-width string, the index's
+        // directory and buckets sorted sets.
         let (len_cmd, unit) = match ty.as_str() {
             "hash" => (Some("HLEN"), "fields"),
             "zset" => (Some("ZCARD"), "members"),
