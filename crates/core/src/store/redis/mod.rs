@@ -494,8 +494,9 @@ impl Store for RedisStore {
         p.ignore_errors().cmd("MULTI").ignore();
         push_client_writes(&mut p, c, first)?;
         p.add_command(xadd(e)).ignore();
-        count(&mut p);
-        p.ignore().cmd("EXEC");
+        client_index::push_add(&mut p, c, &guess);
+        p.ignore().cmd("HINCRBY").arg(tenant_key(c.tenant_id)).arg("nc").arg(1).ignore();
+        p.cmd("EXEC");
         let (exec,): (redis::Value,) = p.query_async(&mut wc).await?;
         let (added, n) = match exec {
             redis::Value::Array(v) => added_and_count(&v)?,
