@@ -620,6 +620,96 @@ async fn list_clients<S: Store>(s: S) {
     assert_eq!(left, [&ours[..4]].concat());
 }
 
+/// ListClients at scale in one tenant (the Redis index is bucketed: see
+/// `cd:{T}:E` in the key layout): 1,200 clients created from 16 tasks at
+/// once, runs of them sharing a creation time, every one listed once in
+/// (creation, id) order across pages of several sizes; a page from a cursor
+/// whose client was deleted since; deletes that empty whole runs of the
+/// index; everything deleted, then created again.
+async fn clients_at_scale<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let base = t.created_at;
+    // Runs of 1 to 12 clients share a creation time; every seventh is a test one.
+    let all: Vec<Client> = (0..1200i64)
+        .map(|i| {
+            let env = if i % 7 == 3 { Environment::Test } else { Environment::Production };
+            Client { created_at: base + (i * i) / 1000 + i / 12, env, ..client(t.id) }
+        })
+        .collect();
+    let tasks = all.chunks(75).map(|chunk| {
+        let (s, chunk) = (s.clone(), chunk.to_vec());
+        tokio::spawn(async move {
+            for c in chunk {
+                assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
+            }
+        })
+    });
+    for r in futures::future::join_all(tasks).await {
+        r.unwrap();
+    }
+    let mut ours = all.clone();
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    let list = |env: Option<Environment>, size: usize| {
+        let s = s.clone();
+        async move {
+            every_page(size, |a, n| {
+                let s = &s;
+                async move { s.list_clients(t.id, env, a, n).await.unwrap() }
+            })
+            .await
+        }
+    };
+    for size in [1000, 97, 13] {
+        assert_eq!(list(None, size).await.concat(), ours, "pages of {size}: each client once, in order");
+    }
+    let tests: Vec<Client> = ours.iter().filter(|c| c.env == Environment::Test).cloned().collect();
+    assert_eq!(list(Some(Environment::Test), 50).await.concat(), tests);
+
+    // A cursor whose client is deleted before the next page: the page goes
+    // on after it.
+    let first = s.list_clients(t.id, None, None, 500).await.unwrap();
+    assert_eq!(first.next, Some(client_order(&ours[499])));
+    let gone = &ours[499];
+    assert!(s.delete_client(gone.id).await.unwrap());
+    s.uncount_client(gone).await.unwrap();
+    let next = s.list_clients(t.id, None, first.next, 100).await.unwrap();
+    assert_eq!(next.items, ours[500..600]);
+
+    // Deletes of whole runs (emptying what held them), the first ones too.
+    let (kept, dropped): (Vec<(usize, &Client)>, Vec<(usize, &Client)>) =
+        ours.iter().enumerate().partition(|(i, _)| *i != 499 && !(100..=450).contains(i) && *i >= 20);
+    let drops = dropped.iter().filter(|(i, _)| *i != 499).map(|(_, c)| (*c).clone()).collect::<Vec<_>>();
+    let tasks = drops.chunks(50).map(|chunk| {
+        let (s, chunk) = (s.clone(), chunk.to_vec());
+        tokio::spawn(async move {
+            for c in chunk {
+                assert!(s.delete_client(c.id).await.unwrap());
+                s.uncount_client(&c).await.unwrap();
+            }
+        })
+    });
+    for r in futures::future::join_all(tasks).await {
+        r.unwrap();
+    }
+    let kept: Vec<Client> = kept.into_iter().map(|(_, c)| c.clone()).collect();
+    assert_eq!(list(None, 97).await.concat(), kept, "what is left, in order");
+    // From a cursor inside the emptied run.
+    let inside = s.list_clients(t.id, None, Some(client_order(&ours[300])), 10).await.unwrap();
+    assert_eq!(inside.items, kept[80..90]);
+
+    // All deleted: an empty listing; created again: listed again.
+    for c in &kept {
+        assert!(s.delete_client(c.id).await.unwrap());
+        s.uncount_client(c).await.unwrap();
+    }
+    let empty = s.list_clients(t.id, None, None, 10).await.unwrap();
+    assert_eq!((empty.items, empty.next), (vec![], None));
+    let again = Client { created_at: base, ..client(t.id) };
+    assert!(s.create_client_audited(&again, None, &created(&again), u64::MAX).await.unwrap());
+    assert_eq!(s.list_clients(t.id, None, None, 10).await.unwrap().items, vec![again]);
+}
+
 async fn quotas<S: Store>(s: S) {
     let t = tenant();
     s.put_tenant(&t).await.unwrap();
@@ -723,6 +813,7 @@ conformance!(
     paging,
     tenant_listing,
     list_clients,
+    clients_at_scale,
     quotas
 );
 
