@@ -938,3 +938,139 @@ async fn redis_dangling_client_entries_are_skipped_and_pruned_when_old() {
     assert!(!left.contains(&old), "an old dangling entry is pruned");
     assert!(left.contains(&young), "a young one may be a creation under way: kept");
 }
+
+/// The buckets of T's client index of production (`cd:{T}:p`), first to
+/// last: name, `ZCARD`, `OBJECT ENCODING`.
+async fn client_buckets(conn: &mut ::redis::aio::MultiplexedConnection, t: Uuid) -> Vec<(String, usize, String)> {
+    let tag = cred_core::token::short_id(t);
+    let names: Vec<String> =
+        ::redis::cmd("ZRANGE").arg(format!("cd:{{{tag}}}:p")).arg(0).arg(-1).query_async(conn).await.unwrap();
+    let mut out = Vec::new();
+    for n in names {
+        let key = format!("cx:{{{tag}}}:p:{n}");
+        let card: usize = ::redis::cmd("ZCARD").arg(&key).query_async(conn).await.unwrap();
+        let enc: String = ::redis::cmd("OBJECT").arg("ENCODING").arg(&key).query_async(conn).await.unwrap();
+        out.push((n, card, enc));
+    }
+    out
+}
+
+/// The client index's buckets split and stay listpack-encoded (under 128
+/// entries) at 2,000 clients of one tenant, written by two stores at once
+/// (two processes: each one's guess of the bucket goes stale when the other
+/// splits it), half of them in random creation order (splits in the middle
+/// of the index), and every client is listed once, in order.
+#[tokio::test]
+async fn redis_client_index_buckets_split_and_stay_listpack() {
+    let server = cred_tests::RedisServer::start();
+    let (a, b) = (server.store().await, server.store().await);
+    let t = tenant();
+    a.put_tenant(&t).await.unwrap();
+    let base = t.created_at;
+    let mut all = Vec::new();
+    for i in 0..2000i64 {
+        // Even ones in creation order (appends), odd ones anywhere before.
+        let at = if i % 2 == 0 { base + i } else { base + (i * 7919) % 2000 };
+        all.push(Client { created_at: at, ..client(t.id) });
+    }
+    let tasks = all.chunks(125).enumerate().map(|(i, chunk)| {
+        let (s, chunk) = (if i % 2 == 0 { a.clone() } else { b.clone() }, chunk.to_vec());
+        tokio::spawn(async move {
+            for c in chunk {
+                assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
+            }
+        })
+    });
+    for r in futures::future::join_all(tasks).await {
+        r.unwrap();
+    }
+    let mut conn = server.conn().await;
+    let buckets = client_buckets(&mut conn, t.id).await;
+    assert!(buckets.len() >= 2000 / 96, "split: {} buckets", buckets.len());
+    assert_eq!(buckets.iter().map(|b| b.1).sum::<usize>(), 2000);
+    for (name, card, enc) in &buckets {
+        assert!(*card > 0 && *card < 128, "bucket {name}: {card} entries");
+        assert_eq!(enc, "listpack", "bucket {name}");
+    }
+    let mut ours = all;
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let p = b.list_clients(t.id, None, after, 250).await.unwrap();
+        listed.extend(p.items);
+        match p.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ours);
+}
+
+/// Clients indexed by an older authd in one sorted set per tenant
+/// environment (`cx:{T}:E`) are moved into buckets, in chunks, by the first
+/// listing, and by the first creation that finds the old set; a count-down
+/// also drops a client still in it.
+#[tokio::test]
+async fn redis_legacy_client_index_is_moved() {
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let tag = cred_core::token::short_id(t.id);
+    let legacy = format!("cx:{{{tag}}}:p");
+    let mut conn = server.conn().await;
+    let writer = conn.clone();
+    // As an older authd wrote them: the client, and its entry in one set.
+    let old_write = |c: Client| {
+        let (s, mut conn, legacy) = (s.clone(), writer.clone(), legacy.clone());
+        async move {
+            s.create_client(&c, None).await.unwrap();
+            let _: i64 = ::redis::cmd("ZADD")
+                .arg(&legacy)
+                .arg(c.created_at)
+                .arg(cred_core::token::short_id(c.id))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            c
+        }
+    };
+    // One written by this release first, then 300 by the older one (some
+    // at the same time), older and newer than it.
+    let mine = client(t.id);
+    assert!(s.create_client_audited(&mine, None, &created(&mine), u64::MAX).await.unwrap());
+    let mut ours = vec![mine.clone()];
+    for i in 0..300i64 {
+        ours.push(old_write(Client { created_at: mine.created_at - 150 + i / 2, ..client(t.id) }).await);
+    }
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    let first = s.list_clients(t.id, None, None, 100).await.unwrap();
+    assert_eq!(first.items, ours[..100]);
+    let left: i64 = ::redis::cmd("EXISTS").arg(&legacy).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "the old set was moved");
+    let buckets = client_buckets(&mut conn, t.id).await;
+    assert_eq!(buckets.iter().map(|b| b.1).sum::<usize>(), 301);
+    assert!(buckets.iter().all(|b| b.1 < 128 && b.2 == "listpack"), "{buckets:?}");
+    let rest = s.list_clients(t.id, None, first.next, 1000).await.unwrap();
+    assert_eq!(rest.items, ours[100..]);
+
+    // The old authd still writing (a rolling upgrade): this release's next
+    // creation moves what it wrote first.
+    let late = old_write(client(t.id)).await;
+    let next = Client { created_at: late.created_at + 1, ..client(t.id) };
+    assert!(s.create_client_audited(&next, None, &created(&next), u64::MAX).await.unwrap());
+    let left: i64 = ::redis::cmd("EXISTS").arg(&legacy).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "moved by the creation");
+    ours.extend([late, next]);
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    assert_eq!(s.list_clients(t.id, None, None, 1000).await.unwrap().items, ours);
+
+    // A client still in the old set, counted down: gone from it too.
+    let stale = old_write(client(t.id)).await;
+    assert!(s.delete_client(stale.id).await.unwrap());
+    s.uncount_client(&stale).await.unwrap();
+    let left: i64 = ::redis::cmd("EXISTS").arg(&legacy).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "dropped from the old set");
+    assert_eq!(s.list_clients(t.id, None, None, 1000).await.unwrap().items, ours);
+}
