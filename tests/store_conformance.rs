@@ -1074,3 +1074,33 @@ async fn redis_legacy_client_index_is_moved() {
     assert_eq!(left, 0, "dropped from the old set");
     assert_eq!(s.list_clients(t.id, None, None, 1000).await.unwrap().items, ours);
 }
+
+/// A creation's index write is an `EVALSHA` inside its transaction, which
+/// Redis does not load on `NOSCRIPT`: after the script cache is flushed (a
+/// restart, `SCRIPT FLUSH`), creations still list their clients.
+#[tokio::test]
+async fn redis_client_index_survives_a_script_flush() {
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let mut conn = server.conn().await;
+    let mut ours = Vec::new();
+    for _ in 0..3 {
+        let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+        for _ in 0..2 {
+            let c = client(t.id);
+            assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
+            ours.push(c);
+        }
+    }
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    assert_eq!(s.list_clients(t.id, None, None, 10).await.unwrap().items, ours);
+    let counted: u64 = ::redis::cmd("HGET")
+        .arg(format!("t:{{{}}}", cred_core::token::short_id(t.id)))
+        .arg("nc")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counted, 6, "each counted once");
+}

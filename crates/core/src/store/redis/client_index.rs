@@ -127,10 +127,15 @@ pub(super) fn push_add(p: &mut Pipeline, c: &Client, guess: &str) {
 }
 
 /// A creation transaction's answers to [`push_add`] and to the count after
-/// it (the last two of `rows`): what the add did, and the count.
+/// it (the last two of `rows`): what the add did, and the count. Read with
+/// the pipeline's `ignore_errors` (an add that did not run is not a failed
+/// creation), so any other command's error fails it here.
 pub(super) fn added_and_count(rows: &[Value]) -> StoreResult<(Added, u64)> {
     match rows {
-        [.., a, Value::Int(n)] => Ok((added(a), *n as u64)),
+        [before @ .., a, Value::Int(n)] => match before.iter().find(|v| matches!(v, Value::ServerError(_))) {
+            Some(e) => Err(StoreError::Unavailable(format!("client write failed: {e:?}"))),
+            None => Ok((added(a), *n as u64)),
+        },
         _ => Err(StoreError::Unavailable(format!("client count not read: {:?}", rows.last()))),
     }
 }

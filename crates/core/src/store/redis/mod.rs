@@ -464,8 +464,9 @@ impl Store for RedisStore {
             // listing, then the client.
             let mut wc = self.c.w().await?;
             let mut p = pipe();
-            // An add that did not run (`NOSCRIPT`) is read, not raised.
-            p.atomic().ignore_errors().add_command(xadd(e)).ignore();
+            // An add that did not run (`NOSCRIPT`) is read, not raised (the
+            // event's answer is kept to be checked).
+            p.atomic().ignore_errors().add_command(xadd(e));
             count(&mut p);
             let rows: Vec<redis::Value> = p.query_async(&mut wc).await?;
             let (added, n) = added_and_count(&rows)?;
