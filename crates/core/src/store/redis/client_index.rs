@@ -190,7 +190,8 @@ impl Guesses {
                 Some(b) => b,
                 None => self.guess(conn, c).await?,
             };
-            let v: Value = add_call((c.tenant_id, c.env), &guess, &fresh_name(), false, &entry).invoke_async(wc).await?;
+            let v: Value =
+                add_call((c.tenant_id, c.env), &guess, &fresh_name(), false, &entry).invoke_async(wc).await?;
             match added(&v) {
                 Added::Done(holder) => {
                     self.0.insert((c.tenant_id, c.env), holder);
@@ -243,7 +244,12 @@ pub(super) async fn uncount(conn: &RedisConn, wc: &mut RedisConn, c: &Client) ->
 
 /// Moves the old single index of `tenant`'s `env` (if any) into buckets,
 /// [`MOVE_CHUNK`] entries a call, lowest first.
-pub(super) async fn move_legacy(conn: &RedisConn, wc: &mut RedisConn, tenant: Uuid, env: Environment) -> StoreResult<()> {
+pub(super) async fn move_legacy(
+    conn: &RedisConn,
+    wc: &mut RedisConn,
+    tenant: Uuid,
+    env: Environment,
+) -> StoreResult<()> {
     let (dir, legacy) = (client_index_dir_key(tenant, env), legacy_client_index_key(tenant, env));
     let mut stuck = 0;
     loop {
@@ -315,17 +321,19 @@ async fn window(conn: &RedisConn, dir: &str, from: &From, n: usize) -> StoreResu
             at.extend(after);
             at
         }
-        From::Above(low) => redis::cmd("ZRANGE")
-            .arg(dir)
-            .arg(format!("({low}"))
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(n + 1)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await?,
+        From::Above(low) => {
+            redis::cmd("ZRANGE")
+                .arg(dir)
+                .arg(format!("({low}"))
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(n + 1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await?
+        }
     };
     let mut rows = rows;
     let more = rows.len() > n;

@@ -59,12 +59,12 @@ use super::{
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Session, Tenant, limits};
 use crate::token::{parse_short_id, short_id};
+use client_index::{Guesses, added_and_count};
 use conn::{Connections, PUBSUB_PING_EVERY, PUBSUB_PING_TIMEOUT};
 pub use conn::{RedisAuth, RedisConn, RedisOptions, RedisTarget, RedisTls, WaitReplicas};
 use keys::*;
 use records::*;
 use scripts::*;
-use client_index::{Guesses, added_and_count};
 pub use sentinel::SentinelTarget;
 use seq::{GapDetector, HEARTBEAT_EVERY, Heard, Publisher, Ticket};
 
