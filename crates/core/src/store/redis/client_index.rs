@@ -168,11 +168,14 @@ impl Guesses {
     /// After a creation's add answered: remembers the bucket, or adds the
     /// entry in calls of its own (moving the old index first if asked).
     pub(super) async fn settle(&self, conn: &RedisConn, wc: &mut RedisConn, c: &Client, a: Added) -> StoreResult<()> {
+        if let Added::Done(holder) = a {
+            self.0.insert((c.tenant_id, c.env), holder);
+            return Ok(());
+        }
+        // Stale: read again where no bucket is named.
+        self.0.remove(&(c.tenant_id, c.env));
         let mut next = match a {
-            Added::Done(holder) => {
-                self.0.insert((c.tenant_id, c.env), holder);
-                return Ok(());
-            }
+            Added::Done(_) => None,
             Added::Elsewhere(b) => b,
             Added::MoveFirst => {
                 move_legacy(conn, wc, c.tenant_id, c.env).await?;
@@ -180,7 +183,6 @@ impl Guesses {
             }
             Added::Failed(why) => {
                 tracing::debug!(%why, "client index add not run in the transaction: again on its own");
-                self.0.remove(&(c.tenant_id, c.env));
                 None
             }
         };
