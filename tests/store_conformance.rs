@@ -677,9 +677,12 @@ async fn clients_at_scale<S: Store>(s: S) {
     assert_eq!(next.items, ours[500..600]);
 
     // Deletes of whole runs (emptying what held them), the first ones too.
-    let (kept, dropped): (Vec<(usize, &Client)>, Vec<(usize, &Client)>) =
-        ours.iter().enumerate().partition(|(i, _)| *i != 499 && !(100..=450).contains(i) && *i >= 20);
-    let drops = dropped.iter().filter(|(i, _)| *i != 499).map(|(_, c)| (*c).clone()).collect::<Vec<_>>();
+    let dropped = |i: usize| i < 20 || (100..=450).contains(&i);
+    let pick = |drop: bool| -> Vec<Client> {
+        let at = ours.iter().enumerate().filter(|(i, _)| *i != 499 && dropped(*i) == drop);
+        at.map(|(_, c)| c.clone()).collect()
+    };
+    let (kept, drops) = (pick(false), pick(true));
     let tasks = drops.chunks(50).map(|chunk| {
         let (s, chunk) = (s.clone(), chunk.to_vec());
         tokio::spawn(async move {
@@ -692,7 +695,6 @@ async fn clients_at_scale<S: Store>(s: S) {
     for r in futures::future::join_all(tasks).await {
         r.unwrap();
     }
-    let kept: Vec<Client> = kept.into_iter().map(|(_, c)| c.clone()).collect();
     assert_eq!(list(None, 97).await.concat(), kept, "what is left, in order");
     // From a cursor inside the emptied run.
     let inside = s.list_clients(t.id, None, Some(client_order(&ours[300])), 10).await.unwrap();

@@ -293,14 +293,17 @@ enum From {
     Above(String),
 }
 
-/// Up to `n` consecutive buckets of `dir` from `from` (name, low bound as
-/// Redis writes it), and whether more follow.
-async fn window(conn: &RedisConn, dir: &str, from: &From, n: usize) -> StoreResult<(Vec<(String, String)>, bool)> {
+/// A bucket as the directory lists it: name, low bound as Redis writes it.
+type Bucket = (String, String);
+
+/// Up to `n` consecutive buckets of `dir` from `from`, and whether more
+/// follow.
+async fn window(conn: &RedisConn, dir: &str, from: &From, n: usize) -> StoreResult<(Vec<Bucket>, bool)> {
     let mut conn = conn.clone();
-    let rows: Vec<(String, String)> = match from {
+    let rows: Vec<Bucket> = match from {
         From::First => redis::cmd("ZRANGE").arg(dir).arg(0).arg(n).arg("WITHSCORES").query_async(&mut conn).await?,
         From::Holding(t) => {
-            let (mut at, after): (Vec<(String, String)>, Vec<(String, String)>) = pipe()
+            let (mut at, after): (Vec<Bucket>, Vec<Bucket>) = pipe()
                 .cmd("ZREVRANGEBYSCORE")
                 .arg(dir)
                 .arg(*t)
