@@ -284,7 +284,7 @@ pub(super) async fn move_legacy(
 }
 
 /// Where a directory read starts.
-enum From {
+enum Start {
     /// The first bucket.
     First,
     /// The bucket whose range holds this time, and those after it.
@@ -298,11 +298,11 @@ type Bucket = (String, String);
 
 /// Up to `n` consecutive buckets of `dir` from `from`, and whether more
 /// follow.
-async fn window(conn: &RedisConn, dir: &str, from: &From, n: usize) -> StoreResult<(Vec<Bucket>, bool)> {
+async fn window(conn: &RedisConn, dir: &str, from: &Start, n: usize) -> StoreResult<(Vec<Bucket>, bool)> {
     let mut conn = conn.clone();
     let rows: Vec<Bucket> = match from {
-        From::First => redis::cmd("ZRANGE").arg(dir).arg(0).arg(n).arg("WITHSCORES").query_async(&mut conn).await?,
-        From::Holding(t) => {
+        Start::First => redis::cmd("ZRANGE").arg(dir).arg(0).arg(n).arg("WITHSCORES").query_async(&mut conn).await?,
+        Start::Holding(t) => {
             let (mut at, after): (Vec<Bucket>, Vec<Bucket>) = pipe()
                 .cmd("ZREVRANGEBYSCORE")
                 .arg(dir)
@@ -326,7 +326,7 @@ async fn window(conn: &RedisConn, dir: &str, from: &From, n: usize) -> StoreResu
             at.extend(after);
             at
         }
-        From::Above(low) => {
+        Start::Above(low) => {
             redis::cmd("ZRANGE")
                 .arg(dir)
                 .arg(format!("({low}"))
@@ -366,8 +366,12 @@ pub(super) async fn page(
     let dir = client_index_dir_key(tenant, env);
     // Buckets hold 48 to 95 entries: enough for the page and one more.
     let n = (limit / 48 + 2).min(64);
-    let skip = after.map(|a| a.key());
-    let mut from = after.map_or(From::First, |a| From::Holding(a.score));
+    // Where the page is: entries at or before it are skipped, those of the
+    // cursor's bucket before it, and those read twice (a bucket split
+    // between two windows moves what was read of it to a bucket the next
+    // window reads).
+    let mut floor = after.map(|a| a.key());
+    let mut from = after.map_or(Start::First, |a| Start::Holding(a.score));
     let (mut out, mut tries) = (Vec::new(), 0);
     loop {
         let (buckets, more) = window(conn, &dir, &from, n).await?;
@@ -390,9 +394,10 @@ pub(super) async fn page(
                 redis::from_redis_value(rows).map_err(|_| corrupt("client index bucket"))?;
             for (id, s) in rows {
                 let created = parse_score(&s)?;
-                if skip.as_ref().is_some_and(|k| (created, &id) <= (k.0, &k.1)) {
+                if floor.as_ref().is_some_and(|k| (created, &id) <= (k.0, &k.1)) {
                     continue;
                 }
+                floor = Some((created, id.clone()));
                 out.push(Entry { id, created, bucket: name.clone() });
             }
         }
@@ -403,7 +408,7 @@ pub(super) async fn page(
         if !more {
             return Ok((out, false));
         }
-        from = From::Above(last_low);
+        from = Start::Above(last_low);
     }
 }
 
