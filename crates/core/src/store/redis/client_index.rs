@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use redis::{Pipeline, Value, pipe};
 use uuid::Uuid;
 
-use super::conn::RedisConn;
+use super::conn::{Connections, RedisConn};
 use super::keys::{client_bucket_key, client_index_dir_key, legacy_client_index_key};
 use super::records::corrupt;
 use super::scripts::{ADD_TO_CLIENT_INDEX, COUNT_CLIENTS, DROP_FROM_CLIENT_INDEX, READ_CLIENT_INDEX};
@@ -296,54 +296,44 @@ enum Start {
 /// A bucket as the directory lists it: name, low bound as Redis writes it.
 type Bucket = (String, String);
 
-/// Up to `n` consecutive buckets of `dir` from `from`, and whether more
-/// follow.
-async fn window(conn: &RedisConn, dir: &str, from: &Start, n: usize) -> StoreResult<(Vec<Bucket>, bool)> {
-    let mut conn = conn.clone();
-    let rows: Vec<Bucket> = match from {
-        Start::First => redis::cmd("ZRANGE").arg(dir).arg(0).arg(n).arg("WITHSCORES").query_async(&mut conn).await?,
+/// Up to `n` consecutive buckets of `dir` from `from`, whether more follow,
+/// and (asked with `legacy`, in the same round trip) whether the index as
+/// one sorted set still exists.
+async fn window(
+    conn: &RedisConn,
+    dir: &str,
+    legacy: Option<&str>,
+    from: &Start,
+    n: usize,
+) -> StoreResult<(Vec<Bucket>, bool, bool)> {
+    let mut p = pipe();
+    match from {
+        Start::First => {
+            p.cmd("ZRANGE").arg(dir).arg(0).arg(n).arg("WITHSCORES");
+        }
         Start::Holding(t) => {
-            let (mut at, after): (Vec<Bucket>, Vec<Bucket>) = pipe()
-                .cmd("ZREVRANGEBYSCORE")
-                .arg(dir)
-                .arg(*t)
-                .arg("-inf")
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(1)
-                .cmd("ZRANGE")
-                .arg(dir)
-                .arg(format!("({t}"))
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(n)
-                .arg("WITHSCORES")
-                .query_async(&mut conn)
-                .await?;
-            at.extend(after);
-            at
+            p.cmd("ZREVRANGEBYSCORE").arg(dir).arg(*t).arg("-inf").arg("WITHSCORES").arg("LIMIT").arg(0).arg(1);
+            p.cmd("ZRANGE").arg(dir).arg(format!("({t}")).arg("+inf").arg("BYSCORE");
+            p.arg("LIMIT").arg(0).arg(n).arg("WITHSCORES");
         }
         Start::Above(low) => {
-            redis::cmd("ZRANGE")
-                .arg(dir)
-                .arg(format!("({low}"))
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(n + 1)
-                .arg("WITHSCORES")
-                .query_async(&mut conn)
-                .await?
+            p.cmd("ZRANGE").arg(dir).arg(format!("({low}")).arg("+inf").arg("BYSCORE");
+            p.arg("LIMIT").arg(0).arg(n + 1).arg("WITHSCORES");
         }
-    };
-    let mut rows = rows;
+    }
+    if let Some(l) = legacy {
+        p.exists(l);
+    }
+    let mut replies: Vec<Value> = p.query_async(&mut conn.clone()).await?;
+    let old = legacy.is_some() && matches!(replies.pop(), Some(Value::Int(1)));
+    let mut rows = Vec::new();
+    for r in replies {
+        let part: Vec<Bucket> = redis::from_redis_value(r).map_err(|_| corrupt("client index directory"))?;
+        rows.extend(part);
+    }
     let more = rows.len() > n;
     rows.truncate(n);
-    Ok((rows, more))
+    Ok((rows, more, old))
 }
 
 /// An entry's score as Redis writes it.
@@ -352,18 +342,20 @@ fn parse_score(s: &str) -> StoreResult<Millis> {
 }
 
 /// Up to `limit` entries of `tenant`'s `env` index after `after` (from the
-/// start if `None`), in (created, id) order, and whether more follow. Reads
+/// start if `None`), in (created, id) order, and whether more follow; the
+/// index as one sorted set, if found by the first read, is moved first. Reads
 /// a window of buckets at a time, each window in one script call that checks
 /// the directory still has them in a row (a split between a read of the
 /// directory and of the buckets could otherwise hide entries).
 pub(super) async fn page(
-    conn: &RedisConn,
+    c: &Connections,
     tenant: Uuid,
     env: Environment,
     after: Option<After>,
     limit: usize,
 ) -> StoreResult<(Vec<Entry>, bool)> {
-    let dir = client_index_dir_key(tenant, env);
+    let (conn, dir, legacy) = (&c.conn, client_index_dir_key(tenant, env), legacy_client_index_key(tenant, env));
+    let mut check = Some(legacy.as_str());
     // Buckets hold 48 to 95 entries: enough for the page and one more.
     let n = (limit / 48 + 2).min(64);
     // Where the page is: entries at or before it are skipped, those of the
@@ -374,7 +366,13 @@ pub(super) async fn page(
     let mut from = after.map_or(Start::First, |a| Start::Holding(a.score));
     let (mut out, mut tries) = (Vec::new(), 0);
     loop {
-        let (buckets, more) = window(conn, &dir, &from, n).await?;
+        let (buckets, more, old) = window(conn, &dir, check.take(), &from, n).await?;
+        if old {
+            let mut wc = c.w().await?;
+            move_legacy(conn, &mut wc, tenant, env).await?;
+            c.replicated(&mut wc).await?;
+            continue;
+        }
         let Some((_, last_low)) = buckets.last().cloned() else { return Ok((out, false)) };
         let mut read = READ_CLIENT_INDEX.key(&dir);
         for (name, _) in &buckets {

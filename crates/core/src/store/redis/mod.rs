@@ -544,12 +544,9 @@ impl Store for RedisStore {
             None => vec![Environment::Production, Environment::Test],
         };
         // A page of each index, merged: the first `limit` of both are among
-        // the first `limit` of each. The index as one sorted set (before
-        // buckets) is moved into buckets first.
+        // the first `limit` of each.
         let pages = envs.iter().map(|&e| async move {
-            let mut wc = self.c.w().await?;
-            client_index::move_legacy(&self.c.conn, &mut wc, tenant, e).await?;
-            let (rows, more) = client_index::page(&self.c.conn, tenant, e, after, limit).await?;
+            let (rows, more) = client_index::page(&self.c, tenant, e, after, limit).await?;
             Ok::<_, StoreError>((rows.into_iter().map(move |r| (r, e)).collect::<Vec<_>>(), more))
         });
         let (mut rows, mut more) = (Vec::new(), false);
