@@ -712,6 +712,41 @@ async fn clients_at_scale<S: Store>(s: S) {
     assert_eq!(s.list_clients(t.id, None, None, 10).await.unwrap().items, vec![again]);
 }
 
+/// 300 clients created in the same millisecond (more than a Redis index
+/// bucket splits at: equal times cannot be split apart), between others:
+/// listed once each, ordered by id, across pages; deletes among them.
+async fn clients_same_millisecond<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let at = t.created_at;
+    let mut ours: Vec<Client> =
+        (0..400i64).map(|i| Client { created_at: if i < 300 { at } else { at - 200 + i }, ..client(t.id) }).collect();
+    for c in &ours {
+        assert!(s.create_client_audited(c, None, &created(c), u64::MAX).await.unwrap());
+    }
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    for size in [1000, 7] {
+        let pages = every_page(size, |a, n| {
+            let s = &s;
+            async move { s.list_clients(t.id, None, a, n).await.unwrap() }
+        })
+        .await;
+        assert_eq!(pages.concat(), ours, "pages of {size}");
+    }
+    for c in ours.iter().skip(120).step_by(3) {
+        assert!(s.delete_client(c.id).await.unwrap());
+        s.uncount_client(c).await.unwrap();
+    }
+    let left: Vec<Client> =
+        ours.iter().enumerate().filter(|(i, _)| *i < 120 || (i - 120) % 3 != 0).map(|(_, c)| c.clone()).collect();
+    let from = s.list_clients(t.id, None, Some(client_order(&ours[150])), 1000).await.unwrap();
+    assert_eq!(
+        from.items,
+        left.iter().filter(|c| client_order(c).key() > client_order(&ours[150]).key()).cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(s.list_clients(t.id, None, None, 1000).await.unwrap().items, left);
+}
+
 async fn quotas<S: Store>(s: S) {
     let t = tenant();
     s.put_tenant(&t).await.unwrap();
@@ -816,6 +851,7 @@ conformance!(
     tenant_listing,
     list_clients,
     clients_at_scale,
+    clients_same_millisecond,
     quotas
 );
 
