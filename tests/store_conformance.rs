@@ -958,7 +958,8 @@ async fn redis_dangling_client_entries_are_skipped_and_pruned_when_old() {
     let dir = format!("cd:{{{}}}:p", short_id(t.id));
     let buckets: Vec<String> = ::redis::cmd("ZRANGE").arg(&dir).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
     assert_eq!(buckets.len(), 1);
-    let index = format!("cx:{{{}}}:p:{}", short_id(t.id), buckets[0]);
+    // A directory member is the bucket's low id (22 characters), then its name.
+    let index = format!("cx:{{{}}}:p:{}", short_id(t.id), &buckets[0][22..]);
     let (old, young) = (short_id(rng::uuid()), short_id(rng::uuid()));
     let now = now_ms();
     let _: i64 = ::redis::cmd("ZADD")
@@ -978,14 +979,15 @@ async fn redis_dangling_client_entries_are_skipped_and_pruned_when_old() {
 }
 
 /// The buckets of T's client index of production (`cd:{T}:p`), first to
-/// last: name, `ZCARD`, `OBJECT ENCODING`.
+/// last: name, `ZCARD`, `OBJECT ENCODING`. A directory member is the
+/// bucket's low id (22 characters), then its name, the key's suffix.
 async fn client_buckets(conn: &mut ::redis::aio::MultiplexedConnection, t: Uuid) -> Vec<(String, usize, String)> {
     let tag = cred_core::token::short_id(t);
     let names: Vec<String> =
         ::redis::cmd("ZRANGE").arg(format!("cd:{{{tag}}}:p")).arg(0).arg(-1).query_async(conn).await.unwrap();
     let mut out = Vec::new();
     for n in names {
-        let key = format!("cx:{{{tag}}}:p:{n}");
+        let key = format!("cx:{{{tag}}}:p:{}", &n[22..]);
         let card: usize = ::redis::cmd("ZCARD").arg(&key).query_async(conn).await.unwrap();
         let enc: String = ::redis::cmd("OBJECT").arg("ENCODING").arg(&key).query_async(conn).await.unwrap();
         out.push((n, card, enc));
@@ -1141,4 +1143,30 @@ async fn redis_client_index_survives_a_script_flush() {
         .await
         .unwrap();
     assert_eq!(counted, 6, "each counted once");
+}
+
+/// Clients created in the same millisecond split into buckets like any
+/// others (a bucket's low bound is a time and an id): 500 of them, and every
+/// bucket stays listpack-encoded.
+#[tokio::test]
+async fn redis_client_index_splits_a_millisecond() {
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let mut ours: Vec<Client> = (0..500).map(|_| Client { created_at: t.created_at, ..client(t.id) }).collect();
+    for c in &ours {
+        assert!(s.create_client_audited(c, None, &created(c), u64::MAX).await.unwrap());
+    }
+    let mut conn = server.conn().await;
+    let buckets = client_buckets(&mut conn, t.id).await;
+    assert!(buckets.len() >= 500 / 96, "split: {buckets:?}");
+    assert!(buckets.iter().all(|b| b.1 > 0 && b.1 < 128 && b.2 == "listpack"), "{buckets:?}");
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    let pages = every_page(33, |a, n| {
+        let s = &s;
+        async move { s.list_clients(t.id, None, a, n).await.unwrap() }
+    })
+    .await;
+    assert_eq!(pages.concat(), ours);
 }

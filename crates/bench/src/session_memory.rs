@@ -215,8 +215,8 @@ async fn create_clients(store: &RedisStore, clients: Arc<Vec<Client>>) -> Result
 }
 
 /// `c` created now, as authd stamps a client when it creates it (records
-/// built ahead would share a few milliseconds between 100,000 clients, which
-/// the client index cannot split into buckets: see `client_index`).
+/// built ahead would share a few milliseconds between 100,000 clients, a
+/// load no mint makes).
 fn stamped(c: &Client) -> Client {
     Client { created_at: now_ms(), ..c.clone() }
 }
@@ -257,7 +257,8 @@ async fn samples(
         .query_async(admin)
         .await
         .map_err(|e| format!("ZRANGE {dir}: {e}"))?;
-    let bucket = format!("cx:{{{t}}}:p:{}", first.first().map_or("", String::as_str));
+    // A directory member is the bucket's low id (22 characters), then its name.
+    let bucket = format!("cx:{{{t}}}:p:{}", first.first().and_then(|m| m.get(22..)).unwrap_or(""));
     let keys = [format!("c:{{{c}}}"), format!("s:{{{c}}}:{}", short_id(session)), format!("si:{{{c}}}"), dir, bucket];
     let mut out = Vec::new();
     for k in keys {

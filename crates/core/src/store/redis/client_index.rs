@@ -1,10 +1,12 @@
 //! A tenant's client index of one environment (ListClients), bucketed so
 //! that it stays small in Redis: a directory `cd:{T}:E` (a sorted set:
-//! member = bucket name, score = the bucket's low bound, the first one's
-//! -inf) over buckets `cx:{T}:E:<name>` (sorted sets: member = client id,
-//! score = created ms), each holding exactly the entries from its low bound
-//! up to the next bucket's: a B+tree's leaf level. A bucket is split when it
-//! reaches [`SPLIT`] entries, below Redis' 128 entries of a listpack-encoded
+//! member = the bucket's low id then its name, score = its low created ms,
+//! the first one's -inf) over buckets `cx:{T}:E:<name>` (sorted sets: member
+//! = client id, score = created ms), each holding exactly the entries from
+//! its low bound (created, id) up to the next bucket's, the listing's order:
+//! a B+tree's leaf level. The low id orders buckets of equal scores, so
+//! clients created in the same millisecond split like any others. A bucket
+//! is split when it reaches [`SPLIT`] entries, below Redis' 128 entries of a listpack-encoded
 //! sorted set (about 38 B an entry, where one large skiplist costs 120), and
 //! leaves the directory once emptied.
 //!
@@ -33,8 +35,7 @@ use crate::store::{After, StoreError, StoreResult};
 use crate::token::short_id;
 
 /// Entries at which a bucket is split: under Redis' default 128 listpack
-/// entries of a sorted set, with room for a chunk of moved entries (32) and
-/// for entries with equal timestamps, which no split can separate.
+/// entries of a sorted set, with room for a chunk of moved entries (32).
 pub(super) const SPLIT: usize = 96;
 /// Entries of the old single index moved by one script call.
 const MOVE_CHUNK: isize = 32;
@@ -70,6 +71,20 @@ fn fresh_name() -> String {
     short_id(crate::rng::uuid())[..8].to_string()
 }
 
+/// Length of a directory member's low id (a short id), before the name.
+const LOW_ID: usize = 22;
+
+/// The directory member of a first bucket (its low bound is -inf: the low
+/// id does not matter), for an empty directory.
+fn first_member() -> String {
+    format!("{}{}", "0".repeat(LOW_ID), fresh_name())
+}
+
+/// The key of the bucket whose directory member is `member`.
+fn key_of((t, e): (Uuid, Environment), member: &str) -> String {
+    client_bucket_key(t, e, member.get(LOW_ID..).unwrap_or(""))
+}
+
 /// The add of `c`'s entry to bucket `guess`, as a script invocation.
 fn add_call<'a>(
     (t, e): (Uuid, Environment),
@@ -79,7 +94,7 @@ fn add_call<'a>(
     entries: &[(String, String)],
 ) -> redis::ScriptInvocation<'a> {
     let mut add = ADD_TO_CLIENT_INDEX.key(client_index_dir_key(t, e));
-    add.key(client_bucket_key(t, e, guess))
+    add.key(key_of((t, e), guess))
         .key(client_bucket_key(t, e, fresh))
         .key(legacy_client_index_key(t, e))
         .arg(guess)
@@ -162,7 +177,7 @@ impl Guesses {
         }
         bucket_of_cmd(&mut p, &client_index_dir_key(c.tenant_id, c.env), c.created_at);
         let (found,): (Vec<String>,) = p.query_async(&mut conn.clone()).await?;
-        Ok(found.into_iter().next().unwrap_or_else(fresh_name))
+        Ok(found.into_iter().next().unwrap_or_else(first_member))
     }
 
     /// After a creation's add answered: remembers the bucket, or adds the
@@ -228,7 +243,7 @@ pub(super) async fn uncount(conn: &RedisConn, wc: &mut RedisConn, c: &Client) ->
         let v: Value = COUNT_CLIENTS
             .key(super::keys::tenant_key(t))
             .key(&dir)
-            .key(client_bucket_key(t, e, &bucket))
+            .key(key_of((t, e), &bucket))
             .key(legacy_client_index_key(t, e))
             .arg(&bucket)
             .arg(&id)
@@ -267,7 +282,7 @@ pub(super) async fn move_legacy(
         let mut p = pipe();
         bucket_of_cmd(&mut p, &dir, first);
         let (found,): (Vec<String>,) = p.query_async(&mut conn.clone()).await?;
-        let bucket = found.into_iter().next().unwrap_or_else(fresh_name);
+        let bucket = found.into_iter().next().unwrap_or_else(first_member);
         let v: Value = add_call((tenant, env), &bucket, &fresh_name(), true, &rows).invoke_async(wc).await?;
         match added(&v) {
             Added::Done(_) => stuck = 0,
@@ -283,42 +298,26 @@ pub(super) async fn move_legacy(
     }
 }
 
-/// Where a directory read starts.
-enum Start {
-    /// The first bucket.
-    First,
-    /// The bucket whose range holds this time, and those after it.
-    Holding(Millis),
-    /// The buckets whose low bound is above this one (as Redis wrote it).
-    Above(String),
-}
-
-/// A bucket as the directory lists it: name, low bound as Redis writes it.
-type Bucket = (String, String);
-
-/// Up to `n` consecutive buckets of `dir` from `from`, whether more follow,
-/// and (asked with `legacy`, in the same round trip) whether the index as
-/// one sorted set still exists.
+/// The directory members of up to `n + 1` consecutive buckets from the one
+/// holding `at` (from the first if `None`), and (asked with `legacy`, in the
+/// same round trip) whether the index as one sorted set still exists. Where
+/// buckets share `at` as their low score, from the one before them: the
+/// caller skips what is before `at`.
 async fn window(
     conn: &RedisConn,
     dir: &str,
     legacy: Option<&str>,
-    from: &Start,
+    at: Option<Millis>,
     n: usize,
-) -> StoreResult<(Vec<Bucket>, bool, bool)> {
+) -> StoreResult<(Vec<String>, bool)> {
     let mut p = pipe();
-    match from {
-        Start::First => {
-            p.cmd("ZRANGE").arg(dir).arg(0).arg(n).arg("WITHSCORES");
+    match at {
+        None => {
+            p.cmd("ZRANGE").arg(dir).arg(0).arg(n);
         }
-        Start::Holding(t) => {
-            p.cmd("ZREVRANGEBYSCORE").arg(dir).arg(*t).arg("-inf").arg("WITHSCORES").arg("LIMIT").arg(0).arg(1);
-            p.cmd("ZRANGE").arg(dir).arg(format!("({t}")).arg("+inf").arg("BYSCORE");
-            p.arg("LIMIT").arg(0).arg(n).arg("WITHSCORES");
-        }
-        Start::Above(low) => {
-            p.cmd("ZRANGE").arg(dir).arg(format!("({low}")).arg("+inf").arg("BYSCORE");
-            p.arg("LIMIT").arg(0).arg(n + 1).arg("WITHSCORES");
+        Some(t) => {
+            p.cmd("ZREVRANGEBYSCORE").arg(dir).arg(format!("({t}")).arg("-inf").arg("LIMIT").arg(0).arg(1);
+            p.cmd("ZRANGE").arg(dir).arg(t).arg("+inf").arg("BYSCORE").arg("LIMIT").arg(0).arg(n);
         }
     }
     if let Some(l) = legacy {
@@ -326,14 +325,12 @@ async fn window(
     }
     let mut replies: Vec<Value> = p.query_async(&mut conn.clone()).await?;
     let old = legacy.is_some() && matches!(replies.pop(), Some(Value::Int(1)));
-    let mut rows = Vec::new();
+    let mut members = Vec::new();
     for r in replies {
-        let part: Vec<Bucket> = redis::from_redis_value(r).map_err(|_| corrupt("client index directory"))?;
-        rows.extend(part);
+        let part: Vec<String> = redis::from_redis_value(r).map_err(|_| corrupt("client index directory"))?;
+        members.extend(part);
     }
-    let more = rows.len() > n;
-    rows.truncate(n);
-    Ok((rows, more, old))
+    Ok((members, old))
 }
 
 /// An entry's score as Redis writes it.
@@ -344,9 +341,10 @@ fn parse_score(s: &str) -> StoreResult<Millis> {
 /// Up to `limit` entries of `tenant`'s `env` index after `after` (from the
 /// start if `None`), in (created, id) order, and whether more follow; the
 /// index as one sorted set, if found by the first read, is moved first. Reads
-/// a window of buckets at a time, each window in one script call that checks
-/// the directory still has them in a row (a split between a read of the
-/// directory and of the buckets could otherwise hide entries).
+/// a window of buckets at a time, each in one script call that checks the
+/// directory still has them in a row (a split between a read of the
+/// directory and of the buckets could otherwise hide entries) and answers
+/// the next window's members.
 pub(super) async fn page(
     c: &Connections,
     tenant: Uuid,
@@ -358,36 +356,51 @@ pub(super) async fn page(
     let mut check = Some(legacy.as_str());
     // Buckets hold 48 to 95 entries: enough for the page and one more.
     let n = (limit / 48 + 2).min(64);
-    // Where the page is: entries at or before it are skipped, those of the
-    // cursor's bucket before it, and those read twice (a bucket split
-    // between two windows moves what was read of it to a bucket the next
+    // Where the page is: entries at or before it are skipped (those of the
+    // first buckets read before the cursor, and those read twice: a bucket
+    // split between two windows moves what was read of it to one the next
     // window reads).
     let mut floor = after.map(|a| a.key());
-    let mut from = after.map_or(Start::First, |a| Start::Holding(a.score));
     let (mut out, mut tries) = (Vec::new(), 0);
+    let mut members: Option<Vec<String>> = None;
     loop {
-        let (buckets, more, old) = window(conn, &dir, check.take(), &from, n).await?;
-        if old {
-            let mut wc = c.w().await?;
-            move_legacy(conn, &mut wc, tenant, env).await?;
-            c.replicated(&mut wc).await?;
-            continue;
+        let mut window_members = match members.take() {
+            Some(m) => m,
+            None => {
+                let (m, old) = window(conn, &dir, check.take(), floor.as_ref().map(|f| f.0), n).await?;
+                if old {
+                    let mut wc = c.w().await?;
+                    move_legacy(conn, &mut wc, tenant, env).await?;
+                    c.replicated(&mut wc).await?;
+                    continue;
+                }
+                m
+            }
+        };
+        let more = window_members.len() > n;
+        window_members.truncate(n);
+        if window_members.is_empty() {
+            return Ok((out, false));
         }
-        let Some((_, last_low)) = buckets.last().cloned() else { return Ok((out, false)) };
         let mut read = READ_CLIENT_INDEX.key(&dir);
-        for (name, _) in &buckets {
-            read.key(client_bucket_key(tenant, env, name)).arg(name);
+        read.arg(n + 1);
+        for m in &window_members {
+            read.key(key_of((tenant, env), m)).arg(m);
         }
         let v: Vec<Value> = read.invoke_async(&mut conn.clone()).await?;
-        if v.len() != buckets.len() + 1 {
-            // The directory changed under the read: read it again.
+        if v.len() != window_members.len() + 2 {
+            // The directory changed under the read: read it again from where
+            // the page is.
             tries += 1;
             if tries > RETRIES {
                 return Err(StoreError::Unavailable("client index: the directory kept changing".to_string()));
             }
             continue;
         }
-        for ((name, _), rows) in buckets.iter().zip(v.into_iter().skip(1)) {
+        let mut v = v.into_iter().skip(1);
+        let next: Vec<String> =
+            redis::from_redis_value(v.next().unwrap_or(Value::Nil)).map_err(|_| corrupt("client index directory"))?;
+        for (m, rows) in window_members.iter().zip(v) {
             let rows: Vec<(String, String)> =
                 redis::from_redis_value(rows).map_err(|_| corrupt("client index bucket"))?;
             for (id, s) in rows {
@@ -396,7 +409,7 @@ pub(super) async fn page(
                     continue;
                 }
                 floor = Some((created, id.clone()));
-                out.push(Entry { id, created, bucket: name.clone() });
+                out.push(Entry { id, created, bucket: m.clone() });
             }
         }
         if out.len() > limit {
@@ -406,7 +419,7 @@ pub(super) async fn page(
         if !more {
             return Ok((out, false));
         }
-        from = Start::Above(last_low);
+        members = Some(next);
     }
 }
 
@@ -425,7 +438,7 @@ pub(super) async fn drop_entries(
     for (bucket, ids) in by_bucket {
         let _: i64 = DROP_FROM_CLIENT_INDEX
             .key(client_index_dir_key(tenant, env))
-            .key(client_bucket_key(tenant, env, bucket))
+            .key(key_of((tenant, env), bucket))
             .arg(bucket)
             .arg(ids)
             .invoke_async(wc)

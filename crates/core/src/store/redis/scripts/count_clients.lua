@@ -1,11 +1,11 @@
 -- KEYS: tenant, the client index directory of the client's environment, the
 -- bucket the caller found for the client there, the index as one sorted set
--- (before buckets). ARGV: the bucket's name, the client id, its creation
--- time. Counts a tenant's clients down (never below 0) and drops the client
--- from the listing: count and listing go down together. Answers {1} when
--- done; {0, name} when the client's entry belongs to bucket `name` (nothing
--- done: call again with it).
-local at = bucket_of(KEYS[2], ARGV[3])
+-- (before buckets). ARGV: the bucket's directory member, the client id, its
+-- creation time. Counts a tenant's clients down (never below 0) and drops
+-- the client from the listing: count and listing go down together. Answers
+-- {1, member} when done; {0, member} when the client's entry belongs to
+-- that bucket (nothing done: call again with it).
+local at = bucket_of(KEYS[2], ARGV[3], ARGV[2])
 if at and at ~= ARGV[1] then return {0, at} end
 if at then
   redis.call('ZREM', KEYS[3], ARGV[2])
