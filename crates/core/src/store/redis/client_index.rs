@@ -6,9 +6,10 @@
 //! its low bound (created, id) up to the next bucket's, the listing's order:
 //! a B+tree's leaf level. The low id orders buckets of equal scores, so
 //! clients created in the same millisecond split like any others. A bucket
-//! is split when it reaches [`SPLIT`] entries, below Redis' 128 entries of a listpack-encoded
-//! sorted set (about 38 B an entry, where one large skiplist costs 120), and
-//! leaves the directory once emptied.
+//! is split when it reaches [`SPLIT`] entries, below Redis' 128 entries of a
+//! listpack-encoded sorted set (about 32 B a client in all, where one large
+//! skiplist sorted set cost 120: `cred-bench B`), and leaves the directory
+//! once emptied.
 //!
 //! Every key a script touches is in its KEYS (cluster-safe): the caller reads
 //! the directory first and names the bucket; the script checks the bucket is
@@ -16,7 +17,7 @@
 //! its entry inside the creation's MULTI ([`push_add`]) with the bucket this
 //! process last used for the tenant's environment ([`Guesses`]), so it stays
 //! one round trip; a wrong guess (a split by another process) costs one more
-//! ([`add`]). The index as one sorted set (`cx:{T}:E`, before buckets) is
+//! ([`Guesses::settle`]). The index as one sorted set (`cx:{T}:E`, before buckets) is
 //! moved into buckets in bounded chunks by the first listing or creation
 //! that finds it ([`move_legacy`]).
 
@@ -155,7 +156,9 @@ pub(super) fn added_and_count(rows: &[Value]) -> StoreResult<(Added, u64)> {
     }
 }
 
-/// The bucket of `dir` whose range holds `t`, if any.
+/// The last bucket of `dir` starting at or before time `t`: the one holding
+/// an entry at `t`, unless several buckets start at `t` (then the script
+/// given it names the right one, by id).
 fn bucket_of_cmd(p: &mut Pipeline, dir: &str, t: Millis) {
     p.cmd("ZREVRANGEBYSCORE").arg(dir).arg(t).arg("-inf").arg("LIMIT").arg(0).arg(1);
 }
