@@ -5,9 +5,9 @@
 -- ('0' to add), then (id, created) pairs in ascending order.
 -- Adds the entries in the bucket's range to it (the first must be; those
 -- past it are left to a next call); a bucket reaching the split size is
--- split, its upper part moved to the fresh bucket: most of it stays when the
--- last entry added is of its latest millisecond (appends go on above), else
--- half.
+-- split, its upper part moved to the fresh bucket: most of it stays when it
+-- is the last bucket or the last entry added is of its latest millisecond
+-- (appends go on above), else half.
 -- Answers {1, the member of the bucket now holding the last entry added,
 -- how many added}; {0, member} when the first entry belongs to that bucket
 -- (nothing done: call again with it); {-1} when adding while the old index
@@ -38,8 +38,14 @@ local holder = member
 local n = redis.call('ZCARD', key)
 if added > 0 and n >= split and redis.call('EXISTS', fresh) == 0 then
   local pos = math.floor(n / 2)
-  -- Appending: the last entry added is of the bucket's latest millisecond.
-  if tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) == last_t then pos = n - 8 end
+  if not (upper and upper[1]) then
+    -- The last bucket, where creations go on: most stays below, with room
+    -- for creations of the same moment arriving out of order.
+    pos = n - 16
+  elseif tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) == last_t then
+    -- Appending inside the index (a move of the old index, in order).
+    pos = n - 8
+  end
   local b = redis.call('ZRANGE', key, pos, pos, 'WITHSCORES')
   local moved = redis.call('ZRANGE', key, pos, -1, 'WITHSCORES')
   local args = {}
