@@ -7,7 +7,7 @@
 //! a B+tree's leaf level. The low id orders buckets of equal scores, so
 //! clients created in the same millisecond split like any others. A bucket
 //! is split when it reaches [`SPLIT`] entries, below Redis' 128 entries of a
-//! listpack-encoded sorted set (about 32 B a client in all, where one large
+//! listpack-encoded sorted set (about 33 B a client in all, where one large
 //! skiplist sorted set cost 120: `cred-bench B`), and leaves the directory
 //! once emptied.
 //!
