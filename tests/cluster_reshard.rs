@@ -305,7 +305,7 @@ async fn slot_migrations_under_load_give_no_wrong_answer_and_all_green_after() {
         let masters: Vec<u16> = cluster.ports.clone();
         let to = masters[(masters.iter().position(|&p| p == from).unwrap() + 1) % masters.len()];
         let first = |k: &str| match k.split(':').next() {
-            Some("si" | "ki" | "cx") => 0,
+            Some("si" | "ki" | "cd" | "cx") => 0,
             Some("sr" | "kr") => 1,
             Some("c" | "t") => 2,
             _ => 3,

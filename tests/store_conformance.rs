@@ -609,15 +609,142 @@ async fn list_clients<S: Store>(s: S) {
     let first = s.list_clients(t.id, None, None, 3).await.unwrap();
     assert_eq!(first.items, ours[..3]);
     assert!(s.delete_client(ours[4].id).await.unwrap());
-    s.uncount_client(t.id, ours[4].id).await.unwrap();
+    s.uncount_client(&ours[4]).await.unwrap();
     assert!(s.delete_client(ours[5].id).await.unwrap());
     let rest = s.list_clients(t.id, None, first.next, 10).await.unwrap();
     assert_eq!(rest.items, [&ours[3..4], &ours[6..]].concat());
     assert_eq!(rest.next, None);
     // Counted down without a delete (a creation taken back): unlisted.
-    s.uncount_client(t.id, ours[6].id).await.unwrap();
+    s.uncount_client(&ours[6]).await.unwrap();
     let left = s.list_clients(t.id, None, None, 10).await.unwrap().items;
     assert_eq!(left, [&ours[..4]].concat());
+}
+
+/// ListClients at scale in one tenant (the Redis index is bucketed: see
+/// `cd:{T}:E` in the key layout): 1,200 clients created from 16 tasks at
+/// once, runs of them sharing a creation time, every one listed once in
+/// (creation, id) order across pages of several sizes; a page from a cursor
+/// whose client was deleted since; deletes that empty whole runs of the
+/// index; everything deleted, then created again.
+async fn clients_at_scale<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let base = t.created_at;
+    // Runs of 1 to 12 clients share a creation time; every seventh is a test one.
+    let all: Vec<Client> = (0..1200i64)
+        .map(|i| {
+            let env = if i % 7 == 3 { Environment::Test } else { Environment::Production };
+            Client { created_at: base + (i * i) / 1000 + i / 12, env, ..client(t.id) }
+        })
+        .collect();
+    let tasks = all.chunks(75).map(|chunk| {
+        let (s, chunk) = (s.clone(), chunk.to_vec());
+        tokio::spawn(async move {
+            for c in chunk {
+                assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
+            }
+        })
+    });
+    for r in futures::future::join_all(tasks).await {
+        r.unwrap();
+    }
+    let mut ours = all.clone();
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    let list = |env: Option<Environment>, size: usize| {
+        let s = s.clone();
+        async move {
+            every_page(size, |a, n| {
+                let s = &s;
+                async move { s.list_clients(t.id, env, a, n).await.unwrap() }
+            })
+            .await
+        }
+    };
+    for size in [1000, 97, 13] {
+        assert_eq!(list(None, size).await.concat(), ours, "pages of {size}: each client once, in order");
+    }
+    let tests: Vec<Client> = ours.iter().filter(|c| c.env == Environment::Test).cloned().collect();
+    assert_eq!(list(Some(Environment::Test), 50).await.concat(), tests);
+
+    // A cursor whose client is deleted before the next page: the page goes
+    // on after it.
+    let first = s.list_clients(t.id, None, None, 500).await.unwrap();
+    assert_eq!(first.next, Some(client_order(&ours[499])));
+    let gone = &ours[499];
+    assert!(s.delete_client(gone.id).await.unwrap());
+    s.uncount_client(gone).await.unwrap();
+    let next = s.list_clients(t.id, None, first.next, 100).await.unwrap();
+    assert_eq!(next.items, ours[500..600]);
+
+    // Deletes of whole runs (emptying what held them), the first ones too.
+    let dropped = |i: usize| i < 20 || (100..=450).contains(&i);
+    let pick = |drop: bool| -> Vec<Client> {
+        let at = ours.iter().enumerate().filter(|(i, _)| *i != 499 && dropped(*i) == drop);
+        at.map(|(_, c)| c.clone()).collect()
+    };
+    let (kept, drops) = (pick(false), pick(true));
+    let tasks = drops.chunks(50).map(|chunk| {
+        let (s, chunk) = (s.clone(), chunk.to_vec());
+        tokio::spawn(async move {
+            for c in chunk {
+                assert!(s.delete_client(c.id).await.unwrap());
+                s.uncount_client(&c).await.unwrap();
+            }
+        })
+    });
+    for r in futures::future::join_all(tasks).await {
+        r.unwrap();
+    }
+    assert_eq!(list(None, 97).await.concat(), kept, "what is left, in order");
+    // From a cursor inside the emptied run.
+    let inside = s.list_clients(t.id, None, Some(client_order(&ours[300])), 10).await.unwrap();
+    assert_eq!(inside.items, kept[80..90]);
+
+    // All deleted: an empty listing; created again: listed again.
+    for c in &kept {
+        assert!(s.delete_client(c.id).await.unwrap());
+        s.uncount_client(c).await.unwrap();
+    }
+    let empty = s.list_clients(t.id, None, None, 10).await.unwrap();
+    assert_eq!((empty.items, empty.next), (vec![], None));
+    let again = Client { created_at: base, ..client(t.id) };
+    assert!(s.create_client_audited(&again, None, &created(&again), u64::MAX).await.unwrap());
+    assert_eq!(s.list_clients(t.id, None, None, 10).await.unwrap().items, vec![again]);
+}
+
+/// 300 clients created in the same millisecond (more than a Redis index
+/// bucket splits at: equal times cannot be split apart), between others:
+/// listed once each, ordered by id, across pages; deletes among them.
+async fn clients_same_millisecond<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let at = t.created_at;
+    let mut ours: Vec<Client> =
+        (0..400i64).map(|i| Client { created_at: if i < 300 { at } else { at - 200 + i }, ..client(t.id) }).collect();
+    for c in &ours {
+        assert!(s.create_client_audited(c, None, &created(c), u64::MAX).await.unwrap());
+    }
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    for size in [1000, 7] {
+        let pages = every_page(size, |a, n| {
+            let s = &s;
+            async move { s.list_clients(t.id, None, a, n).await.unwrap() }
+        })
+        .await;
+        assert_eq!(pages.concat(), ours, "pages of {size}");
+    }
+    for c in ours.iter().skip(120).step_by(3) {
+        assert!(s.delete_client(c.id).await.unwrap());
+        s.uncount_client(c).await.unwrap();
+    }
+    let left: Vec<Client> =
+        ours.iter().enumerate().filter(|(i, _)| *i < 120 || (i - 120) % 3 != 0).map(|(_, c)| c.clone()).collect();
+    let from = s.list_clients(t.id, None, Some(client_order(&ours[150])), 1000).await.unwrap();
+    assert_eq!(
+        from.items,
+        left.iter().filter(|c| client_order(c).key() > client_order(&ours[150]).key()).cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(s.list_clients(t.id, None, None, 1000).await.unwrap().items, left);
 }
 
 async fn quotas<S: Store>(s: S) {
@@ -657,7 +784,7 @@ async fn quotas<S: Store>(s: S) {
     assert_eq!(s.get_session(c2.id, s2.id).await.unwrap().session, None);
     // Deleted and counted down: room again.
     assert!(s.delete_client(c1.id).await.unwrap());
-    s.uncount_client(t.id, c1.id).await.unwrap();
+    s.uncount_client(&c1).await.unwrap();
     assert!(s.create_client_audited(&c2, Some(&s2), &event(&c2), 1).await.unwrap());
     assert!(s.get_session(c2.id, s2.id).await.unwrap().session.is_some());
 
@@ -723,6 +850,8 @@ conformance!(
     paging,
     tenant_listing,
     list_clients,
+    clients_at_scale,
+    clients_same_millisecond,
     quotas
 );
 
@@ -825,7 +954,12 @@ async fn redis_dangling_client_entries_are_skipped_and_pruned_when_old() {
     let c = client(t.id);
     assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
     let mut conn = server.conn().await;
-    let index = format!("cx:{{{}}}:p", short_id(t.id));
+    // The index's one bucket (see `cd:{T}:E` in the key layout).
+    let dir = format!("cd:{{{}}}:p", short_id(t.id));
+    let buckets: Vec<String> = ::redis::cmd("ZRANGE").arg(&dir).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    assert_eq!(buckets.len(), 1);
+    // A directory member is the bucket's low id (22 characters), then its name.
+    let index = format!("cx:{{{}}}:p:{}", short_id(t.id), &buckets[0][22..]);
     let (old, young) = (short_id(rng::uuid()), short_id(rng::uuid()));
     let now = now_ms();
     let _: i64 = ::redis::cmd("ZADD")
@@ -1004,4 +1138,196 @@ async fn redis_a_client_and_its_sessions_are_one_small_hash() {
     assert_eq!(s.create_session(&session(c.id, Some((600_000, 900_000))), 10).await.unwrap(), CreateSession::Created);
     assert!(!cred_tests::session_layout::session_stored(&mut conn, c.id, dead.id).await, "not pruned");
     assert!(cred_tests::session_layout::session_stored(&mut conn, c.id, first.id).await);
+
+/// The buckets of T's client index of production (`cd:{T}:p`), first to
+/// last: name, `ZCARD`, `OBJECT ENCODING`. A directory member is the
+/// bucket's low id (22 characters), then its name, the key's suffix.
+async fn client_buckets(conn: &mut ::redis::aio::MultiplexedConnection, t: Uuid) -> Vec<(String, usize, String)> {
+    let tag = cred_core::token::short_id(t);
+    let names: Vec<String> =
+        ::redis::cmd("ZRANGE").arg(format!("cd:{{{tag}}}:p")).arg(0).arg(-1).query_async(conn).await.unwrap();
+    let mut out = Vec::new();
+    for n in names {
+        let key = format!("cx:{{{tag}}}:p:{}", &n[22..]);
+        let card: usize = ::redis::cmd("ZCARD").arg(&key).query_async(conn).await.unwrap();
+        let enc: String = ::redis::cmd("OBJECT").arg("ENCODING").arg(&key).query_async(conn).await.unwrap();
+        out.push((n, card, enc));
+    }
+    out
+}
+
+/// The client index's buckets split and stay listpack-encoded (under 128
+/// entries) at 2,000 clients of one tenant, written by two stores at once
+/// (two processes: each one's guess of the bucket goes stale when the other
+/// splits it), half of them in random creation order (splits in the middle
+/// of the index), and every client is listed once, in order.
+#[tokio::test]
+async fn redis_client_index_buckets_split_and_stay_listpack() {
+    let server = cred_tests::RedisServer::start();
+    let (a, b) = (server.store().await, server.store().await);
+    let t = tenant();
+    a.put_tenant(&t).await.unwrap();
+    let base = t.created_at;
+    let mut all = Vec::new();
+    for i in 0..2000i64 {
+        // Even ones in creation order (appends), odd ones anywhere before.
+        let at = if i % 2 == 0 { base + i } else { base + (i * 7919) % 2000 };
+        all.push(Client { created_at: at, ..client(t.id) });
+    }
+    let tasks = all.chunks(125).enumerate().map(|(i, chunk)| {
+        let (s, chunk) = (if i % 2 == 0 { a.clone() } else { b.clone() }, chunk.to_vec());
+        tokio::spawn(async move {
+            for c in chunk {
+                assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
+            }
+        })
+    });
+    for r in futures::future::join_all(tasks).await {
+        r.unwrap();
+    }
+    let mut conn = server.conn().await;
+    let buckets = client_buckets(&mut conn, t.id).await;
+    assert!(buckets.len() >= 2000 / 96, "split: {} buckets", buckets.len());
+    assert_eq!(buckets.iter().map(|b| b.1).sum::<usize>(), 2000);
+    for (name, card, enc) in &buckets {
+        assert!(*card > 0 && *card < 128, "bucket {name}: {card} entries");
+        assert_eq!(enc, "listpack", "bucket {name}");
+    }
+    let mut ours = all;
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let p = b.list_clients(t.id, None, after, 250).await.unwrap();
+        listed.extend(p.items);
+        match p.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ours);
+}
+
+/// Clients indexed by an older authd in one sorted set per tenant
+/// environment (`cx:{T}:E`) are moved into buckets, in chunks, by the first
+/// listing, and by the first creation that finds the old set; a count-down
+/// also drops a client still in it.
+#[tokio::test]
+async fn redis_legacy_client_index_is_moved() {
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let tag = cred_core::token::short_id(t.id);
+    let legacy = format!("cx:{{{tag}}}:p");
+    let mut conn = server.conn().await;
+    let writer = conn.clone();
+    // As an older authd wrote them: the client, and its entry in one set.
+    let old_write = |c: Client| {
+        let (s, mut conn, legacy) = (s.clone(), writer.clone(), legacy.clone());
+        async move {
+            s.create_client(&c, None).await.unwrap();
+            let _: i64 = ::redis::cmd("ZADD")
+                .arg(&legacy)
+                .arg(c.created_at)
+                .arg(cred_core::token::short_id(c.id))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            c
+        }
+    };
+    // One written by this release first, then 300 by the older one (some
+    // at the same time), older and newer than it.
+    let mine = client(t.id);
+    assert!(s.create_client_audited(&mine, None, &created(&mine), u64::MAX).await.unwrap());
+    let mut ours = vec![mine.clone()];
+    for i in 0..300i64 {
+        ours.push(old_write(Client { created_at: mine.created_at - 150 + i / 2, ..client(t.id) }).await);
+    }
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    let first = s.list_clients(t.id, None, None, 100).await.unwrap();
+    assert_eq!(first.items, ours[..100]);
+    let left: i64 = ::redis::cmd("EXISTS").arg(&legacy).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "the old set was moved");
+    let buckets = client_buckets(&mut conn, t.id).await;
+    assert_eq!(buckets.iter().map(|b| b.1).sum::<usize>(), 301);
+    assert!(buckets.iter().all(|b| b.1 < 128 && b.2 == "listpack"), "{buckets:?}");
+    let rest = s.list_clients(t.id, None, first.next, 1000).await.unwrap();
+    assert_eq!(rest.items, ours[100..]);
+
+    // The old authd still writing (a rolling upgrade): this release's next
+    // creation moves what it wrote first.
+    let late = old_write(client(t.id)).await;
+    let next = Client { created_at: late.created_at + 1, ..client(t.id) };
+    assert!(s.create_client_audited(&next, None, &created(&next), u64::MAX).await.unwrap());
+    let left: i64 = ::redis::cmd("EXISTS").arg(&legacy).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "moved by the creation");
+    ours.extend([late, next]);
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    assert_eq!(s.list_clients(t.id, None, None, 1000).await.unwrap().items, ours);
+
+    // A client still in the old set, counted down: gone from it too.
+    let stale = old_write(client(t.id)).await;
+    assert!(s.delete_client(stale.id).await.unwrap());
+    s.uncount_client(&stale).await.unwrap();
+    let left: i64 = ::redis::cmd("EXISTS").arg(&legacy).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "dropped from the old set");
+    assert_eq!(s.list_clients(t.id, None, None, 1000).await.unwrap().items, ours);
+}
+
+/// A creation's index write is an `EVALSHA` inside its transaction, which
+/// Redis does not load on `NOSCRIPT`: after the script cache is flushed (a
+/// restart, `SCRIPT FLUSH`), creations still list their clients.
+#[tokio::test]
+async fn redis_client_index_survives_a_script_flush() {
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let mut conn = server.conn().await;
+    let mut ours = Vec::new();
+    for _ in 0..3 {
+        let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+        for _ in 0..2 {
+            let c = client(t.id);
+            assert!(s.create_client_audited(&c, None, &created(&c), u64::MAX).await.unwrap());
+            ours.push(c);
+        }
+    }
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    assert_eq!(s.list_clients(t.id, None, None, 10).await.unwrap().items, ours);
+    let counted: u64 = ::redis::cmd("HGET")
+        .arg(format!("t:{{{}}}", cred_core::token::short_id(t.id)))
+        .arg("nc")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counted, 6, "each counted once");
+}
+
+/// Clients created in the same millisecond split into buckets like any
+/// others (a bucket's low bound is a time and an id): 500 of them, and every
+/// bucket stays listpack-encoded.
+#[tokio::test]
+async fn redis_client_index_splits_a_millisecond() {
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let mut ours: Vec<Client> = (0..500).map(|_| Client { created_at: t.created_at, ..client(t.id) }).collect();
+    for c in &ours {
+        assert!(s.create_client_audited(c, None, &created(c), u64::MAX).await.unwrap());
+    }
+    let mut conn = server.conn().await;
+    let buckets = client_buckets(&mut conn, t.id).await;
+    assert!(buckets.len() >= 500 / 96, "split: {buckets:?}");
+    assert!(buckets.iter().all(|b| b.1 > 0 && b.1 < 128 && b.2 == "listpack"), "{buckets:?}");
+    ours.sort_by_cached_key(|c| client_order(c).key());
+    let pages = every_page(33, |a, n| {
+        let s = &s;
+        async move { s.list_clients(t.id, None, a, n).await.unwrap() }
+    })
+    .await;
+    assert_eq!(pages.concat(), ours);
 }

@@ -177,8 +177,9 @@ pub async fn figure_c(url: &str, admin: &mut MultiplexedConnection) -> Result<Te
         store.create_session(&s, 100).await.map_err(|e| e.to_string())?;
         store.list_sessions(*c, None, 1000).await.map_err(|e| e.to_string())?;
         store.revoke_all_sessions(*c).await.map_err(|e| e.to_string())?;
+        let client = store.get_client(*c).await.map_err(|e| e.to_string())?.ok_or("client gone")?;
         store.delete_client(*c).await.map_err(|e| e.to_string())?;
-        store.uncount_client(tenant.id, *c).await.map_err(|e| e.to_string())?;
+        store.uncount_client(&client).await.map_err(|e| e.to_string())?;
     }
     authority.revoke_tenant_before("bench", tenant.id, None).await.map_err(|e| e.to_string())?;
     println!(

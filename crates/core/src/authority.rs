@@ -702,7 +702,7 @@ impl<S: Store> Authority<S> {
     /// Deletes a client and all its credentials.
     pub async fn delete_client(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<(), Error> {
         p.require(Scope::ClientsDelete)?;
-        self.visible_client(p, client_id).await?;
+        let client = self.visible_client(p, client_id).await?;
         let subjects = vec![format!("client:{client_id}")];
         self.audited(&p.actor(), "client.delete", p.tenant.id, subjects, async {
             match self.store.delete_client(client_id).await? {
@@ -714,7 +714,7 @@ impl<S: Store> Authority<S> {
         // Counted down (and unlisted) after: a failure here leaves the count
         // one high (never low), which only a higher quota makes up for, and
         // an entry that listings skip and prune.
-        if let Err(err) = self.store.uncount_client(p.tenant.id, client_id).await {
+        if let Err(err) = self.store.uncount_client(&client).await {
             tracing::warn!(%err, tenant = %p.tenant.id, "client count not lowered");
         }
         Ok(())

@@ -112,8 +112,8 @@ impl<S: Store> Store for Instrumented<S> {
     fn set_quotas(&self, tenant: Uuid, q: Quotas) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send {
         self.call("set_quotas", self.inner.set_quotas(tenant, q))
     }
-    fn uncount_client(&self, tenant: Uuid, client: Uuid) -> impl Future<Output = StoreResult<()>> + Send {
-        self.call("uncount_client", self.inner.uncount_client(tenant, client))
+    fn uncount_client(&self, c: &Client) -> impl Future<Output = StoreResult<()>> + Send {
+        self.call("uncount_client", self.inner.uncount_client(c))
     }
     fn get_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<ApiKeyLookup>> + Send {
         self.call("get_api_key", self.inner.get_api_key(tenant, id))

@@ -208,10 +208,10 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn uncount_client(&self, tenant: Uuid, client: Uuid) -> StoreResult<()> {
+    async fn uncount_client(&self, c: &Client) -> StoreResult<()> {
         // Counted exactly from the clients themselves; only the listing.
-        if let Some(l) = self.lock().listed.get_mut(&tenant) {
-            l.remove(&client);
+        if let Some(l) = self.lock().listed.get_mut(&c.tenant_id) {
+            l.remove(&c.id);
         }
         Ok(())
     }

@@ -248,10 +248,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Sets a tenant's quotas; the tenant as it is now, `None` if there is
     /// no such tenant.
     fn set_quotas(&self, tenant: Uuid, q: Quotas) -> impl Future<Output = StoreResult<Option<Tenant>>> + Send;
-    /// Counts a tenant's clients down by one (after a delete, or a creation
-    /// taken back), never below 0, and drops `client` from the tenant's
-    /// listing, in one atomic write on the tenant's records.
-    fn uncount_client(&self, tenant: Uuid, client: Uuid) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Counts `c`'s tenant's clients down by one (after a delete, or a
+    /// creation taken back), never below 0, and drops `c` from the tenant's
+    /// listing, in one atomic write on the tenant's records. The client as it
+    /// was read before its delete: its environment and creation time say
+    /// where its listing entry is.
+    fn uncount_client(&self, c: &Client) -> impl Future<Output = StoreResult<()>> + Send;
     /// Reads an API key with its tenant, in one round trip (same hash slot).
     fn get_api_key(&self, tenant: Uuid, id: Uuid) -> impl Future<Output = StoreResult<ApiKeyLookup>> + Send;
     /// A page of a tenant's live API keys, oldest first (ordered by

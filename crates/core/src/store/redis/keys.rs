@@ -7,7 +7,9 @@
 //! | `t:{T}` | hash | tenant T: `n` name, `i` idle ms, `m` max ms, `c` created, `r` revoked-before, `qk` `qc` `qs` quotas (API keys, clients, sessions per client), `nc` clients counted |
 //! | `k:{T}:K` | hash | API key K of T: `e` env, `n` name, `s` scopes, `c` created, `x` expiry, `r` successor, `h` hash; TTL = expiry + 1 day (past the expiry it is read as "expired", never as live) |
 //! | `kx:{T}` | sorted set | ids of T's API keys scored by creation time (pruned on list; pages of ListApiKeys) |
-//! | `cx:{T}:E` | sorted set | ids of T's clients of environment E (`p`, `t`) scored by creation time (ListClients); written with the client count `nc`, removed with its count-down; entries whose client is gone are skipped, and pruned once older than `CLIENT_INDEX_GRACE_MS` |
+//! | `cd:{T}:E` | sorted set | the directory of T's client index of environment E (`p`, `t`): its buckets, each as its low id (22 characters) then its name B, scored by its low creation ms (the first one's -inf): a bucket's low bound is (ms, id) |
+//! | `cx:{T}:E:B` | sorted set | bucket B of that index: ids of T's clients of E scored by creation time, from B's low bound (ms, id) up to the next bucket's; split at 96 entries (stays listpack-encoded), dropped from `cd` once empty (ListClients, see `client_index`); written with the client count `nc`, removed with its count-down; entries whose client is gone are skipped, and pruned once older than `CLIENT_INDEX_GRACE_MS` |
+//! | `cx:{T}:E` | sorted set | T's client index of E as one sorted set, as written before buckets (moved into them by the next listing or creation) |
 //! | `tx` | sorted set | every tenant's id scored by creation time (ListTenants; the one key outside a tenant's slot, written before the tenant itself) |
 //! | `ki:{T}` | set | ids of T's API keys as written before `kx` (moved into `kx` by the next list) |
 //! | `a:{T}` | stream | T's audit trail, capped |
@@ -50,9 +52,19 @@ pub(super) fn api_index_key(t: Uuid) -> String {
 pub(super) fn legacy_api_index_key(t: Uuid) -> String {
     format!("ki:{{{}}}", short_id(t))
 }
-/// T's clients of one environment (ListClients): one index per environment,
-/// so that a filtered listing reads only what it lists.
-pub(super) fn client_index_key(t: Uuid, env: Environment) -> String {
+/// The directory of T's client index of one environment (ListClients): one
+/// index per environment, so that a filtered listing reads only what it
+/// lists.
+pub(super) fn client_index_dir_key(t: Uuid, env: Environment) -> String {
+    format!("cd:{{{}}}:{}", short_id(t), env.code())
+}
+/// Bucket `name` of T's client index of one environment.
+pub(super) fn client_bucket_key(t: Uuid, env: Environment, name: &str) -> String {
+    format!("cx:{{{}}}:{}:{name}", short_id(t), env.code())
+}
+/// T's client index of one environment as one sorted set, before buckets:
+/// read only to move its members.
+pub(super) fn legacy_client_index_key(t: Uuid, env: Environment) -> String {
     format!("cx:{{{}}}:{}", short_id(t), env.code())
 }
 pub(super) fn audit_key(t: Uuid) -> String {

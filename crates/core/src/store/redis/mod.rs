@@ -1,6 +1,8 @@
 //! The Redis store: `RedisStore` and its `Store` impl, reading like the trait.
 //!
 //! Layout, one sentence a module (each imports only from those below it):
+//! - `client_index`: a tenant's client index of one environment (ListClients)
+//!   as a directory over small buckets, and its reads and writes;
 //! - `scripts`: the Lua scripts, one file each under `scripts/`;
 //! - `records`: field codecs between domain records and Redis values;
 //! - `keys`: every key name, and the key layout table;
@@ -36,6 +38,7 @@
 //! (`READONLY`), is dropped and the next call asks the sentinels again, as
 //! does the next subscription after one ends.
 
+mod client_index;
 mod conn;
 mod keys;
 mod records;
@@ -58,6 +61,7 @@ use super::{
 use crate::clock::{Millis, now_ms};
 use crate::model::{ApiKey, AuditEvent, Client, Environment, Quotas, Session, Tenant, limits};
 use crate::token::{parse_short_id, short_id};
+use client_index::{Guesses, added_and_count};
 use conn::{Connections, PUBSUB_PING_EVERY, PUBSUB_PING_TIMEOUT};
 pub use conn::{RedisAuth, RedisConn, RedisOptions, RedisTarget, RedisTls, WaitReplicas};
 use keys::*;
@@ -74,6 +78,9 @@ pub struct RedisStore {
     c: Connections,
     /// This process' numbering of what it publishes.
     publisher: Arc<Publisher>,
+    /// The client index bucket each tenant environment's next creation
+    /// likely writes to (this process' last one).
+    guesses: Arc<Guesses>,
 }
 
 impl RedisStore {
@@ -95,7 +102,7 @@ impl RedisStore {
     }
 
     fn over(c: Connections) -> RedisStore {
-        RedisStore { c, publisher: Arc::new(Publisher::new()) }
+        RedisStore { c, publisher: Arc::new(Publisher::new()), guesses: Arc::default() }
     }
 
     /// The numbered message of `inv`; keep the ticket until the script that
@@ -354,17 +361,9 @@ impl Store for RedisStore {
         tenant_from(tenant, f)
     }
 
-    async fn uncount_client(&self, tenant: Uuid, client: Uuid) -> StoreResult<()> {
+    async fn uncount_client(&self, c: &Client) -> StoreResult<()> {
         let mut wc = self.c.w().await?;
-        let _: i64 = COUNT_CLIENTS
-            .key(tenant_key(tenant))
-            .key(client_index_key(tenant, Environment::Production))
-            .key(client_index_key(tenant, Environment::Test))
-            .arg(-1)
-            .arg(0)
-            .arg(short_id(client))
-            .invoke_async(&mut wc)
-            .await?;
+        client_index::uncount(&self.c.conn, &mut wc, c).await?;
         self.c.replicated(&mut wc).await?;
         Ok(())
     }
@@ -463,9 +462,13 @@ impl Store for RedisStore {
         e: &AuditEvent,
         max: u64,
     ) -> StoreResult<bool> {
-        // The count and the listing go together, on the tenant's slot.
+        // The count and the listing go together, on the tenant's slot: the
+        // index entry to the bucket this process last wrote to (see
+        // `client_index`), or, when that guess is wrong, in a call of its own
+        // just after.
+        let guess = self.guesses.guess(&self.c.conn, c).await?;
         let count = |p: &mut redis::Pipeline| {
-            p.zadd(client_index_key(c.tenant_id, c.env), short_id(c.id), c.created_at).ignore();
+            client_index::push_add(p, c, &guess);
             p.cmd("HINCRBY").arg(tenant_key(c.tenant_id)).arg("nc").arg(1);
         };
         if let RedisConn::Cluster(_) = self.c.conn {
@@ -474,45 +477,61 @@ impl Store for RedisStore {
             // listing, then the client.
             let mut wc = self.c.w().await?;
             let mut p = pipe();
-            p.atomic().add_command(xadd(e)).ignore();
+            // An add that did not run (`NOSCRIPT`) is read, not raised (the
+            // event's answer is kept to be checked).
+            p.atomic().ignore_errors().add_command(xadd(e));
             count(&mut p);
-            let (n,): (u64,) = p.query_async(&mut wc).await?;
+            let rows: Vec<redis::Value> = p.query_async(&mut wc).await?;
+            let (added, n) = added_and_count(&rows)?;
             if n > max {
-                self.uncount_client(c.tenant_id, c.id).await?;
+                self.uncount_client(c).await?;
                 return Ok(false);
             }
-            if let Err(err) = self.create_client(c, first).await {
+            let made = async {
+                self.guesses.settle(&self.c.conn, &mut wc, c, added).await?;
+                self.create_client(c, first).await
+            };
+            if let Err(err) = made.await {
                 // Not created: not counted (best effort; a failure leaves
                 // the count one high, never low).
-                let _ = self.uncount_client(c.tenant_id, c.id).await;
+                let _ = self.uncount_client(c).await;
                 return Err(err);
             }
             return Ok(true);
         }
         let mut wc = self.c.w().await?;
-        // One transaction, the event and the count included: all or none.
-        // EXEC's reply is kept so that an aborted transaction fails the call.
+        // One transaction, the event and the count included: all or none
+        // (the index entry too, unless the guess was wrong: then it follows).
+        // EXEC's reply is kept so that an aborted transaction fails the call;
+        // an add that did not run (`NOSCRIPT`) is read, not raised.
         let mut p = pipe();
-        p.cmd("MULTI").ignore();
+        p.ignore_errors().cmd("MULTI").ignore();
         push_client_writes(&mut p, c, first)?;
         p.add_command(xadd(e)).ignore();
-        count(&mut p);
-        p.ignore().cmd("EXEC");
+        client_index::push_add(&mut p, c, &guess);
+        p.ignore().cmd("HINCRBY").arg(tenant_key(c.tenant_id)).arg("nc").arg(1).ignore();
+        p.cmd("EXEC");
         let (exec,): (redis::Value,) = p.query_async(&mut wc).await?;
-        let n = match exec {
-            redis::Value::Array(v) => match v.last() {
-                Some(redis::Value::Int(n)) => *n as u64,
-                other => return Err(StoreError::Unavailable(format!("client count not read: {other:?}"))),
-            },
+        let (added, n) = match exec {
+            redis::Value::Array(v) => added_and_count(&v)?,
             other => return Err(StoreError::Unavailable(format!("client write not applied: {other:?}"))),
         };
-        if n > max {
-            // Over the quota: taken back (its token was never returned).
+        // Taken back: its token was never returned.
+        let take_back = async |wc: &mut RedisConn| -> StoreResult<()> {
             let mut undo = pipe();
             undo.atomic().del(client_key(c.id)).ignore();
-            let () = undo.query_async(&mut wc).await?;
-            self.uncount_client(c.tenant_id, c.id).await?;
+            let () = undo.query_async(wc).await?;
+            self.uncount_client(c).await
+        };
+        if n > max {
+            // Over the quota.
+            take_back(&mut wc).await?;
             return Ok(false);
+        }
+        if let Err(err) = self.guesses.settle(&self.c.conn, &mut wc, c, added).await {
+            // Not listed: not kept either (best effort, as on a cluster).
+            let _ = take_back(&mut wc).await;
+            return Err(err);
         }
         self.c.replicated(&mut wc).await?;
         Ok(true)
@@ -536,44 +555,45 @@ impl Store for RedisStore {
         // A page of each index, merged: the first `limit` of both are among
         // the first `limit` of each.
         let pages = envs.iter().map(|&e| async move {
-            let (rows, next) = self.page_of(&client_index_key(tenant, e), None, after, limit).await?;
-            Ok::<_, StoreError>((rows.into_iter().map(move |(m, s)| (s, m, e)).collect::<Vec<_>>(), next))
+            let (rows, more) = client_index::page(&self.c, tenant, e, after, limit).await?;
+            Ok::<_, StoreError>((rows.into_iter().map(move |r| (r, e)).collect::<Vec<_>>(), more))
         });
         let (mut rows, mut more) = (Vec::new(), false);
-        for (r, next) in futures::future::try_join_all(pages).await? {
+        for (r, m) in futures::future::try_join_all(pages).await? {
             rows.extend(r);
-            more |= next.is_some();
+            more |= m;
         }
-        rows.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        rows.sort_unstable_by(|(a, _), (b, _)| (a.created, &a.id).cmp(&(b.created, &b.id)));
         more |= rows.len() > limit;
         rows.truncate(limit);
         let next = match rows.last() {
-            Some((s, m, _)) if more => {
-                Some(After { score: *s, id: parse_short_id(m).ok_or_else(|| corrupt("client index"))? })
+            Some((r, _)) if more => {
+                Some(After { score: r.created, id: parse_short_id(&r.id).ok_or_else(|| corrupt("client index"))? })
             }
             _ => None,
         };
         // One read per client (each in its own slot), at once.
-        let reads = rows.iter().map(|(_, member, _)| async move {
-            let id = parse_short_id(member).ok_or_else(|| corrupt("client index"))?;
+        let reads = rows.iter().map(|(r, _)| async move {
+            let id = parse_short_id(&r.id).ok_or_else(|| corrupt("client index"))?;
             self.read_client(id).await
         });
         let found = futures::future::try_join_all(reads).await?;
         let (mut items, mut gone) = (Vec::with_capacity(rows.len()), Vec::new());
         let old = now_ms() - CLIENT_INDEX_GRACE_MS;
-        for ((score, member, e), c) in rows.into_iter().zip(found) {
+        for ((r, e), c) in rows.into_iter().zip(found) {
             match c {
                 Some(c) if c.tenant_id == tenant && c.env == e => items.push(c),
                 // Gone (its delete's count-down failed) or taken back; a
                 // young entry may be a creation under way: kept.
-                _ if score < old => gone.push((e, member)),
+                _ if r.created < old => gone.push((e, r)),
                 _ => {}
             }
         }
-        for e in envs {
-            let members: Vec<&String> = gone.iter().filter(|(x, _)| *x == e).map(|(_, m)| m).collect();
-            if !members.is_empty() {
-                let _: i64 = self.c.conn.clone().zrem(client_index_key(tenant, e), members).await?;
+        if !gone.is_empty() {
+            let mut wc = self.c.w().await?;
+            for e in envs {
+                let entries: Vec<_> = gone.iter().filter(|(x, _)| *x == e).map(|(_, r)| r).collect();
+                client_index::drop_entries(&mut wc, tenant, e, &entries).await?;
             }
         }
         Ok(Page { items, next })

@@ -18,6 +18,9 @@ const ANNOUNCE: &str = include_str!("scripts/announce.lua");
 /// The shared session field functions (`session_state`, `field_time`,
 /// `session_used`, `hdel_all`).
 const SESSION_FIELD: &str = include_str!("scripts/session_field.lua");
+/// The client index's shared `bucket_of(dir, t)` and
+/// `drop_if_empty(dir, key, name)` functions.
+const CLIENT_INDEX: &str = include_str!("scripts/client_index.lua");
 
 /// A script's text with its constants spliced in.
 fn splice(lua: &str) -> String {
@@ -60,9 +63,21 @@ pub(super) static LIST_API_KEYS: LazyLock<Script> =
 /// Sets a tenant's quotas, if the tenant exists.
 pub(super) static SET_QUOTAS: LazyLock<Script> = LazyLock::new(|| load(include_str!("scripts/set_quotas.lua"), &[]));
 
-/// Counts a tenant's clients up or down, within bounds.
+/// Counts a tenant's clients down and drops one from the client index.
 pub(super) static COUNT_CLIENTS: LazyLock<Script> =
-    LazyLock::new(|| load(include_str!("scripts/count_clients.lua"), &[]));
+    LazyLock::new(|| load(include_str!("scripts/count_clients.lua"), &[CLIENT_INDEX]));
+
+/// Adds entries to a client index bucket, splitting it when full.
+pub(super) static ADD_TO_CLIENT_INDEX: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/add_to_client_index.lua"), &[CLIENT_INDEX]));
+
+/// Consecutive buckets of a client index, if the directory still has them.
+pub(super) static READ_CLIENT_INDEX: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/read_client_index.lua"), &[]));
+
+/// Drops dangling entries from a client index bucket.
+pub(super) static DROP_FROM_CLIENT_INDEX: LazyLock<Script> =
+    LazyLock::new(|| load(include_str!("scripts/drop_from_client_index.lua"), &[CLIENT_INDEX]));
 
 /// Moves members of the API key index from its old set to its sorted set.
 pub(super) static MOVE_API_KEY_INDEX: LazyLock<Script> =
@@ -99,6 +114,10 @@ mod tests {
             include_str!("scripts/move_api_key_index.lua"),
             include_str!("scripts/set_quotas.lua"),
             include_str!("scripts/count_clients.lua"),
+            CLIENT_INDEX,
+            include_str!("scripts/add_to_client_index.lua"),
+            include_str!("scripts/read_client_index.lua"),
+            include_str!("scripts/drop_from_client_index.lua"),
             include_str!("scripts/revoke_api_key.lua"),
             include_str!("scripts/roll_api_key.lua"),
             include_str!("scripts/revoke_tenant_before.lua"),
