@@ -1138,6 +1138,7 @@ async fn redis_a_client_and_its_sessions_are_one_small_hash() {
     assert_eq!(s.create_session(&session(c.id, Some((600_000, 900_000))), 10).await.unwrap(), CreateSession::Created);
     assert!(!cred_tests::session_layout::session_stored(&mut conn, c.id, dead.id).await, "not pruned");
     assert!(cred_tests::session_layout::session_stored(&mut conn, c.id, first.id).await);
+}
 
 /// The buckets of T's client index of production (`cd:{T}:p`), first to
 /// last: name, `ZCARD`, `OBJECT ENCODING`. A directory member is the
