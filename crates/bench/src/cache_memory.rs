@@ -269,8 +269,8 @@ async fn fill(url: &str, tenant: &Tenant, credentials: usize) -> Result<Vec<Stri
                 if t.elapsed() > FILL_LIMIT {
                     return Err(format!("fill not done within {FILL_LIMIT:?}"));
                 }
-                let c = client(&tenant, Environment::Test);
-                let (s, token) = session_and_token(&tenant, Environment::Test, c.id);
+                let c = client(&tenant, Environment::Production);
+                let (s, token) = session_and_token(&tenant, Environment::Production, c.id);
                 store.create_client(&c, Some(&s)).await.map_err(|e| format!("create_client: {e}"))?;
                 out.push(token.expose());
             }
