@@ -16,6 +16,8 @@
 //!   the stored secret hash, and the sliding-expiry rule;
 //! - `error`: the domain errors (store failures and throttling included)
 //!   the gRPC edge maps to status codes;
+//! - `tag`: a per-process keyed MAC of a secret, what a cache compares on a
+//!   hit instead of hashing it again;
 //! - `rng`: a per-thread ChaCha20 CSPRNG seeded from the OS;
 //! - `clock`: wall-clock and monotonic milliseconds (the ground floor).
 #![forbid(unsafe_code)]
@@ -31,6 +33,7 @@ pub mod push;
 
 pub mod rng;
 pub mod store;
+pub mod tag;
 pub mod token;
 pub mod verify;
 
