@@ -12,12 +12,12 @@
 //!   and `Instrumented`, a wrapper giving every call a `tracing` span;
 //! - `operator`: operator keys, sealed offline with the server secret;
 //! - `token`: the self-identifying, checksummed token format and its hash;
+//! - `tag`: a per-process keyed MAC of a secret, what a cache compares on a
+//!   hit instead of hashing it again;
 //! - `model`: tenants, API keys, clients, sessions, audit events, limits,
 //!   the stored secret hash, and the sliding-expiry rule;
 //! - `error`: the domain errors (store failures and throttling included)
 //!   the gRPC edge maps to status codes;
-//! - `tag`: a per-process keyed MAC of a secret, what a cache compares on a
-//!   hit instead of hashing it again;
 //! - `rng`: a per-thread ChaCha20 CSPRNG seeded from the OS;
 //! - `clock`: wall-clock and monotonic milliseconds (the ground floor).
 #![forbid(unsafe_code)]

@@ -22,8 +22,7 @@
 
 use std::fmt;
 
-use subtle::ConstantTimeEq;
-
+use crate::model::ct_eq16;
 use crate::rng;
 
 /// The per-process key of [`SecretTag`]s. Never printed.
@@ -68,7 +67,7 @@ impl fmt::Debug for SecretTag {
 impl SecretTag {
     /// Constant-time comparison.
     pub fn matches(&self, other: &SecretTag) -> bool {
-        self.0.ct_eq(&other.0).into()
+        ct_eq16(&self.0, &other.0)
     }
 }
 
