@@ -108,3 +108,18 @@ impl<S: Store> IntrospectService for IntrospectApi<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_written_as_uuid_displays_them() {
+        for _ in 0..100 {
+            let u = cred_core::rng::uuid();
+            assert_eq!(id(u), u.to_string());
+        }
+        assert_eq!(id(uuid::Uuid::nil()), uuid::Uuid::nil().to_string());
+        assert_eq!(id(uuid::Uuid::max()), uuid::Uuid::max().to_string());
+    }
+}
