@@ -289,8 +289,9 @@ fn throughput_verdicts(
         sum.limits.push(format!(
             "a{suffix}: CPU-bound: h2load and the server used {nc:.2} / {vc:.2} cores ({floor} / verify) while the \
              rest of the machine kept {others:.2} of the 2 cores busy. Server CPU per request {ns:.2} µs {floor} vs \
-             {vs:.2} µs verify (+{:.2} µs, +{:.0}%: the limits and telemetry layers, parse, SHA-256, negative-cache \
-             and cache lookups, checks, response building; the same-stack no-op rows split the layers from the \
+             {vs:.2} µs verify (+{:.2} µs, +{:.0}%: the limits and telemetry layers, parse, the secret's keyed tag, \
+             negative-cache and cache lookups, checks, response building; the same-stack no-op rows split the \
+             layers from the \
              verify); h2load {nh:.2} / {vh:.2} µs; total {nt:.2} / {vt:.2} µs per request. At a fixed CPU budget \
              throughput goes as 1/total: predicted ratio {:.3} vs measured {tr:.3}; the p99 follows the per-request \
              server time plus queueing behind the other processes on the same 2 cores, so it swings from round to \

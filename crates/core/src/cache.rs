@@ -14,6 +14,8 @@ use crate::error::InvalidReason;
 use crate::model::SecretHash;
 use crate::model::{ApiKey, Client, Environment, Session, Tenant};
 use crate::store::Invalidation;
+use crate::tag::{SecretTag, TagKey};
+use crate::token::Token;
 use quick_cache::sync::Cache as Lru;
 use uuid::Uuid;
 
@@ -91,6 +93,10 @@ pub struct Entry {
     pub expires_at: AtomicI64,
     /// When this replica last wrote a touch; coalesces writes.
     pub last_write: AtomicI64,
+    /// The tag of the secret whose hash the load checked (`crate::tag`): a
+    /// hit presenting the same secret is known to match the stored hash
+    /// without hashing it again. `None`: hits hash (authd's API keys).
+    accepted: Option<SecretTag>,
 }
 
 impl Entry {
@@ -109,6 +115,26 @@ impl Entry {
             checked_gen: AtomicU64::new(0),
             expires_at: AtomicI64::new(expires_at.unwrap_or(Millis::MAX)),
             last_write: AtomicI64::new(last_used),
+            accepted: None,
+        }
+    }
+
+    /// The entry, remembering that the load accepted the secret of `tag`.
+    pub fn accepting(self, tag: SecretTag) -> Entry {
+        Entry { accepted: Some(tag), ..self }
+    }
+
+    /// Whether `tag` is that of the secret the load accepted (constant
+    /// time). True means the presented secret's hash is the stored one.
+    pub fn accepts(&self, tag: &SecretTag) -> bool {
+        self.accepted.as_ref().is_some_and(|a| a.matches(tag))
+    }
+
+    /// The stored hash of the credential's secret.
+    pub fn stored_hash(&self) -> &SecretHash {
+        match &self.record {
+            Record::Session(s) => &s.hash,
+            Record::ApiKey(k) => &k.hash,
         }
     }
 
@@ -127,10 +153,13 @@ pub struct Cache {
     opts: CacheOptions,
     entries: Lru<Key, Arc<Entry>>,
     tenants: Lru<Uuid, (Arc<Tenant>, u64)>,
-    /// Keyed by the token's ids and the hash of its secret: a forged secret
+    /// Keyed by the token's ids and the tag of its secret: a forged secret
     /// for a real id must not lock the real token out, nor a refused token
     /// another id that happens to share its secret.
-    negative: Lru<(Key, SecretHash), (InvalidReason, u64)>,
+    negative: Lru<(Key, SecretTag), (InvalidReason, u64)>,
+    /// The key of this replica's [`SecretTag`]s (drawn at start, never
+    /// leaves the process).
+    tag_key: TagKey,
     /// Ids invalidated within the last max-age, and when.
     invalidated: Mutex<HashMap<Uuid, u64>>,
     /// The latest invalidation time: entries loaded after it skip the map.
@@ -191,6 +220,7 @@ impl Cache {
             entries: Lru::new(opts.capacity.max(1)),
             tenants: Lru::new((opts.capacity / 16).clamp(1, 100_000)),
             negative: Lru::new(opts.negative_capacity.max(1)),
+            tag_key: TagKey::random(),
             invalidated: Mutex::new(HashMap::new()),
             last_invalidation: AtomicU64::new(0),
             generation: AtomicU64::new(1),
@@ -282,9 +312,15 @@ impl Cache {
         }
     }
 
+    /// The tag of a token's secret under this replica's key: what the
+    /// negative cache and [`Entry::accepts`] take.
+    pub fn tag(&self, token: &Token) -> SecretTag {
+        token.tag(&self.tag_key)
+    }
+
     /// Why this token was refused recently, if it was.
-    pub fn negative(&self, key: &Key, hash: &SecretHash) -> Option<InvalidReason> {
-        let (r, at) = self.negative.get(&(*key, *hash))?;
+    pub fn negative(&self, key: &Key, tag: &SecretTag) -> Option<InvalidReason> {
+        let (r, at) = self.negative.get(&(*key, *tag))?;
         let live = mono_ms().saturating_sub(at) < self.opts.negative_ttl.as_millis() as u64;
         if live {
             CacheStats::bump(&self.stats.negative_hits);
@@ -294,8 +330,8 @@ impl Cache {
 
     /// Remembers a refusal. Dead credentials stay dead, so this is safe for
     /// every reason; unknown ones are short-lived anyway.
-    pub fn insert_negative(&self, key: Key, hash: SecretHash, r: InvalidReason) {
-        self.negative.insert((key, hash), (r, mono_ms()));
+    pub fn insert_negative(&self, key: Key, tag: SecretTag, r: InvalidReason) {
+        self.negative.insert((key, tag), (r, mono_ms()));
     }
 
     /// Applies a pushed invalidation.
@@ -527,7 +563,7 @@ mod tests {
             c.insert(key, e);
             c.invalidate(Invalidation::Client(rng::uuid()));
         }
-        c.insert_negative((rng::uuid(), rng::uuid()), SecretHash([7; 16]), InvalidReason::Revoked);
+        c.insert_negative((rng::uuid(), rng::uuid()), SecretTag([7; 16]), InvalidReason::Revoked);
         c.sweep();
         assert_eq!(c.len(), 100, "fresh entries stay");
         std::thread::sleep(Duration::from_millis(40));
@@ -543,10 +579,10 @@ mod tests {
     #[test]
     fn negatives_expire() {
         let c = Cache::new(CacheOptions { negative_ttl: Duration::from_millis(20), ..Default::default() });
-        let (k, h) = ((rng::uuid(), rng::uuid()), SecretHash([7; 16]));
+        let (k, h) = ((rng::uuid(), rng::uuid()), SecretTag([7; 16]));
         c.insert_negative(k, h, InvalidReason::Unknown);
         assert_eq!(c.negative(&k, &h), Some(InvalidReason::Unknown));
-        assert_eq!(c.negative(&k, &SecretHash([8; 16])), None);
+        assert_eq!(c.negative(&k, &SecretTag([8; 16])), None);
         assert_eq!(c.negative(&(k.0, rng::uuid()), &h), None, "the same secret under another id is not refused");
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(c.negative(&k, &h), None);

@@ -12,6 +12,8 @@
 //!   and `Instrumented`, a wrapper giving every call a `tracing` span;
 //! - `operator`: operator keys, sealed offline with the server secret;
 //! - `token`: the self-identifying, checksummed token format and its hash;
+//! - `tag`: a per-process keyed MAC of a secret, what a cache compares on a
+//!   hit instead of hashing it again;
 //! - `model`: tenants, API keys, clients, sessions, audit events, limits,
 //!   the stored secret hash, and the sliding-expiry rule;
 //! - `error`: the domain errors (store failures and throttling included)
@@ -31,6 +33,7 @@ pub mod push;
 
 pub mod rng;
 pub mod store;
+pub mod tag;
 pub mod token;
 pub mod verify;
 

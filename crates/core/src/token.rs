@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::model::{Environment, SecretHash};
 use crate::rng;
+use crate::tag::{SecretTag, TagKey};
 
 /// What a token is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,6 +109,12 @@ impl Token {
         let mut h = [0u8; 16];
         h.copy_from_slice(&d[..16]);
         SecretHash(h)
+    }
+
+    /// The secret's tag under a process' key (`crate::tag`): what a cache
+    /// compares on a hit instead of [`Token::hash`].
+    pub fn tag(&self, key: &TagKey) -> SecretTag {
+        key.tag(&self.secret.0)
     }
 
     fn prefix(&self) -> &'static str {

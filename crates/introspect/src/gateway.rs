@@ -22,8 +22,13 @@ pub const OUTSIDE: Edge = Edge { domain: "introspect", tells_cause: false, attem
 /// any case, RFC 6750) or the token alone; surrounding blanks ignored.
 pub fn bearer(value: &str) -> &str {
     let v = value.trim();
-    match v.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
+    // The scheme is what precedes the first space: it is `bearer` only if
+    // the first seven bytes are `bearer ` (no search through the token for
+    // a space, on every verify).
+    match v.split_at_checked(7) {
+        Some((scheme, rest)) if scheme.as_bytes()[6] == b' ' && scheme[..6].eq_ignore_ascii_case("bearer") => {
+            rest.trim_start()
+        }
         _ => v,
     }
 }
@@ -229,6 +234,15 @@ mod tests {
         // Another scheme is not stripped: the token is then malformed.
         assert_eq!(bearer("Basic abc"), "Basic abc");
         assert_eq!(bearer(""), "");
+        // As the first space splits it: a scheme is never cut elsewhere.
+        for v in ["Bearer", "Bearer ", "bearer\tx", "bearerx y", "Bearé x", "xBearer y", " Bearer  y ", "Bearer x y"] {
+            let first = v.trim().split_once(' ');
+            let want = match first {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
+                _ => v.trim(),
+            };
+            assert_eq!(bearer(v), want, "{v:?}");
+        }
     }
 
     #[test]

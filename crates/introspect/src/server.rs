@@ -8,10 +8,9 @@ use std::future::Future;
 use cred_core::store::Store;
 use cred_proto::introspect::v1::introspect_service_server::IntrospectServiceServer;
 use cred_serve::serve::{Assembly, ServeError, ServeOptions};
-use cred_serve::tls::require_client_cert;
+use cred_serve::tls::ClientCertCheck;
 use cred_telemetry::CallLog;
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::check_response::AllowedParts;
 use crate::ext_authz::{AuthorizationService, ExtAuthz};
@@ -66,7 +65,7 @@ pub async fn run_with<S: Store>(
     // A line per refusal, error or slow call; a fast OK at DEBUG (the
     // per-request hot path: a line per verify is opt-in).
     // Caller mTLS, when a client CA is set: a verified certificate first.
-    let mtls = require_client_cert(opts.tls.as_ref());
+    let mtls = ClientCertCheck::of(opts.tls.as_ref());
     let proxies = opts.trusted_proxies.clone();
     let mut edge = Assembly::new(opts)?.call_log(CallLog::Notable);
     let store = verifier.store().clone();
@@ -76,13 +75,13 @@ pub async fn run_with<S: Store>(
         allowed: std::sync::Arc::new(AllowedParts::new(&gateway.headers)),
         proxies: proxies.clone(),
     };
-    let envoy = InterceptedService::new(AuthorizationService::new(envoy, max), mtls.clone());
+    let envoy = mtls.service(AuthorizationService::new(envoy, max));
     if let Some(l) = gateway.http {
         let g = Gateway { verifier: verifier.clone(), headers: gateway.headers, callers: gateway.callers, proxies };
         edge = edge.http(l, crate::http::router(g));
     }
     let api = IntrospectServiceServer::new(IntrospectApi { verifier }).max_decoding_message_size(max);
-    let api = InterceptedService::new(api, mtls);
+    let api = mtls.service(api);
     // NOT_SERVING while the store does not answer (cached answers are still
     // served; new credentials could not be).
     let probe = move || {

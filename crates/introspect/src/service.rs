@@ -41,10 +41,17 @@ fn requirements(r: &pb::VerifyRequest) -> Result<Requirements, Error> {
     Ok(Requirements { env, scopes, passive: r.passive })
 }
 
+/// An id as the answer writes it (hyphenated, lower case: `Uuid`'s
+/// `Display`), encoded straight into a `String` of its length, without the
+/// formatting machinery.
+fn id(u: uuid::Uuid) -> String {
+    u.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
+}
+
 fn response(v: Verified) -> pb::VerifyResponse {
     let environment = pb::Environment::from(v.env) as i32;
     let (tenant_id, create_time, expire_time) =
-        (v.tenant_id.to_string(), Some(timestamp(v.created_at)), v.expires_at.map(timestamp));
+        (id(v.tenant_id), Some(timestamp(v.created_at)), v.expires_at.map(timestamp));
     match v.kind {
         TokenKind::Session | TokenKind::TestClientKey => pb::VerifyResponse {
             kind: if v.kind == TokenKind::TestClientKey {
@@ -54,8 +61,8 @@ fn response(v: Verified) -> pb::VerifyResponse {
             },
             tenant_id,
             environment,
-            client_id: v.key.0.to_string(),
-            session_id: v.key.1.to_string(),
+            client_id: id(v.key.0),
+            session_id: id(v.key.1),
             key_id: String::new(),
             scopes: vec![],
             labels: v.labels,
@@ -69,7 +76,7 @@ fn response(v: Verified) -> pb::VerifyResponse {
             environment,
             client_id: String::new(),
             session_id: String::new(),
-            key_id: v.key.1.to_string(),
+            key_id: id(v.key.1),
             scopes: v.scopes.names().into_iter().map(str::to_string).collect(),
             labels: Default::default(),
             create_time,
@@ -99,5 +106,20 @@ impl<S: Store> IntrospectService for IntrospectApi<S> {
                 Err(EDGE.status(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_written_as_uuid_displays_them() {
+        for _ in 0..100 {
+            let u = cred_core::rng::uuid();
+            assert_eq!(id(u), u.to_string());
+        }
+        assert_eq!(id(uuid::Uuid::nil()), uuid::Uuid::nil().to_string());
+        assert_eq!(id(uuid::Uuid::max()), uuid::Uuid::max().to_string());
     }
 }

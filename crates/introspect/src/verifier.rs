@@ -14,6 +14,7 @@ use cred_core::guard::{FailureGuard, GuardOptions, Verdict, identity};
 use cred_core::model::SecretHash;
 use cred_core::model::{Environment, Scopes, sliding_expiry};
 use cred_core::store::Store;
+use cred_core::tag::SecretTag;
 use cred_core::token::{Token, TokenKind};
 use cred_core::verify::{SessionView, check_api_key, check_session, check_session_view};
 use cred_core::{Error, InvalidReason};
@@ -179,17 +180,24 @@ impl<S: Store> Verifier<S> {
         if req.env.or(self.inner.opts.environment).is_some_and(|e| e != token.env) {
             return Err(invalid(InvalidReason::EnvMismatch));
         }
-        let hash = token.hash();
+        // The secret's keyed tag, not its SHA-256: a hit presenting the
+        // secret its load accepted needs no hash (`cred_core::tag` argues why
+        // that is as strong); anything else hashes it as before.
+        let tag = self.inner.cache.tag(&token);
         let key: Key = (token.route, token.id);
         // 2. Refused recently: still refused (dead stays dead).
-        if let Some(r) = self.inner.cache.negative(&key, &hash) {
+        if let Some(r) = self.inner.cache.negative(&key, &tag) {
             return Err(invalid(r));
         }
         // 3. Cached and alive by this replica's view, or one store read.
         let now = now_ms();
-        let entry = match self.inner.cache.get(&key) {
-            Some(e) if e.expires_at.load(Ordering::Relaxed) > now => e,
+        let (entry, hash) = match self.inner.cache.get(&key) {
+            Some(e) if e.expires_at.load(Ordering::Relaxed) > now => {
+                let hash = if e.accepts(&tag) { *e.stored_hash() } else { token.hash() };
+                (e, hash)
+            }
             _ => {
+                let hash = token.hash();
                 // Known wrong or dead, or a spent failure budget: no store read.
                 let who = identity(&token);
                 if let Some(g) = &self.inner.guard
@@ -198,7 +206,7 @@ impl<S: Store> Verifier<S> {
                     return Err(invalid(r));
                 }
                 let mut stored = None;
-                let loaded = self.load(&token, &hash, key, &mut stored).await;
+                let loaded = self.load(&token, &hash, tag, key, &mut stored).await;
                 if let Some(g) = &self.inner.guard {
                     match &loaded {
                         Ok(_) => g.accepted(&who, &hash),
@@ -206,13 +214,13 @@ impl<S: Store> Verifier<S> {
                         Err(_) => {}
                     }
                 }
-                loaded?
+                (loaded?, hash)
             }
         };
         // 4. The checks authd makes, on the cached records (no store read:
         // nothing for the budgets).
         if let Err(r) = check(&entry, &token, &hash, now) {
-            self.inner.cache.insert_negative(key, hash, r);
+            self.inner.cache.insert_negative(key, tag, r);
             return Err(invalid(r));
         }
         // 5. What the caller requires.
@@ -234,10 +242,12 @@ impl<S: Store> Verifier<S> {
     /// Loads a credential's records in one store round trip (plus one for
     /// its tenant when that is not cached), within the deadline.
     /// `stored` gets the stored hash of the record read, for the budgets.
+    /// The entry cached remembers `tag`, the tag of the secret it accepted.
     async fn load(
         &self,
         token: &Token,
         hash: &SecretHash,
+        tag: SecretTag,
         key: Key,
         stored: &mut Option<SecretHash>,
     ) -> Result<Arc<Entry>, Error> {
@@ -275,10 +285,10 @@ impl<S: Store> Verifier<S> {
         let entry = match tokio::time::timeout(self.inner.opts.deadline, load).await {
             Err(_) => return Err(StoreError::Unavailable("store deadline exceeded".into()).into()),
             Ok(Err(Error::InvalidCredential(r))) => {
-                self.inner.cache.insert_negative(key, *hash, r);
+                self.inner.cache.insert_negative(key, tag, r);
                 return Err(invalid(r));
             }
-            Ok(r) => Arc::new(r?),
+            Ok(r) => Arc::new(r?.accepting(tag)),
         };
         self.inner.cache.insert(key, entry.clone());
         Ok(entry)

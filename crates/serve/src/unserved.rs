@@ -79,7 +79,7 @@ where
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
         if let Ok(resp) = &out
-            && resp.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == b"12")
+            && resp.headers().get(&tonic::Status::GRPC_STATUS).is_some_and(|v| v.as_bytes() == b"12")
         {
             note("grpc", this.uri);
         }

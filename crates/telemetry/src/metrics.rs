@@ -51,15 +51,25 @@ impl RpcMetrics {
 
     /// Counts one RPC.
     pub fn record(&self, service: &'static str, method: &'static str, code: i32, elapsed: Duration) {
-        let attrs = [
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", service),
-            KeyValue::new("rpc.method", method),
-            KeyValue::new("rpc.grpc.status_code", i64::from(code)),
-        ];
-        self.requests.add(1, &attrs);
-        self.duration.record(elapsed.as_secs_f64() * 1e3, &attrs);
+        self.record_with(&rpc_attributes(service, method, code), elapsed);
     }
+
+    /// Counts one RPC whose attributes ([`rpc_attributes`]) were built
+    /// before: the RPC layer builds them once per method and status code.
+    pub fn record_with(&self, attrs: &[KeyValue], elapsed: Duration) {
+        self.requests.add(1, attrs);
+        self.duration.record(elapsed.as_secs_f64() * 1e3, attrs);
+    }
+}
+
+/// The attributes of an RPC's metric points.
+pub fn rpc_attributes(service: &'static str, method: &'static str, code: i32) -> [KeyValue; 4] {
+    [
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", service),
+        KeyValue::new("rpc.method", method),
+        KeyValue::new("rpc.grpc.status_code", i64::from(code)),
+    ]
 }
 
 impl Default for RpcMetrics {

@@ -25,14 +25,17 @@
 //! tonic puts a handler's error there (trailers-only response); a response
 //! without it carries a message, i.e. OK, for these unary RPCs.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use prost::Message;
@@ -41,7 +44,7 @@ use tracing::instrument::Instrumented;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-use crate::metrics::RpcMetrics;
+use crate::metrics::{RpcMetrics, rpc_attributes};
 
 thread_local! {
     /// The tenant of the RPC being polled on this thread, if known yet.
@@ -63,19 +66,64 @@ pub struct Method {
     pub service: &'static str,
     /// `Method`.
     pub method: &'static str,
+    /// Its metric points' attributes for each gRPC status code (0 to 16),
+    /// built once rather than per call.
+    attributes: Vec<[KeyValue; 4]>,
+}
+
+impl Method {
+    fn new(full: &'static str, service: &'static str, method: &'static str) -> Method {
+        let attributes = (0..=16).map(|code| rpc_attributes(service, method, code)).collect();
+        Method { full, service, method, attributes }
+    }
+
+    /// The attributes of a call that answered `code`.
+    fn attributes(&self, code: i32) -> Cow<'_, [KeyValue]> {
+        match usize::try_from(code).ok().and_then(|c| self.attributes.get(c)) {
+            Some(a) => Cow::Borrowed(a),
+            None => Cow::Owned(rpc_attributes(self.service, self.method, code).to_vec()),
+        }
+    }
 }
 
 /// The span attribute naming the call's tenant.
 pub const TENANT_ATTRIBUTE: &str = "tenant.id";
 
-const UNKNOWN: Method = Method { full: "unknown", service: "unknown", method: "unknown" };
+/// FNV-1a, for the method table: its keys are fixed at start and it is only
+/// read, so a request path chosen to collide costs a few string comparisons
+/// at most, and hashing it costs a few instructions a byte, not SipHash's.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The methods by request path.
+type Table = HashMap<&'static str, Method, BuildHasherDefault<Fnv>>;
+
+/// What a path not in the table is named.
+fn unknown() -> &'static Method {
+    static UNKNOWN: OnceLock<Method> = OnceLock::new();
+    UNKNOWN.get_or_init(|| Method::new("unknown", "unknown", "unknown"))
+}
 
 /// Every method of the workspace's protos, by request path.
-fn methods() -> &'static HashMap<&'static str, Method> {
-    static TABLE: OnceLock<HashMap<&'static str, Method>> = OnceLock::new();
+fn methods() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
         let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-        let mut table = HashMap::new();
+        let mut table = Table::default();
         // The descriptor set is compiled in; a decode failure would only
         // leave every method named "unknown".
         let set = prost_types::FileDescriptorSet::decode(cred_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
@@ -86,7 +134,7 @@ fn methods() -> &'static HashMap<&'static str, Method> {
                 for m in svc.method {
                     let method = leak(m.name.unwrap_or_default());
                     let full = leak(format!("{service}/{method}"));
-                    table.insert(leak(format!("/{full}")), Method { full, service, method });
+                    table.insert(leak(format!("/{full}")), Method::new(full, service, method));
                 }
             }
         }
@@ -94,7 +142,7 @@ fn methods() -> &'static HashMap<&'static str, Method> {
         let (service, method) = ("envoy.service.auth.v3.Authorization", "Check");
         table.insert(
             "/envoy.service.auth.v3.Authorization/Check",
-            Method { full: "envoy.service.auth.v3.Authorization/Check", service, method },
+            Method::new("envoy.service.auth.v3.Authorization/Check", service, method),
         );
         table
     })
@@ -124,7 +172,9 @@ pub const SLOW_CALL: Duration = Duration::from_millis(100);
 /// Gives every RPC of the wrapped service a span, a log line and metrics.
 #[derive(Clone, Default)]
 pub struct RpcLayer {
-    metrics: RpcMetrics,
+    /// Shared by every call: one reference count per call, not one per
+    /// instrument.
+    metrics: Arc<RpcMetrics>,
     log: CallLog,
 }
 
@@ -133,7 +183,7 @@ impl RpcLayer {
     /// call: build it after [`crate::init`].
     pub fn new() -> RpcLayer {
         methods();
-        RpcLayer { metrics: RpcMetrics::new(), log: CallLog::Every }
+        RpcLayer { metrics: Arc::new(RpcMetrics::new()), log: CallLog::Every }
     }
 
     /// The same, logging at INFO only the calls `log` names.
@@ -154,7 +204,7 @@ impl<S> tower::Layer<S> for RpcLayer {
 #[derive(Clone)]
 pub struct Rpc<S> {
     inner: S,
-    metrics: RpcMetrics,
+    metrics: Arc<RpcMetrics>,
     log: CallLog,
 }
 
@@ -188,7 +238,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let m = methods().get(req.uri().path()).unwrap_or(&UNKNOWN);
+        let m = methods().get(req.uri().path()).unwrap_or_else(unknown);
         let span = tracing::info_span!(
             target: "cred::rpc",
             parent: None,
@@ -228,7 +278,7 @@ pin_project_lite::pin_project! {
         started: Instant,
         // The tenant recorded so far (moved in and out of `TENANT` around polls).
         tenant: Option<Uuid>,
-        metrics: RpcMetrics,
+        metrics: Arc<RpcMetrics>,
         log: CallLog,
     }
 }
@@ -248,7 +298,7 @@ where
         let code = match &out {
             Ok(resp) => resp
                 .headers()
-                .get("grpc-status")
+                .get(&tonic::Status::GRPC_STATUS)
                 .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .unwrap_or(0),
@@ -285,7 +335,7 @@ where
         } else {
             line!(info);
         }
-        this.metrics.record(m.service, m.method, code, elapsed);
+        this.metrics.record_with(&m.attributes(code), elapsed);
         Poll::Ready(out)
     }
 }
