@@ -22,6 +22,7 @@
 //! that finds it ([`move_legacy`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis::{Pipeline, Value, pipe};
 use uuid::Uuid;
@@ -48,11 +49,16 @@ const GUESSES: usize = 10_000;
 
 /// Per (tenant, environment), the bucket this process' last creation wrote
 /// to: the next creation's guess. Bounded; a forgotten guess costs one read.
-pub(super) struct Guesses(quick_cache::sync::Cache<(Uuid, Environment), String>);
+pub(super) struct Guesses {
+    last: quick_cache::sync::Cache<(Uuid, Environment), String>,
+    /// Whether this process has loaded the add script (once: a server that
+    /// lost it answers `NOSCRIPT`, and [`Guesses::settle`] loads it again).
+    loaded: AtomicBool,
+}
 
 impl Default for Guesses {
     fn default() -> Self {
-        Guesses(quick_cache::sync::Cache::new(GUESSES))
+        Guesses { last: quick_cache::sync::Cache::new(GUESSES), loaded: AtomicBool::new(false) }
     }
 }
 
@@ -171,11 +177,11 @@ impl Guesses {
     /// it to a slot move anyway, and [`Guesses::settle`] makes up for it); a
     /// new name when the directory is empty.
     pub(super) async fn guess(&self, conn: &RedisConn, c: &Client) -> StoreResult<String> {
-        if let Some(g) = self.0.get(&(c.tenant_id, c.env)) {
+        if let Some(g) = self.last.get(&(c.tenant_id, c.env)) {
             return Ok(g);
         }
         let mut p = pipe();
-        if !matches!(conn, RedisConn::Cluster(_)) {
+        if !matches!(conn, RedisConn::Cluster(_)) && !self.loaded.swap(true, Ordering::Relaxed) {
             p.load_script(&ADD_TO_CLIENT_INDEX).ignore();
         }
         bucket_of_cmd(&mut p, &client_index_dir_key(c.tenant_id, c.env), c.created_at);
@@ -187,11 +193,18 @@ impl Guesses {
     /// entry in calls of its own (moving the old index first if asked).
     pub(super) async fn settle(&self, conn: &RedisConn, wc: &mut RedisConn, c: &Client, a: Added) -> StoreResult<()> {
         if let Added::Done(holder) = a {
-            self.0.insert((c.tenant_id, c.env), holder);
+            self.last.insert((c.tenant_id, c.env), holder);
             return Ok(());
         }
-        // Stale: read again where no bucket is named.
-        self.0.remove(&(c.tenant_id, c.env));
+        // Stale: the bucket named is the next creations' guess at once (so
+        // that concurrent ones do not all read the directory); read again
+        // where none is named.
+        match &a {
+            Added::Elsewhere(Some(b)) => self.last.insert((c.tenant_id, c.env), b.clone()),
+            _ => {
+                self.last.remove(&(c.tenant_id, c.env));
+            }
+        }
         let mut next = match a {
             Added::Done(_) => None,
             Added::Elsewhere(b) => b,
@@ -214,7 +227,7 @@ impl Guesses {
                 add_call((c.tenant_id, c.env), &guess, &fresh_name(), false, &entry).invoke_async(wc).await?;
             match added(&v) {
                 Added::Done(holder) => {
-                    self.0.insert((c.tenant_id, c.env), holder);
+                    self.last.insert((c.tenant_id, c.env), holder);
                     return Ok(());
                 }
                 Added::Elsewhere(b) => next = b,
