@@ -8,6 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Disk: a clean run's target/ peaks near 3 GB (dev builds carry line tables
+# only, Cargo.toml), and fuzz/target adds 2 GB after CI has dropped the
+# debug build. Print what there is, so a full disk reads as one.
+echo "test.sh: $(df -h --output=avail . | tail -n 1 | tr -d ' ') free on the disk holding target/ (a clean run needs about 3 GB)"
+# CI builds once from a fresh clone: incremental caches would only take disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+
 BUF_VERSION=1.75.0
 TOOLS="$PWD/.tools"
 
@@ -109,9 +116,17 @@ cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo build --bins (tests/telemetry.rs runs the real binaries)"
-cargo build --workspace --bins --locked
+echo "== cargo build --bins --tests (tests/telemetry.rs and others run the real binaries)"
+# One build for both: with the tests in the same invocation the binaries are
+# built with the same (dev-dependency-unified) features, so `cargo test`
+# below reuses every artifact instead of compiling the tree a second time.
+cargo build --workspace --bins --tests --locked
 echo "== cargo test"
 cargo test --workspace --locked
+echo "test.sh: target/ is $(du -sh target | cut -f1) after the tests"
+if [ "${CI:-}" = true ]; then
+  # A CI clone is thrown away: the fuzz build (fuzz/target) gets the space.
+  rm -rf target/debug
+fi
 echo "== cargo fuzz (15 s per target; installs cargo-fuzz into .tools/cargo when missing)"
 bash scripts/fuzz.sh 15
