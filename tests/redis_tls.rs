@@ -67,10 +67,6 @@ impl Pki {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A binary's command over the TLS Redis with every setting given.
 fn command(name: &str, url: &str, pki: &Pki, op: &Operator, skip: &[&str]) -> Command {
     let env = name.to_ascii_uppercase();
@@ -138,9 +134,7 @@ fn redis_args(pki: &Pki, tls_port: u16) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_services_run_over_tls_with_an_acl_user_and_refuse_bad_settings_at_start() {
     let pki = Pki::new();
-    let tls_port = free_port();
-    let args = redis_args(&pki, tls_port);
-    let redis = RedisServer::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (redis, tls_port) = RedisServer::start_with_tls(|p| redis_args(&pki, p));
     let mut admin = redis.conn().await;
     let acl = ["SETUSER", "credd", "on", ">pw-of-credd", "~*", "&*", "+@all"];
     let () = redis::cmd("ACL").arg(&acl[..]).query_async(&mut admin).await.unwrap();

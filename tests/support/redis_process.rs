@@ -27,7 +27,8 @@ impl RedisProcess {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(extra)
             .current_dir(dir)
-            .stdout(Stdio::null())
+            // Its log, for the message when it does not come up.
+            .stdout(log_file(dir))
             .stderr(Stdio::null())
             .spawn();
         let child = match child {
@@ -68,6 +69,19 @@ impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `redis.log` in `dir`, appended to (a restart keeps the directory).
+fn log_file(dir: &Path) -> Stdio {
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("redis.log"));
+    f.map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+/// The last lines of the log a node in `dir` wrote, for a failure message.
+pub(crate) fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(3)..].join("\n")
 }
 
 pub(crate) fn free_port() -> u16 {

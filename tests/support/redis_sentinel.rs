@@ -153,16 +153,21 @@ impl SentinelSetup {
         password: Option<&str>,
         tls: Option<&TlsFiles>,
     ) -> SentinelSetup {
-        let tls_ports: Vec<Option<u16>> = (0..=replicas).map(|_| tls.map(|_| free_port())).collect();
-        let args = |i: usize| tls.zip(tls_ports[i]).map(|(t, p)| t.args(p)).unwrap_or_default();
-        let master_args = args(0);
-        let master = RedisServer::start_with(&master_args.iter().map(String::as_str).collect::<Vec<_>>());
-        let mut nodes = vec![master];
-        let mport = tls_ports[0].unwrap_or(nodes[0].port).to_string();
-        for i in 1..=replicas {
-            let mut a = vec!["--replicaof".to_string(), "127.0.0.1".to_string(), mport.clone()];
-            a.extend(args(i));
-            nodes.push(RedisServer::start_with(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+        // A node with `before` ahead of its TLS arguments, and its TLS port.
+        let start = |before: &[String]| match tls {
+            Some(t) => {
+                let (node, port) = RedisServer::start_with_tls(|p| [before, &t.args(p)[..]].concat());
+                (node, Some(port))
+            }
+            None => (RedisServer::start_with(&before.iter().map(String::as_str).collect::<Vec<_>>()), None),
+        };
+        let (master, master_tls) = start(&[]);
+        let mport = master_tls.unwrap_or(master.port).to_string();
+        let (mut nodes, mut tls_ports) = (vec![master], vec![master_tls]);
+        for _ in 1..=replicas {
+            let (node, tls_port) = start(&["--replicaof".to_string(), "127.0.0.1".to_string(), mport.clone()]);
+            nodes.push(node);
+            tls_ports.push(tls_port);
         }
         for n in &nodes {
             let mut c = n.conn().await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cred_core::store::RedisStore;
 use cred_core::store::redis::RedisOptions;
 
-use crate::redis_process::{RedisProcess, free_port, query};
+use crate::redis_process::{RedisProcess, free_port, log_tail, query};
 
 /// A running redis-server; dropping it kills the process.
 pub struct RedisServer {
@@ -39,14 +39,35 @@ impl RedisServer {
     /// Starts a server with extra config arguments (e.g. `["--appendonly", "yes"]`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::start_trying(|| extra.clone())
+    }
+
+    /// Starts a server that also listens on a TLS port, with the extra
+    /// arguments `args(tls_port)` gives; returns it and its TLS port. Every
+    /// attempt picks both ports afresh: a port found free can be taken by
+    /// another test's outgoing connection before redis binds it.
+    pub fn start_with_tls(args: impl Fn(u16) -> Vec<String>) -> (RedisServer, u16) {
+        let tls_port = std::cell::Cell::new(0);
+        let server = Self::start_trying(|| {
+            tls_port.set(free_port());
+            args(tls_port.get())
+        });
+        (server, tls_port.get())
+    }
+
+    /// Up to three attempts, each on a fresh port and with `extra()` asked again.
+    fn start_trying(mut extra: impl FnMut() -> Vec<String>) -> RedisServer {
+        let mut logs = Vec::new();
         for _attempt in 0..3 {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = free_port();
+            let extra = extra();
             if let Some(process) = RedisProcess::spawn(port, &extra, dir.path()) {
                 return RedisServer { process, port, extra, dir };
             }
+            logs.push(format!("port {port}, {extra:?}:\n{}", log_tail(dir.path())));
         }
-        panic!("redis-server did not answer PING on a loopback port after 3 attempts");
+        panic!("redis-server did not answer PING on a loopback port after 3 attempts:\n{}", logs.join("\n"));
     }
 
     /// Stops the server with `SHUTDOWN SAVE` (its data goes to disk).
