@@ -116,11 +116,11 @@ cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo build --bins --tests (tests/telemetry.rs and others run the real binaries)"
+echo "== cargo build --bins --tests --examples (tests/telemetry.rs and others run the real binaries)"
 # One build for both: with the tests in the same invocation the binaries are
 # built with the same (dev-dependency-unified) features, so `cargo test`
 # below reuses every artifact instead of compiling the tree a second time.
-cargo build --workspace --bins --tests --locked
+cargo build --workspace --bins --tests --examples --locked
 echo "== cargo test"
 cargo test --workspace --locked
 echo "test.sh: target/ is $(du -sh target | cut -f1) after the tests"

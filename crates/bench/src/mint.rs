@@ -734,7 +734,8 @@ impl FigureA {
             o,
             "  (a gRPC row minus its raw row is authd's own Redis work around the same store write: for CreateClient \
          nothing when the API key check is served from authd's cache, compare create_client_audited; for \
-         CreateSession the client read (HGETALL) and the separate audit XADD)"
+         CreateSession against the script alone, the client read (HMGET) and the audit XADD, against the same \
+         commands raw, nothing)"
         );
     }
 }
