@@ -805,6 +805,45 @@ async fn quotas<S: Store>(s: S) {
 }
 
 /// Runs every test above against every store.
+/// CreateSession's store call: the event is written first, then the
+/// session, for the owner's client only (another tenant's or environment's
+/// is `NoClient`, as a missing one), within the quota; every call leaves
+/// its event.
+async fn sessions_audited<S: Store>(s: S) {
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let c = client(t.id);
+    s.create_client(&c, None).await.unwrap();
+    let owner = (t.id, Environment::Production);
+    let event = |x: &Session| AuditEvent {
+        id: String::new(),
+        time: now_ms(),
+        actor: "api_key:x".into(),
+        action: "session.create".into(),
+        tenant_id: t.id,
+        subjects: vec![format!("client:{}", x.client_id), format!("session:{}", x.id)],
+    };
+    let create =
+        async |x: &Session, owner: (Uuid, Environment)| s.create_session_audited(x, owner, &event(x), 2).await.unwrap();
+    let first = session(c.id, Some((60_000, 60_000)));
+    assert_eq!(create(&first, owner).await, CreateSession::Created);
+    assert_eq!(s.get_session(c.id, first.id).await.unwrap().session, Some(first.clone()));
+    // Another tenant's key, the other environment's, a missing client: no session.
+    let theirs = session(c.id, Some((60_000, 60_000)));
+    assert_eq!(create(&theirs, (rng::uuid(), Environment::Production)).await, CreateSession::NoClient);
+    assert_eq!(create(&theirs, (t.id, Environment::Test)).await, CreateSession::NoClient);
+    assert_eq!(create(&session(rng::uuid(), Some((60_000, 60_000))), owner).await, CreateSession::NoClient);
+    assert_eq!(s.get_session(c.id, theirs.id).await.unwrap().session, None);
+    // The quota.
+    assert_eq!(create(&session(c.id, Some((60_000, 60_000))), owner).await, CreateSession::Created);
+    assert_eq!(create(&session(c.id, Some((60_000, 60_000))), owner).await, CreateSession::Full);
+    assert_eq!(s.list_sessions(c.id, None, 10).await.unwrap().items.len(), 2);
+    let events = s.list_audit(t.id, None, 100, false).await.unwrap();
+    assert_eq!(events.len(), 6, "one event per call, refused ones included: {events:?}");
+    assert!(events.iter().all(|e| e.action == "session.create"));
+    assert_eq!(events[0].subjects, vec![format!("client:{}", c.id), format!("session:{}", first.id)]);
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -842,6 +881,7 @@ conformance!(
     roll,
     clients_and_sessions,
     session_limit,
+    sessions_audited,
     sliding_expiry,
     test_keys,
     audit,
@@ -1053,11 +1093,23 @@ async fn redis_sessions_written_before_fields_keep_working() {
     want.sort_by_key(|x| x.id);
     assert_eq!(listed, want);
 
-    // Counted in the quota: 4 old + 1 new fills 5.
-    let n = s.create_session(&session(c.id, Some((600_000, 900_000))), 5).await.unwrap();
-    assert_eq!(n, CreateSession::Created);
-    let full = s.create_session(&session(c.id, Some((600_000, 900_000))), 5).await.unwrap();
-    assert_eq!(full, CreateSession::Full);
+    // Counted in the quota: 4 old + 1 new fills 5. CreateSession's call:
+    // the owner check reads the tenant in base62, and the full client's
+    // second pass (pruning the old index) writes no second event.
+    let audited = async |x: &Session| {
+        let e = AuditEvent {
+            id: String::new(),
+            time: now_ms(),
+            actor: "api_key:x".into(),
+            action: "session.create".into(),
+            tenant_id: t.id,
+            subjects: vec![format!("session:{}", x.id)],
+        };
+        s.create_session_audited(x, (t.id, Environment::Production), &e, 5).await.unwrap()
+    };
+    assert_eq!(audited(&session(c.id, Some((600_000, 900_000)))).await, CreateSession::Created);
+    assert_eq!(audited(&session(c.id, Some((600_000, 900_000)))).await, CreateSession::Full);
+    assert_eq!(s.list_audit(t.id, None, 10, false).await.unwrap().len(), 2, "one event per call");
     assert_eq!(s.list_sessions(c.id, None, 10).await.unwrap().items.len(), 5);
 
     // A use touches it where it is (an older authd may still revoke it
@@ -1305,6 +1357,29 @@ async fn redis_client_index_survives_a_script_flush() {
         .await
         .unwrap();
     assert_eq!(counted, 6, "each counted once");
+}
+
+/// CreateSession's transaction on a server that lost its scripts: the
+/// event (written in the transaction) once, and the session (the script run
+/// again on its own).
+#[tokio::test]
+async fn redis_audited_session_survives_a_script_flush() {
+    let server = cred_tests::RedisServer::start();
+    let s = server.store().await;
+    let t = tenant();
+    s.put_tenant(&t).await.unwrap();
+    let c = client(t.id);
+    s.create_client(&c, None).await.unwrap();
+    let mut conn = server.conn().await;
+    for i in 0..3 {
+        let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+        let x = session(c.id, Some((60_000, 60_000)));
+        let e = AuditEvent { action: "session.create".into(), tenant_id: t.id, ..created(&c) };
+        let r = s.create_session_audited(&x, (t.id, Environment::Production), &e, 10).await.unwrap();
+        assert_eq!(r, CreateSession::Created);
+        assert_eq!(s.get_session(c.id, x.id).await.unwrap().session, Some(x));
+        assert_eq!(s.list_audit(t.id, None, 10, false).await.unwrap().len(), i + 1, "one event per call");
+    }
 }
 
 /// Clients created in the same millisecond split into buckets like any

@@ -241,14 +241,7 @@ impl<S: Store> Authority<S> {
         subjects: Vec<String>,
         change: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let e = AuditEvent {
-            id: String::new(),
-            time: now_ms(),
-            actor: actor.to_string(),
-            action: action.to_string(),
-            tenant_id,
-            subjects,
-        };
+        let e = self.event(actor, action, tenant_id, subjects);
         if let Err(err) = self.store.append_audit(&e).await {
             return Err(
                 StoreError::Unavailable(format!("audit trail not written, so nothing was changed: {err}")).into()
@@ -259,6 +252,18 @@ impl<S: Store> Authority<S> {
             self.rejected(e, err).await;
         }
         r
+    }
+
+    /// An audit event at the current time, its id given by the store.
+    fn event(&self, actor: &str, action: &str, tenant_id: Uuid, subjects: Vec<String>) -> AuditEvent {
+        AuditEvent {
+            id: String::new(),
+            time: now_ms(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            tenant_id,
+            subjects,
+        }
     }
 
     /// Follows the written event `e` with `<action>.rejected` naming why,
@@ -635,23 +640,29 @@ impl<S: Store> Authority<S> {
     /// Mints a new session token for an existing client.
     pub async fn create_session(&self, p: &ApiPrincipal, client_id: Uuid) -> Result<Issued<Session>, Error> {
         p.require(Scope::SessionsCreate)?;
-        self.visible_client(p, client_id).await?;
         let now = now_ms();
         issuable(&p.tenant, now)?;
         let (s, token) = self.new_session(p, client_id, TokenKind::Session, now);
         let max_live = usize::try_from(p.tenant.quotas.sessions_per_client).unwrap_or(usize::MAX);
         let subjects = vec![format!("client:{client_id}"), format!("session:{}", s.id)];
-        self.audited(&p.actor(), "session.create", p.tenant.id, subjects, async {
-            match self.store.create_session(&s, max_live).await? {
-                CreateSession::Created => Ok(()),
-                CreateSession::NoClient => Err(Error::NotFound("client")),
-                CreateSession::Full => Err(Error::ResourceExhausted(format!(
-                    "quotas.sessions_per_client: the client has {max_live} live sessions, the tenant's quota; \
-                     revoke one first"
-                ))),
-            }
-        })
-        .await?;
+        // The login path: the event, the owner check and the session in one
+        // store call (one round trip on a standalone Redis), so no separate
+        // client read first. A refusal follows its event with the reason.
+        let e = self.event(&p.actor(), "session.create", p.tenant.id, subjects);
+        let owner = (p.tenant.id, p.key.env);
+        let r = match self.store.create_session_audited(&s, owner, &e, max_live).await {
+            Ok(CreateSession::Created) => Ok(()),
+            Ok(CreateSession::NoClient) => Err(Error::NotFound("client")),
+            Ok(CreateSession::Full) => Err(Error::ResourceExhausted(format!(
+                "quotas.sessions_per_client: the client has {max_live} live sessions, the tenant's quota; \
+                 revoke one first"
+            ))),
+            Err(err) => return Err(err.into()),
+        };
+        if let Err(err) = &r {
+            self.rejected(e, err).await;
+        }
+        r?;
         Ok(Issued { record: s, token: token.expose() })
     }
 

@@ -167,6 +167,15 @@ impl<S: Store> Store for Instrumented<S> {
     fn create_session(&self, s: &Session, max_live: usize) -> impl Future<Output = StoreResult<CreateSession>> + Send {
         self.call("create_session", self.inner.create_session(s, max_live))
     }
+    fn create_session_audited(
+        &self,
+        s: &Session,
+        owner: (Uuid, Environment),
+        e: &AuditEvent,
+        max_live: usize,
+    ) -> impl Future<Output = StoreResult<CreateSession>> + Send {
+        self.call("create_session_audited", self.inner.create_session_audited(s, owner, e, max_live))
+    }
     fn get_session(&self, client: Uuid, id: Uuid) -> impl Future<Output = StoreResult<SessionLookup>> + Send {
         self.call("get_session", self.inner.get_session(client, id))
     }

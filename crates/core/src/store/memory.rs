@@ -157,6 +157,23 @@ impl MemoryStore {
         // (every change is a few map operations), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// A session for an existing client (of `owner`, when given) with room.
+    fn add_session(&self, s: &Session, owner: Option<(Uuid, Environment)>, max_live: usize) -> CreateSession {
+        let mut g = self.lock();
+        match g.clients.get(&s.client_id) {
+            Some(c) if owner.is_none_or(|o| o == (c.tenant_id, c.env)) => {}
+            _ => return CreateSession::NoClient,
+        }
+        let live = g.live_sessions(s.client_id).map_or(0, |m| m.len());
+        if live >= max_live {
+            return CreateSession::Full;
+        }
+        g.sessions.entry(s.client_id).or_default().insert(s.id, s.clone());
+        g.index.entry(s.client_id).or_default().insert(s.id, s.max_expires_at.unwrap_or(Millis::MAX));
+        g.wrote();
+        CreateSession::Created
+    }
 }
 
 impl Store for MemoryStore {
@@ -332,18 +349,18 @@ impl Store for MemoryStore {
     }
 
     async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
-        let mut g = self.lock();
-        if !g.clients.contains_key(&s.client_id) {
-            return Ok(CreateSession::NoClient);
-        }
-        let live = g.live_sessions(s.client_id).map_or(0, |m| m.len());
-        if live >= max_live {
-            return Ok(CreateSession::Full);
-        }
-        g.sessions.entry(s.client_id).or_default().insert(s.id, s.clone());
-        g.index.entry(s.client_id).or_default().insert(s.id, s.max_expires_at.unwrap_or(Millis::MAX));
-        g.wrote();
-        Ok(CreateSession::Created)
+        Ok(self.add_session(s, None, max_live))
+    }
+
+    async fn create_session_audited(
+        &self,
+        s: &Session,
+        owner: (Uuid, Environment),
+        e: &AuditEvent,
+        max_live: usize,
+    ) -> StoreResult<CreateSession> {
+        self.append_audit(e).await?;
+        Ok(self.add_session(s, Some(owner), max_live))
     }
 
     async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<SessionLookup> {

@@ -313,6 +313,19 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Adds a session to an existing client, atomically checking that the
     /// client exists and has room (`max_live` live sessions).
     fn create_session(&self, s: &Session, max_live: usize) -> impl Future<Output = StoreResult<CreateSession>> + Send;
+    /// [`Store::create_session`] with its audit event, for a client of
+    /// `owner` (tenant, environment): another's client is `NoClient`, as a
+    /// missing one. The event is written first (write-ahead, as every audited
+    /// change: see ARCHITECTURE.md, "Audit"), in one atomic write with the
+    /// session where the store can; an event that cannot be written fails the
+    /// call with nothing written.
+    fn create_session_audited(
+        &self,
+        s: &Session,
+        owner: (Uuid, Environment),
+        e: &AuditEvent,
+        max_live: usize,
+    ) -> impl Future<Output = StoreResult<CreateSession>> + Send;
     /// Reads a live session with its client (or why it is gone), in one
     /// round trip.
     fn get_session(&self, client: Uuid, id: Uuid) -> impl Future<Output = StoreResult<SessionLookup>> + Send;

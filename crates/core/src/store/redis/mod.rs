@@ -84,6 +84,66 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// The create-session script for a client (of `owner`, when given),
+    /// after the audit event `e` in one transaction when given (a standalone
+    /// server or Sentinel's master: one round trip, all or nothing).
+    async fn write_session(
+        &self,
+        s: &Session,
+        owner: Option<(Uuid, Environment)>,
+        max_live: usize,
+        mut e: Option<&AuditEvent>,
+    ) -> StoreResult<CreateSession> {
+        let mut wc = self.c.w().await?;
+        let (index, now) = (session_index_key(s.client_id), now_ms());
+        let (field, value) = session_field(s);
+        let (tenant, tenant_b62, env) = match owner {
+            Some((t, env)) => (t.as_bytes().to_vec(), short_id(t), env.code()),
+            None => (Vec::new(), String::new(), ""),
+        };
+        // Full with sessions written before they were fields, the script
+        // asks for their index members to prune, so that it touches only
+        // keys it is given (see `revoke_sessions`).
+        let mut prune: Option<Vec<String>> = None;
+        let r = loop {
+            let mut create = CREATE_SESSION.key(client_key(s.client_id));
+            create.key(&index).arg(&field[..]).arg(&value).arg(now).arg(max_live);
+            create.arg(if prune.is_some() { "1" } else { "0" }).arg(&tenant[..]).arg(&tenant_b62).arg(env);
+            for sid in prune.iter().flatten() {
+                create.key(format!("{}{sid}", session_prefix(s.client_id))).arg(sid);
+            }
+            let r: i64 = match e.take() {
+                None => create.invoke_async(&mut wc).await?,
+                Some(e) => {
+                    let mut p = pipe();
+                    p.atomic().ignore_errors().add_command(xadd(e)).invoke_script(&create);
+                    let rows: Vec<redis::Value> = p.query_async(&mut wc).await?;
+                    match rows.as_slice() {
+                        [redis::Value::BulkString(_), redis::Value::Int(r)] => *r,
+                        // The event is written; a server that lost the
+                        // script runs it on its own (loaded again).
+                        [redis::Value::BulkString(_), redis::Value::ServerError(err)]
+                            if err.kind() == Some(redis::ServerErrorKind::NoScript) =>
+                        {
+                            create.invoke_async(&mut wc).await?
+                        }
+                        other => return Err(StoreError::Unavailable(format!("session write failed: {other:?}"))),
+                    }
+                }
+            };
+            if r != -3 || prune.is_some() {
+                break r;
+            }
+            prune = Some(self.members(&index, Some(now)).await?);
+        };
+        self.c.replicated(&mut wc).await?;
+        Ok(match r {
+            1 => CreateSession::Created,
+            -2 | -3 => CreateSession::Full,
+            _ => CreateSession::NoClient,
+        })
+    }
+
     /// Connects to a standalone Redis (`redis://host:port/db`).
     pub async fn connect(url: &str, opts: RedisOptions) -> StoreResult<RedisStore> {
         Ok(RedisStore::over(Connections::connect(url, opts).await?))
@@ -605,35 +665,23 @@ impl Store for RedisStore {
     }
 
     async fn create_session(&self, s: &Session, max_live: usize) -> StoreResult<CreateSession> {
-        let mut wc = self.c.w().await?;
-        let (index, now) = (session_index_key(s.client_id), now_ms());
-        let (field, value) = session_field(s);
-        // Full with sessions written before they were fields, the script
-        // asks for their index members to prune, so that it touches only
-        // keys it is given (see `revoke_sessions`).
-        let mut prune: Option<Vec<String>> = None;
-        let r = loop {
-            let mut create = CREATE_SESSION.key(client_key(s.client_id));
-            create.key(&index).arg(&field[..]).arg(&value).arg(now).arg(max_live).arg(if prune.is_some() {
-                "1"
-            } else {
-                "0"
-            });
-            for sid in prune.iter().flatten() {
-                create.key(format!("{}{sid}", session_prefix(s.client_id))).arg(sid);
-            }
-            let r: i64 = create.invoke_async(&mut wc).await?;
-            if r != -3 || prune.is_some() {
-                break r;
-            }
-            prune = Some(self.members(&index, Some(now)).await?);
-        };
-        self.c.replicated(&mut wc).await?;
-        Ok(match r {
-            1 => CreateSession::Created,
-            -2 | -3 => CreateSession::Full,
-            _ => CreateSession::NoClient,
-        })
+        self.write_session(s, None, max_live, None).await
+    }
+
+    async fn create_session_audited(
+        &self,
+        s: &Session,
+        owner: (Uuid, Environment),
+        e: &AuditEvent,
+        max_live: usize,
+    ) -> StoreResult<CreateSession> {
+        if let RedisConn::Cluster(_) = self.c.conn {
+            // The audit stream (the tenant's slot) and the client may live
+            // on two nodes: the event first, then the session.
+            let _: String = xadd(e).query_async(&mut self.c.w().await?).await?;
+            return self.write_session(s, Some(owner), max_live, None).await;
+        }
+        self.write_session(s, Some(owner), max_live, Some(e)).await
     }
 
     async fn get_session(&self, client: Uuid, id: Uuid) -> StoreResult<SessionLookup> {

@@ -1,12 +1,19 @@
 -- KEYS: client, the legacy session index (si), then the legacy session key of
 -- each index member the caller read to prune (KEYS[2 + j] is the key of
--- member ARGV[5 + j]).
+-- member ARGV[8 + j]).
 -- ARGV: session field (16 bytes), value, now, max live, prune ('1' when the
--- members follow, else '0'), members.
--- Returns 1 created, -1 no such client, -2 full, -3 full unless the legacy
--- index is pruned: call again with its live-scored members. Every key it
--- touches is declared, so it is cluster-safe while the slot migrates.
+-- members follow, else '0'), the owner's tenant id as 16 bytes and in base62
+-- (as tenants were written before), its environment code ('' for all three:
+-- any owner), members.
+-- Returns 1 created, -1 no such client (or another owner's), -2 full, -3
+-- full unless the legacy index is pruned: call again with its live-scored
+-- members. Every key it touches is declared, so it is cluster-safe while the
+-- slot migrates.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[6] ~= '' then
+  local owner = redis.call('HMGET', KEYS[1], 't', 'e')
+  if (owner[1] ~= ARGV[6] and owner[1] ~= ARGV[7]) or owner[2] ~= ARGV[8] then return -1 end
+end
 local now = tonumber(ARGV[3])
 local max = tonumber(ARGV[4])
 -- The client's sessions: live ones count; gone ones are kept to explain
@@ -30,8 +37,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   legacy = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[3], '+inf')
   if live + legacy >= max then
     if ARGV[5] ~= '1' then return -3 end
-    for j = 1, #ARGV - 5 do
-      if redis.call('EXISTS', KEYS[2 + j]) == 0 then redis.call('ZREM', KEYS[2], ARGV[5 + j]) end
+    for j = 1, #ARGV - 8 do
+      if redis.call('EXISTS', KEYS[2 + j]) == 0 then redis.call('ZREM', KEYS[2], ARGV[8 + j]) end
     end
     legacy = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[3], '+inf')
   end
