@@ -10,10 +10,11 @@
 //!   soak);
 //! - `verify_env`, `summary`: introspect-bench's shared setting (authd,
 //!   replicas A and B, the no-op) and its summary table with verdicts;
-//! - `authd_in_process`, `api`, `drive`, `h2load`, `monitor`, `records`:
+//! - `authd_in_process`, `api`, `drive`, `h2load`, `h2_grpc`, `monitor`, `records`:
 //!   authd on its own runtime, the gRPC calls a user makes, the in-process
-//!   load driver, the one h2load driver, Redis MONITOR capture, and records
-//!   built as `Authority` builds them;
+//!   load driver, the one h2load driver, a lean gRPC load client for bodies
+//!   that differ per call, Redis MONITOR capture, and records built as
+//!   `Authority` builds them;
 //! - `redis_server`, `redis_info`: a private redis-server, and what Redis
 //!   says about itself (INFO, commandstats, memory, keys);
 //! - `process`, `proc_stats`, `stats`: the one process wrapper for spawned
@@ -26,6 +27,7 @@ pub mod cache_memory;
 pub mod cold_round_trips;
 pub mod drive;
 pub mod gateway_throughput;
+pub mod h2_grpc;
 pub mod h2load;
 pub mod instructions;
 pub mod mint;
