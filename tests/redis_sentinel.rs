@@ -299,8 +299,22 @@ async fn both_services_follow_a_sentinel_failover_without_a_restart() {
         Duration::from_secs(10),
         "introspect did not resubscribe on the promoted master"
     );
-    let late = clients.create_session(authed(&key, session(1))).await.expect("a session after the failover");
-    let late = late.into_inner();
+    // UNAVAILABLE is retried, as a caller would: the other replica may still
+    // be resyncing with the new master, and every answer waits for one
+    // replica's acknowledgement (WAIT 1).
+    let mut late = None;
+    assert_eventually!(
+        {
+            match clients.create_session(authed(&key, session(1))).await {
+                Ok(r) => late = Some(r.into_inner()),
+                Err(e) => assert_eq!(e.code(), Code::Unavailable, "a session after the failover: {e:?}"),
+            }
+            late.is_some()
+        },
+        Duration::from_secs(10),
+        "no session minted within 10 s after the failover"
+    );
+    let late = late.unwrap();
     verify.verify(verify_req(&late.token)).await.expect("verify after the failover");
     let revoke =
         pb::RevokeSessionRequest { client_id: client_ids[1].clone(), session_id: late.session.unwrap().session_id };

@@ -14,6 +14,10 @@
 
 use std::time::Instant;
 
+/// authd's allocator, since figure A runs authd in this process.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cred_bench::mint::{self, LOAD_THREADS};
 use cred_bench::redis_info::{self, admin_connection};
 use cred_bench::redis_server::RedisServer;
