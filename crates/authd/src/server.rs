@@ -12,12 +12,11 @@ use cred_proto::authd::v1::session_service_server::SessionServiceServer;
 use cred_serve::limits::{Limits, SizeLimited};
 use cred_serve::peer::{Resolved, TrustedProxies};
 use cred_serve::serve::{Assembly, ServeError, ServeOptions};
-use cred_serve::tls::require_client_cert;
+use cred_serve::tls::ClientCertCheck;
 use cred_telemetry::RpcLayer;
 use cred_telemetry::rpc::Rpc;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::service::interceptor::InterceptedService;
 use tower::Layer;
 
 use crate::admin::AdminApi;
@@ -63,13 +62,12 @@ pub async fn run_with_http<S: Store>(
         cred_telemetry::metrics::observe_cache("api_key", cache.clone());
     }
     // Admin mTLS: a verified client certificate, checked before the key.
-    let admin_mtls = require_client_cert(opts.tls.as_ref());
+    let admin_mtls = ClientCertCheck::of(opts.tls.as_ref());
     let (limits, peers) = (opts.limits, opts.trusted_proxies.clone());
     let mut edge = Assembly::new(opts)?;
     let max = edge.max_request_bytes();
-    let admin = InterceptedService::new(
+    let admin = admin_mtls.service(
         AdminServiceServer::new(AdminApi { authority: authority.clone(), operators }).max_decoding_message_size(max),
-        admin_mtls,
     );
     let clients = ClientServiceServer::new(ClientApi { authority: authority.clone() }).max_decoding_message_size(max);
     let store = authority.store().clone();

@@ -272,23 +272,10 @@ pub fn has_client_cert<T>(req: &Request<T>) -> bool {
     req.peer_certs().is_some_and(|c| !c.is_empty())
 }
 
-/// An interceptor for services that need a verified client certificate when
-/// `tls` verifies clients: without one the call is refused UNAUTHENTICATED
-/// (the caller has not proven who it is), before any other check.
-pub fn require_client_cert(
-    tls: Option<&ServerTls>,
-) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
-    let flag = tls.and_then(|t| t.files.client_ca.as_ref().map(|(flag, _)| *flag));
-    move |req: Request<()>| match flag {
-        Some(flag) if !has_client_cert(&req) => {
-            Err(Status::unauthenticated(format!("this RPC needs a TLS client certificate issued by the CA of {flag}")))
-        }
-        _ => Ok(req),
-    }
-}
-
-/// [`require_client_cert`]'s check as a named interceptor, for
-/// [`client_cert_required`].
+/// The check of services that need a verified client certificate when the
+/// TLS settings verify clients: without one the call is refused
+/// UNAUTHENTICATED (the caller has not proven who it is), before any other
+/// check. Applied by [`ClientCertCheck::service`].
 #[derive(Debug, Clone, Copy)]
 pub struct RequireClientCert {
     /// The flag that set the client CA (named in the refusal).
@@ -305,8 +292,8 @@ impl tonic::service::Interceptor for RequireClientCert {
     }
 }
 
-/// Whether services need a verified client certificate: [`require_client_cert`]
-/// as a wrapper of services rather than an interceptor.
+/// Whether services need a verified client certificate ([`RequireClientCert`]),
+/// as a wrapper of services.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientCertCheck(Option<RequireClientCert>);
 

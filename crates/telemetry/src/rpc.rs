@@ -29,7 +29,6 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
@@ -89,28 +88,11 @@ impl Method {
 /// The span attribute naming the call's tenant.
 pub const TENANT_ATTRIBUTE: &str = "tenant.id";
 
-/// FNV-1a, for the method table: its keys are fixed at start and it is only
-/// read, so a request path chosen to collide costs a few string comparisons
-/// at most, and hashing it costs a few instructions a byte, not SipHash's.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// The methods by request path.
-type Table = HashMap<&'static str, Method, BuildHasherDefault<Fnv>>;
+/// The methods by request path, hashed with FNV-1a: the keys are fixed at
+/// start and the table is only read, so a request path chosen to collide
+/// costs a few string comparisons at most, and hashing it costs a few
+/// instructions a byte, not SipHash's.
+type Table = HashMap<&'static str, Method, fnv::FnvBuildHasher>;
 
 /// What a path not in the table is named.
 fn unknown() -> &'static Method {
